@@ -1,0 +1,82 @@
+//! The command line, as data: clap definitions only (the binary runs them). Kept in the library
+//! so that the man page and shell completions are generated from the same definition.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  failure (the runner could not start, systemd refused a call, a file could not be written)
+  2  invalid input: bad arguments, spawn request, config file or agent reference
+  3  no such agent
+  4  conflict: the unit name belongs to another agent, or the unit is not ours
+  5  no systemd user manager reachable
+  6  the user manager did not answer in time
+  7  the agent survived SIGKILL (not stopped)";
+
+/// Supervise Agent Relay agents as transient systemd user units.
+#[derive(Debug, Parser)]
+#[command(name = "agent-relay-systemd", version, about, after_long_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Orchestrator config file [default: ~/.agent-relay/orchestrator.json]
+    #[arg(long, global = true, env = "AGENT_RELAY_ORCHESTRATOR_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Output format: `json` for programs (stdout holds only JSON), `text` for people
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Bound on every call to the systemd user manager, in seconds
+    #[arg(long, global = true, env = "AGENT_RELAY_SYSTEMD_TIMEOUT", default_value_t = 10.0, value_name = "SECONDS")]
+    pub timeout: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start an agent as a transient user unit from a spawn request (JSON)
+    #[command(after_help = "Example:\n  echo '{\"provider\":\"claude\",\"cwd\":\"~/projects/app\",\"spawnRequestId\":\"req-1\"}' | agent-relay-systemd spawn -o json")]
+    Spawn {
+        /// Read the spawn request from FILE instead of stdin
+        #[arg(long, value_name = "FILE")]
+        spec: Option<PathBuf>,
+    },
+    /// List agents, from unit properties alone
+    #[command(after_help = "Example:\n  agent-relay-systemd list -o json")]
+    List,
+    /// Show one agent by agent id, session name, unit name or spawn request id
+    #[command(after_help = "Example:\n  agent-relay-systemd show req-1")]
+    Show {
+        /// Agent id, session name, unit name or spawn request id
+        agent: String,
+    },
+    /// Stop an agent: graceful, then SIGKILL to its whole control group
+    #[command(after_help = "Example:\n  agent-relay-systemd stop ar-claude-session-req-1 --timeout-stop 5")]
+    Stop {
+        /// Agent id, session name, unit name or spawn request id
+        agent: String,
+        /// Seconds to wait for a graceful stop before SIGKILL (at most 60)
+        #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+        timeout_stop: f64,
+    },
+    /// Run CMD with a private, throwaway `systemd --user`, then tear it down
+    #[command(after_help = "Example:\n  agent-relay-systemd sandbox -- sh -c 'agent-relay-systemd list; systemctl --user status'")]
+    Sandbox {
+        /// The command and its arguments
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
+}

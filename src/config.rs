@@ -1,0 +1,200 @@
+//! The orchestrator's config (`~/.agent-relay/orchestrator.json`): parsing, defaults and env
+//! overrides are pure; [`load`] is the one function that reads a file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::naming;
+
+pub const DEFAULT_TMUX_PREFIX: &str = "ar";
+pub const DEFAULT_API_PORT: u16 = 4860;
+pub const DEFAULT_RELAY_URL: &str = "http://127.0.0.1:4850";
+/// Env var that names the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "AGENT_RELAY_ORCHESTRATOR_CONFIG";
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub hostname: String,
+    pub relay_url: String,
+    pub token: Option<String>,
+    pub base_dir: PathBuf,
+    pub env: BTreeMap<String, String>,
+    pub tmux_prefix: String,
+    pub api_port: u16,
+    /// How the runner is launched: argv prefix before `<provider>`. `None`: `<provider>-relay`.
+    pub runner_command: Option<Vec<String>>,
+}
+
+/// The file as written by the orchestrator. Unknown keys are the orchestrator's own and ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfigFile {
+    hostname: Option<String>,
+    relay_url: Option<String>,
+    token: Option<String>,
+    base_dir: Option<String>,
+    env: Option<BTreeMap<String, String>>,
+    tmux_prefix: Option<String>,
+    api_port: Option<u16>,
+    runner_command: Option<Vec<String>>,
+}
+
+/// A config problem; always names the file (or variable) at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Malformed { path: PathBuf, message: String },
+    #[error("environment variable {var} is not valid: {message}")]
+    BadEnv { var: &'static str, message: String },
+}
+
+/// Facts about the process the defaults depend on.
+#[derive(Clone)]
+pub struct ConfigInputs<'a> {
+    pub home: &'a Path,
+    pub os_hostname: &'a str,
+    /// Looks up an environment variable (the process env in the CLI, a map in tests).
+    pub var: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// Where the config lives: `--config`, else `$AGENT_RELAY_ORCHESTRATOR_CONFIG`, else the default.
+pub fn config_path(flag: Option<&Path>, inputs: &ConfigInputs<'_>) -> (PathBuf, bool) {
+    if let Some(p) = flag {
+        return (p.to_path_buf(), true);
+    }
+    if let Some(p) = (inputs.var)(CONFIG_ENV).filter(|v| !v.is_empty()) {
+        return (PathBuf::from(p), true);
+    }
+    (inputs.home.join(".agent-relay").join("orchestrator.json"), false)
+}
+
+/// Reads and resolves the config. A missing default file means defaults; a missing file that
+/// was named explicitly is an error.
+pub fn load(flag: Option<&Path>, inputs: &ConfigInputs<'_>) -> Result<Config, ConfigError> {
+    let (path, explicit) = config_path(flag, inputs);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => None,
+        Err(source) => return Err(ConfigError::Read { path, source }),
+    };
+    resolve(text.as_deref(), &path, inputs)
+}
+
+/// Pure: file text (if any) + env overrides + defaults → [`Config`].
+pub fn resolve(text: Option<&str>, path: &Path, inputs: &ConfigInputs<'_>) -> Result<Config, ConfigError> {
+    let malformed = |message: String| ConfigError::Malformed { path: path.to_path_buf(), message };
+    let file: ConfigFile = match text {
+        Some(t) if !t.trim().is_empty() => serde_json::from_str(t).map_err(|e| malformed(e.to_string()))?,
+        _ => ConfigFile::default(),
+    };
+    let var = |k: &str| (inputs.var)(k).filter(|v| !v.is_empty());
+
+    let hostname = var("AGENT_RELAY_HOSTNAME").or(file.hostname).unwrap_or_else(|| inputs.os_hostname.to_string());
+    let relay_url = var("AGENT_RELAY_URL").or(file.relay_url).unwrap_or_else(|| DEFAULT_RELAY_URL.to_string());
+    let token = var("AGENT_RELAY_TOKEN").or(file.token).filter(|t| !t.is_empty());
+    let base_dir_raw = var("AGENT_RELAY_BASE_DIR").or(file.base_dir).unwrap_or_else(|| "~/projects".to_string());
+    let base_dir = expand_home(&base_dir_raw, inputs.home);
+    if !base_dir.is_absolute() {
+        return Err(malformed(format!("baseDir must be an absolute path or start with ~/, got {base_dir_raw:?}")));
+    }
+    let tmux_prefix = var("AGENT_RELAY_TMUX_PREFIX").or(file.tmux_prefix).unwrap_or_else(|| DEFAULT_TMUX_PREFIX.to_string());
+    if !naming::prefix_is_valid(&tmux_prefix) {
+        return Err(malformed(format!("tmuxPrefix {tmux_prefix:?} must be 1-32 characters of a-z, 0-9, _ and -")));
+    }
+    let api_port = match var("AGENT_RELAY_API_PORT") {
+        Some(v) => v.parse::<u16>().map_err(|_| ConfigError::BadEnv {
+            var: "AGENT_RELAY_API_PORT",
+            message: format!("{v:?} is not a port number"),
+        })?,
+        None => file.api_port.unwrap_or(DEFAULT_API_PORT),
+    };
+    let runner_command = match var("AGENT_RELAY_RUNNER_COMMAND") {
+        Some(v) => Some(parse_command_var(&v)?),
+        None => file.runner_command,
+    };
+    if let Some(cmd) = &runner_command {
+        if cmd.is_empty() || cmd.iter().any(|a| a.is_empty() || a.contains('\0')) {
+            return Err(malformed("runnerCommand must be a non-empty array of non-empty strings".into()));
+        }
+    }
+    let env = file.env.unwrap_or_default();
+    if let Some(bad) = env.keys().find(|k| !crate::request::env_key_is_valid(k)) {
+        return Err(malformed(format!("env key {bad:?} is not a valid variable name")));
+    }
+    Ok(Config { hostname, relay_url, token, base_dir, env, tmux_prefix, api_port, runner_command })
+}
+
+/// `AGENT_RELAY_RUNNER_COMMAND`: a JSON array, or words separated by whitespace.
+fn parse_command_var(v: &str) -> Result<Vec<String>, ConfigError> {
+    if v.trim_start().starts_with('[') {
+        serde_json::from_str(v).map_err(|e| ConfigError::BadEnv {
+            var: "AGENT_RELAY_RUNNER_COMMAND",
+            message: format!("not a JSON array of strings: {e}"),
+        })
+    } else {
+        Ok(v.split_whitespace().map(str::to_string).collect())
+    }
+}
+
+/// `~` and `~/x` relative to `home`; anything else as given.
+pub fn expand_home(raw: &str, home: &Path) -> PathBuf {
+    if raw == "~" {
+        home.to_path_buf()
+    } else if let Some(rest) = raw.strip_prefix("~/") {
+        home.join(rest)
+    } else {
+        PathBuf::from(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs<'a>(vars: &'a dyn Fn(&str) -> Option<String>) -> ConfigInputs<'a> {
+        ConfigInputs { home: Path::new("/home/u"), os_hostname: "box", var: vars }
+    }
+
+    #[test]
+    fn defaults_when_no_file() {
+        let none = |_: &str| None;
+        let c = resolve(None, Path::new("/x.json"), &inputs(&none)).unwrap();
+        assert_eq!(c.base_dir, PathBuf::from("/home/u/projects"));
+        assert_eq!(c.tmux_prefix, "ar");
+        assert_eq!(c.api_port, 4860);
+        assert_eq!(c.hostname, "box");
+        assert_eq!(c.token, None);
+    }
+
+    #[test]
+    fn file_then_env_overrides() {
+        let vars = |k: &str| match k {
+            "AGENT_RELAY_TOKEN" => Some("envtok".to_string()),
+            "AGENT_RELAY_RUNNER_COMMAND" => Some("/usr/bin/bun run /opt/r.ts".to_string()),
+            _ => None,
+        };
+        let text = r#"{"token":"filetok","baseDir":"/srv/p","tmuxPrefix":"zz","apiPort":1,"unrelated":{"a":1}}"#;
+        let c = resolve(Some(text), Path::new("/x.json"), &inputs(&vars)).unwrap();
+        assert_eq!(c.token.as_deref(), Some("envtok"));
+        assert_eq!(c.base_dir, PathBuf::from("/srv/p"));
+        assert_eq!(c.tmux_prefix, "zz");
+        assert_eq!(c.api_port, 1);
+        assert_eq!(c.runner_command.unwrap(), vec!["/usr/bin/bun", "run", "/opt/r.ts"]);
+    }
+
+    #[test]
+    fn malformed_file_names_the_file() {
+        let none = |_: &str| None;
+        let err = resolve(Some("{\"apiPort\":\"x\"}"), Path::new("/etc/o.json"), &inputs(&none)).unwrap_err();
+        assert!(err.to_string().contains("/etc/o.json"), "{err}");
+        let err = resolve(Some("{nope"), Path::new("/etc/o.json"), &inputs(&none)).unwrap_err();
+        assert!(err.to_string().contains("/etc/o.json"), "{err}");
+        let err = resolve(Some(r#"{"env":{"1BAD":"x"}}"#), Path::new("/o.json"), &inputs(&none)).unwrap_err();
+        assert!(err.to_string().contains("1BAD"), "{err}");
+    }
+}

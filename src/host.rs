@@ -1,0 +1,214 @@
+//! The host: environment facts (home, runtime dir, PATH, bus address), and the filesystem work
+//! of a spawn (resolving the runner and the cwd, writing 0600 files in 0700 directories).
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::plan::SpawnPlan;
+use crate::record::{parse_proc_stat_state, ProcState};
+
+/// Environment facts, read once from the process (or given by a test).
+#[derive(Debug, Clone)]
+pub struct HostEnv {
+    pub home: PathBuf,
+    pub runtime_dir: Option<PathBuf>,
+    pub path: String,
+    pub session_bus: Option<String>,
+    pub hostname: String,
+}
+
+impl HostEnv {
+    /// Reads `HOME`, `XDG_RUNTIME_DIR`, `PATH`, `DBUS_SESSION_BUS_ADDRESS` and the host name.
+    pub fn from_process() -> HostEnv {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let home = var("HOME").map(PathBuf::from).unwrap_or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.dir)
+                .unwrap_or_else(|| PathBuf::from("/"))
+        });
+        let runtime_dir = var("XDG_RUNTIME_DIR").map(PathBuf::from).or_else(|| {
+            let p = PathBuf::from(format!("/run/user/{}", nix::unistd::getuid()));
+            p.is_dir().then_some(p)
+        });
+        HostEnv {
+            home,
+            runtime_dir,
+            path: var("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
+            session_bus: var("DBUS_SESSION_BUS_ADDRESS"),
+            hostname: nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into()),
+        }
+    }
+
+    /// `$XDG_RUNTIME_DIR/agent-relay-systemd`, where secrets and payloads live (tmpfs, per user).
+    pub fn runtime_root(&self) -> Result<PathBuf, Error> {
+        self.runtime_dir
+            .as_ref()
+            .map(|d| d.join("agent-relay-systemd"))
+            .ok_or_else(|| Error::ManagerUnreachable { detail: "XDG_RUNTIME_DIR is not set".into() })
+    }
+}
+
+/// The runner's argv prefix, every element absolute where it names a program: the config's
+/// `runnerCommand`, else `<provider>-relay` found on PATH.
+pub fn resolve_launcher(config: &Config, provider: &str, path: &str) -> Result<Vec<String>, Error> {
+    match &config.runner_command {
+        Some(cmd) => {
+            let exe = find_executable(&cmd[0], path).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "runnerCommand program {:?} is not an executable file (nor found on PATH); fix runnerCommand in the config or AGENT_RELAY_RUNNER_COMMAND",
+                    cmd[0]
+                ))
+            })?;
+            let mut out = vec![exe.display().to_string()];
+            out.extend(cmd[1..].iter().cloned());
+            Ok(out)
+        }
+        None => {
+            let name = format!("{provider}-relay");
+            let exe = find_executable(&name, path).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "no runner found for provider {provider:?}: `{name}` is not on PATH; install it or set runnerCommand in the config (or AGENT_RELAY_RUNNER_COMMAND)"
+                ))
+            })?;
+            Ok(vec![exe.display().to_string()])
+        }
+    }
+}
+
+fn find_executable(name: &str, path: &str) -> Option<PathBuf> {
+    let is_exec = |p: &Path| {
+        std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    };
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return (p.is_absolute() && is_exec(&p)).then(|| std::fs::canonicalize(&p).unwrap_or(p));
+    }
+    path.split(':').filter(|d| d.starts_with('/')).map(|d| Path::new(d).join(name)).find(|p| is_exec(p))
+}
+
+/// Lexical `..`/`.` resolution of an absolute path (no filesystem access).
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `target` equals `base` or lies below it (both already normalised).
+pub fn is_within(target: &Path, base: &Path) -> bool {
+    target.starts_with(base)
+}
+
+/// The cwd, checked as the seed does: inside baseDir after resolving `..` and symlinks, and
+/// an existing directory. Returns the canonical path.
+pub fn resolve_cwd(cwd: &str, config: &Config, home: &Path) -> Result<PathBuf, Error> {
+    let raw = crate::config::expand_home(cwd, home);
+    if !raw.is_absolute() {
+        return Err(Error::Invalid(format!("cwd must be an absolute path: {cwd}")));
+    }
+    let base = normalize(&config.base_dir);
+    let lexical = normalize(&raw);
+    if !is_within(&lexical, &base) {
+        return Err(Error::Invalid(format!("cwd must be within base directory: {cwd} (baseDir is {})", base.display())));
+    }
+    let real = std::fs::canonicalize(&lexical).map_err(|_| Error::Invalid(format!("cwd does not exist: {cwd}")))?;
+    if !real.is_dir() {
+        return Err(Error::Invalid(format!("cwd is not a directory: {cwd}")));
+    }
+    let real_base = std::fs::canonicalize(&base).unwrap_or(base.clone());
+    if !is_within(&real, &real_base) {
+        return Err(Error::Invalid(format!(
+            "cwd must be within base directory: {cwd} resolves to {} outside {}",
+            real.display(),
+            real_base.display()
+        )));
+    }
+    Ok(real)
+}
+
+/// What `/proc/<pid>/stat` says.
+pub fn proc_state(pid: u32) -> ProcState {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => parse_proc_stat_state(&stat),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => ProcState::Gone,
+        Err(_) => ProcState::Unreadable,
+    }
+}
+
+/// Creates `dir` and missing parents with mode 0700, and tightens `dir` itself to 0700.
+pub fn private_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(Error::io("creating directory", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(Error::io("setting mode of", dir))
+}
+
+/// Writes a new 0600 file (never following or reusing an existing one).
+pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), Error> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(Error::io("creating", path))?;
+    f.write_all(contents).and_then(|_| f.sync_all()).map_err(Error::io("writing", path))
+}
+
+/// Files a spawn made; removed again unless [`SpawnFiles::keep`] is called.
+pub struct SpawnFiles {
+    dir: Option<PathBuf>,
+}
+
+impl SpawnFiles {
+    pub fn keep(mut self) {
+        self.dir = None;
+    }
+}
+
+impl Drop for SpawnFiles {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Writes the env file and payloads of a plan into its fresh agent directory, and makes sure the
+/// log and runner-info directories exist (0700) and the log file is 0600.
+pub fn write_spawn_files(plan: &SpawnPlan) -> Result<SpawnFiles, Error> {
+    if let Some(parent) = plan.agent_dir.parent() {
+        private_dir(parent)?;
+        if let Some(root) = parent.parent() {
+            private_dir(root)?;
+        }
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&plan.agent_dir)
+        .map_err(Error::io("creating directory", &plan.agent_dir))?;
+    let guard = SpawnFiles { dir: Some(plan.agent_dir.clone()) };
+    write_private_file(&plan.env_file, crate::plan::render_env_file(&plan.secret_env).as_bytes())?;
+    for p in &plan.payloads {
+        write_private_file(&p.path, p.contents.as_bytes())?;
+    }
+    for dir in [plan.log_file.parent(), plan.runner_info_file.parent()].into_iter().flatten() {
+        private_dir(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(&plan.log_file)
+        .map_err(Error::io("creating log file", &plan.log_file))?;
+    Ok(guard)
+}

@@ -1,0 +1,22 @@
+//! agent-relay-systemd: every Agent Relay agent a transient systemd user unit, created and
+//! watched over D-Bus. The pure core (names, requests, plans, unit properties, records) is kept
+//! apart from the IO shell (the systemd manager over zbus, files, the host).
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod host;
+pub mod meta;
+pub mod naming;
+pub mod output;
+pub mod plan;
+pub mod record;
+pub mod request;
+pub mod supervisor;
+pub mod systemd;
+pub mod unit;
+
+pub use error::Error;
+pub use record::{AgentRecord, Liveness};
+pub use request::SpawnRequest;
+pub use supervisor::{SpawnOutcome, StopOutcome, Supervisor};

@@ -1,0 +1,166 @@
+//! The `agent-relay-systemd` binary: parses the command line, resolves the environment, runs
+//! one library operation, prints its answer, and maps errors to the documented exit codes.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use agent_relay_systemd::cli::{Cli, Command, Output};
+use agent_relay_systemd::config::{self, ConfigInputs};
+use agent_relay_systemd::host::HostEnv;
+use agent_relay_systemd::{output, request, Error, Supervisor};
+mod sandbox { pub fn run_sandboxed(_c: &[String]) -> Result<i32, String> { Err("x".into()) } }
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("AGENT_RELAY_LOG"))
+        .init();
+    if let Command::Sandbox { cmd } = &cli.command {
+        return match sandbox::run_sandboxed(cmd) {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => fail(cli.global.output, &format!("sandbox: {e}"), "sandbox", 1),
+        };
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(cli.global.output, &format!("cannot start the async runtime: {e}"), "internal", 1),
+    };
+    match rt.block_on(run(&cli)) {
+        Ok(text) => {
+            let mut out = std::io::stdout().lock();
+            // A closed pipe (`| head`) is not an error.
+            let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let (kind, code) = classify(&e);
+            fail(cli.global.output, &e.to_string(), kind, code)
+        }
+    }
+}
+
+/// Maps an error to its kind (for JSON) and exit code (see `--help`).
+fn classify(e: &Error) -> (&'static str, u8) {
+    match e {
+        Error::Invalid(_) => ("invalid", 2),
+        Error::NotFound { .. } => ("not_found", 3),
+        Error::Conflict(_) => ("conflict", 4),
+        Error::NotOurs { .. } => ("not_ours", 4),
+        Error::ManagerUnreachable { .. } => ("manager_unreachable", 5),
+        Error::Timeout { .. } => ("timeout", 6),
+        Error::Survived { .. } => ("survived", 7),
+        Error::SpawnFailed { .. } => ("spawn_failed", 1),
+        Error::Io { .. } => ("io", 1),
+        Error::Systemd { .. } => ("systemd", 1),
+    }
+}
+
+fn fail(output: Output, message: &str, kind: &str, code: u8) -> ExitCode {
+    eprintln!("error: {message}");
+    if output == Output::Json {
+        let body = serde_json::json!({ "error": { "kind": kind, "message": message, "exitCode": code } });
+        println!("{body}");
+    }
+    ExitCode::from(code)
+}
+
+fn seconds(s: f64, what: &str) -> Result<Duration, Error> {
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| Error::Invalid(format!("{what} must be a positive number of seconds, got {s}")))
+}
+
+async fn run(cli: &Cli) -> Result<String, Error> {
+    let host = HostEnv::from_process();
+    let var = |k: &str| std::env::var(k).ok();
+    let inputs = ConfigInputs { home: &host.home, os_hostname: &host.hostname, var: &var };
+    let cfg = config::load(cli.global.config.as_deref(), &inputs)?;
+    let timeout = seconds(cli.global.timeout, "--timeout")?;
+    let json = cli.global.output == Output::Json;
+    let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+
+    // Bad input is rejected before the manager is contacted: nothing is touched.
+    let spawn_request = match &cli.command {
+        Command::Spawn { spec } => Some(read_request(spec.as_deref())?),
+        _ => None,
+    };
+    let stop_timeout = match &cli.command {
+        Command::Stop { timeout_stop, .. } => Some(
+            Duration::try_from_secs_f64(*timeout_stop)
+                .map_err(|_| Error::Invalid(format!("--timeout-stop must be 0-60 seconds, got {timeout_stop}")))?,
+        ),
+        _ => None,
+    };
+
+    let sup = Supervisor::connect(cfg, host, timeout).await?;
+    let text = match &cli.command {
+        Command::Spawn { .. } => {
+            let req = spawn_request.expect("parsed above");
+            let out = sup.spawn(&req).await?;
+            if json {
+                to_json(&out)
+            } else {
+                let verb = if out.created { "spawned" } else { "already running" };
+                format!("{verb}: {}\n{}", out.agent.session_name, output::agent_details(&out.agent))
+            }
+        }
+        Command::List => {
+            let agents = sup.list().await?;
+            if json {
+                to_json(&agents)
+            } else {
+                output::agent_table(&agents, now_ms())
+            }
+        }
+        Command::Show { agent } => {
+            let a = sup.show(agent).await?;
+            if json {
+                to_json(&a)
+            } else {
+                output::agent_details(&a)
+            }
+        }
+        Command::Stop { agent, .. } => {
+            let out = sup.stop(agent, stop_timeout.expect("parsed above")).await?;
+            if json {
+                to_json(&out)
+            } else {
+                output::stop_summary(&out)
+            }
+        }
+        Command::Sandbox { .. } => unreachable!("handled before the runtime starts"),
+    };
+    Ok(text)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    let mut s = serde_json::to_string_pretty(v).expect("records serialize");
+    s.push('\n');
+    s
+}
+
+fn read_request(spec: Option<&std::path::Path>) -> Result<request::SpawnRequest, Error> {
+    use std::io::Read;
+    let limit = request::MAX_REQUEST_BYTES as u64 + 1;
+    let mut text = String::new();
+    match spec {
+        Some(path) => {
+            let f = std::fs::File::open(path).map_err(|e| Error::Invalid(format!("cannot read --spec {}: {e}", path.display())))?;
+            f.take(limit)
+                .read_to_string(&mut text)
+                .map_err(|e| Error::Invalid(format!("cannot read --spec {}: {e}", path.display())))?;
+        }
+        None => {
+            std::io::stdin()
+                .take(limit)
+                .read_to_string(&mut text)
+                .map_err(|e| Error::Invalid(format!("cannot read the spawn request from stdin: {e}")))?;
+        }
+    }
+    Ok(request::parse(&text)?)
+}

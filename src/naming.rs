@@ -1,0 +1,198 @@
+//! Names: session, agent id, unit and slice names, all derived the way the seed derives them.
+//! Pure: no IO, no clock, no randomness (callers pass the time and the random part in).
+
+use sha2::{Digest, Sha256};
+
+/// Every agent unit lives in this slice. No `-` in the name: a dash would nest it in another
+/// slice (`a-b.slice` lives inside `a.slice`, systemd.slice(5)).
+pub const AGENT_SLICE: &str = "agent_relay.slice";
+/// Unit names of agents start with this, then the session name (`<tmuxPrefix>-…`).
+pub const AGENT_UNIT_PREFIX: &str = "agent-relay-managed-";
+/// tmux socket paths are short; the seed caps derived names at 80 bytes.
+pub const MAX_SESSION_NAME: usize = 80;
+
+/// Options of [`sanitize_fs_name`], after the SDK's `sanitizeFsName`.
+#[derive(Debug, Clone, Copy)]
+pub struct Sanitize<'a> {
+    pub lowercase: bool,
+    pub max_len: usize,
+    pub fallback: &'a str,
+}
+
+impl Default for Sanitize<'_> {
+    fn default() -> Self {
+        Sanitize { lowercase: true, max_len: 64, fallback: "" }
+    }
+}
+
+/// Maps a free-form string to `[a-z0-9_-]`: other characters (`.` and `:` too, which tmux
+/// renders as `_`, seed #1583) become `-`, runs of `-` collapse, edges are trimmed.
+pub fn sanitize_fs_name(input: &str, opts: Sanitize<'_>) -> String {
+    let mut out = String::with_capacity(input.len().min(opts.max_len));
+    for c in input.chars() {
+        let c = if opts.lowercase { c.to_ascii_lowercase() } else { c };
+        let keep = c.is_ascii_alphanumeric() || c == '_';
+        let c = if keep { c } else { '-' };
+        if c == '-' && (out.is_empty() || out.ends_with('-')) {
+            continue;
+        }
+        out.push(c);
+        if out.len() >= opts.max_len {
+            break;
+        }
+    }
+    let trimmed = out.trim_matches(|c| c == '-' || c == '_');
+    if trimmed.is_empty() {
+        opts.fallback.to_string()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+fn slug(input: &str) -> String {
+    sanitize_fs_name(input, Sanitize { lowercase: true, max_len: 256, fallback: "session" })
+}
+
+/// First 8 hex digits of SHA-256: a short, stable disambiguator.
+pub fn sha8(input: &str) -> String {
+    let digest = Sha256::digest(input.as_bytes());
+    digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The last 8 characters of the sanitised unique id (spawn request id or agent id).
+pub fn unique_suffix(unique_id: &str) -> String {
+    let clean = sanitize_fs_name(unique_id, Sanitize { lowercase: true, max_len: 4096, fallback: "x" });
+    let start = clean.len().saturating_sub(8);
+    clean[start..].trim_start_matches('-').to_string()
+}
+
+/// Why a session name could not be derived.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("derived name too long for tmux socket ({len} bytes, at most {max}); pass a short `label` or a shorter tmuxPrefix")]
+pub struct NameTooLong {
+    pub len: usize,
+    pub max: usize,
+}
+
+/// `<prefix>-<provider>-<slug(label)>-<last8(unique)>`, at most 80 bytes; a long slug is cut and
+/// given a `-<sha8>` of the whole slug so that two long labels still differ.
+pub fn session_name(prefix: &str, provider: &str, label: &str, unique_id: &str) -> Result<String, NameTooLong> {
+    let clean = slug(label);
+    let suffix = unique_suffix(unique_id);
+    let fixed = prefix.len() + 1 + provider.len() + 1 + 1 + suffix.len();
+    if fixed + clean.len() <= MAX_SESSION_NAME {
+        return Ok(format!("{prefix}-{provider}-{clean}-{suffix}"));
+    }
+    let hash = sha8(&clean);
+    let room = MAX_SESSION_NAME.saturating_sub(fixed + 1 + hash.len());
+    if room < 1 {
+        return Err(NameTooLong { len: fixed + 1 + hash.len(), max: MAX_SESSION_NAME });
+    }
+    let cut = clean[..room].trim_end_matches(['-', '_']);
+    let cut = if cut.is_empty() { "s" } else { cut };
+    Ok(format!("{prefix}-{provider}-{cut}-{hash}-{suffix}"))
+}
+
+/// The seed's default label: `session-<ms>`.
+pub fn default_label(now_ms: u64) -> String {
+    format!("session-{now_ms}")
+}
+
+/// `<host>-<provider>-<label>-<uuid8>`, as the seed's `managedAgentId`.
+pub fn agent_id(hostname: &str, provider: &str, label: &str, uuid8: &str) -> String {
+    let host = sanitize_fs_name(hostname, Sanitize { lowercase: true, max_len: 64, fallback: "host" });
+    format!("{host}-{provider}-{}-{uuid8}", slug(label))
+}
+
+/// `agent-relay-managed-<session>.service`.
+pub fn agent_unit_name(session: &str) -> String {
+    format!("{AGENT_UNIT_PREFIX}{session}.service")
+}
+
+/// The `ListUnitsByPatterns` glob that matches every agent unit of this tmux prefix.
+pub fn agent_unit_pattern(prefix: &str) -> String {
+    format!("{AGENT_UNIT_PREFIX}{prefix}-*.service")
+}
+
+/// The session name inside an agent unit name, when the unit is one of ours for `prefix`.
+pub fn session_of_unit<'a>(unit: &'a str, prefix: &str) -> Option<&'a str> {
+    let session = unit.strip_prefix(AGENT_UNIT_PREFIX)?.strip_suffix(".service")?;
+    let rest = session.strip_prefix(prefix)?.strip_prefix('-')?;
+    if rest.is_empty() || rest.starts_with("guest-") {
+        return None;
+    }
+    Some(session)
+}
+
+/// A provider names a binary (`<provider>-relay`) and a path component: keep it plain.
+pub fn provider_is_valid(provider: &str) -> bool {
+    let mut chars = provider.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && provider.len() <= 32
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// tmuxPrefix: the same alphabet, no trailing dash.
+pub fn prefix_is_valid(prefix: &str) -> bool {
+    provider_is_valid(prefix) && !prefix.ends_with('-') && !prefix.contains("--")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitises_like_the_sdk() {
+        let o = Sanitize::default();
+        assert_eq!(sanitize_fs_name("My Label.v2:x", o), "my-label-v2-x");
+        assert_eq!(sanitize_fs_name("--a//b--", o), "a-b");
+        assert_eq!(sanitize_fs_name("!!!", o), "");
+        assert_eq!(sanitize_fs_name("!!!", Sanitize { fallback: "agent", ..o }), "agent");
+        assert_eq!(sanitize_fs_name("ÄÖ ok", o), "ok");
+    }
+
+    #[test]
+    fn session_name_follows_the_seed() {
+        assert_eq!(session_name("ar", "claude", "Fix Bug", "req-12345678abcd").unwrap(), "ar-claude-fix-bug-5678abcd");
+        assert_eq!(session_name("ar", "codex", "x", "ab").unwrap(), "ar-codex-x-ab");
+    }
+
+    #[test]
+    fn label_that_sanitises_to_nothing_falls_back() {
+        assert_eq!(session_name("ar", "claude", "???", "abcdefgh").unwrap(), "ar-claude-session-abcdefgh");
+    }
+
+    #[test]
+    fn long_labels_are_cut_with_a_hash_and_stay_distinct() {
+        let a = session_name("ar", "claude", &"a".repeat(200), "12345678").unwrap();
+        let b = session_name("ar", "claude", &format!("{}b", "a".repeat(199)), "12345678").unwrap();
+        assert!(a.len() <= MAX_SESSION_NAME && b.len() <= MAX_SESSION_NAME);
+        assert_ne!(a, b);
+        assert!(a.ends_with("-12345678"));
+    }
+
+    #[test]
+    fn too_long_prefix_is_an_error() {
+        let err = session_name(&"p".repeat(70), "claude", "x", "12345678").unwrap_err();
+        assert!(err.to_string().contains("pass a short `label`"));
+    }
+
+    #[test]
+    fn unit_names_round_trip() {
+        let unit = agent_unit_name("ar-claude-x-1234");
+        assert_eq!(unit, "agent-relay-managed-ar-claude-x-1234.service");
+        assert_eq!(session_of_unit(&unit, "ar"), Some("ar-claude-x-1234"));
+        assert_eq!(session_of_unit(&unit, "zz"), None);
+        assert_eq!(session_of_unit("ssh.service", "ar"), None);
+        assert_eq!(session_of_unit("agent-relay-managed-ar-guest-x.service", "ar"), None);
+    }
+
+    #[test]
+    fn providers() {
+        assert!(provider_is_valid("claude"));
+        assert!(provider_is_valid("codex-2"));
+        assert!(!provider_is_valid("Claude"));
+        assert!(!provider_is_valid("../x"));
+        assert!(!provider_is_valid(""));
+    }
+}

@@ -1,0 +1,101 @@
+//! Human-readable renderings of records and answers (the JSON forms are their serde forms).
+//! Pure: strings in, strings out; the clock is passed in.
+
+use crate::record::AgentRecord;
+use crate::supervisor::StopOutcome;
+
+/// A table of agents, one line each.
+pub fn agent_table(agents: &[AgentRecord], now_ms: u64) -> String {
+    let mut rows = vec![["SESSION", "STATE", "PID", "PROVIDER", "LABEL", "UPTIME", "UNIT"].map(String::from).to_vec()];
+    for a in agents {
+        rows.push(vec![
+            a.session_name.clone(),
+            state_text(a),
+            a.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            a.provider.clone(),
+            a.label.clone(),
+            a.started_at.map(|t| age(now_ms.saturating_sub(t))).unwrap_or_else(|| "-".into()),
+            a.systemd_unit.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for r in &rows {
+        let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    if agents.is_empty() {
+        out.push_str("(no agents)\n");
+    }
+    out
+}
+
+fn state_text(a: &AgentRecord) -> String {
+    format!("{} ({}/{})", a.state.as_str(), a.active_state, a.sub_state)
+}
+
+/// `3d4h`, `2h5m`, `4m10s`, `12s`.
+pub fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// `key: value` lines for one agent.
+pub fn agent_details(a: &AgentRecord) -> String {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let lines = [
+        ("agentId", a.agent_id.clone()),
+        ("provider", a.provider.clone()),
+        ("label", a.label.clone()),
+        ("sessionName", a.session_name.clone()),
+        ("systemdUnit", a.systemd_unit.clone()),
+        ("state", state_text(a)),
+        ("result", a.result.clone()),
+        ("pid", a.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())),
+        ("invocationId", opt(&a.invocation_id)),
+        ("cwd", a.cwd.clone()),
+        ("approvalMode", a.approval_mode.clone()),
+        ("lifecycle", a.lifecycle.clone()),
+        ("workspaceMode", a.workspace_mode.clone()),
+        ("policyName", opt(&a.policy_name)),
+        ("spawnRequestId", opt(&a.spawn_request_id)),
+        ("automationId", opt(&a.automation_id)),
+        ("automationRunId", opt(&a.automation_run_id)),
+        ("model", opt(&a.model)),
+        ("effort", opt(&a.effort)),
+        ("profile", opt(&a.profile)),
+        ("startedAt", a.started_at.map(|t| t.to_string()).unwrap_or_else(|| "-".into())),
+        ("restarts", a.restarts.to_string()),
+        ("logFile", a.log_file.clone()),
+    ];
+    lines.iter().map(|(k, v)| format!("{k:<16}{v}\n")).collect()
+}
+
+/// One sentence about a stop.
+pub fn stop_summary(s: &StopOutcome) -> String {
+    let how = match (s.was_running, s.killed) {
+        (false, _) => "it was not running",
+        (true, false) => "it exited on SIGTERM",
+        (true, true) => "it needed SIGKILL",
+    };
+    format!("stopped {} ({}): {how}\n", s.session_name, s.systemd_unit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages() {
+        assert_eq!(age(5_000), "5s");
+        assert_eq!(age(125_000), "2m5s");
+        assert_eq!(age(7_500_000), "2h5m");
+        assert_eq!(age(90_000_000), "1d1h");
+    }
+}

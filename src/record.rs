@@ -1,0 +1,199 @@
+//! Unit properties → agent record, and the three-valued liveness verdict. Pure: the snapshot
+//! and the `/proc` observation are read by the IO shell and passed in.
+
+use serde::{Deserialize, Serialize};
+
+use crate::meta::AgentMeta;
+
+/// The unit properties an agent record is made of, as read over D-Bus.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitSnapshot {
+    pub unit: String,
+    pub description: String,
+    pub load_state: String,
+    pub active_state: String,
+    pub sub_state: String,
+    pub invocation_id: Vec<u8>,
+    pub main_pid: u32,
+    pub n_restarts: u32,
+    pub result: String,
+    pub exec_main_code: i32,
+    pub exec_main_status: i32,
+    /// µs since the epoch; 0 when never started.
+    pub exec_main_start_us: u64,
+    pub active_enter_us: u64,
+    pub working_directory: String,
+    pub log_extra_fields: Vec<Vec<u8>>,
+}
+
+/// What `/proc/<pid>/stat` said about a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcState {
+    Running,
+    Zombie,
+    Gone,
+    /// Could not tell (e.g. EPERM): never evidence of death.
+    Unreadable,
+}
+
+/// alive / dead / unknown. A dead verdict needs positive evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Liveness {
+    Alive,
+    Dead,
+    Unknown,
+}
+
+impl Liveness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Alive => "alive",
+            Liveness::Dead => "dead",
+            Liveness::Unknown => "unknown",
+        }
+    }
+}
+
+/// Liveness from the unit's state and its MainPID's `/proc` state.
+pub fn liveness(s: &UnitSnapshot, proc_state: ProcState) -> Liveness {
+    if s.load_state == "not-found" || s.load_state.is_empty() {
+        return Liveness::Unknown;
+    }
+    if matches!(s.active_state.as_str(), "inactive" | "failed") {
+        return Liveness::Dead;
+    }
+    if s.main_pid > 0 {
+        return match proc_state {
+            ProcState::Running => Liveness::Alive,
+            ProcState::Zombie | ProcState::Gone => Liveness::Dead,
+            ProcState::Unreadable => Liveness::Unknown,
+        };
+    }
+    if s.sub_state == "auto-restart" {
+        // Between a crash and its restart: the runner is positively gone.
+        return Liveness::Dead;
+    }
+    Liveness::Unknown
+}
+
+/// Parses the state letter of `/proc/<pid>/stat` (after the last `)`, comm may hold spaces).
+pub fn parse_proc_stat_state(stat: &str) -> ProcState {
+    match stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()) {
+        Some('Z') | Some('X') | Some('x') => ProcState::Zombie,
+        Some(_) => ProcState::Running,
+        None => ProcState::Unreadable,
+    }
+}
+
+/// An agent as reported by `list` and `show`. Every key is always present (null when unset).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRecord {
+    pub agent_id: String,
+    pub provider: String,
+    pub label: String,
+    pub session_name: String,
+    pub systemd_unit: String,
+    pub invocation_id: Option<String>,
+    pub pid: Option<u32>,
+    pub state: Liveness,
+    pub active_state: String,
+    pub sub_state: String,
+    pub result: String,
+    pub cwd: String,
+    pub approval_mode: String,
+    pub policy_name: Option<String>,
+    pub spawn_request_id: Option<String>,
+    pub automation_id: Option<String>,
+    pub automation_run_id: Option<String>,
+    pub lifecycle: String,
+    pub workspace_mode: String,
+    pub model: Option<String>,
+    pub effort: Option<String>,
+    pub profile: Option<String>,
+    /// ms since the epoch of the current run's exec, else of the unit's activation.
+    pub started_at: Option<u64>,
+    pub restarts: u32,
+    pub log_file: String,
+    pub description: String,
+}
+
+/// Builds the record; `None` when the unit carries no agent metadata (not one of ours).
+pub fn agent_record(s: &UnitSnapshot, proc_state: ProcState) -> Option<AgentRecord> {
+    let m = AgentMeta::from_log_extra_fields(&s.log_extra_fields)?;
+    let started_us = if s.exec_main_start_us > 0 { s.exec_main_start_us } else { s.active_enter_us };
+    Some(AgentRecord {
+        agent_id: m.agent_id,
+        provider: m.provider,
+        label: m.label,
+        session_name: m.session,
+        systemd_unit: s.unit.clone(),
+        invocation_id: (!s.invocation_id.is_empty()).then(|| hex(&s.invocation_id)),
+        pid: (s.main_pid > 0).then_some(s.main_pid),
+        state: liveness(s, proc_state),
+        active_state: s.active_state.clone(),
+        sub_state: s.sub_state.clone(),
+        result: s.result.clone(),
+        cwd: s.working_directory.clone(),
+        approval_mode: m.approval_mode,
+        policy_name: m.policy_name,
+        spawn_request_id: m.spawn_request_id,
+        automation_id: m.automation_id,
+        automation_run_id: m.automation_run_id,
+        lifecycle: m.lifecycle,
+        workspace_mode: m.workspace_mode,
+        model: m.model,
+        effort: m.effort,
+        profile: m.profile,
+        started_at: (started_us > 0).then_some(started_us / 1000),
+        restarts: s.n_restarts,
+        log_file: m.log_file,
+        description: s.description.clone(),
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(active: &str, sub: &str, pid: u32) -> UnitSnapshot {
+        UnitSnapshot {
+            load_state: "loaded".into(),
+            active_state: active.into(),
+            sub_state: sub.into(),
+            main_pid: pid,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn liveness_needs_evidence_for_death() {
+        use Liveness::*;
+        assert_eq!(liveness(&snap("active", "running", 10), ProcState::Running), Alive);
+        assert_eq!(liveness(&snap("active", "running", 10), ProcState::Zombie), Dead);
+        assert_eq!(liveness(&snap("active", "running", 10), ProcState::Unreadable), Unknown);
+        assert_eq!(liveness(&snap("active", "running", 0), ProcState::Gone), Unknown);
+        assert_eq!(liveness(&snap("failed", "failed", 0), ProcState::Gone), Dead);
+        assert_eq!(liveness(&snap("activating", "auto-restart", 0), ProcState::Gone), Dead);
+        let mut gone = snap("inactive", "dead", 0);
+        gone.load_state = "not-found".into();
+        assert_eq!(liveness(&gone, ProcState::Gone), Unknown, "not-found is never a verdict (#1317)");
+    }
+
+    #[test]
+    fn proc_stat_state() {
+        assert_eq!(parse_proc_stat_state("12 (a b) c) S 1 2"), ProcState::Running);
+        assert_eq!(parse_proc_stat_state("12 (x) Z 1"), ProcState::Zombie);
+        assert_eq!(parse_proc_stat_state("garbage"), ProcState::Unreadable);
+    }
+
+    #[test]
+    fn foreign_units_are_not_agents() {
+        assert_eq!(agent_record(&snap("active", "running", 1), ProcState::Running), None);
+    }
+}

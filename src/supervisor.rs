@@ -1,0 +1,335 @@
+//! The library's operations — spawn, list, show, stop — composed from the pure core and the IO
+//! shell. systemd is the only state: nothing here is cached between calls.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::host::{self, HostEnv};
+use crate::meta::AgentMeta;
+use crate::naming;
+use crate::plan::{self, PlanInputs};
+use crate::record::{self, AgentRecord, Liveness, UnitSnapshot};
+use crate::request::{self, SpawnRequest};
+use crate::systemd::{self, BusOptions, Manager, StartError};
+use crate::unit;
+
+/// Default and largest graceful stop timeouts (the seed's 10 s and 60 s).
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+pub const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// After SIGKILL to the whole control group, how long the group may take to empty.
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How many units' properties are read at once.
+const READ_CONCURRENCY: usize = 64;
+
+/// The answer of a spawn: the agent, and whether this call started it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpawnOutcome {
+    pub created: bool,
+    pub agent: AgentRecord,
+}
+
+/// The answer of a stop. `stopped` is only ever true when nothing of the agent runs.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StopOutcome {
+    pub agent_id: String,
+    pub session_name: String,
+    pub systemd_unit: String,
+    pub stopped: bool,
+    pub was_running: bool,
+    /// SIGKILL was needed because the graceful stop did not finish in time.
+    pub killed: bool,
+}
+
+/// A connected supervisor.
+pub struct Supervisor {
+    config: Config,
+    host: HostEnv,
+    mgr: Manager,
+}
+
+impl Supervisor {
+    /// Connects to the user manager (session bus, else private socket); `timeout` bounds every call.
+    pub async fn connect(config: Config, host: HostEnv, timeout: Duration) -> Result<Supervisor, Error> {
+        let opts = BusOptions { session_address: host.session_bus.clone(), runtime_dir: host.runtime_dir.clone(), timeout };
+        let bus = systemd::connect(&opts).await?;
+        let mgr = Manager::new(bus, timeout).await?;
+        Ok(Supervisor { config, host, mgr })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn manager(&self) -> &Manager {
+        &self.mgr
+    }
+
+    /// Starts an agent, or returns the live agent of the same `spawnRequestId`.
+    pub async fn spawn(&self, req: &SpawnRequest) -> Result<SpawnOutcome, Error> {
+        request::validate(req)?;
+        let cwd = host::resolve_cwd(&req.cwd, &self.config, &self.host.home)?;
+        let launcher = host::resolve_launcher(&self.config, &req.provider, &self.host.path)?;
+        let runtime_root = self.host.runtime_root()?;
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let inputs = PlanInputs {
+            config: &self.config,
+            home: &self.host.home,
+            runtime_root: &runtime_root,
+            caller_path: &self.host.path,
+            launcher: &launcher,
+            cwd: &cwd,
+            now_ms,
+            random_hex: &random,
+        };
+        let plan = plan::plan(req, &inputs)?;
+
+        if let Some(rid) = &req.spawn_request_id {
+            if let Some(agent) = self.find_live_request(rid, &req.provider).await? {
+                return Ok(SpawnOutcome { created: false, agent });
+            }
+        }
+
+        let files = host::write_spawn_files(&plan)?;
+        let props = unit::agent_properties(&plan);
+        for attempt in 0..3 {
+            match self.mgr.start_transient(&plan.unit, &props, self.mgr.timeout()).await {
+                Ok(job) if job.result == "done" => {
+                    files.keep();
+                    let agent = self.record_of(&plan.unit).await?.ok_or_else(|| Error::SpawnFailed {
+                        unit: plan.unit.clone(),
+                        detail: "the unit vanished right after starting".into(),
+                    })?;
+                    return Ok(SpawnOutcome { created: true, agent });
+                }
+                Ok(job) => {
+                    let detail = self.start_failure(&plan.unit, &job.result).await;
+                    return Err(Error::SpawnFailed { unit: plan.unit.clone(), detail });
+                }
+                Err(StartError::Other(e)) => return Err(e),
+                Err(StartError::Exists) => {
+                    let Some(snap) = self.snapshot(&plan.unit).await? else { continue };
+                    let theirs = AgentMeta::from_log_extra_fields(&snap.log_extra_fields);
+                    let same = match (&theirs, &req.spawn_request_id) {
+                        (Some(m), Some(rid)) => m.spawn_request_id.as_deref() == Some(rid.as_str()),
+                        _ => false,
+                    };
+                    if !same {
+                        let who = theirs.map(|m| format!("agent {} (spawn request {})", m.agent_id, m.spawn_request_id.unwrap_or_else(|| "none".into())));
+                        return Err(Error::Conflict(format!(
+                            "unit {} already exists for {}; pass a different label or spawnRequestId",
+                            plan.unit,
+                            who.unwrap_or_else(|| "something else".into())
+                        )));
+                    }
+                    if matches!(snap.active_state.as_str(), "inactive" | "failed") && attempt < 2 {
+                        // A dead incarnation of this very request: clear it and start afresh.
+                        self.mgr.reset_failed(&plan.unit).await?;
+                        continue;
+                    }
+                    let agent = self.await_settled(&plan.unit).await?;
+                    return Ok(SpawnOutcome { created: false, agent });
+                }
+            }
+        }
+        Err(Error::Conflict(format!("unit {} kept reappearing while starting; retry the spawn", plan.unit)))
+    }
+
+    /// Every agent of this tmux prefix, from unit properties alone.
+    pub async fn list(&self) -> Result<Vec<AgentRecord>, Error> {
+        self.list_matching(&naming::agent_unit_pattern(&self.config.tmux_prefix)).await
+    }
+
+    async fn list_matching(&self, pattern: &str) -> Result<Vec<AgentRecord>, Error> {
+        let units = self.mgr.list_units(&[pattern.to_string()]).await?;
+        let reads = futures_util::stream::iter(units)
+            .map(|(name, path)| async move { (self.mgr.snapshot(&name, &path).await, name) })
+            .buffer_unordered(READ_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let mut out = Vec::with_capacity(reads.len());
+        for (snap, name) in reads {
+            match snap {
+                Ok(s) => out.extend(to_record(&s)),
+                // A unit collected between the listing and the read is simply gone.
+                Err(Error::Systemd { .. }) => tracing::debug!(unit = %name, "unit vanished while listing"),
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then_with(|| a.session_name.cmp(&b.session_name)));
+        Ok(out)
+    }
+
+    /// One agent by agent id, session name, unit name or spawn request id.
+    pub async fn show(&self, reference: &str) -> Result<AgentRecord, Error> {
+        self.resolve(reference).await
+    }
+
+    async fn resolve(&self, reference: &str) -> Result<AgentRecord, Error> {
+        let prefix = &self.config.tmux_prefix;
+        let not_found = || Error::NotFound { reference: reference.to_string() };
+        if reference.is_empty() || reference.chars().any(|c| c.is_control() || c == '/') {
+            return Err(Error::Invalid(format!("{reference:?} is not an agent reference: pass an agent id, session name, unit name or spawn request id")));
+        }
+        if reference.ends_with(".service") {
+            if naming::session_of_unit(reference, prefix).is_none() {
+                return Err(Error::NotOurs { unit: reference.to_string(), prefix: format!("{}{prefix}-", naming::AGENT_UNIT_PREFIX) });
+            }
+            return self.record_of(reference).await?.ok_or_else(not_found);
+        }
+        if reference.starts_with(&format!("{prefix}-")) {
+            if let Some(r) = self.record_of(&naming::agent_unit_name(reference)).await? {
+                return Ok(r);
+            }
+        }
+        let all = self.list().await?;
+        let pick = all
+            .iter()
+            .find(|r| r.agent_id == reference)
+            .or_else(|| all.iter().rev().find(|r| r.spawn_request_id.as_deref() == Some(reference)))
+            .or_else(|| all.iter().rev().find(|r| r.policy_name.as_deref() == Some(reference)));
+        pick.cloned().ok_or_else(not_found)
+    }
+
+    /// Stops an agent: `StopUnit`, up to `timeout` (capped at 60 s), then SIGKILL to the whole
+    /// control group. Never answers `stopped` while a process of the agent lives.
+    pub async fn stop(&self, reference: &str, timeout: Duration) -> Result<StopOutcome, Error> {
+        let timeout = timeout.min(MAX_STOP_TIMEOUT);
+        let agent = self.resolve(reference).await?;
+        let unit = agent.systemd_unit.clone();
+        if naming::session_of_unit(&unit, &self.config.tmux_prefix).is_none() {
+            return Err(Error::NotOurs { unit, prefix: self.config.tmux_prefix.clone() });
+        }
+        let was_running = agent.state == Liveness::Alive || matches!(agent.active_state.as_str(), "active" | "activating" | "deactivating" | "reloading");
+        let mut jobs = self.mgr.job_removed_stream().await?;
+        let mut killed = false;
+        if let Some(job) = self.mgr.stop_unit(&unit).await? {
+            match self.mgr.wait_job(&mut jobs, &job, &unit, timeout).await {
+                Ok(_) => {}
+                Err(Error::Timeout { .. }) => {
+                    self.mgr.kill_unit(&unit, "all", libc_sigkill()).await?;
+                    killed = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let deadline = tokio::time::Instant::now() + if killed { KILL_GRACE } else { KILL_GRACE / 2 };
+        loop {
+            let pids = self.mgr.unit_pids(&unit).await?;
+            let still = self.snapshot(&unit).await?.filter(|s| !matches!(s.active_state.as_str(), "inactive" | "failed"));
+            let main_alive = agent.pid.map(|p| host::proc_state(p) == record::ProcState::Running).unwrap_or(false);
+            if pids.is_empty() && still.is_none() && !main_alive {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                if !killed {
+                    self.mgr.kill_unit(&unit, "all", libc_sigkill()).await?;
+                    killed = true;
+                    continue;
+                }
+                let mut pids = pids;
+                pids.extend(agent.pid.filter(|_| main_alive));
+                return Err(Error::Survived { unit, pids });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A stop is deliberate: clear the failed state SIGKILL leaves, and the agent's secrets.
+        self.mgr.reset_failed(&unit).await?;
+        self.remove_runtime_files(&agent.session_name);
+        Ok(StopOutcome {
+            agent_id: agent.agent_id,
+            session_name: agent.session_name,
+            systemd_unit: unit,
+            stopped: true,
+            was_running,
+            killed,
+        })
+    }
+
+    fn remove_runtime_files(&self, session: &str) {
+        let Ok(root) = self.host.runtime_root() else { return };
+        let Ok(entries) = std::fs::read_dir(root.join("agents")) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.rsplit_once('.').map(|(s, _)| s) == Some(session) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
+    async fn snapshot(&self, unit: &str) -> Result<Option<UnitSnapshot>, Error> {
+        let Some(path) = self.mgr.unit_path(unit).await? else { return Ok(None) };
+        match self.mgr.snapshot(unit, &path).await {
+            Ok(s) => Ok(Some(s)),
+            Err(Error::Systemd { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn record_of(&self, unit: &str) -> Result<Option<AgentRecord>, Error> {
+        Ok(self.snapshot(unit).await?.and_then(|s| to_record(&s)))
+    }
+
+    /// A live agent of this spawn request, looked up among units whose name ends like it.
+    async fn find_live_request(&self, rid: &str, provider: &str) -> Result<Option<AgentRecord>, Error> {
+        let pattern = format!(
+            "{}{}-{provider}-*-{}.service",
+            naming::AGENT_UNIT_PREFIX,
+            self.config.tmux_prefix,
+            naming::unique_suffix(rid)
+        );
+        let found = self.list_matching(&pattern).await?;
+        let live = found.into_iter().find(|r| {
+            r.spawn_request_id.as_deref() == Some(rid) && matches!(r.active_state.as_str(), "active" | "activating" | "reloading")
+        });
+        match live {
+            Some(r) if r.active_state == "activating" => self.await_settled(&r.systemd_unit).await.map(Some),
+            other => Ok(other),
+        }
+    }
+
+    /// Waits (bounded) until a unit that another spawn is starting has left `activating/start`.
+    async fn await_settled(&self, unit: &str) -> Result<AgentRecord, Error> {
+        let deadline = tokio::time::Instant::now() + self.mgr.timeout();
+        loop {
+            let rec = self.record_of(unit).await?.ok_or_else(|| Error::NotFound { reference: unit.to_string() })?;
+            if !(rec.active_state == "activating" && rec.sub_state == "start") || tokio::time::Instant::now() >= deadline {
+                return Ok(rec);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Explains a failed start job, then stops and clears the unit so it does not restart.
+    async fn start_failure(&self, unit: &str, job_result: &str) -> String {
+        let snap = self.snapshot(unit).await.ok().flatten();
+        let _ = self.mgr.stop_unit(unit).await;
+        let _ = self.mgr.reset_failed(unit).await;
+        match snap {
+            // 203 is systemd's EXIT_EXEC (systemd.exec(5) "Process Exit Codes").
+            Some(s) if s.exec_main_status == 203 => "the runner could not be executed (status 203/EXEC); check the runner path and that it is executable".into(),
+            Some(s) if s.exec_main_status == 200 => "the working directory could not be entered (status 200/CHDIR)".into(),
+            Some(s) => format!(
+                "start job {job_result}; unit result={} exit status={} ({}/{})",
+                s.result, s.exec_main_status, s.active_state, s.sub_state
+            ),
+            None => format!("start job {job_result}; the unit is gone"),
+        }
+    }
+}
+
+fn to_record(s: &UnitSnapshot) -> Option<AgentRecord> {
+    let proc = if s.main_pid > 0 { host::proc_state(s.main_pid) } else { record::ProcState::Gone };
+    record::agent_record(s, proc)
+}
+
+fn libc_sigkill() -> i32 {
+    nix::sys::signal::Signal::SIGKILL as i32
+}

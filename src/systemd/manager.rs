@@ -1,0 +1,245 @@
+//! The systemd manager boundary: the verbs this tool needs, in its own words. Every call is
+//! bounded (the connection's method timeout, plus explicit bounds on waits for signals).
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use zbus::proxy::CacheProperties;
+use zbus::{Connection, DBusError, OwnedObjectPath};
+use zbus_systemd::systemd1::{JobRemovedStream, ManagerProxy, ServiceProxy, UnitProxy};
+
+use super::bus::Bus;
+use super::variant::to_variant;
+use crate::error::Error;
+use crate::record::UnitSnapshot;
+use crate::unit::Property;
+
+const UNIT_EXISTS: &str = "org.freedesktop.systemd1.UnitExists";
+const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
+
+/// How a job ended, as `JobRemoved` reports it: `done`, `failed`, `canceled`, `timeout`, ….
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobOutcome {
+    pub result: String,
+}
+
+/// Why a transient unit was not started.
+#[derive(Debug)]
+pub enum StartError {
+    /// A unit of that name is already loaded (systemd settled a race for us).
+    Exists,
+    Other(Error),
+}
+
+/// A connection to the user manager, subscribed to its signals.
+pub struct Manager {
+    conn: Connection,
+    proxy: ManagerProxy<'static>,
+    timeout: Duration,
+}
+
+impl Manager {
+    /// Wraps a connection and subscribes to unit/job signals (systemd only sends them to
+    /// subscribers).
+    pub async fn new(bus: Bus, timeout: Duration) -> Result<Manager, Error> {
+        let proxy = ManagerProxy::builder(&bus.conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| map_err("connecting to the manager", timeout, e))?;
+        let mgr = Manager { conn: bus.conn, proxy, timeout };
+        mgr.bounded("Subscribe", mgr.proxy.subscribe()).await?;
+        Ok(mgr)
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = zbus::Result<T>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r.map_err(|e| map_err(what, self.timeout, e)),
+            Err(_) => Err(Error::Timeout { what: what.to_string(), after: self.timeout }),
+        }
+    }
+
+    /// A stream of `JobRemoved`; create it *before* the call whose job it should see.
+    pub async fn job_removed_stream(&self) -> Result<JobRemovedStream, Error> {
+        self.bounded("AddMatch JobRemoved", self.proxy.receive_job_removed()).await
+    }
+
+    /// `StartTransientUnit` with mode `fail`, then waits for the job's `JobRemoved`.
+    pub async fn start_transient(&self, unit: &str, props: &[Property], wait: Duration) -> Result<JobOutcome, StartError> {
+        let mut jobs = self.job_removed_stream().await.map_err(StartError::Other)?;
+        let props: Vec<(String, zbus::OwnedVariant)> =
+            props.iter().map(|(name, value)| (name.to_string(), to_variant(value))).collect();
+        let call = self.proxy.start_transient_unit(unit.to_string(), "fail".to_string(), props, Vec::new());
+        let job = match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => return Err(StartError::Other(Error::Timeout { what: format!("StartTransientUnit {unit}"), after: self.timeout })),
+            Ok(Err(e)) if error_name(&e).as_deref() == Some(UNIT_EXISTS) => return Err(StartError::Exists),
+            Ok(Err(e)) => return Err(StartError::Other(map_err(&format!("StartTransientUnit {unit}"), self.timeout, e))),
+            Ok(Ok(job)) => job,
+        };
+        self.wait_job(&mut jobs, &job, unit, wait).await.map_err(StartError::Other)
+    }
+
+    /// Waits for `JobRemoved` of `job`, at most `wait`.
+    pub async fn wait_job(&self, jobs: &mut JobRemovedStream, job: &OwnedObjectPath, unit: &str, wait: Duration) -> Result<JobOutcome, Error> {
+        let found = tokio::time::timeout(wait, async {
+            while let Some(sig) = jobs.next().await {
+                if let Ok(args) = sig.args() {
+                    if args.job == *job {
+                        return Some(JobOutcome { result: args.result });
+                    }
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(outcome)) => Ok(outcome),
+            Ok(None) => Err(Error::ManagerUnreachable { detail: "the manager's signal stream ended".into() }),
+            Err(_) => Err(Error::Timeout { what: format!("the job of {unit} to finish"), after: wait }),
+        }
+    }
+
+    /// Loaded units whose names match the globs, with their object paths.
+    pub async fn list_units(&self, patterns: &[String]) -> Result<Vec<(String, OwnedObjectPath)>, Error> {
+        let units = self
+            .bounded("ListUnitsByPatterns", self.proxy.list_units_by_patterns(Vec::new(), patterns.to_vec()))
+            .await?;
+        Ok(units.into_iter().map(|u| (u.0, u.6)).collect())
+    }
+
+    /// The object path of a loaded unit, `None` when systemd does not know it.
+    pub async fn unit_path(&self, unit: &str) -> Result<Option<OwnedObjectPath>, Error> {
+        match tokio::time::timeout(self.timeout, self.proxy.get_unit(unit.to_string())).await {
+            Err(_) => Err(Error::Timeout { what: format!("GetUnit {unit}"), after: self.timeout }),
+            Ok(Err(e)) if error_name(&e).as_deref() == Some(NO_SUCH_UNIT) => Ok(None),
+            Ok(r) => r.map(Some).map_err(|e| map_err(&format!("GetUnit {unit}"), self.timeout, e)),
+        }
+    }
+
+    /// Reads the properties a record needs, all requests in flight at once.
+    pub async fn snapshot(&self, unit: &str, path: &OwnedObjectPath) -> Result<UnitSnapshot, Error> {
+        let u = UnitProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No).build();
+        let s = ServiceProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No).build();
+        let (u, s) = futures_util::future::join(u, s).await;
+        let what = format!("reading properties of {unit}");
+        let (u, s) = (u.map_err(|e| map_err(&what, self.timeout, e))?, s.map_err(|e| map_err(&what, self.timeout, e))?);
+        let all = async {
+            let (description, load_state, active_state, sub_state, invocation_id, active_enter_us) = futures_util::try_join!(
+                u.description(),
+                u.load_state(),
+                u.active_state(),
+                u.sub_state(),
+                u.invocation_id(),
+                u.active_enter_timestamp()
+            )?;
+            let (main_pid, n_restarts, result, exec_main_code, exec_main_status, exec_main_start_us, working_directory, log_extra_fields) = futures_util::try_join!(
+                s.main_pid(),
+                s.n_restarts(),
+                s.result(),
+                s.exec_main_code(),
+                s.exec_main_status(),
+                s.exec_main_start_timestamp(),
+                s.working_directory(),
+                s.log_extra_fields()
+            )?;
+            Ok::<_, zbus::Error>(UnitSnapshot {
+                unit: unit.to_string(),
+                description,
+                load_state,
+                active_state,
+                sub_state,
+                invocation_id,
+                main_pid,
+                n_restarts,
+                result,
+                exec_main_code,
+                exec_main_status,
+                exec_main_start_us,
+                active_enter_us,
+                working_directory,
+                log_extra_fields,
+            })
+        };
+        self.bounded(&what, all).await
+    }
+
+    /// `StopUnit` (mode `replace`); returns the job, `None` when the unit is not loaded.
+    pub async fn stop_unit(&self, unit: &str) -> Result<Option<OwnedObjectPath>, Error> {
+        match tokio::time::timeout(self.timeout, self.proxy.stop_unit(unit.to_string(), "replace".to_string())).await {
+            Err(_) => Err(Error::Timeout { what: format!("StopUnit {unit}"), after: self.timeout }),
+            Ok(Err(e)) if error_name(&e).as_deref() == Some(NO_SUCH_UNIT) => Ok(None),
+            Ok(r) => r.map(Some).map_err(|e| map_err(&format!("StopUnit {unit}"), self.timeout, e)),
+        }
+    }
+
+    /// `KillUnit`: `whom` is `main`, `control` or `all`.
+    pub async fn kill_unit(&self, unit: &str, whom: &str, signal: i32) -> Result<(), Error> {
+        match tokio::time::timeout(self.timeout, self.proxy.kill_unit(unit.to_string(), whom.to_string(), signal)).await {
+            Err(_) => Err(Error::Timeout { what: format!("KillUnit {unit}"), after: self.timeout }),
+            Ok(Err(e)) if error_name(&e).as_deref() == Some(NO_SUCH_UNIT) => Ok(()),
+            Ok(r) => r.map_err(|e| map_err(&format!("KillUnit {unit}"), self.timeout, e)),
+        }
+    }
+
+    /// `ResetFailedUnit`; a unit that is not loaded or not failed is fine.
+    pub async fn reset_failed(&self, unit: &str) -> Result<(), Error> {
+        match tokio::time::timeout(self.timeout, self.proxy.reset_failed_unit(unit.to_string())).await {
+            Err(_) => Err(Error::Timeout { what: format!("ResetFailedUnit {unit}"), after: self.timeout }),
+            Ok(Err(e)) if error_name(&e).as_deref() == Some(NO_SUCH_UNIT) => Ok(()),
+            Ok(r) => r.map_err(|e| map_err(&format!("ResetFailedUnit {unit}"), self.timeout, e)),
+        }
+    }
+
+    /// Pids in the unit's control group (empty when the unit is gone).
+    pub async fn unit_pids(&self, unit: &str) -> Result<Vec<u32>, Error> {
+        match tokio::time::timeout(self.timeout, self.proxy.get_unit_processes(unit.to_string())).await {
+            Err(_) => Err(Error::Timeout { what: format!("GetUnitProcesses {unit}"), after: self.timeout }),
+            Ok(Err(e)) if error_name(&e).as_deref() == Some(NO_SUCH_UNIT) => Ok(Vec::new()),
+            Ok(r) => r
+                .map(|procs| procs.into_iter().map(|p| p.1).collect())
+                .map_err(|e| map_err(&format!("GetUnitProcesses {unit}"), self.timeout, e)),
+        }
+    }
+}
+
+/// The D-Bus error name of a method error reply, if it is one.
+pub fn error_name(e: &zbus::Error) -> Option<String> {
+    match e {
+        zbus::Error::MethodError(name, _, _) => Some(name.to_string()),
+        zbus::Error::FDO(fdo) => Some(fdo.name().to_string()),
+        _ => None,
+    }
+}
+
+/// Lifts a zbus error into the library's: time-outs and an absent manager get their own kinds.
+pub fn map_err(what: &str, timeout: Duration, e: zbus::Error) -> Error {
+    if let zbus::Error::InputOutput(io) = &e {
+        if io.kind() == std::io::ErrorKind::TimedOut {
+            return Error::Timeout { what: what.to_string(), after: timeout };
+        }
+    }
+    match error_name(&e).as_deref() {
+        Some("org.freedesktop.DBus.Error.ServiceUnknown")
+        | Some("org.freedesktop.DBus.Error.NameHasNoOwner")
+        | Some("org.freedesktop.DBus.Error.NoReply") => Error::ManagerUnreachable { detail: format!("{what}: {e}") },
+        Some("org.freedesktop.DBus.Error.Timeout") | Some("org.freedesktop.DBus.Error.TimedOut") => {
+            Error::Timeout { what: what.to_string(), after: timeout }
+        }
+        _ => match e {
+            zbus::Error::MethodError(_, Some(msg), _) => Error::Systemd { op: what.to_string(), message: msg },
+            other => Error::Systemd { op: what.to_string(), message: other.to_string() },
+        },
+    }
+}

@@ -1,0 +1,9 @@
+//! The IO boundary to the systemd user manager: connecting to it (`bus`), and the verbs this
+//! tool needs, spoken over D-Bus with a timeout on every call (`manager`). No `systemctl`.
+
+pub mod bus;
+pub mod manager;
+mod variant;
+
+pub use bus::{connect, BusOptions};
+pub use manager::{JobOutcome, Manager, StartError};

@@ -1,0 +1,77 @@
+//! The unit generator: a [`SpawnPlan`] → the transient unit's properties, as plain data the
+//! D-Bus layer converts. Property names are systemd's (org.freedesktop.systemd1(5)). Pure.
+
+use crate::naming::AGENT_SLICE;
+use crate::plan::SpawnPlan;
+use crate::request::Lifecycle;
+
+/// How long systemd waits after SIGTERM before its own SIGKILL when an operator stops a unit.
+pub const TIMEOUT_STOP_USEC: u64 = 10_000_000;
+/// Delay between a persistent agent's crash and its restart.
+pub const RESTART_USEC: u64 = 2_000_000;
+/// Start-rate limit: at most BURST starts per INTERVAL, then the unit stays failed.
+pub const START_LIMIT_BURST: u32 = 5;
+pub const START_LIMIT_INTERVAL_USEC: u64 = 60_000_000;
+
+/// A property value in the D-Bus types systemd expects.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// `s`
+    Str(String),
+    /// `b`
+    Bool(bool),
+    /// `u`
+    U32(u32),
+    /// `t`
+    U64(u64),
+    /// `as`
+    Strs(Vec<String>),
+    /// `a(sasb)`: path, argv, ignore-failure
+    Exec(Vec<(String, Vec<String>, bool)>),
+    /// `a(sb)`: path, ignore-missing
+    EnvFiles(Vec<(String, bool)>),
+    /// `aay`
+    Bytes(Vec<Vec<u8>>),
+}
+
+/// One `(name, value)` of a `StartTransientUnit` call.
+pub type Property = (&'static str, Value);
+
+/// The properties of an agent's transient service.
+pub fn agent_properties(plan: &SpawnPlan) -> Vec<Property> {
+    use Value::*;
+    let s = |v: &str| Str(v.to_string());
+    let mut props = vec![
+        ("Description", s(&plan.description)),
+        ("Slice", s(AGENT_SLICE)),
+        // exec: the start job fails when the runner cannot be executed, instead of a unit that
+        // "started" and died at once (systemd.service(5)).
+        ("Type", s("exec")),
+        ("ExecStart", Exec(vec![(plan.argv[0].clone(), plan.argv.clone(), false)])),
+        ("WorkingDirectory", s(&plan.cwd.display().to_string())),
+        ("Environment", Strs(plan.environment.iter().map(|(k, v)| format!("{k}={v}")).collect())),
+        ("EnvironmentFiles", EnvFiles(vec![(plan.env_file.display().to_string(), false)])),
+        ("StandardOutputFileToAppend", s(&plan.log_file.display().to_string())),
+        ("StandardErrorFileToAppend", s(&plan.log_file.display().to_string())),
+        ("SyslogIdentifier", s(&plan.meta.session)),
+        ("LogExtraFields", Bytes(plan.meta.to_log_extra_fields())),
+        // The whole control group is the agent: its tmux and tools die with it (seed #1746).
+        ("KillMode", s("control-group")),
+        ("TimeoutStopUSec", U64(TIMEOUT_STOP_USEC)),
+        ("StartLimitBurst", U32(START_LIMIT_BURST)),
+        ("StartLimitIntervalUSec", U64(START_LIMIT_INTERVAL_USEC)),
+    ];
+    match plan.lifecycle {
+        Lifecycle::Persistent => {
+            props.push(("Restart", s("on-failure")));
+            props.push(("RestartUSec", U64(RESTART_USEC)));
+        }
+        Lifecycle::Ephemeral => props.push(("Restart", s("no"))),
+    }
+    props
+}
+
+/// Looks a property up by name (tests and the unit-file renderer).
+pub fn find<'a>(props: &'a [Property], name: &str) -> Option<&'a Value> {
+    props.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+}
