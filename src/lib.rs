@@ -12,6 +12,7 @@ pub mod output;
 pub mod plan;
 pub mod record;
 pub mod request;
+pub mod sandbox;
 pub mod supervisor;
 pub mod systemd;
 pub mod unit;

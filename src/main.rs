@@ -10,8 +10,7 @@ use clap::Parser;
 use agent_relay_systemd::cli::{Cli, Command, Output};
 use agent_relay_systemd::config::{self, ConfigInputs};
 use agent_relay_systemd::host::HostEnv;
-use agent_relay_systemd::{output, request, Error, Supervisor};
-mod sandbox { pub fn run_sandboxed(_c: &[String]) -> Result<i32, String> { Err("x".into()) } }
+use agent_relay_systemd::{output, request, sandbox, Error, Supervisor};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -1,0 +1,149 @@
+//! Bad input: each case exits non-zero with one line that says what was wrong, starts no unit
+//! and leaves no file behind. Also: an unreachable and a hung manager.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+/// Files under HOME and the runtime dir, to prove a refused spawn wrote none.
+fn tree(env: &Env) -> Vec<String> {
+    fn walk(p: &std::path::Path, out: &mut Vec<String>) {
+        if let Ok(rd) = std::fs::read_dir(p) {
+            for e in rd.flatten() {
+                out.push(e.path().display().to_string());
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    walk(&e.path(), out);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&env.home, &mut out);
+    walk(&env.runtime_dir().join("agent-relay-systemd"), &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn bad_spawn_requests_change_nothing() {
+    let env = Env::new();
+    let app = env.projects.join("app");
+    let outside = env.home.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, env.projects.join("escape")).unwrap();
+    let p = |s: &str| env.projects.join(s).display().to_string();
+    let cases: Vec<(String, &str)> = vec![
+        ("not json".into(), "invalid spawn request"),
+        ("".into(), "empty"),
+        (r#"{"provider":"claude","cwd":42}"#.into(), "invalid type"),
+        (json!({"cwd": app}).to_string(), "missing field `provider`"),
+        (json!({"provider": "claude"}).to_string(), "missing field `cwd`"),
+        (json!({"provider": "claude", "cwd": p("app/../../outside")}).to_string(), "cwd must be within base directory"),
+        (json!({"provider": "claude", "cwd": "/etc"}).to_string(), "cwd must be within base directory"),
+        (json!({"provider": "claude", "cwd": p("escape")}).to_string(), "cwd must be within base directory"),
+        (json!({"provider": "claude", "cwd": p("missing")}).to_string(), "cwd does not exist"),
+        (json!({"provider": "claude", "cwd": "relative/dir"}).to_string(), "absolute"),
+        (json!({"provider": "claude", "cwd": app, "env": {"BAD-KEY": "x"}}).to_string(), "not a valid variable name"),
+        (json!({"provider": "claude", "cwd": app, "env": {"K": "a\u{0}b"}}).to_string(), "NUL"),
+        (json!({"provider": "claude", "cwd": app, "label": "x\ny"}).to_string(), "control characters"),
+        (json!({"provider": "Claude!", "cwd": app}).to_string(), "provider"),
+        (json!({"provider": "claude", "cwd": app, "lable": "typo"}).to_string(), "unknown field"),
+    ];
+    let before = tree(&env);
+    for (input, want) in cases {
+        let out = env.run(&["spawn"], Some(&input));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{input:?}: {err}");
+        assert!(err.contains(want), "{input:?}: {err:?} lacks {want:?}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line for {input:?}: {err:?}");
+        assert!(out.stdout.is_empty(), "no output on stdout in text mode");
+    }
+    assert!(env.agent_units().is_empty(), "a refused spawn started {:?}", env.agent_units());
+    assert_eq!(tree(&env), before, "a refused spawn left files");
+}
+
+#[test]
+fn json_mode_errors_are_json_on_stdout_and_one_line_on_stderr() {
+    let env = Env::new();
+    let out = env.run(&["show", "nobody", "-o", "json"], None);
+    assert_eq!(out.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "not_found");
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+}
+
+#[test]
+fn no_runner_found_is_a_clear_error() {
+    let env = Env::with_config(|c| {
+        c.as_object_mut().unwrap().remove("runnerCommand");
+    });
+    let out = env.run(&["spawn"], Some(&env.request(json!({"provider": "nosuchprovider"})).to_string()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("nosuchprovider-relay") && err.contains("runnerCommand"), "{err}");
+    assert!(env.agent_units().is_empty());
+}
+
+#[test]
+fn unknown_or_foreign_agents_are_refused() {
+    let env = Env::new();
+    for verb in ["show", "stop"] {
+        let out = env.run(&[verb, "no-such-agent"], None);
+        assert_eq!(out.status.code(), Some(3), "{verb}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = env.run(&[verb, "dbus.service"], None);
+        assert_eq!(out.status.code(), Some(4), "{verb} of a unit not ours");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not managed by agent-relay-systemd"));
+    }
+    // The foreign unit is untouched.
+    assert_eq!(env.prop("dbus.socket", "ActiveState"), "active");
+}
+
+#[test]
+fn malformed_config_names_the_file() {
+    let env = Env::new();
+    std::fs::write(&env.config, "{\"apiPort\": \"not a number\"}").unwrap();
+    let out = env.run(&["list"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&env.config.display().to_string()), "{err}");
+}
+
+#[test]
+fn no_manager_is_one_line_that_says_what_to_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .env_clear()
+        .env("HOME", dir.path())
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .args(["list"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    for hint in ["systemctl --user", "XDG_RUNTIME_DIR", "loginctl enable-linger"] {
+        assert!(err.contains(hint), "{err} lacks {hint}");
+    }
+}
+
+#[test]
+fn a_hung_manager_times_out_with_a_clear_error() {
+    let env = Env::new();
+    let pid = nix::unistd::Pid::from_raw(env.mgr().pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let started = Instant::now();
+    let out = env.run(&["list", "--timeout", "1"], None);
+    let took = started.elapsed();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(err.contains("did not answer") && err.contains("hung"), "{err}");
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    // After SIGCONT everything works again.
+    let list = env.json(&["list", "-o", "json"], None);
+    assert_eq!(list, json!([]));
+}

@@ -1,0 +1,176 @@
+//! Test harness: a private `systemd --user` per test (DESIGN.md §6), a private HOME with a
+//! config that launches our fake runner, and helpers to run the CLI and `systemctl --user`.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use agent_relay_systemd::sandbox::PrivateManager;
+use serde_json::Value;
+
+pub const TOKEN: &str = "tok-TEST-SECRET-9f3e";
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_agent-relay-systemd"))
+}
+
+/// `target/<profile>/examples/fake-runner`, built by `cargo test` with the other examples.
+pub fn fake_runner() -> PathBuf {
+    let p = bin().parent().unwrap().join("examples").join("fake-runner");
+    assert!(p.exists(), "{} is missing: run the tests with `cargo test` (it builds examples)", p.display());
+    p
+}
+
+pub struct Env {
+    pub mgr: Option<PrivateManager>,
+    pub home: PathBuf,
+    pub projects: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env::with_config(|_| {})
+    }
+
+    /// Starts a private manager and writes a config; `edit` may change the config JSON.
+    pub fn with_config(edit: impl FnOnce(&mut Value)) -> Env {
+        let mgr = PrivateManager::start().unwrap_or_else(|e| {
+            panic!(
+                "cannot start a private systemd --user: {e}\n\
+                 These tests need a real systemd user manager: run them as root on a host with \
+                 systemd 252+ and dbus-user-session installed (apt-get install systemd dbus-user-session)."
+            )
+        });
+        let home = mgr.root().join("home");
+        let projects = home.join("projects");
+        std::fs::create_dir_all(projects.join("app")).unwrap();
+        let mut cfg = serde_json::json!({
+            "hostname": "testhost",
+            "relayUrl": "http://127.0.0.1:1",
+            "token": TOKEN,
+            "baseDir": projects,
+            "runnerCommand": [fake_runner()],
+        });
+        edit(&mut cfg);
+        let config = home.join("orchestrator.json");
+        std::fs::write(&config, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+        Env { mgr: Some(mgr), home, projects, config }
+    }
+
+    pub fn mgr(&self) -> &PrivateManager {
+        self.mgr.as_ref().unwrap()
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.mgr().runtime_dir().to_path_buf()
+    }
+
+    fn apply_env(&self, c: &mut Command) {
+        c.env_clear();
+        c.env("PATH", std::env::var("PATH").unwrap_or_default());
+        c.env("HOME", &self.home);
+        for (k, v) in self.mgr().env() {
+            c.env(k, v);
+        }
+    }
+
+    /// The CLI with this env and config.
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new(bin());
+        self.apply_env(&mut c);
+        c.arg("--config").arg(&self.config);
+        c
+    }
+
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut c = self.cli();
+        c.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().expect("run the CLI");
+        let mut pipe = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            pipe.write_all(text.as_bytes()).unwrap();
+        }
+        drop(pipe);
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs and expects success; returns parsed stdout JSON.
+    pub fn json(&self, args: &[&str], stdin: Option<&str>) -> Value {
+        let out = self.run(args, stdin);
+        assert!(out.status.success(), "{args:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    pub fn spawn(&self, request: &Value) -> Value {
+        self.json(&["spawn", "-o", "json"], Some(&request.to_string()))
+    }
+
+    pub fn request(&self, extra: Value) -> Value {
+        let mut req = serde_json::json!({"provider": "claude", "cwd": self.projects.join("app")});
+        if let (Value::Object(r), Value::Object(e)) = (&mut req, extra) {
+            r.extend(e);
+        }
+        req
+    }
+
+    /// `systemctl --user …` against this manager, as an operator would run it.
+    pub fn systemctl(&self, args: &[&str]) -> String {
+        let mut c = Command::new("systemctl");
+        self.apply_env(&mut c);
+        let out = c.arg("--user").args(args).output().expect("systemctl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `systemctl --user show UNIT -p NAME --value`.
+    pub fn prop(&self, unit: &str, name: &str) -> String {
+        self.systemctl(&["show", unit, "-p", name, "--value"]).trim_end().to_string()
+    }
+
+    /// Names of loaded agent units.
+    pub fn agent_units(&self) -> Vec<String> {
+        self.systemctl(&["list-units", "--all", "--plain", "--no-legend", "agent-relay-managed-*"])
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    }
+
+    pub fn agents_dir(&self) -> PathBuf {
+        self.runtime_dir().join("agent-relay-systemd").join("agents")
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(m) = self.mgr.take() {
+            m.stop();
+        }
+    }
+}
+
+/// Polls `f` until it is true or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+pub fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+pub fn pid_alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !matches!(s.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()), Some('Z') | Some('X')),
+        Err(_) => false,
+    }
+}
