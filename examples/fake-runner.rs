@@ -71,7 +71,11 @@ fn main() {
         let due = deadline.map(|d| std::time::Instant::now() >= d).unwrap_or(kill_self.is_some());
         if due {
             if let Some(sig) = &kill_self {
-                let sig = sig.parse::<i32>().ok().and_then(|n| Signal::try_from(n).ok()).or_else(|| sig.parse::<Signal>().ok());
+                let sig = sig
+                    .parse::<i32>()
+                    .ok()
+                    .and_then(|n| Signal::try_from(n).ok())
+                    .or_else(|| sig.parse::<Signal>().ok());
                 let sig = sig.unwrap_or(Signal::SIGKILL);
                 unsafe { signal::signal(sig, SigHandler::SigDfl) }.ok();
                 let _ = signal::raise(sig);

@@ -48,7 +48,9 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start an agent as a transient user unit from a spawn request (JSON)
-    #[command(after_help = "Example:\n  echo '{\"provider\":\"claude\",\"cwd\":\"~/projects/app\",\"spawnRequestId\":\"req-1\"}' | agent-relay-systemd spawn -o json")]
+    #[command(
+        after_help = "Example:\n  echo '{\"provider\":\"claude\",\"cwd\":\"~/projects/app\",\"spawnRequestId\":\"req-1\"}' | agent-relay-systemd spawn -o json"
+    )]
     Spawn {
         /// Read the spawn request from FILE instead of stdin
         #[arg(long, value_name = "FILE")]
@@ -73,7 +75,9 @@ pub enum Command {
         timeout_stop: f64,
     },
     /// Run CMD with a private, throwaway `systemd --user`, then tear it down
-    #[command(after_help = "Example:\n  agent-relay-systemd sandbox -- sh -c 'agent-relay-systemd list; systemctl --user status'")]
+    #[command(
+        after_help = "Example:\n  agent-relay-systemd sandbox -- sh -c 'agent-relay-systemd list; systemctl --user status'"
+    )]
     Sandbox {
         /// The command and its arguments
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]

@@ -102,7 +102,8 @@ pub fn resolve(text: Option<&str>, path: &Path, inputs: &ConfigInputs<'_>) -> Re
     if !base_dir.is_absolute() {
         return Err(malformed(format!("baseDir must be an absolute path or start with ~/, got {base_dir_raw:?}")));
     }
-    let tmux_prefix = var("AGENT_RELAY_TMUX_PREFIX").or(file.tmux_prefix).unwrap_or_else(|| DEFAULT_TMUX_PREFIX.to_string());
+    let tmux_prefix =
+        var("AGENT_RELAY_TMUX_PREFIX").or(file.tmux_prefix).unwrap_or_else(|| DEFAULT_TMUX_PREFIX.to_string());
     if !naming::prefix_is_valid(&tmux_prefix) {
         return Err(malformed(format!("tmuxPrefix {tmux_prefix:?} must be 1-32 characters of a-z, 0-9, _ and -")));
     }

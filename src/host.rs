@@ -40,7 +40,10 @@ impl HostEnv {
             runtime_dir,
             path: var("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
             session_bus: var("DBUS_SESSION_BUS_ADDRESS"),
-            hostname: nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into()),
+            hostname: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into()),
         }
     }
 
@@ -81,9 +84,8 @@ pub fn resolve_launcher(config: &Config, provider: &str, path: &str) -> Result<V
 }
 
 fn find_executable(name: &str, path: &str) -> Option<PathBuf> {
-    let is_exec = |p: &Path| {
-        std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
-    };
+    let is_exec =
+        |p: &Path| std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);
     if name.contains('/') {
         let p = PathBuf::from(name);
         return (p.is_absolute() && is_exec(&p)).then(|| std::fs::canonicalize(&p).unwrap_or(p));
@@ -121,7 +123,10 @@ pub fn resolve_cwd(cwd: &str, config: &Config, home: &Path) -> Result<PathBuf, E
     let base = normalize(&config.base_dir);
     let lexical = normalize(&raw);
     if !is_within(&lexical, &base) {
-        return Err(Error::Invalid(format!("cwd must be within base directory: {cwd} (baseDir is {})", base.display())));
+        return Err(Error::Invalid(format!(
+            "cwd must be within base directory: {cwd} (baseDir is {})",
+            base.display()
+        )));
     }
     let real = std::fs::canonicalize(&lexical).map_err(|_| Error::Invalid(format!("cwd does not exist: {cwd}")))?;
     if !real.is_dir() {

@@ -81,7 +81,9 @@ async fn run(cli: &Cli) -> Result<String, Error> {
     let cfg = config::load(cli.global.config.as_deref(), &inputs)?;
     let timeout = seconds(cli.global.timeout, "--timeout")?;
     let json = cli.global.output == Output::Json;
-    let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let now_ms = || {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    };
 
     // Bad input is rejected before the manager is contacted: nothing is touched.
     let spawn_request = match &cli.command {
@@ -149,7 +151,8 @@ fn read_request(spec: Option<&std::path::Path>) -> Result<request::SpawnRequest,
     let mut text = String::new();
     match spec {
         Some(path) => {
-            let f = std::fs::File::open(path).map_err(|e| Error::Invalid(format!("cannot read --spec {}: {e}", path.display())))?;
+            let f = std::fs::File::open(path)
+                .map_err(|e| Error::Invalid(format!("cannot read --spec {}: {e}", path.display())))?;
             f.take(limit)
                 .read_to_string(&mut text)
                 .map_err(|e| Error::Invalid(format!("cannot read --spec {}: {e}", path.display())))?;

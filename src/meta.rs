@@ -72,11 +72,8 @@ impl AgentMeta {
 
     /// Parses the `LogExtraFields` property as systemd returns it (`aay`).
     pub fn from_log_extra_fields(raw: &[Vec<u8>]) -> Option<AgentMeta> {
-        let pairs: Vec<(&str, &str)> = raw
-            .iter()
-            .filter_map(|b| std::str::from_utf8(b).ok())
-            .filter_map(|s| s.split_once('='))
-            .collect();
+        let pairs: Vec<(&str, &str)> =
+            raw.iter().filter_map(|b| std::str::from_utf8(b).ok()).filter_map(|s| s.split_once('=')).collect();
         AgentMeta::from_fields(pairs)
     }
 }

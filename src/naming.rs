@@ -68,7 +68,9 @@ pub fn unique_suffix(unique_id: &str) -> String {
 
 /// Why a session name could not be derived.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("derived name too long for tmux socket ({len} bytes, at most {max}); pass a short `label` or a shorter tmuxPrefix")]
+#[error(
+    "derived name too long for tmux socket ({len} bytes, at most {max}); pass a short `label` or a shorter tmuxPrefix"
+)]
 pub struct NameTooLong {
     pub len: usize,
     pub max: usize,

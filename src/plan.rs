@@ -88,10 +88,8 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, namin
     let cfg = inp.config;
     let label = effective_label(req, inp.now_ms);
     let uuid8 = &inp.random_hex[..8.min(inp.random_hex.len())];
-    let agent_id = req
-        .agent_id
-        .clone()
-        .unwrap_or_else(|| naming::agent_id(&cfg.hostname, &req.provider, &label, uuid8));
+    let agent_id =
+        req.agent_id.clone().unwrap_or_else(|| naming::agent_id(&cfg.hostname, &req.provider, &label, uuid8));
     let unique = req.spawn_request_id.as_deref().unwrap_or(&agent_id);
     let session = naming::session_name(&cfg.tmux_prefix, &req.provider, &label, unique)?;
     let unit = naming::agent_unit_name(&session);
@@ -113,19 +111,14 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, namin
         path.display().to_string()
     };
     let prompt_file = req.prompt.clone().filter(|p| !p.is_empty()).map(|p| payload("prompt", p));
-    let append_file = req
-        .system_prompt_append
-        .clone()
-        .filter(|p| !p.is_empty())
-        .map(|p| payload("system-prompt-append", p));
+    let append_file =
+        req.system_prompt_append.clone().filter(|p| !p.is_empty()).map(|p| payload("system-prompt-append", p));
     let profile_file = req
         .agent_profile
         .as_ref()
         .map(|p| payload("agent-profile.json", serde_json::Value::Object(p.clone()).to_string()));
-    let workspace_file = req
-        .workspace
-        .as_ref()
-        .map(|w| payload("workspace.json", serde_json::Value::Object(w.clone()).to_string()));
+    let workspace_file =
+        req.workspace.as_ref().map(|w| payload("workspace.json", serde_json::Value::Object(w.clone()).to_string()));
 
     let argv = runner_argv(req, inp, &label, &agent_id, &approval);
 
@@ -237,7 +230,8 @@ fn runner_argv(req: &SpawnRequest, inp: &PlanInputs<'_>, label: &str, agent_id: 
     flag("--cwd", &inp.cwd.display().to_string());
     flag("--relay-url", &inp.config.relay_url);
     flag("--approval", approval);
-    for (f, v) in [("--rig", &req.rig), ("--model", &req.model), ("--effort", &req.effort), ("--profile", &req.profile)] {
+    for (f, v) in [("--rig", &req.rig), ("--model", &req.model), ("--effort", &req.effort), ("--profile", &req.profile)]
+    {
         if let Some(v) = v {
             flag(f, v);
         }

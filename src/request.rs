@@ -127,8 +127,7 @@ pub fn parse(text: &str) -> Result<SpawnRequest, InvalidRequest> {
     if text.trim().is_empty() {
         return Err(bad("spawn request is empty: pass a JSON object on stdin or with --spec FILE"));
     }
-    let req: SpawnRequest =
-        serde_json::from_str(text).map_err(|e| bad(format!("invalid spawn request: {e}")))?;
+    let req: SpawnRequest = serde_json::from_str(text).map_err(|e| bad(format!("invalid spawn request: {e}")))?;
     validate(&req)?;
     Ok(req)
 }
@@ -139,10 +138,7 @@ pub fn validate(req: &SpawnRequest) -> Result<(), InvalidRequest> {
         return Err(bad("provider is required (e.g. \"claude\" or \"codex\")"));
     }
     if !naming::provider_is_valid(&req.provider) {
-        return Err(bad(format!(
-            "provider {:?} is not valid: use 1-32 characters of a-z, 0-9, _ and -",
-            req.provider
-        )));
+        return Err(bad(format!("provider {:?} is not valid: use 1-32 characters of a-z, 0-9, _ and -", req.provider)));
     }
     if req.cwd.is_empty() {
         return Err(bad("cwd is required: an existing directory inside baseDir"));

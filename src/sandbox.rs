@@ -17,7 +17,9 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// Why a private manager could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("{what} {path}: {source} (a private user manager needs root, or on a systemd host use the user's own manager)")]
+    #[error(
+        "{what} {path}: {source} (a private user manager needs root, or on a systemd host use the user's own manager)"
+    )]
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
     #[error("no systemd binary found at /lib/systemd/systemd or /usr/lib/systemd/systemd; install systemd")]
     NoSystemd,
@@ -57,14 +59,18 @@ impl PrivateManager {
             let marker = Path::new("/run/systemd/system");
             std::fs::create_dir_all(marker).map_err(io("creating", marker))?;
         }
-        let dir = tempfile::Builder::new().prefix("agent-relay-sandbox-").tempdir().map_err(io("creating", Path::new("/tmp")))?;
+        let dir = tempfile::Builder::new()
+            .prefix("agent-relay-sandbox-")
+            .tempdir()
+            .map_err(io("creating", Path::new("/tmp")))?;
         let root = dir.path().to_path_buf();
         for sub in ["run", "config", "data", "state"] {
             let p = root.join(sub);
             std::fs::create_dir_all(&p).map_err(io("creating", &p))?;
         }
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(root.join("run"), std::fs::Permissions::from_mode(0o700)).map_err(io("chmod", &root))?;
+        std::fs::set_permissions(root.join("run"), std::fs::Permissions::from_mode(0o700))
+            .map_err(io("chmod", &root))?;
 
         let name = format!(
             "agent-relay-sandbox-{}-{}-{}",
@@ -89,7 +95,9 @@ impl PrivateManager {
         }
         let procs: Vec<CString> = cgroups
             .iter()
-            .map(|c| CString::new(c.join("cgroup.procs").into_os_string().into_encoded_bytes()).expect("no NUL in paths"))
+            .map(|c| {
+                CString::new(c.join("cgroup.procs").into_os_string().into_encoded_bytes()).expect("no NUL in paths")
+            })
             .collect();
         let log_path = root.join("manager.log");
         let log = std::fs::File::create(&log_path).map_err(io("creating", &log_path))?;
@@ -103,7 +111,8 @@ impl PrivateManager {
         unsafe {
             cmd.pre_exec(move || {
                 for p in &procs {
-                    let fd = nix::fcntl::open(p.as_c_str(), nix::fcntl::OFlag::O_WRONLY, nix::sys::stat::Mode::empty())?;
+                    let fd =
+                        nix::fcntl::open(p.as_c_str(), nix::fcntl::OFlag::O_WRONLY, nix::sys::stat::Mode::empty())?;
                     nix::unistd::write(&fd, b"0")?;
                 }
                 Ok(())

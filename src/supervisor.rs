@@ -56,7 +56,8 @@ pub struct Supervisor {
 impl Supervisor {
     /// Connects to the user manager (session bus, else private socket); `timeout` bounds every call.
     pub async fn connect(config: Config, host: HostEnv, timeout: Duration) -> Result<Supervisor, Error> {
-        let opts = BusOptions { session_address: host.session_bus.clone(), runtime_dir: host.runtime_dir.clone(), timeout };
+        let opts =
+            BusOptions { session_address: host.session_bus.clone(), runtime_dir: host.runtime_dir.clone(), timeout };
         let bus = systemd::connect(&opts).await?;
         let mgr = Manager::new(bus, timeout).await?;
         Ok(Supervisor { config, host, mgr })
@@ -77,7 +78,10 @@ impl Supervisor {
         let launcher = host::resolve_launcher(&self.config, &req.provider, &self.host.path)?;
         let runtime_root = self.host.runtime_root()?;
         let random = uuid::Uuid::new_v4().simple().to_string();
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         let inputs = PlanInputs {
             config: &self.config,
             home: &self.host.home,
@@ -121,7 +125,13 @@ impl Supervisor {
                         _ => false,
                     };
                     if !same {
-                        let who = theirs.map(|m| format!("agent {} (spawn request {})", m.agent_id, m.spawn_request_id.unwrap_or_else(|| "none".into())));
+                        let who = theirs.map(|m| {
+                            format!(
+                                "agent {} (spawn request {})",
+                                m.agent_id,
+                                m.spawn_request_id.unwrap_or_else(|| "none".into())
+                            )
+                        });
                         return Err(Error::Conflict(format!(
                             "unit {} already exists for {}; pass a different label or spawnRequestId",
                             plan.unit,
@@ -179,7 +189,10 @@ impl Supervisor {
         }
         if reference.ends_with(".service") {
             if naming::session_of_unit(reference, prefix).is_none() {
-                return Err(Error::NotOurs { unit: reference.to_string(), prefix: format!("{}{prefix}-", naming::AGENT_UNIT_PREFIX) });
+                return Err(Error::NotOurs {
+                    unit: reference.to_string(),
+                    prefix: format!("{}{prefix}-", naming::AGENT_UNIT_PREFIX),
+                });
             }
             return self.record_of(reference).await?.ok_or_else(not_found);
         }
@@ -206,23 +219,27 @@ impl Supervisor {
         if naming::session_of_unit(&unit, &self.config.tmux_prefix).is_none() {
             return Err(Error::NotOurs { unit, prefix: self.config.tmux_prefix.clone() });
         }
-        let was_running = agent.state == Liveness::Alive || matches!(agent.active_state.as_str(), "active" | "activating" | "deactivating" | "reloading");
-        let mut jobs = self.mgr.job_removed_stream().await?;
+        let was_running = agent.state == Liveness::Alive
+            || matches!(agent.active_state.as_str(), "active" | "activating" | "deactivating" | "reloading");
         let mut killed = false;
-        if let Some(job) = self.mgr.stop_unit(&unit).await? {
-            match self.mgr.wait_job(&mut jobs, &job, &unit, timeout).await {
-                Ok(_) => {}
-                Err(Error::Timeout { .. }) => {
-                    self.mgr.kill_unit(&unit, "all", libc_sigkill()).await?;
-                    killed = true;
+        {
+            let mut jobs = self.mgr.job_removed_stream().await?;
+            if let Some(job) = self.mgr.stop_unit(&unit).await? {
+                match self.mgr.wait_job(&mut jobs, &job, &unit, timeout).await {
+                    Ok(_) => {}
+                    Err(Error::Timeout { .. }) => {
+                        self.mgr.kill_unit(&unit, "all", libc_sigkill()).await?;
+                        killed = true;
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
             }
         }
         let deadline = tokio::time::Instant::now() + if killed { KILL_GRACE } else { KILL_GRACE / 2 };
         loop {
             let pids = self.mgr.unit_pids(&unit).await?;
-            let still = self.snapshot(&unit).await?.filter(|s| !matches!(s.active_state.as_str(), "inactive" | "failed"));
+            let still =
+                self.snapshot(&unit).await?.filter(|s| !matches!(s.active_state.as_str(), "inactive" | "failed"));
             let main_alive = agent.pid.map(|p| host::proc_state(p) == record::ProcState::Running).unwrap_or(false);
             if pids.is_empty() && still.is_none() && !main_alive {
                 break;
@@ -287,7 +304,8 @@ impl Supervisor {
         );
         let found = self.list_matching(&pattern).await?;
         let live = found.into_iter().find(|r| {
-            r.spawn_request_id.as_deref() == Some(rid) && matches!(r.active_state.as_str(), "active" | "activating" | "reloading")
+            r.spawn_request_id.as_deref() == Some(rid)
+                && matches!(r.active_state.as_str(), "active" | "activating" | "reloading")
         });
         match live {
             Some(r) if r.active_state == "activating" => self.await_settled(&r.systemd_unit).await.map(Some),
@@ -300,7 +318,9 @@ impl Supervisor {
         let deadline = tokio::time::Instant::now() + self.mgr.timeout();
         loop {
             let rec = self.record_of(unit).await?.ok_or_else(|| Error::NotFound { reference: unit.to_string() })?;
-            if !(rec.active_state == "activating" && rec.sub_state == "start") || tokio::time::Instant::now() >= deadline {
+            if !(rec.active_state == "activating" && rec.sub_state == "start")
+                || tokio::time::Instant::now() >= deadline
+            {
                 return Ok(rec);
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -314,8 +334,13 @@ impl Supervisor {
         let _ = self.mgr.reset_failed(unit).await;
         match snap {
             // 203 is systemd's EXIT_EXEC (systemd.exec(5) "Process Exit Codes").
-            Some(s) if s.exec_main_status == 203 => "the runner could not be executed (status 203/EXEC); check the runner path and that it is executable".into(),
-            Some(s) if s.exec_main_status == 200 => "the working directory could not be entered (status 200/CHDIR)".into(),
+            Some(s) if s.exec_main_status == 203 => {
+                "the runner could not be executed (status 203/EXEC); check the runner path and that it is executable"
+                    .into()
+            }
+            Some(s) if s.exec_main_status == 200 => {
+                "the working directory could not be entered (status 200/CHDIR)".into()
+            }
             Some(s) => format!(
                 "start job {job_result}; unit result={} exit status={} ({}/{})",
                 s.result, s.exec_main_status, s.active_state, s.sub_state

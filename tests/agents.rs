@@ -31,7 +31,10 @@ fn spawn_creates_a_transient_unit_an_operator_can_inspect() {
     assert!(extra.contains(&format!("AGENT_RELAY_AGENT_ID={}", agent["agentId"].as_str().unwrap())), "{extra}");
     let environment = env.prop(unit, "Environment");
     assert!(environment.contains("AGENT_RELAY_PROMPT_FILE="), "{environment}");
-    assert!(!environment.contains(TOKEN) && !environment.contains("extra-secret-value"), "secret in Environment=: {environment}");
+    assert!(
+        !environment.contains(TOKEN) && !environment.contains("extra-secret-value"),
+        "secret in Environment=: {environment}"
+    );
     assert!(!environment.contains(PROMPT));
     let description = env.prop(unit, "Description");
     assert!(description.contains("Fix Bug") && description.contains("claude"), "{description}");
@@ -43,7 +46,10 @@ fn spawn_creates_a_transient_unit_an_operator_can_inspect() {
     assert_eq!(env.prop(unit, "MainPID"), pid.to_string());
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     let cmdline = String::from_utf8_lossy(&cmdline);
-    assert!(cmdline.contains("--agent-id") && !cmdline.contains(PROMPT) && !cmdline.contains("APPEND-TEXT"), "{cmdline}");
+    assert!(
+        cmdline.contains("--agent-id") && !cmdline.contains(PROMPT) && !cmdline.contains("APPEND-TEXT"),
+        "{cmdline}"
+    );
     let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap()).into_owned();
     assert!(environ.contains(&format!("AGENT_RELAY_TOKEN={TOKEN}")));
     assert!(environ.contains("EXTRA_SECRET=extra-secret-value"));
@@ -62,7 +68,9 @@ fn spawn_creates_a_transient_unit_an_operator_can_inspect() {
 
     // The runner got its info-file path and wrote it; output goes to the per-agent log.
     let log = agent["logFile"].as_str().unwrap();
-    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(log).unwrap_or_default().contains("PROMPT-BYTES")));
+    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains("PROMPT-BYTES")));
     let log_text = std::fs::read_to_string(log).unwrap();
     assert!(log_text.contains(&format!("FAKE-RUNNER PROMPT-BYTES {}", PROMPT.len())), "{log_text}");
     assert_eq!(mode(std::path::Path::new(log)), 0o600);
@@ -89,9 +97,30 @@ fn records_come_from_units_alone() {
     let got_a = list.iter().find(|r| r["agentId"] == a["agentId"]).expect("alpha listed");
     let got_b = list.iter().find(|r| r["agentId"] == b["agentId"]).expect("beta listed");
     for key in [
-        "agentId", "provider", "label", "sessionName", "systemdUnit", "invocationId", "pid", "state", "activeState",
-        "subState", "cwd", "approvalMode", "policyName", "spawnRequestId", "automationId", "automationRunId",
-        "lifecycle", "workspaceMode", "model", "effort", "profile", "startedAt", "restarts", "logFile",
+        "agentId",
+        "provider",
+        "label",
+        "sessionName",
+        "systemdUnit",
+        "invocationId",
+        "pid",
+        "state",
+        "activeState",
+        "subState",
+        "cwd",
+        "approvalMode",
+        "policyName",
+        "spawnRequestId",
+        "automationId",
+        "automationRunId",
+        "lifecycle",
+        "workspaceMode",
+        "model",
+        "effort",
+        "profile",
+        "startedAt",
+        "restarts",
+        "logFile",
     ] {
         assert!(got_a.get(key).is_some(), "field {key} missing");
         if key != "pid" {
@@ -99,11 +128,21 @@ fn records_come_from_units_alone() {
         }
     }
     let expect = [
-        ("provider", json!("claude")), ("label", json!("alpha")), ("model", json!("opus")), ("effort", json!("high")),
-        ("profile", json!("reviewer")), ("policyName", json!("nightly")), ("automationId", json!("auto-1")),
-        ("automationRunId", json!("run-9")), ("approvalMode", json!("auto")), ("lifecycle", json!("ephemeral")),
-        ("workspaceMode", json!("isolated")), ("spawnRequestId", json!("req-a")), ("state", json!("alive")),
-        ("activeState", json!("active")), ("restarts", json!(0)),
+        ("provider", json!("claude")),
+        ("label", json!("alpha")),
+        ("model", json!("opus")),
+        ("effort", json!("high")),
+        ("profile", json!("reviewer")),
+        ("policyName", json!("nightly")),
+        ("automationId", json!("auto-1")),
+        ("automationRunId", json!("run-9")),
+        ("approvalMode", json!("auto")),
+        ("lifecycle", json!("ephemeral")),
+        ("workspaceMode", json!("isolated")),
+        ("spawnRequestId", json!("req-a")),
+        ("state", json!("alive")),
+        ("activeState", json!("active")),
+        ("restarts", json!(0)),
     ];
     for (k, v) in expect {
         assert_eq!(got_a[k], v, "field {k}");
@@ -141,7 +180,8 @@ fn concurrent_spawns_of_one_request_make_one_unit() {
         let handles: Vec<_> = (0..20).map(|_| s.spawn(|| env.json(&["spawn", "-o", "json"], Some(&req)))).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let ids: std::collections::BTreeSet<_> = results.iter().map(|r| r["agent"]["agentId"].as_str().unwrap().to_string()).collect();
+    let ids: std::collections::BTreeSet<_> =
+        results.iter().map(|r| r["agent"]["agentId"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids.len(), 1, "all spawns return one agent: {ids:?}");
     assert_eq!(results.iter().filter(|r| r["created"] == true).count(), 1, "exactly one spawn created it");
     assert_eq!(env.agent_units().len(), 1, "units: {:?}", env.agent_units());
@@ -153,7 +193,8 @@ fn concurrent_spawns_of_one_request_make_one_unit() {
 fn a_different_request_mapping_to_an_existing_unit_is_a_conflict() {
     let env = Env::new();
     env.spawn(&env.request(json!({"label": "same", "spawnRequestId": "aaaa-12345678"})));
-    let out = env.run(&["spawn"], Some(&env.request(json!({"label": "same", "spawnRequestId": "bbbb-12345678"})).to_string()));
+    let out = env
+        .run(&["spawn"], Some(&env.request(json!({"label": "same", "spawnRequestId": "bbbb-12345678"})).to_string()));
     assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already exists") && err.contains("aaaa-12345678"), "{err}");
@@ -172,7 +213,9 @@ fn stop_kills_an_agent_that_ignores_sigterm_within_timeout_plus_two_seconds() {
     let unit = agent["systemdUnit"].as_str().unwrap().to_string();
     let pid = agent["pid"].as_u64().unwrap();
     let log = agent["logFile"].as_str().unwrap().to_string();
-    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(&log).unwrap_or_default().contains("FAKE-RUNNER CHILD")));
+    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("FAKE-RUNNER CHILD")));
     let cgroup_pids = cgroup_pids(&env, &unit);
     assert!(cgroup_pids.len() >= 2, "runner and its child: {cgroup_pids:?}");
 
@@ -199,9 +242,14 @@ fn stop_of_a_cooperative_agent_is_graceful() {
     let env = Env::new();
     let agent = env.spawn(&env.request(json!({"label": "calm"})))["agent"].clone();
     let log = agent["logFile"].as_str().unwrap().to_string();
-    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(&log).unwrap_or_default().contains("FAKE-RUNNER START")));
+    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("FAKE-RUNNER START")));
     let out = env.json(&["stop", agent["agentId"].as_str().unwrap(), "-o", "json"], None);
-    assert_eq!((out["stopped"].clone(), out["wasRunning"].clone(), out["killed"].clone()), (json!(true), json!(true), json!(false)));
+    assert_eq!(
+        (out["stopped"].clone(), out["wasRunning"].clone(), out["killed"].clone()),
+        (json!(true), json!(true), json!(false))
+    );
     assert!(std::fs::read_to_string(&log).unwrap().contains("FAKE-RUNNER TERM"));
 }
 

@@ -8,7 +8,8 @@ fn config() -> Config {
         relay_url: "http://relay".into(),
         token: Some("tok-secret".into()),
         base_dir: "/home/u/projects".into(),
-        env: [("FROM_CONFIG".to_string(), "c".to_string()), ("AGENT_RELAY_AGENT_ID".to_string(), "spoof".to_string())].into(),
+        env: [("FROM_CONFIG".to_string(), "c".to_string()), ("AGENT_RELAY_AGENT_ID".to_string(), "spoof".to_string())]
+            .into(),
         tmux_prefix: "ar".into(),
         api_port: 4860,
         runner_command: None,
@@ -42,7 +43,10 @@ fn names_follow_the_seed() {
     assert_eq!(p.meta.session, "ar-claude-fix-bug-q-000042");
     assert_eq!(p.unit, "agent-relay-managed-ar-claude-fix-bug-q-000042.service");
     assert_eq!(p.meta.agent_id, "box-local-claude-fix-bug-01234567");
-    assert_eq!(p.agent_dir, PathBuf::from("/run/user/0/agent-relay-systemd/agents/ar-claude-fix-bug-q-000042.89abcdef"));
+    assert_eq!(
+        p.agent_dir,
+        PathBuf::from("/run/user/0/agent-relay-systemd/agents/ar-claude-fix-bug-q-000042.89abcdef")
+    );
 }
 
 #[test]
@@ -71,7 +75,9 @@ fn secrets_and_caller_env_go_to_the_file_never_to_environment() {
 fn supervisor_keys_cannot_be_spoofed_by_callers() {
     // seed #1256/#330: the authoritative block wins; the file must not carry a competing value,
     // since EnvironmentFile= overrides Environment=.
-    let p = plan_for(r#"{"provider":"claude","cwd":"/x","env":{"AGENT_RELAY_TAGS":"spoof","AGENT_RELAY_AGENT_ID":"spoof"}}"#);
+    let p = plan_for(
+        r#"{"provider":"claude","cwd":"/x","env":{"AGENT_RELAY_TAGS":"spoof","AGENT_RELAY_AGENT_ID":"spoof"}}"#,
+    );
     assert!(p.secret_env.iter().all(|(k, _)| k != "AGENT_RELAY_TAGS" && k != "AGENT_RELAY_AGENT_ID"));
     assert_eq!(env(&p, "AGENT_RELAY_TAGS"), Some("headless,dashboard-spawned,Box.Local"));
     assert_eq!(env(&p, "AGENT_RELAY_AGENT_ID"), Some(p.meta.agent_id.as_str()));
@@ -97,9 +103,29 @@ fn runner_argv_matches_the_seed_order() {
         r#"{"provider":"codex","cwd":"/x","label":"l","model":"m","effort":"high","tags":["a"],"capabilities":["c","c"],"providerArgs":["--x"],"approvalMode":"auto"}"#,
     );
     let want = [
-        "/usr/bin/claude-relay", "codex", "--headless", "--cwd", "/home/u/projects/app", "--relay-url", "http://relay",
-        "--approval", "auto", "--model", "m", "--effort", "high", "--label", "l", "--agent-id", &p.meta.agent_id,
-        "--tags", "a", "--caps", "c,c", "--", "--x",
+        "/usr/bin/claude-relay",
+        "codex",
+        "--headless",
+        "--cwd",
+        "/home/u/projects/app",
+        "--relay-url",
+        "http://relay",
+        "--approval",
+        "auto",
+        "--model",
+        "m",
+        "--effort",
+        "high",
+        "--label",
+        "l",
+        "--agent-id",
+        &p.meta.agent_id,
+        "--tags",
+        "a",
+        "--caps",
+        "c,c",
+        "--",
+        "--x",
     ];
     assert_eq!(p.argv, want);
     assert_eq!(env(&p, "AGENT_RELAY_CAPS"), Some("c"));

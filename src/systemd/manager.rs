@@ -4,9 +4,11 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use std::num::NonZeroUsize;
 use zbus::proxy::CacheProperties;
-use zbus::{Connection, DBusError, OwnedObjectPath};
-use zbus_systemd::systemd1::{JobRemovedStream, ManagerProxy, ServiceProxy, UnitProxy};
+
+use zbus::{Connection, DBusError, MatchRule, MessageStream, OwnedObjectPath};
+use zbus_systemd::systemd1::{ManagerProxy, ServiceProxy, UnitProxy};
 
 use super::bus::Bus;
 use super::variant::to_variant;
@@ -16,6 +18,9 @@ use crate::unit::Property;
 
 const UNIT_EXISTS: &str = "org.freedesktop.systemd1.UnitExists";
 const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
+
+/// `JobRemoved` signals of the manager.
+pub struct JobStream(MessageStream);
 
 /// How a job ended, as `JobRemoved` reports it: `done`, `failed`, `canceled`, `timeout`, ….
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,33 +76,69 @@ impl Manager {
         }
     }
 
-    /// A stream of `JobRemoved`; create it *before* the call whose job it should see.
-    pub async fn job_removed_stream(&self) -> Result<JobRemovedStream, Error> {
-        self.bounded("AddMatch JobRemoved", self.proxy.receive_job_removed()).await
+    /// A stream of `JobRemoved`; create it *before* the call whose job it should see, and drop
+    /// it when done: an unread stream stalls the connection once its queue is full.
+    ///
+    /// The match rule names no sender: on systemd's private socket the sender is not a unique
+    /// name, and a proxy's sender-bound stream would never match there.
+    pub async fn job_removed_stream(&self) -> Result<JobStream, Error> {
+        let rule = MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .interface("org.freedesktop.systemd1.Manager")
+            .member("JobRemoved")
+            .path("/org/freedesktop/systemd1")
+            .build();
+        let stream = self
+            .bounded("AddMatch JobRemoved", async {
+                MessageStream::for_match_rule(rule?, &self.conn, NonZeroUsize::new(256)).await
+            })
+            .await?;
+        Ok(JobStream(stream))
     }
 
     /// `StartTransientUnit` with mode `fail`, then waits for the job's `JobRemoved`.
-    pub async fn start_transient(&self, unit: &str, props: &[Property], wait: Duration) -> Result<JobOutcome, StartError> {
+    pub async fn start_transient(
+        &self,
+        unit: &str,
+        props: &[Property],
+        wait: Duration,
+    ) -> Result<JobOutcome, StartError> {
         let mut jobs = self.job_removed_stream().await.map_err(StartError::Other)?;
         let props: Vec<(String, zbus::OwnedVariant)> =
             props.iter().map(|(name, value)| (name.to_string(), to_variant(value))).collect();
         let call = self.proxy.start_transient_unit(unit.to_string(), "fail".to_string(), props, Vec::new());
         let job = match tokio::time::timeout(self.timeout, call).await {
-            Err(_) => return Err(StartError::Other(Error::Timeout { what: format!("StartTransientUnit {unit}"), after: self.timeout })),
+            Err(_) => {
+                return Err(StartError::Other(Error::Timeout {
+                    what: format!("StartTransientUnit {unit}"),
+                    after: self.timeout,
+                }))
+            }
             Ok(Err(e)) if error_name(&e).as_deref() == Some(UNIT_EXISTS) => return Err(StartError::Exists),
-            Ok(Err(e)) => return Err(StartError::Other(map_err(&format!("StartTransientUnit {unit}"), self.timeout, e))),
+            Ok(Err(e)) => {
+                return Err(StartError::Other(map_err(&format!("StartTransientUnit {unit}"), self.timeout, e)))
+            }
             Ok(Ok(job)) => job,
         };
         self.wait_job(&mut jobs, &job, unit, wait).await.map_err(StartError::Other)
     }
 
     /// Waits for `JobRemoved` of `job`, at most `wait`.
-    pub async fn wait_job(&self, jobs: &mut JobRemovedStream, job: &OwnedObjectPath, unit: &str, wait: Duration) -> Result<JobOutcome, Error> {
+    pub async fn wait_job(
+        &self,
+        jobs: &mut JobStream,
+        job: &OwnedObjectPath,
+        unit: &str,
+        wait: Duration,
+    ) -> Result<JobOutcome, Error> {
         let found = tokio::time::timeout(wait, async {
-            while let Some(sig) = jobs.next().await {
-                if let Ok(args) = sig.args() {
-                    if args.job == *job {
-                        return Some(JobOutcome { result: args.result });
+            while let Some(msg) = jobs.0.next().await {
+                let Ok(msg) = msg else { continue };
+                if let Ok((_id, path, _unit, result)) =
+                    msg.body().deserialize::<(u32, OwnedObjectPath, String, String)>()
+                {
+                    if path == *job {
+                        return Some(JobOutcome { result });
                     }
                 }
             }
@@ -144,7 +185,16 @@ impl Manager {
                 u.invocation_id(),
                 u.active_enter_timestamp()
             )?;
-            let (main_pid, n_restarts, result, exec_main_code, exec_main_status, exec_main_start_us, working_directory, log_extra_fields) = futures_util::try_join!(
+            let (
+                main_pid,
+                n_restarts,
+                result,
+                exec_main_code,
+                exec_main_status,
+                exec_main_start_us,
+                working_directory,
+                log_extra_fields,
+            ) = futures_util::try_join!(
                 s.main_pid(),
                 s.n_restarts(),
                 s.result(),
@@ -186,7 +236,8 @@ impl Manager {
 
     /// `KillUnit`: `whom` is `main`, `control` or `all`.
     pub async fn kill_unit(&self, unit: &str, whom: &str, signal: i32) -> Result<(), Error> {
-        match tokio::time::timeout(self.timeout, self.proxy.kill_unit(unit.to_string(), whom.to_string(), signal)).await {
+        match tokio::time::timeout(self.timeout, self.proxy.kill_unit(unit.to_string(), whom.to_string(), signal)).await
+        {
             Err(_) => Err(Error::Timeout { what: format!("KillUnit {unit}"), after: self.timeout }),
             Ok(Err(e)) if error_name(&e).as_deref() == Some(NO_SUCH_UNIT) => Ok(()),
             Ok(r) => r.map_err(|e| map_err(&format!("KillUnit {unit}"), self.timeout, e)),

@@ -3,7 +3,8 @@
 
 pub mod bus;
 pub mod manager;
+mod private_socket;
 mod variant;
 
 pub use bus::{connect, BusOptions};
-pub use manager::{JobOutcome, Manager, StartError};
+pub use manager::{JobOutcome, JobStream, Manager, StartError};

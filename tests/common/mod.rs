@@ -102,7 +102,8 @@ impl Env {
     pub fn json(&self, args: &[&str], stdin: Option<&str>) -> Value {
         let out = self.run(args, stdin);
         assert!(out.status.success(), "{args:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
     }
 
     pub fn spawn(&self, request: &Value) -> Value {
