@@ -5,7 +5,9 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod exit;
 pub mod host;
+pub mod logtext;
 pub mod meta;
 pub mod naming;
 pub mod output;

@@ -1,0 +1,152 @@
+//! Agent log text: the seed's `sanitizeLogText` (terminal escapes out, `ESC[nC` as spaces, CR
+//! as LF, control characters out) and line tails. Pure; reading the file is `tail_file`'s job.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// Tails read at most this much from the end of a log (seed #1571).
+pub const MAX_TAIL_BYTES: u64 = 1024 * 1024;
+
+/// Removes OSC/DCS/CSI/other escapes, expands cursor-forward, normalises line ends, drops
+/// control characters other than tab and newline.
+pub fn sanitize(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '\x1b' => i = skip_escape(&chars, i, &mut out),
+            '\u{9b}' => i = skip_csi(&chars, i + 1, &mut out),
+            '\r' => {
+                out.push('\n');
+                i += if chars.get(i + 1) == Some(&'\n') { 2 } else { 1 };
+            }
+            '\t' | '\n' => {
+                out.push(c);
+                i += 1;
+            }
+            c if (c as u32) < 0x20 || c == '\x7f' => i += 1,
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Skips the escape sequence at `chars[i] == ESC`; returns the index after it.
+fn skip_escape(chars: &[char], i: usize, out: &mut String) -> usize {
+    match chars.get(i + 1) {
+        // OSC: up to BEL or ST (ESC \).
+        Some(']') => {
+            let mut j = i + 2;
+            while j < chars.len() {
+                if chars[j] == '\x07' {
+                    return j + 1;
+                }
+                if chars[j] == '\x1b' {
+                    return if chars.get(j + 1) == Some(&'\\') { j + 2 } else { j };
+                }
+                j += 1;
+            }
+            j
+        }
+        // DCS, SOS, PM, APC: up to ST.
+        Some('P' | 'X' | '^' | '_') => {
+            let mut j = i + 2;
+            while j + 1 < chars.len() {
+                if chars[j] == '\x1b' && chars[j + 1] == '\\' {
+                    return j + 2;
+                }
+                j += 1;
+            }
+            chars.len()
+        }
+        Some('[') => skip_csi(chars, i + 2, out),
+        // Charset and other two-byte-intermediate sequences: ESC ( B, ESC # 8, …
+        Some('(' | ')' | '#' | '%' | '*' | '+' | '-' | '.' | '/' | ' ') => (i + 3).min(chars.len()),
+        Some(_) => i + 2,
+        None => i + 1,
+    }
+}
+
+/// Skips a CSI body starting at `j` (after `ESC [`); `ESC[nC` becomes n spaces (at most 120).
+fn skip_csi(chars: &[char], mut j: usize, out: &mut String) -> usize {
+    let start = j;
+    while j < chars.len() && ('0'..='?').contains(&chars[j]) {
+        j += 1;
+    }
+    while j < chars.len() && (' '..='/').contains(&chars[j]) {
+        j += 1;
+    }
+    match chars.get(j) {
+        Some(&f) if ('@'..='~').contains(&f) => {
+            if f == 'C' {
+                let params: String = chars[start..j].iter().collect();
+                if params.chars().all(|c| c.is_ascii_digit()) {
+                    let n = params.parse::<usize>().unwrap_or(1).clamp(1, 120);
+                    out.extend(std::iter::repeat_n(' ', n));
+                }
+            }
+            j + 1
+        }
+        _ => j,
+    }
+}
+
+/// Non-blank lines with trailing space trimmed, sanitised unless `raw` (which still turns CR
+/// into LF, as the seed does).
+pub fn log_lines(text: &str, raw: bool) -> Vec<String> {
+    let text = if raw { text.replace("\r\n", "\n").replace('\r', "\n") } else { sanitize(text) };
+    text.lines().map(|l| l.trim_end().to_string()).filter(|l| !l.trim().is_empty()).collect()
+}
+
+/// The last `n` lines of a log, reading at most [`MAX_TAIL_BYTES`] from its end.
+pub fn tail_file(path: &Path, n: usize, raw: bool) -> std::io::Result<(Vec<String>, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let start = len.saturating_sub(MAX_TAIL_BYTES);
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::with_capacity((len - start) as usize);
+    f.take(MAX_TAIL_BYTES).read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    // A cut in the middle of a line leaves a fragment: drop it.
+    let text = if start > 0 { text.split_once('\n').map(|(_, rest)| rest).unwrap_or("") } else { &text };
+    let lines = log_lines(text, raw);
+    let skip = lines.len().saturating_sub(n);
+    Ok((lines[skip..].to_vec(), len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_escapes_like_the_seed() {
+        assert_eq!(sanitize("\x1b[31mred\x1b[0m"), "red");
+        assert_eq!(sanitize("a\x1b[3Cb"), "a   b");
+        assert_eq!(sanitize("a\x1b[999Cb").len(), 122);
+        assert_eq!(sanitize("\x1b]0;title\x07text"), "text");
+        assert_eq!(sanitize("\x1b]8;;http://x\x1b\\link"), "link");
+        assert_eq!(sanitize("\x1bPqdata\x1b\\after"), "after");
+        assert_eq!(sanitize("x\x1b(By"), "xy");
+        assert_eq!(sanitize("one\r\ntwo\rthree"), "one\ntwo\nthree");
+        assert_eq!(sanitize("bell\x07 nul\x00 del\x7f"), "bell nul del");
+        assert_eq!(sanitize("\u{9b}1mcsi8"), "csi8");
+    }
+
+    #[test]
+    fn lines_drop_blanks() {
+        assert_eq!(log_lines("a  \n\n \x1b[2K\nb\r", false), vec!["a", "b"]);
+        assert_eq!(log_lines("\x1b[1mx", true), vec!["\x1b[1mx"]);
+    }
+
+    #[test]
+    fn never_panics_on_cut_sequences() {
+        for s in ["\x1b", "\x1b[", "\x1b]", "\x1bP", "\x1b[12", "\u{9b}", "\x1b("] {
+            let _ = sanitize(s);
+        }
+    }
+}
