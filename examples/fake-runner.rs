@@ -33,8 +33,10 @@ fn main() {
     let argv: Vec<String> = std::env::args().collect();
     let pid = std::process::id();
     say(&format!("FAKE-RUNNER START pid={pid} argv={}", serde_json::to_string(&argv).unwrap()));
-    let env: serde_json::Map<String, serde_json::Value> = std::env::vars().map(|(k, v)| (k, v.into())).collect();
-    say(&format!("FAKE-RUNNER ENV {}", serde_json::Value::Object(env)));
+    // Names only: values may be secrets, and a log is no place for them.
+    let mut keys: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+    keys.sort();
+    say(&format!("FAKE-RUNNER ENV-KEYS {}", keys.join(",")));
     let provider = argv.get(1).cloned().unwrap_or_default();
     let cwd = argv.iter().position(|a| a == "--cwd").and_then(|i| argv.get(i + 1)).cloned().unwrap_or_default();
 
@@ -45,6 +47,10 @@ fn main() {
         unsafe { signal::signal(s, handler) }.expect("install signal handler");
     }
 
+    if let Some(text) = var("FAKE_RUNNER_SAY") {
+        // `\e` and `\a` stand for ESC and BEL: control characters cannot travel in env files.
+        say(&text.replace("\\e", "\x1b").replace("\\a", "\x07"));
+    }
     if let Some(path) = var("AGENT_RELAY_PROMPT_FILE") {
         let n = std::fs::read(&path).map(|b| b.len()).unwrap_or(0);
         say(&format!("FAKE-RUNNER PROMPT-BYTES {n}"));
@@ -75,7 +81,7 @@ fn main() {
                     .parse::<i32>()
                     .ok()
                     .and_then(|n| Signal::try_from(n).ok())
-                    .or_else(|| sig.parse::<Signal>().ok());
+                    .or_else(|| format!("SIG{}", sig.trim_start_matches("SIG")).parse::<Signal>().ok());
                 let sig = sig.unwrap_or(Signal::SIGKILL);
                 unsafe { signal::signal(sig, SigHandler::SigDfl) }.ok();
                 let _ = signal::raise(sig);

@@ -74,6 +74,41 @@ pub enum Command {
         #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
         timeout_stop: f64,
     },
+    /// How an agent ended (or is doing): exit code, signal, OOM, crash loop, log tail, lastError
+    #[command(
+        after_help = "Works for live, failed and collected agents (from the exit records).\nExample:\n  agent-relay-systemd diagnose req-1 -o json"
+    )]
+    Diagnose {
+        /// Agent id, session name, unit name or spawn request id
+        agent: String,
+    },
+    /// Show the last lines of an agent's log, sanitised of terminal escapes
+    #[command(after_help = "Example:\n  agent-relay-systemd logs req-1 -n 50 --follow")]
+    Logs {
+        /// Agent id, session name, unit name or spawn request id
+        agent: String,
+        /// Number of lines (1-1000)
+        #[arg(short = 'n', long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        lines: u16,
+        /// Do not strip terminal escape sequences
+        #[arg(long)]
+        raw: bool,
+        /// Keep printing new lines as they are written
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Send a signal to an agent's main process or its whole control group
+    #[command(after_help = "Example:\n  agent-relay-systemd kill req-1 --signal INT --whom main")]
+    Kill {
+        /// Agent id, session name, unit name or spawn request id
+        agent: String,
+        /// Signal name or number
+        #[arg(short, long, default_value = "TERM")]
+        signal: String,
+        /// `main` (the runner) or `all` (every process of the agent)
+        #[arg(long, default_value = "all", value_parser = ["main", "all"])]
+        whom: String,
+    },
     /// Run CMD with a private, throwaway `systemd --user`, then tear it down
     #[command(
         after_help = "Example:\n  agent-relay-systemd sandbox -- sh -c 'agent-relay-systemd list; systemctl --user status'"
@@ -82,5 +117,23 @@ pub enum Command {
         /// The command and its arguments
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
         cmd: Vec<String>,
+    },
+    /// Record how a run ended (run by the agent units' ExecStopPost=, not by people)
+    #[command(hide = true)]
+    RecordExit {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        unit: String,
+        #[arg(long)]
+        session: String,
+        #[arg(long)]
+        agent_id: String,
+        #[arg(long, default_value = "")]
+        provider: String,
+        #[arg(long, default_value = "")]
+        log_file: String,
+        #[arg(long)]
+        spawn_request_id: Option<String>,
     },
 }

@@ -17,6 +17,10 @@ pub struct ExitRecord {
     pub session_name: String,
     pub agent_id: String,
     #[serde(default)]
+    pub provider: String,
+    #[serde(default)]
+    pub log_file: String,
+    #[serde(default)]
     pub spawn_request_id: Option<String>,
     pub invocation_id: String,
     /// `success`, `exit-code`, `signal`, `core-dump`, `oom-kill`, `timeout`, `start-limit-hit`, …
@@ -96,6 +100,16 @@ pub fn normalize_signal(s: &str) -> String {
     } else {
         format!("SIG{s}")
     }
+}
+
+/// A persistent agent (`Restart=on-failure`) that sits in `failed` after a failure was refused its
+/// restart by the start limit: a crash loop. systemd 252 keeps `Result=exit-code` (or `signal`,
+/// …) then; later versions say `start-limit-hit`. A `timeout` failure is an operator's stop.
+pub fn crash_looping(lifecycle: &str, active_state: &str, result: &str) -> bool {
+    result == "start-limit-hit"
+        || (lifecycle == "persistent"
+            && active_state == "failed"
+            && matches!(result, "exit-code" | "signal" | "core-dump" | "oom-kill" | "watchdog"))
 }
 
 /// Classifies a record from `ExecStopPost=`.
@@ -214,6 +228,8 @@ mod tests {
             unit: "u".into(),
             session_name: "s".into(),
             agent_id: "a".into(),
+            provider: "claude".into(),
+            log_file: "/l".into(),
             spawn_request_id: None,
             invocation_id: "i".into(),
             service_result: result.into(),
@@ -246,6 +262,10 @@ mod tests {
         assert_eq!(classify_unit("failed", "start-limit-hit", 1, 1).kind, ExitKind::CrashLoop);
         assert_eq!(classify_unit("failed", "oom-kill", 2, 9).kind, ExitKind::Oom);
         assert_eq!(classify_unit("failed", "signal", 2, 15).signal.as_deref(), Some("SIGTERM"));
+        assert!(crash_looping("persistent", "failed", "exit-code"));
+        assert!(!crash_looping("ephemeral", "failed", "exit-code"));
+        assert!(!crash_looping("persistent", "failed", "timeout"), "a stop that needed SIGKILL");
+        assert!(!crash_looping("persistent", "activating", "exit-code"), "restarting, not looping yet");
     }
 
     #[test]

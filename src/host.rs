@@ -18,6 +18,10 @@ pub struct HostEnv {
     pub path: String,
     pub session_bus: Option<String>,
     pub hostname: String,
+    /// `$XDG_STATE_HOME` or `~/.local/state`: exit records live below it.
+    pub state_home: PathBuf,
+    /// Our own binary, for the units' `ExecStopPost=` exit recorder; `None` disables records.
+    pub self_exe: Option<PathBuf>,
 }
 
 impl HostEnv {
@@ -36,6 +40,8 @@ impl HostEnv {
             p.is_dir().then_some(p)
         });
         HostEnv {
+            state_home: var("XDG_STATE_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".local").join("state")),
+            self_exe: own_binary(&var("PATH").unwrap_or_default()),
             home,
             runtime_dir,
             path: var("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
@@ -54,6 +60,16 @@ impl HostEnv {
             .map(|d| d.join("agent-relay-systemd"))
             .ok_or_else(|| Error::ManagerUnreachable { detail: "XDG_RUNTIME_DIR is not set".into() })
     }
+}
+
+/// The `agent-relay-systemd` binary: this process when it is that binary, else the one on PATH
+/// (a program linking the library has another name).
+fn own_binary(path: &str) -> Option<PathBuf> {
+    let me = std::env::current_exe().ok()?;
+    if me.file_name().is_some_and(|n| n == "agent-relay-systemd") {
+        return Some(me);
+    }
+    find_executable("agent-relay-systemd", path)
 }
 
 /// The runner's argv prefix, every element absolute where it names a program: the config's

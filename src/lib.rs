@@ -4,8 +4,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod diagnose;
 pub mod error;
 pub mod exit;
+pub mod exits;
 pub mod host;
 pub mod logtext;
 pub mod meta;
@@ -13,6 +15,7 @@ pub mod naming;
 pub mod output;
 pub mod plan;
 pub mod record;
+pub mod recorder;
 pub mod request;
 pub mod sandbox;
 pub mod supervisor;

@@ -10,7 +10,7 @@ use clap::Parser;
 use agent_relay_systemd::cli::{Cli, Command, Output};
 use agent_relay_systemd::config::{self, ConfigInputs};
 use agent_relay_systemd::host::HostEnv;
-use agent_relay_systemd::{output, request, sandbox, Error, Supervisor};
+use agent_relay_systemd::{diagnose, logtext, output, recorder, request, sandbox, Error, Supervisor};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,6 +28,30 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(cli.global.output, &format!("cannot start the async runtime: {e}"), "internal", 1),
     };
+    if let Command::RecordExit { dir, unit, session, agent_id, provider, log_file, spawn_request_id } = &cli.command {
+        let args = recorder::RecordArgs {
+            dir: dir.clone(),
+            unit: unit.clone(),
+            session: session.clone(),
+            agent_id: agent_id.clone(),
+            provider: provider.clone(),
+            log_file: log_file.clone(),
+            spawn_request_id: spawn_request_id.clone(),
+        };
+        return match rt.block_on(recorder::record_exit(&args, &HostEnv::from_process())) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => fail(Output::Text, &format!("recording the exit of {unit}: {e}"), "io", 1),
+        };
+    }
+    if let Command::Logs { follow: true, .. } = &cli.command {
+        return match rt.block_on(follow_logs(&cli)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                let (kind, code) = classify(&e);
+                fail(cli.global.output, &e.to_string(), kind, code)
+            }
+        };
+    }
     match rt.block_on(run(&cli)) {
         Ok(text) => {
             let mut out = std::io::stdout().lock();
@@ -74,12 +98,60 @@ fn seconds(s: f64, what: &str) -> Result<Duration, Error> {
         .ok_or_else(|| Error::Invalid(format!("{what} must be a positive number of seconds, got {s}")))
 }
 
-async fn run(cli: &Cli) -> Result<String, Error> {
+async fn connect(cli: &Cli) -> Result<Supervisor, Error> {
     let host = HostEnv::from_process();
     let var = |k: &str| std::env::var(k).ok();
     let inputs = ConfigInputs { home: &host.home, os_hostname: &host.hostname, var: &var };
     let cfg = config::load(cli.global.config.as_deref(), &inputs)?;
     let timeout = seconds(cli.global.timeout, "--timeout")?;
+    Supervisor::connect(cfg, host, timeout).await
+}
+
+/// `logs --follow`: the tail, then new lines as they are appended (polled every 200 ms).
+async fn follow_logs(cli: &Cli) -> Result<(), Error> {
+    let Command::Logs { agent, lines, raw, .. } = &cli.command else { unreachable!() };
+    let json = cli.global.output == Output::Json;
+    let path = connect(cli).await?.log_file(agent).await?;
+    let io = |e| Error::Io { op: "reading log", path: path.clone(), source: e };
+    let (tail, mut offset) = logtext::tail_file(&path, *lines as usize, *raw).map_err(io)?;
+    let emit = |l: &str| {
+        let line = if json { serde_json::json!({ "line": l }).to_string() } else { l.to_string() };
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}").and_then(|_| out.flush()).is_ok()
+    };
+    for l in &tail {
+        if !emit(l) {
+            return Ok(());
+        }
+    }
+    let mut partial = String::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if len < offset {
+            offset = 0; // truncated: start over
+        }
+        if len == offset {
+            continue;
+        }
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&path).map_err(io)?;
+        f.seek(SeekFrom::Start(offset)).map_err(io)?;
+        let mut buf = Vec::new();
+        f.take(logtext::MAX_TAIL_BYTES).read_to_end(&mut buf).map_err(io)?;
+        offset += buf.len() as u64;
+        partial.push_str(&String::from_utf8_lossy(&buf));
+        let Some(cut) = partial.rfind('\n') else { continue };
+        let complete: String = partial.drain(..=cut).collect();
+        for l in logtext::log_lines(&complete, *raw) {
+            if !emit(&l) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> Result<String, Error> {
     let json = cli.global.output == Output::Json;
     let now_ms = || {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -98,7 +170,7 @@ async fn run(cli: &Cli) -> Result<String, Error> {
         _ => None,
     };
 
-    let sup = Supervisor::connect(cfg, host, timeout).await?;
+    let sup = connect(cli).await?;
     let text = match &cli.command {
         Command::Spawn { .. } => {
             let req = spawn_request.expect("parsed above");
@@ -134,7 +206,36 @@ async fn run(cli: &Cli) -> Result<String, Error> {
                 output::stop_summary(&out)
             }
         }
-        Command::Sandbox { .. } => unreachable!("handled before the runtime starts"),
+        Command::Diagnose { agent } => {
+            let d = sup.diagnose(agent).await?;
+            if json {
+                to_json(&d)
+            } else {
+                output::diagnosis(&d)
+            }
+        }
+        Command::Logs { agent, lines, raw, .. } => {
+            let path = sup.log_file(agent).await?;
+            let (lines, _) = logtext::tail_file(&path, *lines as usize, *raw).map_err(|e| Error::Io {
+                op: "reading log",
+                path: path.clone(),
+                source: e,
+            })?;
+            if json {
+                to_json(&serde_json::json!({ "logFile": path, "lines": lines }))
+            } else {
+                lines.iter().map(|l| format!("{l}\n")).collect()
+            }
+        }
+        Command::Kill { agent, signal, whom } => {
+            let out = sup.kill(agent, diagnose::parse_signal(signal)?, whom).await?;
+            if json {
+                to_json(&out)
+            } else {
+                format!("sent {} to {} of {}\n", out.signal, out.whom, out.systemd_unit)
+            }
+        }
+        Command::Sandbox { .. } | Command::RecordExit { .. } => unreachable!("handled before the runtime starts"),
     };
     Ok(text)
 }

@@ -78,6 +78,50 @@ pub fn agent_details(a: &AgentRecord) -> String {
     lines.iter().map(|(k, v)| format!("{k:<16}{v}\n")).collect()
 }
 
+/// `diagnose` for people: the verdict, the facts, the log tail.
+pub fn diagnosis(d: &crate::diagnose::Diagnosis) -> String {
+    let e = &d.exit;
+    let verdict = match e.kind {
+        crate::exit::ExitKind::Exited => {
+            format!("exited with status {}", e.exit_code.map(|c| c.to_string()).unwrap_or("?".into()))
+        }
+        crate::exit::ExitKind::Signal => format!(
+            "killed by {}{}",
+            e.signal.clone().unwrap_or_default(),
+            if e.core_dumped { " (core dumped)" } else { "" }
+        ),
+        crate::exit::ExitKind::Oom => "killed by the OOM killer".to_string(),
+        crate::exit::ExitKind::CrashLoop => "crash-looping: hit its restart limit".to_string(),
+        crate::exit::ExitKind::Unknown if d.state == crate::record::Liveness::Alive => "running".to_string(),
+        crate::exit::ExitKind::Unknown => "exit unknown".to_string(),
+    };
+    let mut out = format!(
+        "{} ({}): {verdict}\nstate           {} ({}/{})\nresult          {}\nrestarts        {}\nruntime         {}\nlog             {} ({} bytes{})\nrunner info     {}\n",
+        d.session_name,
+        d.systemd_unit,
+        d.state.as_str(),
+        d.active_state,
+        d.sub_state,
+        e.result,
+        d.restarts.map(|r| r.to_string()).unwrap_or("-".into()),
+        d.runtime_ms.map(age).unwrap_or("-".into()),
+        d.log_file,
+        d.log_bytes,
+        if d.log_empty { ", empty" } else { "" },
+        if d.runner_info_present { "written" } else { "not written" },
+    );
+    if let Some(le) = &d.last_error {
+        out.push_str(&format!("lastError       {le}\n"));
+    }
+    if !d.last_log_lines.is_empty() {
+        out.push_str("last log lines:\n");
+        for l in &d.last_log_lines {
+            out.push_str(&format!("  {l}\n"));
+        }
+    }
+    out
+}
+
 /// One sentence about a stop.
 pub fn stop_summary(s: &StopOutcome) -> String {
     let how = match (s.was_running, s.killed) {

@@ -23,6 +23,8 @@ pub struct PlanInputs<'a> {
     /// The canonical working directory (already checked to be inside baseDir).
     pub cwd: &'a Path,
     pub now_ms: u64,
+    /// `(binary, exits dir)` for the `ExecStopPost=` exit recorder, when available.
+    pub record_exit: Option<(&'a Path, &'a Path)>,
     /// 32 random hex digits.
     pub random_hex: &'a str,
 }
@@ -53,6 +55,8 @@ pub struct SpawnPlan {
     pub log_file: PathBuf,
     pub runner_info_file: PathBuf,
     pub lifecycle: Lifecycle,
+    /// argv of the `ExecStopPost=` that records the exit (`None`: no recorder available).
+    pub record_exit_argv: Option<Vec<String>>,
 }
 
 /// Directory of agent logs, as the seed's `LOG_DIR`.
@@ -199,6 +203,28 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, namin
     secret.remove("PATH");
     let secret_env: Vec<(String, String)> = secret.into_iter().collect();
 
+    let record_exit_argv = inp.record_exit.map(|(exe, dir)| {
+        let mut argv: Vec<String> = vec![
+            exe.display().to_string(),
+            "record-exit".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--unit".into(),
+            unit.clone(),
+            "--session".into(),
+            session.clone(),
+            "--agent-id".into(),
+            agent_id.clone(),
+            "--provider".into(),
+            req.provider.clone(),
+            "--log-file".into(),
+            log_file.display().to_string(),
+        ];
+        if let Some(rid) = &req.spawn_request_id {
+            argv.extend(["--spawn-request-id".to_string(), rid.clone()]);
+        }
+        argv
+    });
     let description = format!("Agent Relay {} agent \"{}\" ({})", req.provider, label, agent_id);
     Ok(SpawnPlan {
         meta,
@@ -214,6 +240,7 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, namin
         log_file,
         runner_info_file,
         lifecycle,
+        record_exit_argv,
     })
 }
 

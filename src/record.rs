@@ -21,6 +21,9 @@ pub struct UnitSnapshot {
     pub exec_main_status: i32,
     /// µs since the epoch; 0 when never started.
     pub exec_main_start_us: u64,
+    /// µs since the epoch of the main process's exit; 0 while it runs.
+    pub exec_main_exit_us: u64,
+    pub exec_main_pid: u32,
     pub active_enter_us: u64,
     pub working_directory: String,
     pub log_extra_fields: Vec<Vec<u8>>,
@@ -115,6 +118,8 @@ pub struct AgentRecord {
     /// ms since the epoch of the current run's exec, else of the unit's activation.
     pub started_at: Option<u64>,
     pub restarts: u32,
+    /// Restarted too often: systemd's start limit has stopped it (`Result=start-limit-hit`).
+    pub crash_looping: bool,
     pub log_file: String,
     pub description: String,
 }
@@ -122,6 +127,7 @@ pub struct AgentRecord {
 /// Builds the record; `None` when the unit carries no agent metadata (not one of ours).
 pub fn agent_record(s: &UnitSnapshot, proc_state: ProcState) -> Option<AgentRecord> {
     let m = AgentMeta::from_log_extra_fields(&s.log_extra_fields)?;
+    let crash = crate::exit::crash_looping(&m.lifecycle, &s.active_state, &s.result);
     let started_us = if s.exec_main_start_us > 0 { s.exec_main_start_us } else { s.active_enter_us };
     Some(AgentRecord {
         agent_id: m.agent_id,
@@ -148,6 +154,7 @@ pub fn agent_record(s: &UnitSnapshot, proc_state: ProcState) -> Option<AgentReco
         profile: m.profile,
         started_at: (started_us > 0).then_some(started_us / 1000),
         restarts: s.n_restarts,
+        crash_looping: crash,
         log_file: m.log_file,
         description: s.description.clone(),
     })

@@ -195,6 +195,12 @@ pub fn validate(req: &SpawnRequest) -> Result<(), InvalidRequest> {
         if value.contains('\0') {
             return Err(bad(format!("env value of {key} contains a NUL character")));
         }
+        // systemd silently drops variables whose values hold other control characters.
+        if value.chars().any(|c| c.is_control() && c != '\t' && c != '\n') {
+            return Err(bad(format!(
+                "env value of {key} contains control characters (only tab and newline are allowed)"
+            )));
+        }
     }
     for (name, text) in [("prompt", &req.prompt), ("systemPromptAppend", &req.system_prompt_append)] {
         if matches!(text, Some(t) if t.contains('\0')) {

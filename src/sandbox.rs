@@ -104,6 +104,14 @@ impl PrivateManager {
         let log2 = log.try_clone().map_err(io("dup", &log_path))?;
         let mut cmd = Command::new(&exe);
         cmd.arg("--user").stdin(Stdio::null()).stdout(log).stderr(log2);
+        // A clean environment, as a login manager would have: the caller's (tokens, API keys)
+        // must not leak into every unit.
+        cmd.env_clear();
+        for k in ["PATH", "HOME", "USER", "LOGNAME", "LANG", "SHELL"] {
+            if let Some(v) = std::env::var_os(k) {
+                cmd.env(k, v);
+            }
+        }
         for (k, v) in mgr.xdg_env() {
             cmd.env(k, v);
         }

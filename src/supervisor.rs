@@ -48,9 +48,9 @@ pub struct StopOutcome {
 
 /// A connected supervisor.
 pub struct Supervisor {
-    config: Config,
-    host: HostEnv,
-    mgr: Manager,
+    pub(crate) config: Config,
+    pub(crate) host: HostEnv,
+    pub(crate) mgr: Manager,
 }
 
 impl Supervisor {
@@ -82,6 +82,7 @@ impl Supervisor {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        let exits_dir = crate::exits::exits_dir(&self.host.state_home);
         let inputs = PlanInputs {
             config: &self.config,
             home: &self.host.home,
@@ -90,6 +91,7 @@ impl Supervisor {
             launcher: &launcher,
             cwd: &cwd,
             now_ms,
+            record_exit: self.host.self_exe.as_deref().map(|exe| (exe, exits_dir.as_path())),
             random_hex: &random,
         };
         let plan = plan::plan(req, &inputs)?;
@@ -181,7 +183,7 @@ impl Supervisor {
         self.resolve(reference).await
     }
 
-    async fn resolve(&self, reference: &str) -> Result<AgentRecord, Error> {
+    pub(crate) async fn resolve(&self, reference: &str) -> Result<AgentRecord, Error> {
         let prefix = &self.config.tmux_prefix;
         let not_found = || Error::NotFound { reference: reference.to_string() };
         if reference.is_empty() || reference.chars().any(|c| c.is_control() || c == '/') {
@@ -281,7 +283,7 @@ impl Supervisor {
         }
     }
 
-    async fn snapshot(&self, unit: &str) -> Result<Option<UnitSnapshot>, Error> {
+    pub(crate) async fn snapshot(&self, unit: &str) -> Result<Option<UnitSnapshot>, Error> {
         let Some(path) = self.mgr.unit_path(unit).await? else { return Ok(None) };
         match self.mgr.snapshot(unit, &path).await {
             Ok(s) => Ok(Some(s)),
@@ -348,6 +350,11 @@ impl Supervisor {
             None => format!("start job {job_result}; the unit is gone"),
         }
     }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn to_record(s: &UnitSnapshot) -> Option<AgentRecord> {

@@ -61,6 +61,10 @@ pub fn agent_properties(plan: &SpawnPlan) -> Vec<Property> {
         ("StartLimitBurst", U32(START_LIMIT_BURST)),
         ("StartLimitIntervalUSec", U64(START_LIMIT_INTERVAL_USEC)),
     ];
+    if let Some(argv) = &plan.record_exit_argv {
+        // Ignore-failure: recording must never change how the unit ended.
+        props.push(("ExecStopPost", Exec(vec![(argv[0].clone(), argv.clone(), true)])));
+    }
     match plan.lifecycle {
         Lifecycle::Persistent => {
             props.push(("Restart", s("on-failure")));

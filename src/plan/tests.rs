@@ -28,6 +28,7 @@ fn plan_for(json: &str) -> SpawnPlan {
         launcher: &launcher,
         cwd: Path::new("/home/u/projects/app"),
         now_ms: 1_700_000_000_000,
+        record_exit: Some((Path::new("/usr/bin/agent-relay-systemd"), Path::new("/home/u/.local/state/x"))),
         random_hex: "0123456789abcdef0123456789abcdef",
     };
     plan(&req, &inputs).unwrap()

@@ -47,14 +47,19 @@ impl Manager {
     /// Wraps a connection and subscribes to unit/job signals (systemd only sends them to
     /// subscribers).
     pub async fn new(bus: Bus, timeout: Duration) -> Result<Manager, Error> {
+        let mgr = Manager::unsubscribed(bus, timeout).await?;
+        mgr.bounded("Subscribe", mgr.proxy.subscribe()).await?;
+        Ok(mgr)
+    }
+
+    /// A connection for one-off reads that need no signals.
+    pub async fn unsubscribed(bus: Bus, timeout: Duration) -> Result<Manager, Error> {
         let proxy = ManagerProxy::builder(&bus.conn)
             .cache_properties(CacheProperties::No)
             .build()
             .await
             .map_err(|e| map_err("connecting to the manager", timeout, e))?;
-        let mgr = Manager { conn: bus.conn, proxy, timeout };
-        mgr.bounded("Subscribe", mgr.proxy.subscribe()).await?;
-        Ok(mgr)
+        Ok(Manager { conn: bus.conn, proxy, timeout })
     }
 
     pub fn connection(&self) -> &Connection {
@@ -204,6 +209,8 @@ impl Manager {
                 s.working_directory(),
                 s.log_extra_fields()
             )?;
+            let (exec_main_exit_us, exec_main_pid) =
+                futures_util::try_join!(s.exec_main_exit_timestamp(), s.exec_main_pid())?;
             Ok::<_, zbus::Error>(UnitSnapshot {
                 unit: unit.to_string(),
                 description,
@@ -217,6 +224,8 @@ impl Manager {
                 exec_main_code,
                 exec_main_status,
                 exec_main_start_us,
+                exec_main_exit_us,
+                exec_main_pid,
                 active_enter_us,
                 working_directory,
                 log_extra_fields,

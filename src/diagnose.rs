@@ -1,0 +1,242 @@
+//! `diagnose` and `kill`: how an agent ended (or is doing), from its unit when systemd still
+//! knows it and from our exit records when it does not; and signals to an agent.
+
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::exit::{self, ExitInfo, ExitKind, LastErrorFacts};
+use crate::naming;
+use crate::record::Liveness;
+use crate::supervisor::Supervisor;
+
+/// Lines of log shown by `diagnose`, as the seed.
+pub const DIAGNOSE_LOG_LINES: usize = 20;
+
+/// The seed's exit diagnostics, for a live, failed or collected agent.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Diagnosis {
+    pub agent_id: String,
+    pub provider: String,
+    pub session_name: String,
+    pub systemd_unit: String,
+    pub unit_loaded: bool,
+    pub state: Liveness,
+    pub active_state: String,
+    pub sub_state: String,
+    pub pid: Option<u32>,
+    /// The end of the current (or last) run; `unknown` while it runs.
+    pub exit: ExitInfo,
+    /// The end of the run before, when the unit was restarted.
+    pub previous_exit: Option<ExitInfo>,
+    pub crash_looping: bool,
+    pub restarts: Option<u32>,
+    pub runtime_ms: Option<u64>,
+    pub log_file: String,
+    pub log_bytes: u64,
+    pub log_empty: bool,
+    pub last_log_lines: Vec<String>,
+    pub runner_info_present: bool,
+    pub exit_records: usize,
+    /// One sentence, as the seed's `lastError`; `None` while the agent is alive.
+    pub last_error: Option<String>,
+}
+
+/// The answer of `kill`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KillOutcome {
+    pub agent_id: String,
+    pub systemd_unit: String,
+    pub signal: String,
+    pub whom: String,
+}
+
+impl Supervisor {
+    /// Exit diagnostics; works after the unit has been collected, from the exit records.
+    pub async fn diagnose(&self, reference: &str) -> Result<Diagnosis, Error> {
+        let dir = crate::exits::exits_dir(&self.host.state_home);
+        let live = match self.resolve(reference).await {
+            Ok(agent) => Some(agent),
+            Err(Error::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let mut d = match live {
+            Some(agent) => {
+                let snap = self.snapshot(&agent.systemd_unit).await?.unwrap_or_default();
+                let records = crate::exits::read_session(&dir, &agent.session_name);
+                let stopped = matches!(snap.active_state.as_str(), "inactive" | "failed");
+                let this_run = records.iter().rev().find(|r| hex_eq(&r.invocation_id, &snap.invocation_id));
+                let exit = match (stopped, this_run) {
+                    (true, Some(r)) => exit::classify_record(r),
+                    _ => exit::classify_unit(
+                        &snap.active_state,
+                        &snap.result,
+                        snap.exec_main_code,
+                        snap.exec_main_status,
+                    ),
+                };
+                let mut exit = exit;
+                if agent.crash_looping {
+                    exit.kind = ExitKind::CrashLoop;
+                }
+                let previous = records
+                    .iter()
+                    .rev()
+                    .find(|r| !hex_eq(&r.invocation_id, &snap.invocation_id))
+                    .map(exit::classify_record);
+                let end = if snap.exec_main_exit_us > snap.exec_main_start_us { snap.exec_main_exit_us } else { 0 };
+                let runtime_ms = match (snap.exec_main_start_us, end) {
+                    (s, e) if s > 0 && e > 0 => Some((e - s) / 1000),
+                    (s, _) if s > 0 && !stopped => Some(crate::supervisor::now_ms().saturating_sub(s / 1000)),
+                    _ => None,
+                };
+                Diagnosis {
+                    agent_id: agent.agent_id,
+                    provider: agent.provider,
+                    session_name: agent.session_name,
+                    systemd_unit: agent.systemd_unit,
+                    unit_loaded: true,
+                    state: agent.state,
+                    active_state: agent.active_state,
+                    sub_state: agent.sub_state,
+                    pid: agent.pid,
+                    crash_looping: agent.crash_looping,
+                    exit,
+                    previous_exit: previous,
+                    restarts: Some(agent.restarts),
+                    runtime_ms,
+                    log_file: agent.log_file,
+                    log_bytes: 0,
+                    log_empty: true,
+                    last_log_lines: Vec::new(),
+                    runner_info_present: false,
+                    exit_records: records.len(),
+                    last_error: None,
+                }
+            }
+            None => {
+                let rec = crate::exits::find(&dir, reference)
+                    .ok_or_else(|| Error::NotFound { reference: reference.to_string() })?;
+                let records = crate::exits::read_session(&dir, &rec.session_name);
+                let exit = exit::classify_record(&rec);
+                let runtime_ms = match (rec.started_at, rec.exited_at) {
+                    (Some(s), Some(e)) if e >= s => Some(e - s),
+                    _ => None,
+                };
+                Diagnosis {
+                    agent_id: rec.agent_id.clone(),
+                    provider: rec.provider.clone(),
+                    session_name: rec.session_name.clone(),
+                    systemd_unit: rec.unit.clone(),
+                    unit_loaded: false,
+                    // The recorder ran when the main process had ended: positive evidence.
+                    state: Liveness::Dead,
+                    active_state: "gone".into(),
+                    sub_state: "collected".into(),
+                    pid: None,
+                    crash_looping: exit.kind == ExitKind::CrashLoop,
+                    exit,
+                    previous_exit: records.iter().rev().nth(1).map(exit::classify_record),
+                    restarts: rec.restarts,
+                    runtime_ms,
+                    log_file: rec.log_file.clone(),
+                    log_bytes: 0,
+                    log_empty: true,
+                    last_log_lines: Vec::new(),
+                    runner_info_present: false,
+                    exit_records: records.len(),
+                    last_error: None,
+                }
+            }
+        };
+        if let Ok((lines, bytes)) =
+            crate::logtext::tail_file(std::path::Path::new(&d.log_file), DIAGNOSE_LOG_LINES, false)
+        {
+            d.log_bytes = bytes;
+            d.log_empty = bytes == 0;
+            d.last_log_lines = lines;
+        }
+        d.runner_info_present =
+            crate::plan::runner_info_dir(&self.host.home).join(format!("{}.json", d.session_name)).exists();
+        if d.state != Liveness::Alive {
+            let facts = LastErrorFacts {
+                provider: &d.provider,
+                session: &d.session_name,
+                unit: &d.systemd_unit,
+                runtime_ms: d.runtime_ms,
+                active_state: &d.active_state,
+                sub_state: &d.sub_state,
+                log_empty: d.log_empty,
+                runner_info_present: d.runner_info_present,
+            };
+            d.last_error = Some(exit::last_error(&facts, &d.exit));
+        }
+        Ok(d)
+    }
+
+    /// Sends `signal` to the agent's main process (`main`) or its whole control group (`all`).
+    pub async fn kill(
+        &self,
+        reference: &str,
+        signal: nix::sys::signal::Signal,
+        whom: &str,
+    ) -> Result<KillOutcome, Error> {
+        if !matches!(whom, "main" | "all") {
+            return Err(Error::Invalid(format!("--whom must be main or all, got {whom:?}")));
+        }
+        let agent = self.resolve(reference).await?;
+        if naming::session_of_unit(&agent.systemd_unit, &self.config.tmux_prefix).is_none() {
+            return Err(Error::NotOurs { unit: agent.systemd_unit, prefix: self.config.tmux_prefix.clone() });
+        }
+        if agent.state != Liveness::Alive {
+            return Err(Error::Invalid(format!(
+                "agent {} is not running ({}/{}); nothing to signal",
+                agent.agent_id, agent.active_state, agent.sub_state
+            )));
+        }
+        self.mgr.kill_unit(&agent.systemd_unit, whom, signal as i32).await?;
+        Ok(KillOutcome {
+            agent_id: agent.agent_id,
+            systemd_unit: agent.systemd_unit,
+            signal: signal.as_str().to_string(),
+            whom: whom.to_string(),
+        })
+    }
+
+    /// The log file of an agent, live or collected.
+    pub async fn log_file(&self, reference: &str) -> Result<std::path::PathBuf, Error> {
+        match self.resolve(reference).await {
+            Ok(agent) => Ok(agent.log_file.into()),
+            Err(Error::NotFound { .. }) => {
+                let dir = crate::exits::exits_dir(&self.host.state_home);
+                let rec = crate::exits::find(&dir, reference)
+                    .ok_or_else(|| Error::NotFound { reference: reference.to_string() })?;
+                Ok(rec.log_file.into())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Invocation ids arrive as hex (`$INVOCATION_ID`) and as raw bytes (the property).
+fn hex_eq(hex: &str, bytes: &[u8]) -> bool {
+    !bytes.is_empty()
+        && hex.len() == bytes.len() * 2
+        && bytes.iter().zip(hex.as_bytes().chunks(2)).all(|(b, h)| format!("{b:02x}").as_bytes() == h)
+}
+
+/// `TERM`, `SIGTERM` or `15`.
+pub fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal, Error> {
+    use std::str::FromStr;
+    let bad = || Error::Invalid(format!("unknown signal {s:?}: use a name like TERM, KILL, INT, HUP or a number"));
+    if let Ok(n) = s.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n).map_err(|_| bad());
+    }
+    let name = if s.to_ascii_uppercase().starts_with("SIG") {
+        s.to_ascii_uppercase()
+    } else {
+        format!("SIG{}", s.to_ascii_uppercase())
+    };
+    nix::sys::signal::Signal::from_str(&name).map_err(|_| bad())
+}
