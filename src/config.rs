@@ -26,6 +26,8 @@ pub struct Config {
     pub api_port: u16,
     /// How the runner is launched: argv prefix before `<provider>`. `None`: `<provider>-relay`.
     pub runner_command: Option<Vec<String>>,
+    /// Default resource limits of every agent.
+    pub limits: Option<crate::limits::LimitsSpec>,
 }
 
 /// The file as written by the orchestrator. Unknown keys are the orchestrator's own and ignored.
@@ -40,6 +42,7 @@ struct ConfigFile {
     tmux_prefix: Option<String>,
     api_port: Option<u16>,
     runner_command: Option<Vec<String>>,
+    limits: Option<crate::limits::LimitsSpec>,
 }
 
 /// A config problem; always names the file (or variable) at fault.
@@ -127,7 +130,10 @@ pub fn resolve(text: Option<&str>, path: &Path, inputs: &ConfigInputs<'_>) -> Re
     if let Some(bad) = env.keys().find(|k| !crate::request::env_key_is_valid(k)) {
         return Err(malformed(format!("env key {bad:?} is not a valid variable name")));
     }
-    Ok(Config { hostname, relay_url, token, base_dir, env, tmux_prefix, api_port, runner_command })
+    if let Err(e) = crate::limits::resolve(None, file.limits.as_ref()) {
+        return Err(malformed(e));
+    }
+    Ok(Config { hostname, relay_url, token, base_dir, env, tmux_prefix, api_port, runner_command, limits: file.limits })
 }
 
 /// `AGENT_RELAY_RUNNER_COMMAND`: a JSON array, or words separated by whitespace.

@@ -9,6 +9,7 @@ pub mod error;
 pub mod exit;
 pub mod exits;
 pub mod host;
+pub mod limits;
 pub mod logtext;
 pub mod meta;
 pub mod naming;

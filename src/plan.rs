@@ -55,6 +55,7 @@ pub struct SpawnPlan {
     pub log_file: PathBuf,
     pub runner_info_file: PathBuf,
     pub lifecycle: Lifecycle,
+    pub limits: crate::limits::Limits,
     /// argv of the `ExecStopPost=` that records the exit (`None`: no recorder available).
     pub record_exit_argv: Option<Vec<String>>,
 }
@@ -88,14 +89,17 @@ fn task_text(t: &TaskId) -> String {
 }
 
 /// Builds the plan. Fails only when no usable name can be derived.
-pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, naming::NameTooLong> {
+pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, crate::request::InvalidRequest> {
     let cfg = inp.config;
+    let limits =
+        crate::limits::resolve(req.limits.as_ref(), cfg.limits.as_ref()).map_err(crate::request::InvalidRequest)?;
     let label = effective_label(req, inp.now_ms);
     let uuid8 = &inp.random_hex[..8.min(inp.random_hex.len())];
     let agent_id =
         req.agent_id.clone().unwrap_or_else(|| naming::agent_id(&cfg.hostname, &req.provider, &label, uuid8));
     let unique = req.spawn_request_id.as_deref().unwrap_or(&agent_id);
-    let session = naming::session_name(&cfg.tmux_prefix, &req.provider, &label, unique)?;
+    let session = naming::session_name(&cfg.tmux_prefix, &req.provider, &label, unique)
+        .map_err(|e| crate::request::InvalidRequest(e.to_string()))?;
     let unit = naming::agent_unit_name(&session);
     let approval = req.approval_mode.clone().unwrap_or_else(|| "guarded".into());
     let lifecycle = req.lifecycle.unwrap_or_default();
@@ -240,6 +244,7 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, namin
         log_file,
         runner_info_file,
         lifecycle,
+        limits,
         record_exit_argv,
     })
 }

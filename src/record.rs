@@ -24,6 +24,10 @@ pub struct UnitSnapshot {
     /// µs since the epoch of the main process's exit; 0 while it runs.
     pub exec_main_exit_us: u64,
     pub exec_main_pid: u32,
+    pub memory_max: u64,
+    pub memory_high: u64,
+    pub tasks_max: u64,
+    pub cpu_quota_per_sec_usec: u64,
     pub active_enter_us: u64,
     pub working_directory: String,
     pub log_extra_fields: Vec<Vec<u8>>,
@@ -120,6 +124,8 @@ pub struct AgentRecord {
     pub restarts: u32,
     /// Restarted too often: systemd's start limit has stopped it (`Result=start-limit-hit`).
     pub crash_looping: bool,
+    /// Resource limits set on the unit (null where none).
+    pub limits: crate::limits::Limits,
     pub log_file: String,
     pub description: String,
 }
@@ -155,6 +161,7 @@ pub fn agent_record(s: &UnitSnapshot, proc_state: ProcState) -> Option<AgentReco
         started_at: (started_us > 0).then_some(started_us / 1000),
         restarts: s.n_restarts,
         crash_looping: crash,
+        limits: crate::limits::from_properties(s.memory_max, s.memory_high, s.tasks_max, s.cpu_quota_per_sec_usec),
         log_file: m.log_file,
         description: s.description.clone(),
     })

@@ -65,6 +65,9 @@ pub struct SpawnRequest {
     pub automation_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub automation_run_id: Option<String>,
+    /// Resource limits of this agent (over the config's `limits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<crate::limits::LimitsSpec>,
 }
 
 /// `taskId` arrives as a number or a string; it names the session `task-N[-label]`.

@@ -61,6 +61,7 @@ pub fn agent_properties(plan: &SpawnPlan) -> Vec<Property> {
         ("StartLimitBurst", U32(START_LIMIT_BURST)),
         ("StartLimitIntervalUSec", U64(START_LIMIT_INTERVAL_USEC)),
     ];
+    props.extend(crate::limits::properties(&plan.limits));
     if let Some(argv) = &plan.record_exit_argv {
         // Ignore-failure: recording must never change how the unit ended.
         props.push(("ExecStopPost", Exec(vec![(argv[0].clone(), argv.clone(), true)])));

@@ -301,3 +301,26 @@ fn works_over_the_private_socket_when_there_is_no_bus() {
     assert_eq!(run(&["list", "-o", "json"], None).as_array().unwrap().len(), 1);
     assert_eq!(run(&["stop", "p2p-1", "-o", "json"], None)["stopped"], true);
 }
+
+#[test]
+fn resource_limits_are_set_on_the_unit_and_shown_in_the_record() {
+    // On these hosts the user manager cannot enforce memory limits (cgroup v1 controllers are not
+    // delegated), so this checks that the properties are set and read back, as an operator sees.
+    let env = Env::with_config(|c| c["limits"] = json!({"tasksMax": 128, "memoryMax": "4G"}));
+    let a = env.spawn(&env.request(json!({
+        "spawnRequestId": "limited", "limits": {"memoryMax": "1G", "memoryHigh": "768M", "cpuQuota": 150}
+    })))["agent"]
+        .clone();
+    let unit = a["systemdUnit"].as_str().unwrap();
+    assert_eq!(env.prop(unit, "MemoryMax"), (1u64 << 30).to_string());
+    assert_eq!(env.prop(unit, "MemoryHigh"), (768u64 << 20).to_string());
+    assert_eq!(env.prop(unit, "TasksMax"), "128");
+    assert_eq!(env.prop(unit, "CPUQuotaPerSecUSec"), "1.500000s");
+    assert_eq!(
+        a["limits"],
+        json!({"memoryMax": 1u64 << 30, "memoryHigh": 768u64 << 20, "tasksMax": 128, "cpuQuotaPercent": 150})
+    );
+    let bad = env.run(&["spawn"], Some(&env.request(json!({"limits": {"memoryMax": "lots"}})).to_string()));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("limits.memoryMax"));
+}

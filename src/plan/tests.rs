@@ -13,6 +13,7 @@ fn config() -> Config {
         tmux_prefix: "ar".into(),
         api_port: 4860,
         runner_command: None,
+        limits: None,
     }
 }
 

@@ -209,8 +209,14 @@ impl Manager {
                 s.working_directory(),
                 s.log_extra_fields()
             )?;
-            let (exec_main_exit_us, exec_main_pid) =
-                futures_util::try_join!(s.exec_main_exit_timestamp(), s.exec_main_pid())?;
+            let (exec_main_exit_us, exec_main_pid, memory_max, memory_high, tasks_max, cpu_quota_per_sec_usec) = futures_util::try_join!(
+                s.exec_main_exit_timestamp(),
+                s.exec_main_pid(),
+                s.memory_max(),
+                s.memory_high(),
+                s.tasks_max(),
+                s.cpu_quota_per_sec_u_sec()
+            )?;
             Ok::<_, zbus::Error>(UnitSnapshot {
                 unit: unit.to_string(),
                 description,
@@ -226,6 +232,10 @@ impl Manager {
                 exec_main_start_us,
                 exec_main_exit_us,
                 exec_main_pid,
+                memory_max,
+                memory_high,
+                tasks_max,
+                cpu_quota_per_sec_usec,
                 active_enter_us,
                 working_directory,
                 log_extra_fields,
