@@ -87,7 +87,7 @@ fn main() {
                 let _ = signal::raise(sig);
             }
             let code = var("FAKE_RUNNER_EXIT_CODE").and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
-            say(&format!("FAKE-RUNNER EXIT {code}"));
+            say(&format!("FAKE-RUNNER EXIT {code} at={}", now_ms()));
             std::process::exit(code);
         }
         std::thread::sleep(Duration::from_millis(20));

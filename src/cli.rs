@@ -97,6 +97,11 @@ pub enum Command {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Stream agent events as NDJSON (one object per line), driven by D-Bus signals
+    #[command(
+        after_help = "Events: snapshot and ready at start; spawned, started, exited (with the exit), restarting,\nstopped, removed; disconnected, reconnected and lagged about the stream itself.\nEvery line has `schemaVersion`, `type` and `time` (ms since the epoch).\nExample:\n  agent-relay-systemd watch -o json"
+    )]
+    Watch,
     /// Send a signal to an agent's main process or its whole control group
     #[command(after_help = "Example:\n  agent-relay-systemd kill req-1 --signal INT --whom main")]
     Kill {

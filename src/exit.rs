@@ -142,6 +142,11 @@ pub fn classify_unit(active_state: &str, result: &str, code: i32, status: i32) -
     if !stopped && result != "start-limit-hit" {
         return ExitInfo::unknown(result);
     }
+    classify_codes(result, code, status)
+}
+
+/// Classifies `Result`/`ExecMainCode`/`ExecMainStatus` of a main process known to have ended.
+pub fn classify_codes(result: &str, code: i32, status: i32) -> ExitInfo {
     let base = |kind| ExitInfo {
         kind,
         exit_code: None,

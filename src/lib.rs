@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod diagnose;
 pub mod error;
+pub mod events;
 pub mod exit;
 pub mod exits;
 pub mod host;
@@ -22,6 +23,7 @@ pub mod sandbox;
 pub mod supervisor;
 pub mod systemd;
 pub mod unit;
+pub mod watch;
 
 pub use error::Error;
 pub use record::{AgentRecord, Liveness};

@@ -10,7 +10,7 @@ use clap::Parser;
 use agent_relay_systemd::cli::{Cli, Command, Output};
 use agent_relay_systemd::config::{self, ConfigInputs};
 use agent_relay_systemd::host::HostEnv;
-use agent_relay_systemd::{diagnose, logtext, output, recorder, request, sandbox, Error, Supervisor};
+use agent_relay_systemd::{diagnose, logtext, output, recorder, request, sandbox, watch, Error, Supervisor};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -41,6 +41,18 @@ fn main() -> ExitCode {
         return match rt.block_on(recorder::record_exit(&args, &HostEnv::from_process())) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => fail(Output::Text, &format!("recording the exit of {unit}: {e}"), "io", 1),
+        };
+    }
+    if let Command::Watch = &cli.command {
+        let result = rt.block_on(watch(&cli));
+        // Do not wait for the watcher's tasks: it is stopping because we were asked to.
+        rt.shutdown_background();
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                let (kind, code) = classify(&e);
+                fail(cli.global.output, &e.to_string(), kind, code)
+            }
         };
     }
     if let Command::Logs { follow: true, .. } = &cli.command {
@@ -151,6 +163,46 @@ async fn follow_logs(cli: &Cli) -> Result<(), Error> {
     }
 }
 
+/// `watch`: events from the watcher, written by a thread of their own so that a slow reader
+/// blocks only that thread; the watcher drops (and counts) what does not fit in the queue.
+async fn watch(cli: &Cli) -> Result<(), Error> {
+    let host = HostEnv::from_process();
+    let var = |k: &str| std::env::var(k).ok();
+    let inputs = ConfigInputs { home: &host.home, os_hostname: &host.hostname, var: &var };
+    let cfg = config::load(cli.global.config.as_deref(), &inputs)?;
+    let timeout = seconds(cli.global.timeout, "--timeout")?;
+    // Fail fast, with the usual one line, when there is no manager at all.
+    drop(Supervisor::connect(cfg.clone(), host.clone(), timeout).await?);
+    let json = cli.global.output == Output::Json;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<watch::WatchEvent>(4096);
+    let writer = std::thread::spawn(move || {
+        let mut out = std::io::stdout().lock();
+        while let Some(ev) = rx.blocking_recv() {
+            let line =
+                if json { serde_json::to_string(&ev).expect("events serialize") } else { output::watch_line(&ev) };
+            if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                return; // the reader went away
+            }
+        }
+    });
+    let watcher = tokio::spawn(watch::Watcher::new(cfg, host, timeout, tx).run());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::Io { op: "installing a SIGTERM handler", path: "-".into(), source: e })?;
+    let finished = async {
+        // The writer ends when stdout closes; poll it without blocking the runtime.
+        while !writer.is_finished() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        _ = finished => {}
+        _ = watcher => {}
+    }
+    Ok(())
+}
+
 async fn run(cli: &Cli) -> Result<String, Error> {
     let json = cli.global.output == Output::Json;
     let now_ms = || {
@@ -235,7 +287,9 @@ async fn run(cli: &Cli) -> Result<String, Error> {
                 format!("sent {} to {} of {}\n", out.signal, out.whom, out.systemd_unit)
             }
         }
-        Command::Sandbox { .. } | Command::RecordExit { .. } => unreachable!("handled before the runtime starts"),
+        Command::Sandbox { .. } | Command::RecordExit { .. } | Command::Watch => {
+            unreachable!("handled before the runtime starts")
+        }
     };
     Ok(text)
 }

@@ -122,6 +122,24 @@ pub fn diagnosis(d: &crate::diagnose::Diagnosis) -> String {
     out
 }
 
+/// One `watch` event for people: time, type, session, and the exit or detail.
+pub fn watch_line(ev: &crate::watch::WatchEvent) -> String {
+    let who = ev.agent.as_ref().map(|a| a.session_name.clone()).or_else(|| ev.unit.clone()).unwrap_or_default();
+    let mut s = format!("{} {:<12} {who}", ev.time, ev.kind);
+    if let Some(e) = &ev.exit {
+        let what = match (e.exit_code, &e.signal) {
+            (Some(c), _) => format!("status {c}"),
+            (None, Some(sig)) => sig.clone(),
+            _ => "unknown".into(),
+        };
+        s.push_str(&format!(" exit={what} result={}", e.result));
+    }
+    if let Some(d) = &ev.detail {
+        s.push_str(&format!(" {d}"));
+    }
+    s.trim_end().to_string()
+}
+
 /// One sentence about a stop.
 pub fn stop_summary(s: &StopOutcome) -> String {
     let how = match (s.was_running, s.killed) {

@@ -159,6 +159,18 @@ impl Supervisor {
     }
 
     async fn list_matching(&self, pattern: &str) -> Result<Vec<AgentRecord>, Error> {
+        let snaps = self.snapshots_matching(pattern).await?;
+        let mut out: Vec<AgentRecord> = snaps.iter().filter_map(to_record).collect();
+        out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then_with(|| a.session_name.cmp(&b.session_name)));
+        Ok(out)
+    }
+
+    /// Properties of every agent unit of this tmux prefix, read concurrently.
+    pub(crate) async fn snapshots(&self) -> Result<Vec<UnitSnapshot>, Error> {
+        self.snapshots_matching(&naming::agent_unit_pattern(&self.config.tmux_prefix)).await
+    }
+
+    async fn snapshots_matching(&self, pattern: &str) -> Result<Vec<UnitSnapshot>, Error> {
         let units = self.mgr.list_units(&[pattern.to_string()]).await?;
         let reads = futures_util::stream::iter(units)
             .map(|(name, path)| async move { (self.mgr.snapshot(&name, &path).await, name) })
@@ -168,13 +180,12 @@ impl Supervisor {
         let mut out = Vec::with_capacity(reads.len());
         for (snap, name) in reads {
             match snap {
-                Ok(s) => out.extend(to_record(&s)),
+                Ok(s) => out.push(s),
                 // A unit collected between the listing and the read is simply gone.
                 Err(Error::Systemd { .. }) => tracing::debug!(unit = %name, "unit vanished while listing"),
                 Err(e) => return Err(e),
             }
         }
-        out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then_with(|| a.session_name.cmp(&b.session_name)));
         Ok(out)
     }
 

@@ -62,6 +62,11 @@ impl Manager {
         Ok(Manager { conn: bus.conn, proxy, timeout })
     }
 
+    /// `Subscribe` again (a re-executed manager forgets its subscribers).
+    pub async fn subscribe(&self) -> Result<(), Error> {
+        self.bounded("Subscribe", self.proxy.subscribe()).await
+    }
+
     pub fn connection(&self) -> &Connection {
         &self.conn
     }

@@ -1,0 +1,213 @@
+//! What `watch` reports: the state of an agent unit as signals describe it, and the events a
+//! change between two states means. Pure: the D-Bus layer feeds it [`Change`]s.
+
+use serde::Serialize;
+
+use crate::exit::{self, ExitInfo};
+
+/// Bumped when an event's fields change meaning.
+pub const EVENT_SCHEMA: u32 = 1;
+
+/// The few properties events are derived from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View {
+    pub active_state: String,
+    pub sub_state: String,
+    pub main_pid: u32,
+    pub n_restarts: u32,
+    pub result: String,
+    pub exec_main_code: i32,
+    pub exec_main_status: i32,
+}
+
+/// Properties present in one `PropertiesChanged`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Change {
+    pub active_state: Option<String>,
+    pub sub_state: Option<String>,
+    pub main_pid: Option<u32>,
+    pub n_restarts: Option<u32>,
+    pub result: Option<String>,
+    pub exec_main_code: Option<i32>,
+    pub exec_main_status: Option<i32>,
+}
+
+impl View {
+    /// The view after a change.
+    pub fn apply(&self, c: &Change) -> View {
+        View {
+            active_state: c.active_state.clone().unwrap_or_else(|| self.active_state.clone()),
+            sub_state: c.sub_state.clone().unwrap_or_else(|| self.sub_state.clone()),
+            main_pid: c.main_pid.unwrap_or(self.main_pid),
+            n_restarts: c.n_restarts.unwrap_or(self.n_restarts),
+            result: c.result.clone().unwrap_or_else(|| self.result.clone()),
+            exec_main_code: c.exec_main_code.unwrap_or(self.exec_main_code),
+            exec_main_status: c.exec_main_status.unwrap_or(self.exec_main_status),
+        }
+    }
+
+    fn running(&self) -> bool {
+        self.main_pid > 0
+    }
+
+    fn ended(&self) -> bool {
+        matches!(self.active_state.as_str(), "inactive" | "failed")
+    }
+}
+
+/// Event types, in the order they are emitted for one change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Spawned,
+    Started,
+    Exited,
+    Restarting,
+    Stopped,
+    Removed,
+}
+
+/// One derived event, with the exit when the main process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub kind: Kind,
+    pub exit: Option<ExitInfo>,
+}
+
+fn t(kind: Kind) -> Transition {
+    Transition { kind, exit: None }
+}
+
+/// The end of a main process as the properties describe it at that moment.
+pub fn process_exit(v: &View) -> ExitInfo {
+    let mut info = exit::classify_codes(&v.result, v.exec_main_code, v.exec_main_status);
+    info.source = "unit".into();
+    info
+}
+
+/// Events that lead from `old` to `new` (`None`: the unit is not loaded).
+pub fn transitions(old: Option<&View>, new: Option<&View>) -> Vec<Transition> {
+    let mut out = Vec::new();
+    match (old, new) {
+        (None, None) => {}
+        (None, Some(n)) => {
+            out.push(t(Kind::Spawned));
+            if n.running() && n.active_state == "active" {
+                out.push(t(Kind::Started));
+            }
+        }
+        (Some(o), None) => {
+            if o.running() {
+                out.push(Transition { kind: Kind::Exited, exit: Some(ExitInfo::unknown(&o.result)) });
+            }
+            if !o.ended() {
+                out.push(t(Kind::Stopped));
+            }
+            out.push(t(Kind::Removed));
+        }
+        (Some(o), Some(n)) => {
+            let pid_changed = o.running() && n.main_pid != o.main_pid;
+            let restarted_between = !o.running() && !n.running() && n.n_restarts > o.n_restarts;
+            if pid_changed || (o.running() && n.ended()) {
+                let exit = if n.running() { ExitInfo::unknown(&n.result) } else { process_exit(n) };
+                out.push(Transition { kind: Kind::Exited, exit: Some(exit) });
+            }
+            if n.sub_state == "auto-restart" && o.sub_state != "auto-restart" || restarted_between {
+                out.push(t(Kind::Restarting));
+            }
+            let now_started = n.running() && n.active_state == "active";
+            if now_started && (o.active_state != "active" || o.main_pid != n.main_pid) {
+                out.push(t(Kind::Started));
+            }
+            if n.ended() && !o.ended() {
+                out.push(t(Kind::Stopped));
+            }
+        }
+    }
+    out
+}
+
+/// `/org/freedesktop/systemd1/unit/agent_2drelay_2e…` → `agent-relay.…` (sd_bus_path_decode).
+pub fn unit_of_path(path: &str) -> Option<String> {
+    let label = path.strip_prefix("/org/freedesktop/systemd1/unit/")?;
+    let bytes = label.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'_' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::ExitKind;
+
+    fn v(active: &str, sub: &str, pid: u32) -> View {
+        View { active_state: active.into(), sub_state: sub.into(), main_pid: pid, ..Default::default() }
+    }
+
+    fn kinds(ts: &[Transition]) -> Vec<Kind> {
+        ts.iter().map(|t| t.kind).collect()
+    }
+
+    #[test]
+    fn a_crash_of_a_persistent_agent() {
+        let running = v("active", "running", 10);
+        let died = View {
+            result: "exit-code".into(),
+            exec_main_code: 1,
+            exec_main_status: 3,
+            ..v("activating", "auto-restart", 0)
+        };
+        let ts = transitions(Some(&running), Some(&died));
+        assert_eq!(kinds(&ts), [Kind::Exited, Kind::Restarting]);
+        assert_eq!(ts[0].exit.as_ref().unwrap().exit_code, Some(3));
+        let back = View { n_restarts: 1, ..v("active", "running", 11) };
+        assert_eq!(kinds(&transitions(Some(&died), Some(&back))), [Kind::Started]);
+    }
+
+    #[test]
+    fn a_signal_death_and_a_stop() {
+        let running = v("active", "running", 10);
+        let killed =
+            View { result: "signal".into(), exec_main_code: 2, exec_main_status: 9, ..v("failed", "failed", 0) };
+        let ts = transitions(Some(&running), Some(&killed));
+        assert_eq!(kinds(&ts), [Kind::Exited, Kind::Stopped]);
+        let e = ts[0].exit.clone().unwrap();
+        assert_eq!((e.kind, e.signal.as_deref()), (ExitKind::Signal, Some("SIGKILL")));
+    }
+
+    #[test]
+    fn nothing_changes_nothing_is_reported() {
+        let running = v("active", "running", 10);
+        assert!(transitions(Some(&running), Some(&running)).is_empty());
+        let partial = running.apply(&Change { sub_state: Some("running".into()), ..Default::default() });
+        assert!(transitions(Some(&running), Some(&partial)).is_empty());
+    }
+
+    #[test]
+    fn appear_and_vanish() {
+        assert_eq!(kinds(&transitions(None, Some(&v("active", "running", 5)))), [Kind::Spawned, Kind::Started]);
+        let gone = transitions(Some(&v("active", "running", 5)), None);
+        assert_eq!(kinds(&gone), [Kind::Exited, Kind::Stopped, Kind::Removed]);
+        assert_eq!(gone[0].exit.as_ref().unwrap().kind, ExitKind::Unknown, "vanished is never a success");
+    }
+
+    #[test]
+    fn paths_decode() {
+        assert_eq!(
+            unit_of_path("/org/freedesktop/systemd1/unit/agent_2drelay_2dmanaged_2dar_2dx_2eservice").as_deref(),
+            Some("agent-relay-managed-ar-x.service")
+        );
+        assert_eq!(unit_of_path("/org/freedesktop/systemd1/job/1"), None);
+    }
+}

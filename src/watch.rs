@@ -1,0 +1,425 @@
+//! `watch`: a long-running stream of agent events driven by the manager's D-Bus signals (no
+//! polling). Survives `daemon-reload` (changes are verified against fresh properties before an
+//! exit is reported), `daemon-reexec` and lost connections (reconnects, resubscribes, reconciles
+//! from a fresh list and says so). Events go to a bounded queue the caller drains; when the
+//! reader is slow, events are dropped and counted (a `lagged` event), never buffered without
+//! bound, and the D-Bus connection is never stalled.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use zbus::{MatchRule, MessageStream, OwnedVariant};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::events::{self, Change, Kind, View, EVENT_SCHEMA};
+use crate::exit::ExitInfo;
+use crate::host::HostEnv;
+use crate::naming;
+use crate::record::{self, AgentRecord, ProcState, UnitSnapshot};
+use crate::supervisor::{now_ms, Supervisor};
+
+const SIGNAL_QUEUE: usize = 4096;
+
+/// One line of `watch` output.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchEvent {
+    pub schema_version: u32,
+    /// spawned, started, exited, restarting, stopped, removed; and snapshot, ready,
+    /// disconnected, reconnected, lagged about the stream itself.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub time: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+fn meta(kind: &str, detail: Option<String>) -> WatchEvent {
+    WatchEvent {
+        schema_version: EVENT_SCHEMA,
+        kind: kind.into(),
+        time: now_ms(),
+        unit: None,
+        agent: None,
+        exit: None,
+        detail,
+    }
+}
+
+struct Tracked {
+    view: View,
+    record: AgentRecord,
+    invocation: Vec<u8>,
+    /// The main pid last reported as `started`: one run, one `started`.
+    announced: u32,
+}
+
+/// The watcher's state across reconnections.
+pub struct Watcher {
+    config: Config,
+    host: HostEnv,
+    timeout: Duration,
+    out: mpsc::Sender<WatchEvent>,
+    dropped: u64,
+    tracked: HashMap<String, Tracked>,
+}
+
+impl Watcher {
+    pub fn new(config: Config, host: HostEnv, timeout: Duration, out: mpsc::Sender<WatchEvent>) -> Watcher {
+        Watcher { config, host, timeout, out, dropped: 0, tracked: HashMap::new() }
+    }
+
+    /// Runs until the receiver is dropped. Connection problems are reported as events and
+    /// retried with backoff; only a closed output ends it.
+    pub async fn run(mut self) {
+        let mut first = true;
+        let mut backoff = Duration::from_millis(100);
+        let mut outage = false;
+        while !self.out.is_closed() {
+            match self.session(first, &mut outage).await {
+                Ok(()) => return,
+                Err(e) => {
+                    // One event per outage, not one per retry.
+                    if !outage {
+                        self.emit(meta("disconnected", Some(e.to_string())));
+                        outage = true;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+            first = false;
+        }
+    }
+
+    fn emit(&mut self, ev: WatchEvent) {
+        if self.dropped > 0 {
+            let lag = meta(
+                "lagged",
+                Some(format!("{} events dropped: the reader is slow; run `list` to resync", self.dropped)),
+            );
+            if self.out.try_send(lag).is_err() {
+                self.dropped += 1;
+                return;
+            }
+            self.dropped = 0;
+        }
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.out.try_send(ev) {
+            self.dropped += 1;
+        }
+    }
+
+    fn agent_event(&mut self, unit: &str, kind: Kind, exit: Option<ExitInfo>) {
+        if kind == Kind::Started {
+            match self.tracked.get_mut(unit) {
+                Some(t) if t.announced == t.view.main_pid => return,
+                Some(t) => t.announced = t.view.main_pid,
+                None => {}
+            }
+        }
+        let agent = self.tracked.get(unit).map(|t| t.record.clone());
+        let kind = serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        self.emit(WatchEvent {
+            schema_version: EVENT_SCHEMA,
+            kind,
+            time: now_ms(),
+            unit: Some(unit.to_string()),
+            agent,
+            exit,
+            detail: None,
+        });
+    }
+
+    /// One connection's life. `Ok` only when the output is closed.
+    async fn session(&mut self, first: bool, outage: &mut bool) -> Result<(), Error> {
+        let sup = Supervisor::connect(self.config.clone(), self.host.clone(), self.timeout).await?;
+        let conn = sup.manager().connection().clone();
+        let rule = |b: zbus::match_rule::Builder<'static>| b.build();
+        let props = MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .interface("org.freedesktop.DBus.Properties")
+            .member("PropertiesChanged")
+            .path_namespace("/org/freedesktop/systemd1/unit");
+        let mgr = MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .interface("org.freedesktop.systemd1.Manager")
+            .path("/org/freedesktop/systemd1");
+        let queue = NonZeroUsize::new(SIGNAL_QUEUE);
+        let stream = |r| MessageStream::for_match_rule(r, &conn, queue);
+        let mut props = stream(rule(props)?).await.map_err(|e| lost(&e))?;
+        let mut mgr_sigs = stream(rule(mgr)?).await.map_err(|e| lost(&e))?;
+        let mut owner = if conn.is_bus() {
+            let r = MatchRule::builder()
+                .msg_type(zbus::message::Type::Signal)
+                .sender("org.freedesktop.DBus")
+                .interface("org.freedesktop.DBus")
+                .member("NameOwnerChanged")
+                .arg(0, "org.freedesktop.systemd1")
+                .build()?;
+            Some(stream(r).await.map_err(|e| lost(&e))?)
+        } else {
+            None
+        };
+        self.reconcile(&sup).await?;
+        *outage = false;
+        if first {
+            for unit in self.sorted_units() {
+                self.agent_event_named(&unit, "snapshot");
+            }
+            self.emit(meta("ready", Some(format!("{} agents", self.tracked.len()))));
+        } else {
+            self.emit(meta("reconnected", Some("resubscribed and reconciled from a fresh list".into())));
+        }
+        let mut reloading = false;
+        loop {
+            if self.out.is_closed() {
+                return Ok(());
+            }
+            let next_owner = async {
+                match owner.as_mut() {
+                    Some(s) => s.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                m = props.next() => {
+                    let m = m.ok_or_else(|| gone("the signal stream ended"))?.map_err(|e| lost(&e))?;
+                    if !reloading {
+                        self.on_properties(&sup, &m).await?;
+                    }
+                }
+                m = mgr_sigs.next() => {
+                    let m = m.ok_or_else(|| gone("the signal stream ended"))?.map_err(|e| lost(&e))?;
+                    let member = m.header().member().map(|n| n.to_string()).unwrap_or_default();
+                    match member.as_str() {
+                        "Reloading" => {
+                            let active: bool = m.body().deserialize().unwrap_or(false);
+                            reloading = active;
+                            if !active {
+                                self.reconcile(&sup).await?;
+                            }
+                        }
+                        "UnitNew" if !reloading => {
+                            if let Ok((unit, _)) = m.body().deserialize::<(String, zbus::OwnedObjectPath)>() {
+                                if self.ours(&unit) && !self.tracked.contains_key(&unit) {
+                                    self.refresh(&sup, &unit).await?;
+                                }
+                            }
+                        }
+                        "UnitRemoved" if !reloading => {
+                            if let Ok((unit, _)) = m.body().deserialize::<(String, zbus::OwnedObjectPath)>() {
+                                if self.tracked.contains_key(&unit) {
+                                    self.refresh(&sup, &unit).await?;
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                m = next_owner => {
+                    let m = m.ok_or_else(|| gone("the bus signal stream ended"))?.map_err(|e| lost(&e))?;
+                    let (_, _, new): (String, String, String) = m.body().deserialize().map_err(|e| lost(&e))?;
+                    if !new.is_empty() {
+                        // A re-executed manager may have forgotten our subscription.
+                        match sup.manager().subscribe().await {
+                            Err(Error::Systemd { message, .. }) if message.contains("already subscribed") => {}
+                            other => other?,
+                        }
+                        self.reconcile(&sup).await?;
+                        self.emit(meta("reconnected", Some("the manager re-executed; resubscribed and reconciled".into())));
+                    }
+                }
+            }
+        }
+    }
+
+    fn ours(&self, unit: &str) -> bool {
+        naming::session_of_unit(unit, &self.config.tmux_prefix).is_some()
+    }
+
+    fn sorted_units(&self) -> Vec<String> {
+        let mut units: Vec<String> = self.tracked.keys().cloned().collect();
+        units.sort();
+        units
+    }
+
+    fn agent_event_named(&mut self, unit: &str, kind: &str) {
+        let agent = self.tracked.get(unit).map(|t| t.record.clone());
+        self.emit(WatchEvent {
+            schema_version: EVENT_SCHEMA,
+            kind: kind.into(),
+            time: now_ms(),
+            unit: Some(unit.to_string()),
+            agent,
+            exit: None,
+            detail: None,
+        });
+    }
+
+    async fn on_properties(&mut self, sup: &Supervisor, m: &zbus::Message) -> Result<(), Error> {
+        let Some(unit) = m.header().path().and_then(|p| events::unit_of_path(p.as_str())) else { return Ok(()) };
+        if !self.ours(&unit) {
+            return Ok(());
+        }
+        let Ok((_iface, changed, _invalidated)) =
+            m.body().deserialize::<(String, HashMap<String, OwnedVariant>, Vec<String>)>()
+        else {
+            return Ok(());
+        };
+        let Some(old) = self.tracked.get(&unit).map(|t| t.view.clone()) else {
+            return self.refresh(sup, &unit).await;
+        };
+        let new = old.apply(&change_of(&changed));
+        let ts = events::transitions(Some(&old), Some(&new));
+        if ts.iter().any(|t| matches!(t.kind, Kind::Exited | Kind::Stopped | Kind::Removed)) {
+            // Verify against fresh properties: a signal delayed across a reload must not become a
+            // false exit.
+            return self.refresh(sup, &unit).await;
+        }
+        self.update(&unit, new, None);
+        for t in ts {
+            self.agent_event(&unit, t.kind, t.exit);
+        }
+        Ok(())
+    }
+
+    /// Re-reads one unit and reports what changed since the tracked view.
+    async fn refresh(&mut self, sup: &Supervisor, unit: &str) -> Result<(), Error> {
+        let snap = sup.snapshot(unit).await?;
+        self.settle(unit, snap);
+        Ok(())
+    }
+
+    /// Reads every agent unit and reports differences from what is tracked.
+    async fn reconcile(&mut self, sup: &Supervisor) -> Result<(), Error> {
+        let snaps = sup.snapshots().await?;
+        let mut seen = std::collections::HashSet::new();
+        for s in snaps {
+            seen.insert(s.unit.clone());
+            let unit = s.unit.clone();
+            self.settle(&unit, Some(s));
+        }
+        let vanished: Vec<String> = self.tracked.keys().filter(|u| !seen.contains(*u)).cloned().collect();
+        for unit in vanished {
+            self.settle(&unit, None);
+        }
+        Ok(())
+    }
+
+    fn settle(&mut self, unit: &str, snap: Option<UnitSnapshot>) {
+        let old = self.tracked.get(unit).map(|t| t.view.clone());
+        let new_view = snap.as_ref().map(view_of);
+        let mut ts = events::transitions(old.as_ref(), new_view.as_ref());
+        if snap.is_none() {
+            // Gone from systemd: the exit, if any, comes from our ExecStopPost record.
+            let recorded = self.recorded_exit(unit);
+            for t in ts.iter_mut().filter(|t| t.kind == Kind::Exited) {
+                if let Some(e) = recorded.clone() {
+                    t.exit = Some(e);
+                }
+            }
+        }
+        match (snap, new_view) {
+            (Some(s), Some(v)) => {
+                let Some(rec) =
+                    record::agent_record(&s, if s.main_pid > 0 { ProcState::Running } else { ProcState::Gone })
+                else {
+                    return;
+                };
+                let announced = self.tracked.get(unit).map(|t| t.announced).unwrap_or(0);
+                self.tracked
+                    .insert(unit.to_string(), Tracked { view: v, record: rec, invocation: s.invocation_id, announced });
+                for t in ts {
+                    self.agent_event(unit, t.kind, t.exit);
+                }
+            }
+            _ => {
+                for t in ts {
+                    self.agent_event(unit, t.kind, t.exit);
+                }
+                self.tracked.remove(unit);
+            }
+        }
+    }
+
+    fn recorded_exit(&self, unit: &str) -> Option<ExitInfo> {
+        let t = self.tracked.get(unit)?;
+        let dir = crate::exits::exits_dir(&self.host.state_home);
+        let recs = crate::exits::read_session(&dir, &t.record.session_name);
+        let hex: String = t.invocation.iter().map(|b| format!("{b:02x}")).collect();
+        recs.iter().rev().find(|r| r.invocation_id == hex).map(crate::exit::classify_record)
+    }
+
+    fn update(&mut self, unit: &str, view: View, _exit: Option<ExitInfo>) {
+        if let Some(t) = self.tracked.get_mut(unit) {
+            let r = &mut t.record;
+            r.active_state = view.active_state.clone();
+            r.sub_state = view.sub_state.clone();
+            r.pid = (view.main_pid > 0).then_some(view.main_pid);
+            r.restarts = view.n_restarts;
+            r.result = view.result.clone();
+            r.crash_looping = crate::exit::crash_looping(&r.lifecycle, &view.active_state, &view.result);
+            let snap = UnitSnapshot {
+                load_state: "loaded".into(),
+                active_state: view.active_state.clone(),
+                sub_state: view.sub_state.clone(),
+                main_pid: view.main_pid,
+                ..Default::default()
+            };
+            r.state = record::liveness(&snap, if view.main_pid > 0 { ProcState::Running } else { ProcState::Gone });
+            t.view = view;
+        }
+    }
+}
+
+fn view_of(s: &UnitSnapshot) -> View {
+    View {
+        active_state: s.active_state.clone(),
+        sub_state: s.sub_state.clone(),
+        main_pid: s.main_pid,
+        n_restarts: s.n_restarts,
+        result: s.result.clone(),
+        exec_main_code: s.exec_main_code,
+        exec_main_status: s.exec_main_status,
+    }
+}
+
+fn change_of(changed: &HashMap<String, OwnedVariant>) -> Change {
+    let s = |k: &str| changed.get(k).and_then(|v| v.downcast_ref::<&str>().ok()).map(str::to_string);
+    let u = |k: &str| changed.get(k).and_then(|v| v.downcast_ref::<u32>().ok());
+    let i = |k: &str| changed.get(k).and_then(|v| v.downcast_ref::<i32>().ok());
+    Change {
+        active_state: s("ActiveState"),
+        sub_state: s("SubState"),
+        main_pid: u("MainPID"),
+        n_restarts: u("NRestarts"),
+        result: s("Result"),
+        exec_main_code: i("ExecMainCode"),
+        exec_main_status: i("ExecMainStatus"),
+    }
+}
+
+fn lost(e: &zbus::Error) -> Error {
+    Error::ManagerUnreachable { detail: format!("connection to the manager lost: {e}") }
+}
+
+fn gone(what: &str) -> Error {
+    Error::ManagerUnreachable { detail: what.to_string() }
+}
+
+impl From<zbus::Error> for Error {
+    fn from(e: zbus::Error) -> Self {
+        Error::Systemd { op: "building a match rule".into(), message: e.to_string() }
+    }
+}

@@ -1,0 +1,160 @@
+//! `watch` against a real manager: deaths reported fast and exactly, nothing false across
+//! daemon-reloads, and a re-executed manager followed.
+
+mod common;
+
+use std::io::BufRead;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use serde_json::{json, Value};
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// A running `watch -o json`, its lines stamped with the time they were read.
+struct Watch {
+    child: Child,
+    lines: mpsc::Receiver<(u64, Value)>,
+}
+
+impl Watch {
+    fn start(env: &Env) -> Watch {
+        let mut child = env.cli().args(["watch", "-o", "json"]).stdout(Stdio::piped()).spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                let v: Value = serde_json::from_str(&line).expect("every watch line is JSON");
+                if tx.send((now_ms(), v)).is_err() {
+                    return;
+                }
+            }
+        });
+        let w = Watch { child, lines: rx };
+        w.until(Duration::from_secs(10), |v| v["type"] == "ready").expect("watch became ready");
+        w
+    }
+
+    /// Events until `pred` matches (that one included), or `None` on timeout.
+    fn until(&self, limit: Duration, mut pred: impl FnMut(&Value) -> bool) -> Option<Vec<(u64, Value)>> {
+        let end = Instant::now() + limit;
+        let mut seen = Vec::new();
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok((t, v)) => {
+                    let done = pred(&v);
+                    seen.push((t, v));
+                    if done {
+                        return Some(seen);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    fn drain(&self, quiet: Duration) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Ok((_, v)) = self.lines.recv_timeout(quiet) {
+            out.push(v);
+        }
+        out
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn exit_at(log: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().find_map(|l| l.split(" at=").nth(1)?.trim().parse().ok())
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[test]
+fn watch_reports_each_death_fast_and_exactly() {
+    let n: usize = std::env::var("AGENT_RELAY_TEST_EXITS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let env = Env::new();
+    let watch = Watch::start(&env);
+    let mut latencies = Vec::new();
+    for i in 0..n {
+        let code = (i * 37) % 256;
+        let a = env.spawn(&env.request(json!({
+            "spawnRequestId": format!("lat-{i}"), "lifecycle": "ephemeral",
+            "env": {"FAKE_RUNNER_EXIT_AFTER_MS": "150", "FAKE_RUNNER_EXIT_CODE": code.to_string()}
+        })));
+        let unit = a["agent"]["systemdUnit"].as_str().unwrap().to_string();
+        let log = a["agent"]["logFile"].as_str().unwrap().to_string();
+        let events = watch
+            .until(Duration::from_secs(10), |v| v["type"] == "exited" && v["unit"] == json!(unit))
+            .unwrap_or_else(|| panic!("no exited event for {unit}"));
+        let (seen_at, ev) = events.last().unwrap();
+        assert_eq!(ev["exit"]["exitCode"], json!(code), "{ev}");
+        assert_eq!(ev["schemaVersion"], 1);
+        assert_eq!(ev["agent"]["agentId"], a["agent"]["agentId"]);
+        let died_at = exit_at(&log).expect("the runner logged its exit time");
+        latencies.push(seen_at.saturating_sub(died_at));
+    }
+    latencies.sort();
+    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+    let report = json!({"exits": n, "p50Ms": p50, "p99Ms": p99, "maxMs": latencies.last()});
+    println!("exit detection latency: {report}");
+    let _ = std::fs::write(bin().parent().unwrap().join("watch-latency.json"), report.to_string());
+    // Measured from the runner's last instant to our reading the event line.
+    assert!(p99 <= 50, "p99 {p99} ms over {n} exits (p50 {p50} ms)");
+}
+
+#[test]
+fn twenty_daemon_reloads_report_nothing_false() {
+    let env = Env::new();
+    for i in 0..3 {
+        env.spawn(&env.request(json!({"spawnRequestId": format!("steady-{i}")})));
+    }
+    let watch = Watch::start(&env);
+    for _ in 0..20 {
+        env.systemctl(&["daemon-reload"]);
+    }
+    let events = watch.drain(Duration::from_millis(1500));
+    let false_ones: Vec<&Value> = events
+        .iter()
+        .filter(|v| ["exited", "stopped", "removed", "spawned"].contains(&v["type"].as_str().unwrap()))
+        .collect();
+    assert!(false_ones.is_empty(), "false events across reloads: {false_ones:?}");
+    // Still watching: a real exit after the reloads is reported.
+    env.spawn(&env.request(json!({
+        "spawnRequestId": "after-reload", "lifecycle": "ephemeral",
+        "env": {"FAKE_RUNNER_EXIT_AFTER_MS": "100", "FAKE_RUNNER_EXIT_CODE": "4"}
+    })));
+    let got = watch.until(Duration::from_secs(10), |v| v["type"] == "exited").expect("exit after reloads");
+    assert_eq!(got.last().unwrap().1["exit"]["exitCode"], 4);
+}
+
+#[test]
+fn watch_follows_a_reexecuted_manager_and_reports_an_exit_across_it() {
+    let env = Env::new();
+    let watch = Watch::start(&env);
+    env.spawn(&env.request(json!({
+        "spawnRequestId": "across-reexec", "lifecycle": "ephemeral",
+        "env": {"FAKE_RUNNER_EXIT_AFTER_MS": "1500", "FAKE_RUNNER_EXIT_CODE": "37"}
+    })));
+    env.systemctl(&["daemon-reexec"]);
+    let got = watch
+        .until(Duration::from_secs(15), |v| v["type"] == "exited" && v["agent"]["spawnRequestId"] == "across-reexec")
+        .expect("the exit across a reexec is reported");
+    assert_eq!(got.last().unwrap().1["exit"]["exitCode"], 37, "{:?}", got.last());
+    let d = env.json(&["diagnose", "across-reexec", "-o", "json"], None);
+    assert_eq!(d["exit"]["exitCode"], 37);
+}
