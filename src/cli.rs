@@ -101,7 +101,12 @@ pub enum Command {
     #[command(
         after_help = "Events: snapshot and ready at start; spawned, started, exited (with the exit), restarting,\nstopped, removed; disconnected, reconnected and lagged about the stream itself.\nEvery line has `schemaVersion`, `type` and `time` (ms since the epoch).\nExample:\n  agent-relay-systemd watch -o json"
     )]
-    Watch,
+    Watch {
+        /// Events held for a slow reader; beyond that they are dropped and a `lagged` event says
+        /// how many (run `list` to resync)
+        #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        queue: u32,
+    },
     /// Send a signal to an agent's main process or its whole control group
     #[command(after_help = "Example:\n  agent-relay-systemd kill req-1 --signal INT --whom main")]
     Kill {

@@ -43,7 +43,7 @@ fn main() -> ExitCode {
             Err(e) => fail(Output::Text, &format!("recording the exit of {unit}: {e}"), "io", 1),
         };
     }
-    if let Command::Watch = &cli.command {
+    if let Command::Watch { .. } = &cli.command {
         let result = rt.block_on(watch(&cli));
         // Do not wait for the watcher's tasks: it is stopping because we were asked to.
         rt.shutdown_background();
@@ -174,7 +174,8 @@ async fn watch(cli: &Cli) -> Result<(), Error> {
     // Fail fast, with the usual one line, when there is no manager at all.
     drop(Supervisor::connect(cfg.clone(), host.clone(), timeout).await?);
     let json = cli.global.output == Output::Json;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<watch::WatchEvent>(4096);
+    let Command::Watch { queue } = &cli.command else { unreachable!() };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<watch::WatchEvent>(*queue as usize);
     let writer = std::thread::spawn(move || {
         let mut out = std::io::stdout().lock();
         while let Some(ev) = rx.blocking_recv() {
@@ -287,7 +288,7 @@ async fn run(cli: &Cli) -> Result<String, Error> {
                 format!("sent {} to {} of {}\n", out.signal, out.whom, out.systemd_unit)
             }
         }
-        Command::Sandbox { .. } | Command::RecordExit { .. } | Command::Watch => {
+        Command::Sandbox { .. } | Command::RecordExit { .. } | Command::Watch { .. } => {
             unreachable!("handled before the runtime starts")
         }
     };

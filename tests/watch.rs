@@ -158,3 +158,54 @@ fn watch_follows_a_reexecuted_manager_and_reports_an_exit_across_it() {
     let d = env.json(&["diagnose", "across-reexec", "-o", "json"], None);
     assert_eq!(d["exit"]["exitCode"], 37);
 }
+
+#[test]
+fn a_slow_reader_loses_events_visibly_and_never_stalls_the_watcher() {
+    let env = Env::new();
+    let mut child = env.cli().args(["watch", "-o", "json", "--queue", "4"]).stdout(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    // Nobody reads stdout for a while: the pipe and the queue fill up.
+    for i in 0..40 {
+        env.spawn(&env.request(json!({
+            "spawnRequestId": format!("burst-{i}"), "lifecycle": "ephemeral", "label": "x".repeat(200),
+            "env": {"FAKE_RUNNER_EXIT_AFTER_MS": "10"}
+        })));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_kib = |p: u32| {
+        std::fs::read_to_string(format!("/proc/{p}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").parse::<u64>().unwrap()))
+            .unwrap()
+    };
+    let rss = rss_kib(pid);
+    assert!(rss < 32 * 1024, "watch RSS {rss} KiB with a stalled reader");
+    // Now read: the stream says it lagged, and it is still live.
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(serde_json::from_str::<Value>(&line).unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    env.spawn(&env.request(json!({
+        "spawnRequestId": "after-lag", "lifecycle": "ephemeral",
+        "env": {"FAKE_RUNNER_EXIT_AFTER_MS": "300", "FAKE_RUNNER_EXIT_CODE": "6"}
+    })));
+    let mut lagged = false;
+    let mut live = false;
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end && !(lagged && live) {
+        if let Ok(v) = rx.recv_timeout(Duration::from_millis(200)) {
+            lagged |= v["type"] == "lagged";
+            live |= v["type"] == "exited" && v["agent"]["spawnRequestId"] == "after-lag" && v["exit"]["exitCode"] == 6;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(lagged, "no lagged event after events were dropped");
+    assert!(live, "the watcher stalled behind a slow reader");
+}
