@@ -72,16 +72,21 @@ pub struct ExitInfo {
 }
 
 impl ExitInfo {
-    pub fn unknown(result: &str) -> ExitInfo {
+    /// An ending of `kind` with no code or signal yet.
+    pub fn new(kind: ExitKind, result: &str, source: &str) -> ExitInfo {
         ExitInfo {
-            kind: ExitKind::Unknown,
+            kind,
             exit_code: None,
             signal: None,
             oom: false,
             core_dumped: false,
             result: result.to_string(),
-            source: "none".into(),
+            source: source.to_string(),
         }
+    }
+
+    pub fn unknown(result: &str) -> ExitInfo {
+        ExitInfo::new(ExitKind::Unknown, result, "none")
     }
 }
 
@@ -114,15 +119,7 @@ pub fn crash_looping(lifecycle: &str, active_state: &str, result: &str) -> bool 
 
 /// Classifies a record from `ExecStopPost=`.
 pub fn classify_record(r: &ExitRecord) -> ExitInfo {
-    let base = |kind| ExitInfo {
-        kind,
-        exit_code: None,
-        signal: None,
-        oom: false,
-        core_dumped: false,
-        result: r.service_result.clone(),
-        source: "record".into(),
-    };
+    let base = |kind| ExitInfo::new(kind, &r.service_result, "record");
     let mut info = match r.exit_code.as_str() {
         "exited" => ExitInfo { exit_code: r.exit_status.parse().ok(), ..base(ExitKind::Exited) },
         "killed" => ExitInfo { signal: Some(normalize_signal(&r.exit_status)), ..base(ExitKind::Signal) },
@@ -147,15 +144,7 @@ pub fn classify_unit(active_state: &str, result: &str, code: i32, status: i32) -
 
 /// Classifies `Result`/`ExecMainCode`/`ExecMainStatus` of a main process known to have ended.
 pub fn classify_codes(result: &str, code: i32, status: i32) -> ExitInfo {
-    let base = |kind| ExitInfo {
-        kind,
-        exit_code: None,
-        signal: None,
-        oom: false,
-        core_dumped: false,
-        result: result.to_string(),
-        source: "unit".into(),
-    };
+    let base = |kind| ExitInfo::new(kind, result, "unit");
     let mut info = match code {
         1 => ExitInfo { exit_code: Some(status), ..base(ExitKind::Exited) },
         2 => ExitInfo { signal: Some(signal_name(status)), ..base(ExitKind::Signal) },

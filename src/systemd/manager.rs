@@ -172,11 +172,8 @@ impl Manager {
 
     /// The object path of a loaded unit, `None` when systemd does not know it.
     pub async fn unit_path(&self, unit: &str) -> Result<Option<OwnedObjectPath>, Error> {
-        match tokio::time::timeout(self.timeout, self.proxy.get_unit(unit.to_string())).await {
-            Err(_) => Err(Error::Timeout { what: format!("GetUnit {unit}"), after: self.timeout }),
-            Ok(Err(e)) if error_name(&e).as_deref() == Some(NO_SUCH_UNIT) => Ok(None),
-            Ok(r) => r.map(Some).map_err(|e| map_err(&format!("GetUnit {unit}"), self.timeout, e)),
-        }
+        let call = async { self.proxy.get_unit(unit.to_string()).await.map(Some) };
+        self.unit_call(format!("GetUnit {unit}"), call, None).await
     }
 
     /// Reads the properties a record needs, all requests in flight at once.
@@ -249,43 +246,44 @@ impl Manager {
         self.bounded(&what, all).await
     }
 
+    /// A call about one unit: bounded, and `missing` when systemd does not know the unit.
+    async fn unit_call<T>(
+        &self,
+        what: String,
+        fut: impl std::future::Future<Output = zbus::Result<T>>,
+        missing: T,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Err(_) => Err(Error::Timeout { what, after: self.timeout }),
+            Ok(Err(e)) if error_name(&e).as_deref() == Some(NO_SUCH_UNIT) => Ok(missing),
+            Ok(r) => r.map_err(|e| map_err(&what, self.timeout, e)),
+        }
+    }
+
     /// `StopUnit` (mode `replace`); returns the job, `None` when the unit is not loaded.
     pub async fn stop_unit(&self, unit: &str) -> Result<Option<OwnedObjectPath>, Error> {
-        match tokio::time::timeout(self.timeout, self.proxy.stop_unit(unit.to_string(), "replace".to_string())).await {
-            Err(_) => Err(Error::Timeout { what: format!("StopUnit {unit}"), after: self.timeout }),
-            Ok(Err(e)) if error_name(&e).as_deref() == Some(NO_SUCH_UNIT) => Ok(None),
-            Ok(r) => r.map(Some).map_err(|e| map_err(&format!("StopUnit {unit}"), self.timeout, e)),
-        }
+        let call = async { self.proxy.stop_unit(unit.to_string(), "replace".to_string()).await.map(Some) };
+        self.unit_call(format!("StopUnit {unit}"), call, None).await
     }
 
     /// `KillUnit`: `whom` is `main`, `control` or `all`.
     pub async fn kill_unit(&self, unit: &str, whom: &str, signal: i32) -> Result<(), Error> {
-        match tokio::time::timeout(self.timeout, self.proxy.kill_unit(unit.to_string(), whom.to_string(), signal)).await
-        {
-            Err(_) => Err(Error::Timeout { what: format!("KillUnit {unit}"), after: self.timeout }),
-            Ok(Err(e)) if error_name(&e).as_deref() == Some(NO_SUCH_UNIT) => Ok(()),
-            Ok(r) => r.map_err(|e| map_err(&format!("KillUnit {unit}"), self.timeout, e)),
-        }
+        let call = self.proxy.kill_unit(unit.to_string(), whom.to_string(), signal);
+        self.unit_call(format!("KillUnit {unit}"), call, ()).await
     }
 
     /// `ResetFailedUnit`; a unit that is not loaded or not failed is fine.
     pub async fn reset_failed(&self, unit: &str) -> Result<(), Error> {
-        match tokio::time::timeout(self.timeout, self.proxy.reset_failed_unit(unit.to_string())).await {
-            Err(_) => Err(Error::Timeout { what: format!("ResetFailedUnit {unit}"), after: self.timeout }),
-            Ok(Err(e)) if error_name(&e).as_deref() == Some(NO_SUCH_UNIT) => Ok(()),
-            Ok(r) => r.map_err(|e| map_err(&format!("ResetFailedUnit {unit}"), self.timeout, e)),
-        }
+        self.unit_call(format!("ResetFailedUnit {unit}"), self.proxy.reset_failed_unit(unit.to_string()), ()).await
     }
 
     /// Pids in the unit's control group (empty when the unit is gone).
     pub async fn unit_pids(&self, unit: &str) -> Result<Vec<u32>, Error> {
-        match tokio::time::timeout(self.timeout, self.proxy.get_unit_processes(unit.to_string())).await {
-            Err(_) => Err(Error::Timeout { what: format!("GetUnitProcesses {unit}"), after: self.timeout }),
-            Ok(Err(e)) if error_name(&e).as_deref() == Some(NO_SUCH_UNIT) => Ok(Vec::new()),
-            Ok(r) => r
-                .map(|procs| procs.into_iter().map(|p| p.1).collect())
-                .map_err(|e| map_err(&format!("GetUnitProcesses {unit}"), self.timeout, e)),
-        }
+        let call = async {
+            let procs = self.proxy.get_unit_processes(unit.to_string()).await?;
+            Ok(procs.into_iter().map(|p| p.1).collect())
+        };
+        self.unit_call(format!("GetUnitProcesses {unit}"), call, Vec::new()).await
     }
 }
 
