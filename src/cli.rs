@@ -39,6 +39,45 @@ pub struct Global {
     pub timeout: f64,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum GuestCommand {
+    /// Start a guest terminal from the agent's runner attach spec (its TTL and agent bound it)
+    #[command(after_help = "Example:\n  agent-relay-systemd guest create req-1 -o json")]
+    Create {
+        /// Agent id, session name, unit name or spawn request id of a live agent
+        agent: String,
+    },
+    /// List guest terminals, from their units
+    #[command(after_help = "Example:\n  agent-relay-systemd guest list")]
+    List,
+    /// Stop a guest terminal (guest names only)
+    #[command(
+        after_help = "Example:\n  agent-relay-systemd guest stop ar-guest-claude-host-claude-x-1a2b3c4d-5e6f7a8b"
+    )]
+    Stop {
+        /// The guest's name (`<prefix>-guest-…`)
+        guest: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TerminalCommand {
+    /// Print the guest's pane, read consistently with its cursor
+    #[command(after_help = "Example:\n  agent-relay-systemd terminal capture ar-guest-claude-…")]
+    Capture {
+        /// The guest's name
+        guest: String,
+    },
+    /// Type into the guest: text, with \r Enter, \t Tab, \x03 C-c, arrows as escape sequences
+    #[command(after_help = "Example:\n  printf 'ls\\r' | agent-relay-systemd terminal send ar-guest-claude-… -")]
+    Send {
+        /// The guest's name
+        guest: String,
+        /// The input (at most 4096 characters); `-` reads it from stdin
+        input: String,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Text,
@@ -119,6 +158,12 @@ pub enum Command {
         #[arg(long, default_value = "all", value_parser = ["main", "all"])]
         whom: String,
     },
+    /// Interactive guest terminals of live agents (tmux, one transient unit each)
+    #[command(subcommand)]
+    Guest(GuestCommand),
+    /// Read or type into a guest terminal
+    #[command(subcommand)]
+    Terminal(TerminalCommand),
     /// Run CMD with a private, throwaway `systemd --user`, then tear it down
     #[command(
         after_help = "Example:\n  agent-relay-systemd sandbox -- sh -c 'agent-relay-systemd list; systemctl --user status'"

@@ -99,6 +99,11 @@ pub fn resolve_launcher(config: &Config, provider: &str, path: &str) -> Result<V
     }
 }
 
+/// A program on PATH (or an absolute path), if executable.
+pub fn find_program(name: &str, path: &str) -> Option<PathBuf> {
+    find_executable(name, path)
+}
+
 fn find_executable(name: &str, path: &str) -> Option<PathBuf> {
     let is_exec =
         |p: &Path| std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);

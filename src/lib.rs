@@ -9,6 +9,8 @@ pub mod error;
 pub mod events;
 pub mod exit;
 pub mod exits;
+pub mod guest;
+pub mod guests;
 pub mod host;
 pub mod limits;
 pub mod logtext;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use agent_relay_systemd::cli::{Cli, Command, Output};
+use agent_relay_systemd::cli::{Cli, Command, GuestCommand, Output, TerminalCommand};
 use agent_relay_systemd::config::{self, ConfigInputs};
 use agent_relay_systemd::host::HostEnv;
 use agent_relay_systemd::{diagnose, logtext, output, recorder, request, sandbox, watch, Error, Supervisor};
@@ -278,6 +278,62 @@ async fn run(cli: &Cli) -> Result<String, Error> {
                 to_json(&serde_json::json!({ "logFile": path, "lines": lines }))
             } else {
                 lines.iter().map(|l| format!("{l}\n")).collect()
+            }
+        }
+        Command::Guest(GuestCommand::Create { agent }) => {
+            let g = sup.guest_create(agent).await?;
+            if json {
+                to_json(&g)
+            } else {
+                format!(
+                    "guest {} started ({}), expires in {}\n",
+                    g.guest,
+                    g.systemd_unit,
+                    output::age(g.ttl_ms.unwrap_or(0))
+                )
+            }
+        }
+        Command::Guest(GuestCommand::List) => {
+            let gs = sup.guest_list().await?;
+            if json {
+                to_json(&gs)
+            } else {
+                output::guest_table(&gs, now_ms())
+            }
+        }
+        Command::Guest(GuestCommand::Stop { guest }) => {
+            let out = sup.guest_stop(guest).await?;
+            if json {
+                to_json(&out)
+            } else {
+                format!("{} {}\n", out.guest, if out.stopped { "stopped" } else { "was not running" })
+            }
+        }
+        Command::Terminal(TerminalCommand::Capture { guest }) => {
+            let c = sup.terminal_capture(guest).await?;
+            if json {
+                to_json(&c)
+            } else {
+                c.content
+            }
+        }
+        Command::Terminal(TerminalCommand::Send { guest, input }) => {
+            let text = if input == "-" {
+                use std::io::Read;
+                let mut t = String::new();
+                std::io::stdin()
+                    .take(4 * 4096 + 1)
+                    .read_to_string(&mut t)
+                    .map_err(|e| Error::Invalid(format!("cannot read the input from stdin: {e}")))?;
+                t
+            } else {
+                input.clone()
+            };
+            let n = sup.terminal_send(guest, &text).await?;
+            if json {
+                to_json(&serde_json::json!({ "guest": guest, "keys": n }))
+            } else {
+                format!("sent {n} key groups to {guest}\n")
             }
         }
         Command::Kill { agent, signal, whom } => {

@@ -140,6 +140,19 @@ pub fn watch_line(ev: &crate::watch::WatchEvent) -> String {
     s.trim_end().to_string()
 }
 
+/// A table of guest terminals.
+pub fn guest_table(guests: &[crate::guests::GuestRecord], now_ms: u64) -> String {
+    if guests.is_empty() {
+        return "(no guests)\n".into();
+    }
+    let mut out = String::new();
+    for g in guests {
+        let left = g.expires_at.map(|e| age(e.saturating_sub(now_ms))).unwrap_or_else(|| "-".into());
+        out.push_str(&format!("{}  {}  agent={}  expires in {left}\n", g.guest, g.active_state, g.agent_id));
+    }
+    out
+}
+
 /// One sentence about a stop.
 pub fn stop_summary(s: &StopOutcome) -> String {
     let how = match (s.was_running, s.killed) {

@@ -1,0 +1,298 @@
+//! Guest terminals, the pure part: names, the runner's attach spec and its validation, the TTL,
+//! the guest unit's properties, and tokenising input for `tmux send-keys`. No IO here.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::naming::{sanitize_fs_name, Sanitize, AGENT_SLICE};
+use crate::unit::{Property, Value};
+
+pub const GUEST_UNIT_PREFIX: &str = "agent-relay-guest-";
+pub const DEFAULT_TTL_MS: u64 = 60 * 60 * 1000;
+pub const MIN_TTL_MS: u64 = 60 * 1000;
+pub const MAX_TTL_MS: u64 = 4 * DEFAULT_TTL_MS;
+/// Largest attach spec read from a runner.
+pub const MAX_SPEC_BYTES: usize = 64 * 1024;
+/// Largest input accepted by `terminal send`, as the seed.
+pub const MAX_INPUT_CHARS: usize = 4096;
+
+/// The runner's `/terminal/attach-spec` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachSpec {
+    pub provider: String,
+    pub cwd: String,
+    pub command: Vec<String>,
+    /// Only keys that are valid variable names; others are dropped, as the seed does.
+    pub env: BTreeMap<String, String>,
+    pub ttl_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawSpec {
+    mode: Option<serde_json::Value>,
+    provider: Option<serde_json::Value>,
+    cwd: Option<serde_json::Value>,
+    command: Option<serde_json::Value>,
+    env: Option<serde_json::Value>,
+    ttl_ms: Option<serde_json::Value>,
+}
+
+/// Parses and validates an attach spec; `within_base` says whether a cwd lies inside baseDir.
+pub fn parse_attach_spec(body: &[u8], within_base: &dyn Fn(&str) -> bool) -> Result<AttachSpec, String> {
+    if body.len() > MAX_SPEC_BYTES {
+        return Err(format!("runner attach-spec is larger than {MAX_SPEC_BYTES} bytes"));
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("runner attach-spec is not JSON: {e}"))?;
+    if !value.is_object() {
+        return Err("runner attach-spec response must be an object".into());
+    }
+    let raw: RawSpec = serde_json::from_value(value).map_err(|e| format!("runner attach-spec: {e}"))?;
+    if raw.mode.as_ref().and_then(|m| m.as_str()) != Some("guest") {
+        return Err("runner attach-spec mode must be guest".into());
+    }
+    let provider = match raw.provider.as_ref().and_then(|p| p.as_str()) {
+        Some(p) if !p.trim().is_empty() => p.to_string(),
+        _ => return Err("runner attach-spec provider required".into()),
+    };
+    let cwd = match raw.cwd.as_ref().and_then(|c| c.as_str()) {
+        Some(c) if within_base(c) => c.to_string(),
+        _ => return Err("runner attach-spec cwd must be within base directory".into()),
+    };
+    let command: Vec<String> = match raw.command.as_ref().and_then(|c| c.as_array()) {
+        Some(items) if !items.is_empty() => items
+            .iter()
+            .map(|i| i.as_str().filter(|s| !s.is_empty() && !s.contains('\0')).map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or("runner attach-spec command must be a non-empty string array")?,
+        _ => return Err("runner attach-spec command must be a non-empty string array".into()),
+    };
+    let env = match &raw.env {
+        None | Some(serde_json::Value::Null) => BTreeMap::new(),
+        Some(serde_json::Value::Object(m)) => {
+            let mut out = BTreeMap::new();
+            for (k, v) in m {
+                let v = v.as_str().ok_or("runner attach-spec env must be a string record")?;
+                if crate::request::env_key_is_valid(k) && !v.contains('\0') {
+                    out.insert(k.clone(), v.to_string());
+                }
+            }
+            out
+        }
+        Some(_) => return Err("runner attach-spec env must be a string record".into()),
+    };
+    let ttl_ms = clamp_ttl(raw.ttl_ms.as_ref().and_then(|t| t.as_f64()).map(|t| t.max(0.0) as u64));
+    Ok(AttachSpec { provider, cwd, command, env, ttl_ms })
+}
+
+/// The seed's TTL: default 1 h, clamped to [60 s, 4 h].
+pub fn clamp_ttl(ttl_ms: Option<u64>) -> u64 {
+    ttl_ms.unwrap_or(DEFAULT_TTL_MS).clamp(MIN_TTL_MS, MAX_TTL_MS)
+}
+
+/// `<prefix>-guest-<provider>-<agent>-<rand8>`, as the seed.
+pub fn guest_name(prefix: &str, provider: &str, agent_id: &str, rand8: &str) -> String {
+    let p = sanitize_fs_name(provider, Sanitize { lowercase: true, max_len: 64, fallback: "provider" });
+    let a = sanitize_fs_name(agent_id, Sanitize { lowercase: true, max_len: 48, fallback: "agent" });
+    format!("{prefix}-guest-{p}-{a}-{rand8}")
+}
+
+/// Only guest names are accepted where a guest is expected.
+pub fn is_guest_name(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(&format!("{prefix}-guest-")).is_some_and(|rest| {
+        !rest.is_empty() && rest.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    })
+}
+
+pub fn guest_unit(name: &str) -> String {
+    format!("{GUEST_UNIT_PREFIX}{name}.service")
+}
+
+pub fn guest_of_unit<'a>(unit: &'a str, prefix: &str) -> Option<&'a str> {
+    let name = unit.strip_prefix(GUEST_UNIT_PREFIX)?.strip_suffix(".service")?;
+    is_guest_name(name, prefix).then_some(name)
+}
+
+/// What a guest unit carries for `guest list` to rebuild from.
+pub struct GuestUnitSpec<'a> {
+    pub name: &'a str,
+    pub tmux: &'a Path,
+    pub agent_unit: &'a str,
+    pub agent_id: &'a str,
+    pub provider: &'a str,
+    pub ttl_ms: u64,
+    pub created_ms: u64,
+}
+
+/// The guest's transient service: its own tmux server (`tmux -L <name> -D`) as main process,
+/// ended by systemd at its TTL (`RuntimeMaxUSec`) or with its agent (`BindsTo`).
+pub fn guest_properties(g: &GuestUnitSpec<'_>) -> Vec<Property> {
+    let tmux = g.tmux.display().to_string();
+    let fields = [
+        format!("AGENT_RELAY_GUEST={}", g.name),
+        format!("AGENT_RELAY_AGENT_ID={}", g.agent_id),
+        format!("AGENT_RELAY_PROVIDER={}", g.provider),
+        format!("AGENT_RELAY_GUEST_TTL_MS={}", g.ttl_ms),
+        format!("AGENT_RELAY_GUEST_EXPIRES_AT={}", g.created_ms + g.ttl_ms),
+    ];
+    vec![
+        (
+            "Description",
+            Value::Str(format!(
+                "Agent Relay guest terminal {} for {} (ttl {} min)",
+                g.name,
+                g.agent_id,
+                g.ttl_ms / 60_000
+            )),
+        ),
+        ("Slice", Value::Str(AGENT_SLICE.into())),
+        ("Type", Value::Str("exec".into())),
+        ("ExecStart", Value::Exec(vec![(tmux.clone(), vec![tmux, "-L".into(), g.name.into(), "-D".into()], false)])),
+        ("BindsTo", Value::Strs(vec![g.agent_unit.into()])),
+        ("After", Value::Strs(vec![g.agent_unit.into()])),
+        ("RuntimeMaxUSec", Value::U64(g.ttl_ms * 1000)),
+        ("KillMode", Value::Str("control-group".into())),
+        ("LogExtraFields", Value::Bytes(fields.into_iter().map(String::into_bytes).collect())),
+    ]
+}
+
+/// One `tmux send-keys` call: a key name, or literal text (`-l`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    Named(&'static str),
+    Literal(String),
+}
+
+/// Terminal input → send-keys tokens: arrows, Home/End, Delete, Enter, Tab, C-c, BSpace, Escape
+/// by name, everything else literally.
+pub fn tokenize_input(input: &str) -> Result<Vec<Key>, String> {
+    if input.chars().count() > MAX_INPUT_CHARS {
+        return Err(format!("input is longer than {MAX_INPUT_CHARS} characters"));
+    }
+    const SEQS: [(&str, &str); 12] = [
+        ("\x1b[A", "Up"),
+        ("\x1b[B", "Down"),
+        ("\x1b[C", "Right"),
+        ("\x1b[D", "Left"),
+        ("\x1b[H", "Home"),
+        ("\x1b[F", "End"),
+        ("\x1b[3~", "DC"),
+        ("\r\n", "Enter"),
+        ("\r", "Enter"),
+        ("\n", "Enter"),
+        ("\t", "Tab"),
+        ("\x03", "C-c"),
+    ];
+    let mut out = Vec::new();
+    let mut lit = String::new();
+    let mut rest = input;
+    'outer: while !rest.is_empty() {
+        for (seq, name) in SEQS.iter().chain([("\x7f", "BSpace"), ("\x08", "BSpace"), ("\x1b", "Escape")].iter()) {
+            if let Some(r) = rest.strip_prefix(seq) {
+                if !lit.is_empty() {
+                    out.push(Key::Literal(std::mem::take(&mut lit)));
+                }
+                out.push(Key::Named(name));
+                rest = r;
+                continue 'outer;
+            }
+        }
+        let c = rest.chars().next().expect("non-empty");
+        if c.is_control() {
+            return Err(format!("input holds an unsupported control character U+{:04X}", c as u32));
+        }
+        lit.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    if !lit.is_empty() {
+        out.push(Key::Literal(lit));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn within(c: &str) -> bool {
+        c.starts_with("/home/u/projects")
+    }
+
+    #[test]
+    fn a_good_spec_parses() {
+        let s = parse_attach_spec(
+            br#"{"mode":"guest","provider":"claude","cwd":"/home/u/projects/a","command":["claude","--resume"],"env":{"A":"1","bad-key":"x"},"ttlMs":10}"#,
+            &within,
+        )
+        .unwrap();
+        assert_eq!(s.command, ["claude", "--resume"]);
+        assert_eq!(s.env.keys().collect::<Vec<_>>(), ["A"], "invalid keys are dropped");
+        assert_eq!(s.ttl_ms, MIN_TTL_MS, "clamped up");
+    }
+
+    #[test]
+    fn bad_specs_are_refused() {
+        let cases: [(&[u8], &str); 9] = [
+            (b"not json", "not JSON"),
+            (b"[1]", "must be an object"),
+            (br#"{"mode":"owner","provider":"c","cwd":"/home/u/projects","command":["x"]}"#, "mode must be guest"),
+            (br#"{"mode":"guest","cwd":"/home/u/projects","command":["x"]}"#, "provider required"),
+            (br#"{"mode":"guest","provider":"c","cwd":"/etc","command":["x"]}"#, "within base directory"),
+            (br#"{"mode":"guest","provider":"c","cwd":"/home/u/projects","command":[]}"#, "non-empty string array"),
+            (
+                br#"{"mode":"guest","provider":"c","cwd":"/home/u/projects","command":["x",""]}"#,
+                "non-empty string array",
+            ),
+            (
+                br#"{"mode":"guest","provider":"c","cwd":"/home/u/projects","command":["x"],"env":{"A":1}}"#,
+                "string record",
+            ),
+            (br#"{"mode":"guest","provider":"c","cwd":"/home/u/projects","command":["x"],"env":[]}"#, "string record"),
+        ];
+        for (body, want) in cases {
+            let err = parse_attach_spec(body, &within).unwrap_err();
+            assert!(err.contains(want), "{}: {err}", String::from_utf8_lossy(body));
+        }
+        assert!(parse_attach_spec(&vec![b' '; MAX_SPEC_BYTES + 1], &within).unwrap_err().contains("larger"));
+    }
+
+    #[test]
+    fn ttl_is_clamped() {
+        assert_eq!(clamp_ttl(None), DEFAULT_TTL_MS);
+        assert_eq!(clamp_ttl(Some(1)), MIN_TTL_MS);
+        assert_eq!(clamp_ttl(Some(u64::MAX)), MAX_TTL_MS);
+    }
+
+    #[test]
+    fn names() {
+        let n = guest_name("ar", "Claude", "Host-claude-x-12345678", "abcd1234");
+        assert_eq!(n, "ar-guest-claude-host-claude-x-12345678-abcd1234");
+        assert!(is_guest_name(&n, "ar"));
+        assert!(!is_guest_name("ar-claude-x", "ar"));
+        assert!(!is_guest_name("ar-guest-../x", "ar"));
+        assert_eq!(guest_of_unit(&guest_unit(&n), "ar"), Some(n.as_str()));
+    }
+
+    #[test]
+    fn input_tokens() {
+        let keys = tokenize_input("ls -l\r\x1b[A\x03\x7f\tq\x1b").unwrap();
+        assert_eq!(
+            keys,
+            [
+                Key::Literal("ls -l".into()),
+                Key::Named("Enter"),
+                Key::Named("Up"),
+                Key::Named("C-c"),
+                Key::Named("BSpace"),
+                Key::Named("Tab"),
+                Key::Literal("q".into()),
+                Key::Named("Escape"),
+            ]
+        );
+        assert!(tokenize_input(&"x".repeat(MAX_INPUT_CHARS + 1)).is_err());
+        assert!(tokenize_input("\x00").is_err());
+    }
+}
