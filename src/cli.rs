@@ -164,6 +164,18 @@ pub enum Command {
     /// Read or type into a guest terminal
     #[command(subcommand)]
     Terminal(TerminalCommand),
+    /// Remove leftovers of gone agents, reset recorded failures, prune old exit records, end stray guest servers
+    #[command(
+        after_help = "Run by agent-relay-reap.timer. Never touches a loaded agent unit or a guest whose unit exists,\nnor files younger than 60 s.\nExample:\n  agent-relay-systemd reap --dry-run -o json"
+    )]
+    Reap {
+        /// Say what would be done, do nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep exit records this many days [default: the config's exitRetentionDays, else 7]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        retention_days: Option<u32>,
+    },
     /// Run CMD with a private, throwaway `systemd --user`, then tear it down
     #[command(
         after_help = "Example:\n  agent-relay-systemd sandbox -- sh -c 'agent-relay-systemd list; systemctl --user status'"
@@ -173,6 +185,9 @@ pub enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
         cmd: Vec<String>,
     },
+    /// Print the man page (roff), generated from this command line definition
+    #[command(hide = true)]
+    Manpage,
     /// Record how a run ended (run by the agent units' ExecStopPost=, not by people)
     #[command(hide = true)]
     RecordExit {

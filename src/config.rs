@@ -28,6 +28,8 @@ pub struct Config {
     pub runner_command: Option<Vec<String>>,
     /// Default resource limits of every agent.
     pub limits: Option<crate::limits::LimitsSpec>,
+    /// How many days `reap` keeps exit records (default 7).
+    pub exit_retention_days: u32,
 }
 
 /// The file as written by the orchestrator. Unknown keys are the orchestrator's own and ignored.
@@ -43,6 +45,7 @@ struct ConfigFile {
     api_port: Option<u16>,
     runner_command: Option<Vec<String>>,
     limits: Option<crate::limits::LimitsSpec>,
+    exit_retention_days: Option<u32>,
 }
 
 /// A config problem; always names the file (or variable) at fault.
@@ -133,7 +136,22 @@ pub fn resolve(text: Option<&str>, path: &Path, inputs: &ConfigInputs<'_>) -> Re
     if let Err(e) = crate::limits::resolve(None, file.limits.as_ref()) {
         return Err(malformed(e));
     }
-    Ok(Config { hostname, relay_url, token, base_dir, env, tmux_prefix, api_port, runner_command, limits: file.limits })
+    let exit_retention_days = file.exit_retention_days.unwrap_or(7);
+    if exit_retention_days == 0 {
+        return Err(malformed("exitRetentionDays must be at least 1".into()));
+    }
+    Ok(Config {
+        hostname,
+        relay_url,
+        token,
+        base_dir,
+        env,
+        tmux_prefix,
+        api_port,
+        runner_command,
+        limits: file.limits,
+        exit_retention_days,
+    })
 }
 
 /// `AGENT_RELAY_RUNNER_COMMAND`: a JSON array, or words separated by whitespace.

@@ -120,6 +120,8 @@ pub fn guest_of_unit<'a>(unit: &'a str, prefix: &str) -> Option<&'a str> {
 pub struct GuestUnitSpec<'a> {
     pub name: &'a str,
     pub tmux: &'a Path,
+    /// The `TMUX_TMPDIR` our tmux clients use, so server and clients meet on one socket.
+    pub tmux_tmpdir: &'a Path,
     pub agent_unit: &'a str,
     pub agent_id: &'a str,
     pub provider: &'a str,
@@ -155,6 +157,7 @@ pub fn guest_properties(g: &GuestUnitSpec<'_>) -> Vec<Property> {
         ("After", Value::Strs(vec![g.agent_unit.into()])),
         ("RuntimeMaxUSec", Value::U64(g.ttl_ms * 1000)),
         ("KillMode", Value::Str("control-group".into())),
+        ("Environment", Value::Strs(vec![format!("TMUX_TMPDIR={}", g.tmux_tmpdir.display())])),
         ("LogExtraFields", Value::Bytes(fields.into_iter().map(String::into_bytes).collect())),
     ]
 }

@@ -51,8 +51,9 @@ pub struct Capture {
 }
 
 /// Runs tmux with a bound; stdout on success, a one-line error otherwise.
-pub async fn tmux(args: &[String]) -> Result<String, Error> {
+pub async fn tmux(tmpdir: &std::path::Path, args: &[String]) -> Result<String, Error> {
     let mut cmd = tokio::process::Command::new("tmux");
+    cmd.env("TMUX_TMPDIR", tmpdir);
     // -N: never start a server from the client side; the guest unit owns the only server.
     cmd.arg("-N").args(args).env_remove("TMUX").kill_on_drop(true).stdin(std::process::Stdio::null());
     let out = match tokio::time::timeout(TMUX_TIMEOUT, cmd.output()).await {
@@ -135,6 +136,7 @@ impl Supervisor {
         let props = guest::guest_properties(&guest::GuestUnitSpec {
             name: &name,
             tmux: &tmux_bin,
+            tmux_tmpdir: &self.host.tmux_tmpdir,
             agent_unit: &agent.systemd_unit,
             agent_id: &agent.agent_id,
             provider: &spec.provider,
@@ -161,7 +163,7 @@ impl Supervisor {
         // The server listens a moment after its unit started: retry, bounded.
         let deadline = tokio::time::Instant::now() + TMUX_TIMEOUT;
         let result = loop {
-            match tmux(&args).await {
+            match tmux(&self.host.tmux_tmpdir, &args).await {
                 Ok(_) => break Ok(()),
                 Err(e) if tokio::time::Instant::now() >= deadline => break Err(e),
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -246,10 +248,10 @@ impl Supervisor {
         ];
         let cur =
             vec![s("-L"), sock.clone(), s("display-message"), s("-p"), s("-t"), sock, s("#{cursor_x} #{cursor_y}")];
-        let mut last = tmux(&cap).await.map_err(|e| not_running(name, e))?;
+        let mut last = tmux(&self.host.tmux_tmpdir, &cap).await.map_err(|e| not_running(name, e))?;
         for _ in 0..4 {
-            let cursor = tmux(&cur).await.map_err(|e| not_running(name, e))?;
-            let again = tmux(&cap).await.map_err(|e| not_running(name, e))?;
+            let cursor = tmux(&self.host.tmux_tmpdir, &cur).await.map_err(|e| not_running(name, e))?;
+            let again = tmux(&self.host.tmux_tmpdir, &cap).await.map_err(|e| not_running(name, e))?;
             let mut it = cursor.split_whitespace().map(|v| v.parse::<u32>().unwrap_or(0));
             let (x, y) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
             if again == last {
@@ -270,7 +272,7 @@ impl Supervisor {
                 Key::Named(n) => args.push(s(n)),
                 Key::Literal(t) => args.extend([s("-l"), s("--"), t.clone()]),
             }
-            tmux(&args).await.map_err(|e| not_running(name, e))?;
+            tmux(&self.host.tmux_tmpdir, &args).await.map_err(|e| not_running(name, e))?;
         }
         Ok(keys.len())
     }

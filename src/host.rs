@@ -22,6 +22,8 @@ pub struct HostEnv {
     pub state_home: PathBuf,
     /// Our own binary, for the units' `ExecStopPost=` exit recorder; `None` disables records.
     pub self_exe: Option<PathBuf>,
+    /// `$TMUX_TMPDIR` or `/tmp`: where guest tmux sockets live (`<dir>/tmux-<uid>/<guest>`).
+    pub tmux_tmpdir: PathBuf,
 }
 
 impl HostEnv {
@@ -42,6 +44,7 @@ impl HostEnv {
         HostEnv {
             state_home: var("XDG_STATE_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".local").join("state")),
             self_exe: own_binary(&var("PATH").unwrap_or_default()),
+            tmux_tmpdir: var("TMUX_TMPDIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp")),
             home,
             runtime_dir,
             path: var("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
@@ -51,6 +54,11 @@ impl HostEnv {
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_else(|| "localhost".into()),
         }
+    }
+
+    /// The directory of this user's tmux sockets.
+    pub fn tmux_socket_dir(&self) -> PathBuf {
+        self.tmux_tmpdir.join(format!("tmux-{}", nix::unistd::getuid()))
     }
 
     /// `$XDG_RUNTIME_DIR/agent-relay-systemd`, where secrets and payloads live (tmpfs, per user).

@@ -18,6 +18,8 @@ pub mod meta;
 pub mod naming;
 pub mod output;
 pub mod plan;
+pub mod reap;
+pub mod reaper;
 pub mod record;
 pub mod recorder;
 pub mod request;

@@ -18,6 +18,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("AGENT_RELAY_LOG"))
         .init();
+    if let Command::Manpage = &cli.command {
+        let cmd = <Cli as clap::CommandFactory>::command();
+        let mut out = std::io::stdout().lock();
+        return match clap_mangen::Man::new(cmd).render(&mut out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(Output::Text, &format!("writing the man page: {e}"), "io", 1),
+        };
+    }
     if let Command::Sandbox { cmd } = &cli.command {
         return match sandbox::run_sandboxed(cmd) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -216,10 +224,11 @@ async fn run(cli: &Cli) -> Result<String, Error> {
         _ => None,
     };
     let stop_timeout = match &cli.command {
-        Command::Stop { timeout_stop, .. } => Some(
-            Duration::try_from_secs_f64(*timeout_stop)
-                .map_err(|_| Error::Invalid(format!("--timeout-stop must be 0-60 seconds, got {timeout_stop}")))?,
-        ),
+        Command::Stop { timeout_stop, .. } => Some(Duration::try_from_secs_f64(*timeout_stop).map_err(|_| {
+            Error::Invalid(format!(
+                "--timeout-stop must be a non-negative number of seconds (capped at 60), got {timeout_stop}"
+            ))
+        })?),
         _ => None,
     };
 
@@ -336,6 +345,23 @@ async fn run(cli: &Cli) -> Result<String, Error> {
                 format!("sent {n} key groups to {guest}\n")
             }
         }
+        Command::Reap { dry_run, retention_days } => {
+            let days = retention_days.unwrap_or(sup.config().exit_retention_days);
+            let r = sup.reap(*dry_run, Duration::from_secs(days as u64 * 86_400)).await?;
+            if json {
+                to_json(&r)
+            } else {
+                let verb = if r.dry_run { "would" } else { "did" };
+                let mut t = format!("reap {verb}: {} actions\n", r.actions.len());
+                for a in &r.actions {
+                    t.push_str(&format!("  {}\n", serde_json::to_string(a).unwrap_or_default()));
+                }
+                for f in &r.failed {
+                    t.push_str(&format!("  failed: {f}\n"));
+                }
+                t
+            }
+        }
         Command::Kill { agent, signal, whom } => {
             let out = sup.kill(agent, diagnose::parse_signal(signal)?, whom).await?;
             if json {
@@ -344,7 +370,7 @@ async fn run(cli: &Cli) -> Result<String, Error> {
                 format!("sent {} to {} of {}\n", out.signal, out.whom, out.systemd_unit)
             }
         }
-        Command::Sandbox { .. } | Command::RecordExit { .. } | Command::Watch { .. } => {
+        Command::Sandbox { .. } | Command::RecordExit { .. } | Command::Watch { .. } | Command::Manpage => {
             unreachable!("handled before the runtime starts")
         }
     };

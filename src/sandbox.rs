@@ -64,7 +64,7 @@ impl PrivateManager {
             .tempdir()
             .map_err(io("creating", Path::new("/tmp")))?;
         let root = dir.path().to_path_buf();
-        for sub in ["run", "config", "data", "state"] {
+        for sub in ["run", "config", "data", "state", "tmux"] {
             let p = root.join(sub);
             std::fs::create_dir_all(&p).map_err(io("creating", &p))?;
         }
@@ -152,6 +152,8 @@ impl PrivateManager {
             ("XDG_CONFIG_HOME".into(), p("config")),
             ("XDG_DATA_HOME".into(), p("data")),
             ("XDG_STATE_HOME".into(), p("state")),
+            // Guest tmux sockets stay inside the sandbox too.
+            ("TMUX_TMPDIR".into(), p("tmux")),
         ]
     }
 

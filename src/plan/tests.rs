@@ -14,6 +14,7 @@ fn config() -> Config {
         api_port: 4860,
         runner_command: None,
         limits: None,
+        exit_retention_days: 7,
     }
 }
 

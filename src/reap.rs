@@ -1,0 +1,182 @@
+//! The reaper's decisions, pure: given what exists (units, files, sockets) and the time, what to
+//! remove, reset or end. It never selects anything of a loaded agent unit (live, unknown or
+//! dead-but-unrecorded), nor a guest whose unit exists, nor anything younger than the grace period
+//! (a spawn or guest in flight writes its files before its unit appears).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// A loaded agent unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitFact {
+    pub unit: String,
+    pub session: String,
+    pub active_state: String,
+    /// An exit record exists for the unit's current invocation.
+    pub exit_recorded: bool,
+}
+
+/// A file or directory that belongs to a session (or a guest, for sockets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileFact {
+    pub path: PathBuf,
+    pub owner: String,
+    pub mtime_ms: u64,
+}
+
+/// Everything the reaper looked at.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub now_ms: u64,
+    pub grace_ms: u64,
+    pub retention_ms: u64,
+    pub agent_units: Vec<UnitFact>,
+    /// Names of loaded guest units (any state).
+    pub guest_units: Vec<String>,
+    pub agent_dirs: Vec<FileFact>,
+    pub runner_infos: Vec<FileFact>,
+    /// Exit records; `mtime_ms` is the record's time.
+    pub exit_records: Vec<FileFact>,
+    pub guest_sockets: Vec<FileFact>,
+}
+
+/// One thing to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", content = "target", rename_all = "kebab-case")]
+pub enum Action {
+    RemoveAgentFiles(PathBuf),
+    RemoveRunnerInfo(PathBuf),
+    ResetFailedUnit(String),
+    PruneExitRecord(PathBuf),
+    EndGuestServer(String),
+}
+
+/// Decides what a reap does.
+pub fn decide(f: &Facts) -> Vec<Action> {
+    let loaded: HashSet<&str> = f.agent_units.iter().map(|u| u.session.as_str()).collect();
+    let guests: HashSet<&str> = f.guest_units.iter().map(String::as_str).collect();
+    let old_enough = |x: &FileFact| f.now_ms.saturating_sub(x.mtime_ms) >= f.grace_ms;
+    let mut out = Vec::new();
+    for d in &f.agent_dirs {
+        if !loaded.contains(d.owner.as_str()) && old_enough(d) {
+            out.push(Action::RemoveAgentFiles(d.path.clone()));
+        }
+    }
+    for r in &f.runner_infos {
+        if !loaded.contains(r.owner.as_str()) && old_enough(r) {
+            out.push(Action::RemoveRunnerInfo(r.path.clone()));
+        }
+    }
+    for u in &f.agent_units {
+        if u.active_state == "failed" && u.exit_recorded {
+            out.push(Action::ResetFailedUnit(u.unit.clone()));
+        }
+    }
+    for r in &f.exit_records {
+        if f.now_ms.saturating_sub(r.mtime_ms) >= f.retention_ms {
+            out.push(Action::PruneExitRecord(r.path.clone()));
+        }
+    }
+    for s in &f.guest_sockets {
+        if !guests.contains(s.owner.as_str()) && old_enough(s) {
+            out.push(Action::EndGuestServer(s.owner.clone()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const STATES: [&str; 6] = ["active", "activating", "deactivating", "reloading", "failed", "inactive"];
+
+    fn file(owner: String, mtime_ms: u64) -> FileFact {
+        FileFact { path: PathBuf::from(format!("/x/{owner}/{mtime_ms}")), owner, mtime_ms }
+    }
+
+    fn facts() -> impl Strategy<Value = Facts> {
+        let session = (0u8..12).prop_map(|i| format!("ar-claude-s-{i}"));
+        let unit = (session.clone(), 0usize..6, any::<bool>()).prop_map(|(s, st, rec)| UnitFact {
+            unit: format!("agent-relay-managed-{s}.service"),
+            session: s,
+            active_state: STATES[st].into(),
+            exit_recorded: rec,
+        });
+        let guest = (0u8..8).prop_map(|i| format!("ar-guest-claude-a-{i}"));
+        let now = 10_000_000u64;
+        let f = |s: BoxedStrategy<String>| prop::collection::vec((s, 0..now).prop_map(|(o, m)| file(o, m)), 0..12);
+        (
+            prop::collection::vec(unit, 0..10),
+            prop::collection::vec(guest.clone(), 0..6),
+            f(session.clone().boxed()),
+            f(session.clone().boxed()),
+            f(session.boxed()),
+            f(guest.boxed()),
+            0..now,
+            0..now,
+        )
+            .prop_map(
+                move |(mut agent_units, guest_units, agent_dirs, runner_infos, exit_records, guest_sockets, g, r)| {
+                    // systemd has one unit per name.
+                    let mut seen = HashSet::new();
+                    agent_units.retain(|u: &UnitFact| seen.insert(u.unit.clone()));
+                    Facts {
+                        now_ms: now,
+                        grace_ms: g,
+                        retention_ms: r,
+                        agent_units,
+                        guest_units,
+                        agent_dirs,
+                        runner_infos,
+                        exit_records,
+                        guest_sockets,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn never_touches_a_loaded_agent_or_a_guest_with_a_unit(f in facts()) {
+            let loaded: HashSet<&str> = f.agent_units.iter().map(|u| u.session.as_str()).collect();
+            for a in decide(&f) {
+                match a {
+                    Action::RemoveAgentFiles(p) | Action::RemoveRunnerInfo(p) => {
+                        let fact = f.agent_dirs.iter().chain(&f.runner_infos).find(|x| x.path == p).unwrap();
+                        prop_assert!(!loaded.contains(fact.owner.as_str()), "files of a loaded unit: {p:?}");
+                        prop_assert!(f.now_ms - fact.mtime_ms >= f.grace_ms, "files younger than the grace");
+                    }
+                    Action::ResetFailedUnit(u) => {
+                        let fact = f.agent_units.iter().find(|x| x.unit == u).unwrap();
+                        prop_assert_eq!(fact.active_state.as_str(), "failed");
+                        prop_assert!(fact.exit_recorded, "reset before the exit was recorded");
+                    }
+                    Action::EndGuestServer(g) => {
+                        prop_assert!(!f.guest_units.contains(&g), "guest with a unit: {}", g);
+                    }
+                    Action::PruneExitRecord(p) => {
+                        let fact = f.exit_records.iter().find(|x| x.path == p).unwrap();
+                        prop_assert!(f.now_ms - fact.mtime_ms >= f.retention_ms);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn everything_else_that_is_old_enough_is_cleaned(f in facts()) {
+            let actions = decide(&f);
+            let loaded: HashSet<&str> = f.agent_units.iter().map(|u| u.session.as_str()).collect();
+            for d in &f.agent_dirs {
+                if !loaded.contains(d.owner.as_str()) && f.now_ms - d.mtime_ms >= f.grace_ms {
+                    prop_assert!(actions.contains(&Action::RemoveAgentFiles(d.path.clone())));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! `reap`, the IO part: gathers what exists, asks [`crate::reap::decide`], and carries the actions
+//! out. Runs are serialised by a lock file; directory removal is rename-then-delete, so an
+//! interrupted run leaves a `.reaping-*` name the next run finishes, never a half-made agent.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::reap::{self, Action, Facts, FileFact, UnitFact};
+use crate::supervisor::{now_ms, Supervisor};
+
+/// Files younger than this are never reaped: a spawn writes them before its unit exists.
+pub const GRACE: Duration = Duration::from_secs(60);
+/// How long to wait for another reap to finish.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// What a reap did (or, with `--dry-run`, would do).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReapReport {
+    pub dry_run: bool,
+    pub actions: Vec<Action>,
+    pub failed: Vec<String>,
+}
+
+fn mtime_ms(p: &Path) -> Option<u64> {
+    let m = std::fs::symlink_metadata(p).ok()?;
+    Some((m.mtime().max(0) as u64) * 1000 + (m.mtime_nsec().max(0) as u64) / 1_000_000)
+}
+
+fn entries(dir: &Path) -> Vec<(String, PathBuf)> {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| (e.file_name().to_string_lossy().into_owned(), e.path())).collect())
+        .unwrap_or_default()
+}
+
+impl Supervisor {
+    /// One reap; `retention` is how long exit records are kept.
+    pub async fn reap(&self, dry_run: bool, retention: Duration) -> Result<ReapReport, Error> {
+        let root = self.host.runtime_root()?;
+        crate::host::private_dir(&root)?;
+        let lock_path = root.join("reap.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(Error::io("opening", &lock_path))?;
+        let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+        let _guard = loop {
+            match nix::fcntl::Flock::lock(
+                lock.try_clone().map_err(Error::io("dup", &lock_path))?,
+                nix::fcntl::FlockArg::LockExclusiveNonblock,
+            ) {
+                Ok(g) => break g,
+                Err(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(_) => return Err(Error::Timeout { what: "another reap to finish".into(), after: LOCK_WAIT }),
+            }
+        };
+        let facts = self.reap_facts(&root, retention).await?;
+        let actions = reap::decide(&facts);
+        let mut failed = Vec::new();
+        if !dry_run {
+            for a in &actions {
+                if let Err(e) = self.carry_out(a, &root).await {
+                    failed.push(format!("{a:?}: {e}"));
+                }
+            }
+            // Finish what an interrupted run began.
+            for (name, path) in entries(&root.join("agents")) {
+                if name.starts_with(".reaping-") {
+                    let _ = std::fs::remove_dir_all(path);
+                }
+            }
+        }
+        Ok(ReapReport { dry_run, actions, failed })
+    }
+
+    async fn reap_facts(&self, root: &Path, retention: Duration) -> Result<Facts, Error> {
+        let exits_dir = crate::exits::exits_dir(&self.host.state_home);
+        let prefix = &self.config.tmux_prefix;
+        let mut agent_units = Vec::new();
+        for s in self.snapshots().await? {
+            let Some(session) = crate::naming::session_of_unit(&s.unit, prefix) else { continue };
+            let hex: String = s.invocation_id.iter().map(|b| format!("{b:02x}")).collect();
+            let exit_recorded = crate::exits::read_session(&exits_dir, session)
+                .iter()
+                .any(|r| !hex.is_empty() && r.invocation_id == hex);
+            agent_units.push(UnitFact {
+                unit: s.unit.clone(),
+                session: session.to_string(),
+                active_state: s.active_state.clone(),
+                exit_recorded,
+            });
+        }
+        let guest_pattern = format!("{}{prefix}-guest-*.service", crate::guest::GUEST_UNIT_PREFIX);
+        let guest_units = self
+            .manager()
+            .list_units(&[guest_pattern])
+            .await?
+            .into_iter()
+            .filter_map(|(u, _)| crate::guest::guest_of_unit(&u, prefix).map(str::to_string))
+            .collect();
+        let session_prefix = format!("{prefix}-");
+        let agent_dirs = entries(&root.join("agents"))
+            .into_iter()
+            .filter(|(n, _)| n.starts_with(&session_prefix))
+            .filter_map(|(n, p)| {
+                let owner = n.rsplit_once('.')?.0.to_string();
+                Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner })
+            })
+            .collect();
+        let runner_infos = entries(&crate::plan::runner_info_dir(&self.host.home))
+            .into_iter()
+            .filter(|(n, _)| n.starts_with(&session_prefix) && n.ends_with(".json"))
+            .filter_map(|(n, p)| {
+                Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner: n.trim_end_matches(".json").into() })
+            })
+            .collect();
+        let mut exit_records = Vec::new();
+        for session in crate::exits::sessions(&exits_dir) {
+            for (n, p) in entries(&exits_dir.join(&session)) {
+                // `<recorded_at ms, 16 digits>-<invocation>.json`
+                if let Some(t) = n.split('-').next().and_then(|t| t.parse::<u64>().ok()) {
+                    exit_records.push(FileFact { path: p, owner: session.clone(), mtime_ms: t });
+                }
+            }
+        }
+        let guest_sockets = entries(&self.host.tmux_socket_dir())
+            .into_iter()
+            .filter(|(n, _)| crate::guest::is_guest_name(n, prefix))
+            .filter_map(|(n, p)| Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner: n }))
+            .collect();
+        Ok(Facts {
+            now_ms: now_ms(),
+            grace_ms: GRACE.as_millis() as u64,
+            retention_ms: retention.as_millis() as u64,
+            agent_units,
+            guest_units,
+            agent_dirs,
+            runner_infos,
+            exit_records,
+            guest_sockets,
+        })
+    }
+
+    async fn carry_out(&self, a: &Action, root: &Path) -> Result<(), Error> {
+        match a {
+            Action::RemoveAgentFiles(p) => {
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let doomed = root.join("agents").join(format!(".reaping-{name}"));
+                std::fs::rename(p, &doomed).map_err(Error::io("renaming", p))?;
+                std::fs::remove_dir_all(&doomed).map_err(Error::io("removing", &doomed))
+            }
+            Action::RemoveRunnerInfo(p) | Action::PruneExitRecord(p) => match std::fs::remove_file(p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::Io { op: "removing", path: p.clone(), source: e })
+                }
+                _ => Ok(()),
+            },
+            Action::ResetFailedUnit(u) => self.manager().reset_failed(u).await,
+            Action::EndGuestServer(name) => {
+                let args = ["-L".to_string(), name.clone(), "kill-server".to_string()];
+                let _ = crate::guests::tmux(&self.host.tmux_tmpdir, &args).await;
+                let _ = std::fs::remove_file(self.host.tmux_socket_dir().join(name));
+                Ok(())
+            }
+        }
+    }
+}
