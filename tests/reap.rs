@@ -74,7 +74,7 @@ fn reap_cleans_what_is_gone_and_nothing_else() {
     assert_eq!(report["failed"], json!([]), "{report}");
     assert_eq!(actions(&report, "remove-agent-files"), [gone_dir.display().to_string()]);
     assert_eq!(actions(&report, "remove-runner-info"), [gone_info.display().to_string()]);
-    assert_eq!(actions(&report, "reset-failed-unit"), [failed.clone()]);
+    assert_eq!(actions(&report, "reset-failed-unit"), vec![failed.as_str()]);
     assert_eq!(actions(&report, "prune-exit-record"), [old_record.display().to_string()]);
     assert!(!gone_dir.exists() && !gone_info.exists() && !old_record.exists());
     assert!(live_dir.exists() && live_info.exists() && fresh_dir.exists(), "reaped a live or fresh agent's files");
@@ -111,7 +111,7 @@ fn reap_ends_stray_guest_servers_but_not_guests_with_units() {
     assert!(wait_until(Duration::from_secs(5), || tmux_dir.join(&stray).exists()));
     age(&tmux_dir.join(&stray), 3600);
     let report = env.json(&["reap", "-o", "json"], None);
-    assert_eq!(actions(&report, "end-guest-server"), [stray.clone()], "{report}");
+    assert_eq!(actions(&report, "end-guest-server"), vec![stray.as_str()], "{report}");
     assert!(wait_until(Duration::from_secs(5), || server.try_wait().unwrap().is_some()), "stray server still runs");
     assert!(!tmux_dir.join(&stray).exists());
     let list = env.json(&["guest", "list", "-o", "json"], None);
