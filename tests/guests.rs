@@ -120,6 +120,14 @@ fn bad_attach_specs_start_no_guest() {
     }
     assert_eq!(env.json(&["guest", "list", "-o", "json"], None), json!([]));
 
+    // A control URL that is not loopback is refused before any connection is made.
+    let a = live_agent(&env, "remote-url", json!({}));
+    let info = env.home.join(format!(".agent-relay/runners/{}.json", a["sessionName"].as_str().unwrap()));
+    std::fs::write(&info, json!({"controlUrl": "http://192.0.2.1:80"}).to_string()).unwrap();
+    let out = env.run(&["guest", "create", "remote-url"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not http://127.0.0.1"));
+
     // A runner that does not answer within 5 s: a clear timeout.
     live_agent(&env, "slow-runner", json!({"FAKE_RUNNER_ATTACH_DELAY_MS": "8000"}));
     let started = Instant::now();
