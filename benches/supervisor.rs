@@ -1,0 +1,400 @@
+//! Benchmarks, run against a private `systemd --user` (the same one `sandbox` starts), side by side
+//! in one run, reported as medians, p99 and ratios against baselines measured in the same run:
+//! the seed's shell-out path (`systemctl` + `systemd-run`) and a floor (a bare zbus client).
+//!
+//!     cargo bench --bench supervisor            # BENCH_SCALE=0.2 for a quick run
+//!
+//! Writes a table to stdout and `target/bench-supervisor.json`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agent_relay_systemd::config::{self, ConfigInputs};
+use agent_relay_systemd::host::HostEnv;
+use agent_relay_systemd::sandbox::PrivateManager;
+use agent_relay_systemd::{SpawnRequest, Supervisor};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use zbus::{MatchRule, MessageStream, OwnedObjectPath, OwnedVariant, Variant};
+
+struct Stats {
+    name: String,
+    n: usize,
+    median_ms: f64,
+    p99_ms: f64,
+    total_ms: f64,
+}
+
+fn stats(name: &str, mut samples: Vec<Duration>) -> Stats {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let at = |p: f64| ms(samples[((samples.len() as f64 - 1.0) * p).round() as usize]);
+    Stats {
+        name: name.into(),
+        n: samples.len(),
+        median_ms: at(0.5),
+        p99_ms: at(0.99),
+        total_ms: samples.iter().map(|d| ms(*d)).sum(),
+    }
+}
+
+struct Bench {
+    mgr: PrivateManager,
+    home: PathBuf,
+    config: PathBuf,
+    bin: PathBuf,
+    runner: PathBuf,
+}
+
+impl Bench {
+    fn env(&self, c: &mut Command) {
+        c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("HOME", &self.home);
+        c.envs(self.mgr.env());
+    }
+
+    fn cli(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        self.env(&mut c);
+        c.arg("--config").arg(&self.config).args(args);
+        c
+    }
+
+    fn systemctl(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("systemctl");
+        self.env(&mut c);
+        c.arg("--user").args(args);
+        c
+    }
+
+    fn host(&self) -> HostEnv {
+        let mut h = HostEnv::from_process();
+        let env: HashMap<String, String> = self.mgr.env().into_iter().collect();
+        h.home = self.home.clone();
+        h.runtime_dir = Some(PathBuf::from(&env["XDG_RUNTIME_DIR"]));
+        h.session_bus = Some(env["DBUS_SESSION_BUS_ADDRESS"].clone());
+        h.state_home = PathBuf::from(&env["XDG_STATE_HOME"]);
+        h.tmux_tmpdir = PathBuf::from(&env["TMUX_TMPDIR"]);
+        h.self_exe = Some(self.bin.clone());
+        h
+    }
+
+    async fn supervisor(&self) -> Supervisor {
+        let host = self.host();
+        let var = |_: &str| None;
+        let inputs = ConfigInputs { home: &self.home, os_hostname: "bench", var: &var };
+        let cfg = config::load(Some(&self.config), &inputs).unwrap();
+        Supervisor::connect(cfg, host, Duration::from_secs(30)).await.unwrap()
+    }
+
+    fn request(&self, id: &str) -> SpawnRequest {
+        serde_json::from_value(json!({
+            "provider": "claude", "cwd": self.home.join("projects/app"), "spawnRequestId": id, "lifecycle": "ephemeral"
+        }))
+        .unwrap()
+    }
+
+    /// Stops every unit this benchmark started, so each measurement starts from the same state.
+    fn clean(&self) {
+        let _ = self.systemctl(&["stop", "agent-relay-managed-*", "bench-*", "seed-*"]).status();
+        let _ = self.systemctl(&["reset-failed"]).status();
+    }
+}
+
+/// A bare client: one connection, `StartTransientUnit` + wait for `JobRemoved`.
+struct Floor {
+    conn: zbus::Connection,
+    proxy: zbus_systemd::systemd1::ManagerProxy<'static>,
+}
+
+impl Floor {
+    async fn new(addr: &str) -> Floor {
+        let conn = zbus::connection::Builder::address(addr).build().await.unwrap();
+        let proxy = zbus_systemd::systemd1::ManagerProxy::new(&conn).await.unwrap();
+        proxy.subscribe().await.unwrap();
+        Floor { conn, proxy }
+    }
+
+    async fn start(&self, unit: &str, runner: &Path) {
+        let rule = MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .interface("org.freedesktop.systemd1.Manager")
+            .member("JobRemoved")
+            .build()
+            .unwrap();
+        let mut jobs = MessageStream::for_match_rule(rule, &self.conn, None).await.unwrap();
+        let argv = vec![runner.display().to_string(), "claude".to_string()];
+        let v = |x: Variant<'static>| OwnedVariant::try_from(x).unwrap();
+        let props = vec![
+            ("Type".to_string(), v(Variant::new("exec".to_string()))),
+            ("ExecStart".to_string(), v(Variant::new(vec![(argv[0].clone(), argv.clone(), false)]))),
+        ];
+        let job = self.proxy.start_transient_unit(unit.into(), "fail".into(), props, vec![]).await.unwrap();
+        while let Some(Ok(m)) = jobs.next().await {
+            if let Ok((_, path, _, _)) = m.body().deserialize::<(u32, OwnedObjectPath, String, String)>() {
+                if path == job {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// `ListUnitsByPatterns` plus the properties a record needs, all requests in flight at once.
+    async fn list(&self, pattern: &str) -> usize {
+        let units = self.proxy.list_units_by_patterns(vec![], vec![pattern.into()]).await.unwrap();
+        let reads = units.iter().map(|u| async move {
+            let p = zbus::fdo::PropertiesProxy::builder(&self.conn)
+                .destination("org.freedesktop.systemd1")
+                .path(u.6.clone())
+                .build()
+                .await
+                .unwrap();
+            let unit = zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Unit");
+            let svc = zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Service");
+            let names_u = ["Description", "LoadState", "ActiveState", "SubState", "InvocationID", "ActiveEnterTimestamp"];
+            let names_s = [
+                "MainPID", "NRestarts", "Result", "ExecMainCode", "ExecMainStatus", "ExecMainStartTimestamp",
+                "WorkingDirectory", "LogExtraFields", "ExecMainExitTimestamp", "ExecMainPID", "MemoryMax", "MemoryHigh",
+                "TasksMax", "CPUQuotaPerSecUSec",
+            ];
+            let a = futures_util::future::join_all(names_u.iter().map(|n| p.get(unit.clone(), n)));
+            let b = futures_util::future::join_all(names_s.iter().map(|n| p.get(svc.clone(), n)));
+            let (a, b) = futures_util::future::join(a, b).await;
+            a.len() + b.len()
+        });
+        futures_util::stream::iter(reads).buffer_unordered(64).collect::<Vec<_>>().await.len()
+    }
+}
+
+fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
+    let t = Instant::now();
+    let r = f();
+    (t.elapsed(), r)
+}
+
+fn run_ok(mut c: Command) -> Vec<u8> {
+    let out = c.stdin(Stdio::null()).output().unwrap();
+    assert!(out.status.success(), "{c:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// Peak RSS (KiB) of a child, from wait4's rusage.
+fn run_peak_rss(mut c: Command) -> (Duration, u64) {
+    let t = Instant::now();
+    let child = c.stdout(Stdio::null()).stdin(Stdio::null()).spawn().unwrap();
+    let mut status = 0;
+    let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child with valid out-pointers.
+    let r = unsafe { nix::libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert!(r > 0);
+    // Reaped by wait4 above; forget the handle rather than wait on a pid that is gone.
+    std::mem::forget(child);
+    (t.elapsed(), usage.ru_maxrss as u64)
+}
+
+fn main() {
+    let scale: f64 = std::env::var("BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let n = |base: usize| ((base as f64 * scale).round() as usize).max(2);
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
+    let profile = if target.join("release/agent-relay-systemd").exists() { "release" } else { "debug" };
+    let bin = target.join(profile).join("agent-relay-systemd");
+    let runner = target.join(profile).join("examples/fake-runner");
+    assert!(bin.exists() && runner.exists(), "build first: cargo build --release --bin agent-relay-systemd --example fake-runner");
+
+    let mgr = PrivateManager::start().expect("a private systemd --user (root, systemd 252+)");
+    let home = mgr.root().join("home");
+    std::fs::create_dir_all(home.join("projects/app")).unwrap();
+    let config = home.join("orchestrator.json");
+    let cfg = json!({"baseDir": home.join("projects"), "token": "bench-token", "runnerCommand": [runner]});
+    std::fs::write(&config, cfg.to_string()).unwrap();
+    let b = Bench { mgr, home, config, bin, runner };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let bus = b.mgr.bus_address();
+    let mut rows: Vec<Stats> = Vec::new();
+    let mut extra = serde_json::Map::new();
+
+    // 1. Sequential spawn.
+    let seq = n(100);
+    let floor = rt.block_on(Floor::new(&bus));
+    let mut s = Vec::new();
+    for i in 0..seq {
+        let (d, _) = time(|| rt.block_on(floor.start(&format!("bench-floor-{i}.service"), &b.runner)));
+        s.push(d);
+    }
+    rows.push(stats("spawn seq: floor (bare StartTransientUnit + job)", s));
+    b.clean();
+    let sup = rt.block_on(b.supervisor());
+    let mut s = Vec::new();
+    for i in 0..seq {
+        let req = b.request(&format!("lib-{i}"));
+        let (d, r) = time(|| rt.block_on(sup.spawn(&req)));
+        assert!(r.unwrap().agent.pid.is_some());
+        s.push(d);
+    }
+    rows.push(stats("spawn seq: library", s));
+    b.clean();
+    let mut s = Vec::new();
+    for i in 0..seq {
+        let body = serde_json::to_vec(&json!({"provider": "claude", "cwd": b.home.join("projects/app"),
+            "spawnRequestId": format!("cli-{i}"), "lifecycle": "ephemeral"}))
+        .unwrap();
+        let mut c = b.cli(&["spawn", "-o", "json"]);
+        let (d, out) = time(|| {
+            let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+            std::io::Write::write_all(&mut child.stdin.take().unwrap(), &body).unwrap();
+            child.wait_with_output().unwrap()
+        });
+        assert!(out.status.success());
+        s.push(d);
+    }
+    rows.push(stats("spawn seq: CLI (whole process, MainPID known)", s));
+    b.clean();
+    let mut s = Vec::new();
+    let logs = b.home.join("seed-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    for i in 0..seq {
+        let unit = format!("seed-{i}");
+        let log = logs.join(format!("{unit}.log")).display().to_string();
+        let (d, _) = time(|| {
+            let _ = b.systemctl(&["stop", &format!("{unit}.service")]).status();
+            run_ok({
+                let mut c = Command::new("systemd-run");
+                b.env(&mut c);
+                c.args(["--user", &format!("--unit={unit}"), "--collect", "-p", "KillMode=control-group"]);
+                c.args(["-p", &format!("StandardOutput=append:{log}"), "-p", &format!("StandardError=append:{log}")]);
+                c.arg(&b.runner).arg("claude");
+                c
+            });
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                let out = run_ok(b.systemctl(&["show", "-p", "MainPID", "--value", &format!("{unit}.service")]));
+                if String::from_utf8_lossy(&out).trim().parse::<u32>().unwrap_or(0) > 0 || Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        s.push(d);
+    }
+    rows.push(stats("spawn seq: seed path (systemctl stop + systemd-run + show poll)", s));
+    b.clean();
+
+    // 2. Concurrent spawn.
+    let conc = n(200);
+    let names: Vec<String> = (0..conc).map(|i| format!("bench-cfloor-{i}.service")).collect();
+    let (d, _) = time(|| rt.block_on(futures_util::future::join_all(names.iter().map(|u| floor.start(u, &b.runner)))));
+    rows.push(stats(&format!("spawn {conc} concurrent: floor (wall)"), vec![d]));
+    b.clean();
+    let reqs: Vec<SpawnRequest> = (0..conc).map(|i| b.request(&format!("conc-{i}"))).collect();
+    let (d, res) = time(|| rt.block_on(futures_util::future::join_all(reqs.iter().map(|r| sup.spawn(r)))));
+    assert!(res.iter().all(|r| r.is_ok()));
+    rows.push(stats(&format!("spawn {conc} concurrent: library (wall)"), vec![d]));
+    b.clean();
+
+    // 3. List of many settled agents.
+    let many = n(500);
+    let reqs: Vec<SpawnRequest> = (0..many).map(|i| b.request(&format!("list-{i}"))).collect();
+    for chunk in reqs.chunks(50) {
+        let r = rt.block_on(futures_util::future::join_all(chunk.iter().map(|r| sup.spawn(r))));
+        assert!(r.iter().all(|r| r.is_ok()));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let reps = 10;
+    let s: Vec<Duration> = (0..reps).map(|_| time(|| run_ok(b.cli(&["list", "-o", "json"]))).0).collect();
+    let listed: Value = serde_json::from_slice(&run_ok(b.cli(&["list", "-o", "json"]))).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), many);
+    rows.push(stats(&format!("list {many}: CLI list -o json (whole process)"), s));
+    let s: Vec<Duration> =
+        (0..reps).map(|_| time(|| rt.block_on(floor.list("agent-relay-managed-ar-*.service"))).0).collect();
+    rows.push(stats(&format!("list {many}: floor (ListUnitsByPatterns + pipelined Gets)"), s));
+    let units: Vec<String> = listed.as_array().unwrap().iter().map(|a| a["systemdUnit"].as_str().unwrap().to_string()).collect();
+    let (d, _) = time(|| {
+        for u in &units {
+            run_ok(b.systemctl(&["show", u]));
+        }
+    });
+    rows.push(stats(&format!("list {many}: seed (one systemctl show per agent)"), vec![d]));
+    let (_, rss) = run_peak_rss(b.cli(&["list", "-o", "json"]));
+    extra.insert("listPeakRssKiB".into(), json!(rss));
+
+    // 5. watch following many agents: peak RSS.
+    let mut w = b.cli(&["watch", "-o", "json"]).stdout(Stdio::piped()).spawn().unwrap();
+    let out = w.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(out).lines().map_while(Result::ok).count()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let hwm = std::fs::read_to_string(format!("/proc/{}/status", w.id()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches(" kB").parse::<u64>().unwrap()))
+        .unwrap();
+    extra.insert("watchPeakRssKiB".into(), json!(hwm));
+    b.clean();
+
+    // 4. Exit detection: process death → watch line.
+    let exits = n(200);
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, Value)>();
+    let mut w2 = b.cli(&["watch", "-o", "json"]).stdout(Stdio::piped()).spawn().unwrap();
+    let out2 = w2.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out2).lines().map_while(Result::ok) {
+            let _ = tx.send((Instant::now(), serde_json::from_str(&l).unwrap()));
+        }
+    });
+    while rx.recv_timeout(Duration::from_secs(10)).map(|(_, v)| v["type"] != "ready").unwrap_or(false) {}
+    let mut lat = Vec::new();
+    for i in 0..exits {
+        let req: SpawnRequest = serde_json::from_value(json!({
+            "provider": "claude", "cwd": b.home.join("projects/app"), "spawnRequestId": format!("exit-{i}"),
+            "lifecycle": "ephemeral", "env": {"FAKE_RUNNER_EXIT_AFTER_MS": "100"}
+        }))
+        .unwrap();
+        let agent = rt.block_on(sup.spawn(&req)).unwrap().agent;
+        loop {
+            let (seen, v) = rx.recv_timeout(Duration::from_secs(10)).expect("exit event");
+            if v["type"] == "exited" && v["unit"] == json!(agent.systemd_unit) {
+                let text = std::fs::read_to_string(&agent.log_file).unwrap();
+                let at: u64 = text.lines().find_map(|l| l.split(" at=").nth(1)?.trim().parse().ok()).unwrap();
+                let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+                let seen_ms = now_ms - seen.elapsed().as_millis() as u64;
+                lat.push(Duration::from_millis(seen_ms.saturating_sub(at)));
+                break;
+            }
+        }
+    }
+    rows.push(stats(&format!("exit detection over {exits} exits (death → watch line)"), lat));
+    let _ = w.kill();
+    let _ = w.wait();
+    let _ = w2.kill();
+    let _ = w2.wait();
+    let _ = reader.join();
+    b.clean();
+
+    // Report.
+    let by = |prefix: &str| rows.iter().find(|r| r.name.starts_with(prefix)).map(|r| r.median_ms).unwrap_or(f64::NAN);
+    let total = |prefix: &str| rows.iter().find(|r| r.name.starts_with(prefix)).map(|r| r.total_ms).unwrap_or(f64::NAN);
+    let ratios = json!({
+        "seedPath/cli (spawn, ≥3 wanted)": by("spawn seq: seed") / by("spawn seq: CLI"),
+        "library/floor (spawn, ≤1.3 wanted)": by("spawn seq: library") / by("spawn seq: floor"),
+        "library/floor (concurrent, ≤1.5 wanted)": total(&format!("spawn {conc} concurrent: library")) / total(&format!("spawn {conc} concurrent: floor")),
+        "seed/cli (list, ≥20 wanted)": total(&format!("list {many}: seed")) / by(&format!("list {many}: CLI")),
+        "cli/floor (list, ≤1.5 wanted)": by(&format!("list {many}: CLI")) / by(&format!("list {many}: floor")),
+    });
+    println!("{:<66} {:>5} {:>10} {:>10} {:>10}", "measurement", "n", "median ms", "p99 ms", "total ms");
+    for r in &rows {
+        println!("{:<66} {:>5} {:>10.2} {:>10.2} {:>10.1}", r.name, r.n, r.median_ms, r.p99_ms, r.total_ms);
+    }
+    println!("ratios: {}", serde_json::to_string_pretty(&ratios).unwrap());
+    println!("memory: {}", Value::Object(extra.clone()));
+    let report = json!({
+        "rows": rows.iter().map(|r| json!({"name": r.name, "n": r.n, "medianMs": r.median_ms, "p99Ms": r.p99_ms, "totalMs": r.total_ms})).collect::<Vec<_>>(),
+        "ratios": ratios, "memory": extra, "profile": profile, "scale": scale,
+    });
+    std::fs::write(target.join("bench-supervisor.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    drop(sup);
+    b.mgr.stop();
+}
