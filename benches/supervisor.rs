@@ -152,11 +152,23 @@ impl Floor {
                 .unwrap();
             let unit = zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Unit");
             let svc = zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Service");
-            let names_u = ["Description", "LoadState", "ActiveState", "SubState", "InvocationID", "ActiveEnterTimestamp"];
+            let names_u =
+                ["Description", "LoadState", "ActiveState", "SubState", "InvocationID", "ActiveEnterTimestamp"];
             let names_s = [
-                "MainPID", "NRestarts", "Result", "ExecMainCode", "ExecMainStatus", "ExecMainStartTimestamp",
-                "WorkingDirectory", "LogExtraFields", "ExecMainExitTimestamp", "ExecMainPID", "MemoryMax", "MemoryHigh",
-                "TasksMax", "CPUQuotaPerSecUSec",
+                "MainPID",
+                "NRestarts",
+                "Result",
+                "ExecMainCode",
+                "ExecMainStatus",
+                "ExecMainStartTimestamp",
+                "WorkingDirectory",
+                "LogExtraFields",
+                "ExecMainExitTimestamp",
+                "ExecMainPID",
+                "MemoryMax",
+                "MemoryHigh",
+                "TasksMax",
+                "CPUQuotaPerSecUSec",
             ];
             let a = futures_util::future::join_all(names_u.iter().map(|n| p.get(unit.clone(), n)));
             let b = futures_util::future::join_all(names_s.iter().map(|n| p.get(svc.clone(), n)));
@@ -200,7 +212,10 @@ fn main() {
     let profile = if target.join("release/agent-relay-systemd").exists() { "release" } else { "debug" };
     let bin = target.join(profile).join("agent-relay-systemd");
     let runner = target.join(profile).join("examples/fake-runner");
-    assert!(bin.exists() && runner.exists(), "build first: cargo build --release --bin agent-relay-systemd --example fake-runner");
+    assert!(
+        bin.exists() && runner.exists(),
+        "build first: cargo build --release --bin agent-relay-systemd --example fake-runner"
+    );
 
     let mgr = PrivateManager::start().expect("a private systemd --user (root, systemd 252+)");
     let home = mgr.root().join("home");
@@ -308,7 +323,8 @@ fn main() {
     let s: Vec<Duration> =
         (0..reps).map(|_| time(|| rt.block_on(floor.list("agent-relay-managed-ar-*.service"))).0).collect();
     rows.push(stats(&format!("list {many}: floor (ListUnitsByPatterns + pipelined Gets)"), s));
-    let units: Vec<String> = listed.as_array().unwrap().iter().map(|a| a["systemdUnit"].as_str().unwrap().to_string()).collect();
+    let units: Vec<String> =
+        listed.as_array().unwrap().iter().map(|a| a["systemdUnit"].as_str().unwrap().to_string()).collect();
     let (d, _) = time(|| {
         for u in &units {
             run_ok(b.systemctl(&["show", u]));
@@ -359,7 +375,8 @@ fn main() {
             if v["type"] == "exited" && v["unit"] == json!(agent.systemd_unit) {
                 let text = std::fs::read_to_string(&agent.log_file).unwrap();
                 let at: u64 = text.lines().find_map(|l| l.split(" at=").nth(1)?.trim().parse().ok()).unwrap();
-                let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+                let now_ms =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
                 let seen_ms = now_ms - seen.elapsed().as_millis() as u64;
                 lat.push(Duration::from_millis(seen_ms.saturating_sub(at)));
                 break;

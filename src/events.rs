@@ -127,6 +127,23 @@ pub fn transitions(old: Option<&View>, new: Option<&View>) -> Vec<Transition> {
     out
 }
 
+/// `agent-relay.…` → `/org/freedesktop/systemd1/unit/agent_2drelay_2e…` (sd_bus_path_encode):
+/// a unit's object path without asking for it.
+pub fn path_of_unit(unit: &str) -> String {
+    let mut out = String::from("/org/freedesktop/systemd1/unit/");
+    if unit.is_empty() {
+        out.push('_');
+    }
+    for b in unit.bytes() {
+        if b.is_ascii_alphanumeric() {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("_{b:02x}"));
+        }
+    }
+    out
+}
+
 /// `/org/freedesktop/systemd1/unit/agent_2drelay_2e…` → `agent-relay.…` (sd_bus_path_decode).
 pub fn unit_of_path(path: &str) -> Option<String> {
     let label = path.strip_prefix("/org/freedesktop/systemd1/unit/")?;
@@ -200,6 +217,12 @@ mod tests {
         let gone = transitions(Some(&v("active", "running", 5)), None);
         assert_eq!(kinds(&gone), [Kind::Exited, Kind::Stopped, Kind::Removed]);
         assert_eq!(gone[0].exit.as_ref().unwrap().kind, ExitKind::Unknown, "vanished is never a success");
+    }
+
+    #[test]
+    fn paths_round_trip() {
+        let u = "agent-relay-managed-ar-claude-x_1.service";
+        assert_eq!(unit_of_path(&path_of_unit(u)).as_deref(), Some(u));
     }
 
     #[test]

@@ -195,7 +195,8 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), Error> {
         .mode(0o600)
         .open(path)
         .map_err(Error::io("creating", path))?;
-    f.write_all(contents).and_then(|_| f.sync_all()).map_err(Error::io("writing", path))
+    // No fsync: these live in the runtime dir (tmpfs), gone at reboot by design.
+    f.write_all(contents).map_err(Error::io("writing", path))
 }
 
 /// Files a spawn made; removed again unless [`SpawnFiles::keep`] is called.

@@ -108,9 +108,14 @@ impl Supervisor {
             match self.mgr.start_transient(&plan.unit, &props, self.mgr.timeout()).await {
                 Ok(job) if job.result == "done" => {
                     files.keep();
-                    let agent = self.record_of(&plan.unit).await?.ok_or_else(|| Error::SpawnFailed {
+                    // Everything but the run's pid, invocation and times is what we just set.
+                    let mut snap = self.mgr.started_view(&plan.unit).await?;
+                    snap.description = plan.description.clone();
+                    snap.working_directory = plan.cwd.display().to_string();
+                    snap.log_extra_fields = plan.meta.to_log_extra_fields();
+                    let agent = to_record(&snap).ok_or_else(|| Error::SpawnFailed {
                         unit: plan.unit.clone(),
-                        detail: "the unit vanished right after starting".into(),
+                        detail: "the unit carries no agent metadata".into(),
                     })?;
                     return Ok(SpawnOutcome { created: true, agent });
                 }

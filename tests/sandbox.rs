@@ -3,31 +3,86 @@
 
 mod common;
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use agent_relay_systemd::sandbox::PrivateManager;
+use agent_relay_systemd::sandbox::{run_sandboxed, PrivateManager};
 use common::{bin, pid_alive, wait_until};
+
+const STATES: [&str; 4] = ["initializing", "starting", "running", "degraded"];
+
+fn start() -> PrivateManager {
+    PrivateManager::start().expect("start a private systemd --user (needs root, systemd and dbus-user-session)")
+}
+
+fn run(mgr: &PrivateManager, args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).envs(mgr.env()).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The manager's cgroup directories, as the kernel reports them in /proc/PID/cgroup.
+fn cgroups_of(pid: u32) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let v2 = if std::path::Path::new("/sys/fs/cgroup/unified").is_dir() { "unified" } else { "" };
+    let mut dirs: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+            let top = path.trim_start_matches('/').split('/').next()?;
+            let hierarchy = match controllers {
+                "" => v2,
+                "name=systemd" => "systemd",
+                _ => return None,
+            };
+            top.starts_with("agent-relay-sandbox-").then(|| PathBuf::from("/sys/fs/cgroup").join(hierarchy).join(top))
+        })
+        .collect();
+    dirs.dedup();
+    dirs
+}
 
 #[test]
 fn a_private_manager_runs_units_and_leaves_nothing_behind() {
-    let mgr = PrivateManager::start().expect("start a private systemd --user (needs root and systemd)");
-    let run = |args: &[&str]| {
-        let out = Command::new(args[0]).args(&args[1..]).envs(mgr.env()).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    let state = run(&["systemctl", "--user", "is-system-running"]);
-    assert!(["initializing", "starting", "running", "degraded"].contains(&state.as_str()), "manager state {state:?}");
-    run(&["systemd-run", "--user", "--unit=sbx-probe", "-p", "Type=exec", "/bin/sleep", "60"]);
-    let pid: u64 = run(&["systemctl", "--user", "show", "sbx-probe", "-p", "MainPID", "--value"]).parse().unwrap();
-    assert!(pid > 0 && pid_alive(pid));
+    let mgr = start();
+    let state = run(&mgr, &["timeout", "10", "systemctl", "--user", "is-system-running", "--wait"]);
+    assert!(["running", "degraded"].contains(&state.as_str()), "manager state {state:?}");
+    run(&mgr, &["systemd-run", "--user", "--unit=sbx-probe", "-p", "Type=exec", "/bin/sleep", "60"]);
+    let pid: u64 =
+        run(&mgr, &["systemctl", "--user", "show", "sbx-probe", "-p", "MainPID", "--value"]).parse().unwrap();
+    assert!(pid > 0 && std::path::Path::new(&format!("/proc/{pid}")).exists(), "MainPID {pid}");
+    let cgroups = cgroups_of(mgr.pid());
+    assert!(!cgroups.is_empty() && cgroups.iter().all(|c| c.is_dir()), "manager not in its own cgroup: {cgroups:?}");
     let root = mgr.root().to_path_buf();
-    let other = PrivateManager::start().unwrap();
-    assert_ne!(other.runtime_dir(), mgr.runtime_dir(), "managers side by side are separate");
-    other.stop();
     mgr.stop();
     assert!(wait_until(Duration::from_secs(5), || !pid_alive(pid)), "unit process survived the manager");
     assert!(!root.exists(), "temp dir {} left behind", root.display());
+    for c in cgroups {
+        assert!(!c.exists(), "cgroup {} left behind", c.display());
+    }
+}
+
+#[test]
+fn two_managers_run_side_by_side() {
+    let (a, b) = (start(), start());
+    assert_ne!(a.runtime_dir(), b.runtime_dir(), "managers side by side are separate");
+    assert_ne!(cgroups_of(a.pid()), cgroups_of(b.pid()));
+    for m in [&a, &b] {
+        assert!(STATES.contains(&run(m, &["systemctl", "--user", "is-system-running"]).as_str()));
+    }
+    let root = a.root().to_path_buf();
+    a.stop();
+    assert!(!root.exists());
+    assert!(STATES.contains(&run(&b, &["systemctl", "--user", "is-system-running"]).as_str()), "b outlives a");
+}
+
+#[test]
+fn run_sandboxed_returns_the_exit_code() {
+    let cmd: Vec<String> = ["sh", "-c", "exit 7"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(run_sandboxed(&cmd).unwrap(), 7);
+    assert!(run_sandboxed(&[]).is_err());
 }
 
 #[test]
@@ -44,5 +99,23 @@ fn the_sandbox_verb_passes_the_exit_code_and_the_environment() {
         .unwrap();
     assert_eq!(out.status.code(), Some(7), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(["initializing", "starting", "running", "degraded"].contains(&stdout.trim()), "{stdout}");
+    assert!(STATES.contains(&stdout.trim()), "{stdout}");
+}
+
+#[test]
+fn sigterm_to_the_sandbox_verb_still_tears_down() {
+    let mut child = Command::new(bin())
+        .args(["sandbox", "--", "sh", "-c", "echo \"$XDG_RUNTIME_DIR\"; exec sleep 60"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let runtime = PathBuf::from(line.trim());
+    assert!(runtime.join("bus").exists(), "{runtime:?}");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + 15), "the command got the SIGTERM");
+    assert!(!runtime.exists(), "{} left behind", runtime.display());
 }

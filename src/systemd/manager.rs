@@ -260,6 +260,45 @@ impl Manager {
         }
     }
 
+    /// What a just-started unit adds to what the spawn already knows: 9 reads, one round trip,
+    /// on the path derived from the name (no `GetUnit`).
+    pub async fn started_view(&self, unit: &str) -> Result<UnitSnapshot, Error> {
+        let path =
+            OwnedObjectPath::try_from(crate::events::path_of_unit(unit)).map_err(|e| map_err(unit, self.timeout, e))?;
+        let u = UnitProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No).build();
+        let s = ServiceProxy::builder(&self.conn).path(path).cache_properties(CacheProperties::No).build();
+        let what = format!("reading properties of {unit}");
+        let read = async {
+            let (u, s) = futures_util::try_join!(u, s)?;
+            let (active_state, sub_state, invocation_id, main_pid, exec_main_start_us) = futures_util::try_join!(
+                u.active_state(),
+                u.sub_state(),
+                u.invocation_id(),
+                s.main_pid(),
+                s.exec_main_start_timestamp()
+            )?;
+            // Limits as systemd applied them (defaults such as DefaultTasksMax= included).
+            let (memory_max, memory_high, tasks_max, cpu_quota_per_sec_usec) =
+                futures_util::try_join!(s.memory_max(), s.memory_high(), s.tasks_max(), s.cpu_quota_per_sec_u_sec())?;
+            Ok::<_, zbus::Error>(UnitSnapshot {
+                memory_max,
+                memory_high,
+                tasks_max,
+                cpu_quota_per_sec_usec,
+                unit: unit.to_string(),
+                load_state: "loaded".into(),
+                active_state,
+                sub_state,
+                invocation_id,
+                main_pid,
+                exec_main_start_us,
+                result: "success".into(),
+                ..Default::default()
+            })
+        };
+        self.bounded(&what, read).await
+    }
+
     /// `StopUnit` (mode `replace`); returns the job, `None` when the unit is not loaded.
     pub async fn stop_unit(&self, unit: &str) -> Result<Option<OwnedObjectPath>, Error> {
         let call = async { self.proxy.stop_unit(unit.to_string(), "replace".to_string()).await.map(Some) };
