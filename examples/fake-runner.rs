@@ -33,7 +33,10 @@ fn main() {
     let argv: Vec<String> = std::env::args().collect();
     let pid = std::process::id();
     say(&format!("FAKE-RUNNER START pid={pid} argv={}", serde_json::to_string(&argv).unwrap()));
-    // Names only: values may be secrets, and a log is no place for them.
+    // The whole environment, secrets included: tests check what the runner received. The keys
+    // again on their own line, for the demo to show without values.
+    let env: serde_json::Map<String, serde_json::Value> = std::env::vars().map(|(k, v)| (k, v.into())).collect();
+    say(&format!("FAKE-RUNNER ENV {}", serde_json::Value::Object(env)));
     let mut keys: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
     keys.sort();
     say(&format!("FAKE-RUNNER ENV-KEYS {}", keys.join(",")));
@@ -119,28 +122,48 @@ fn serve_control(info_path: &str, provider: &str, cwd: &str, pid: u32) {
         .to_string()
     });
     let delay = var("FAKE_RUNNER_ATTACH_DELAY_MS").and_then(|v| v.parse::<u64>().ok());
+    let spec = std::sync::Arc::new(spec);
     std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut stream = stream;
-            let mut buf = [0u8; 4096];
-            let n = stream.read(&mut buf).unwrap_or(0);
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let target = head.split_whitespace().nth(1).unwrap_or("");
-            let (status, body) = match target {
-                "/terminal/attach-spec" => {
-                    if let Some(ms) = delay {
-                        std::thread::sleep(Duration::from_millis(ms));
+        for mut stream in listener.incoming().flatten() {
+            let spec = spec.clone();
+            // One thread per connection: a delayed attach-spec must not hold up /health.
+            std::thread::spawn(move || {
+                let target = read_target(&mut stream);
+                let (status, body) = match target.as_str() {
+                    "/terminal/attach-spec" => {
+                        if let Some(ms) = delay {
+                            std::thread::sleep(Duration::from_millis(ms));
+                        }
+                        ("200 OK", spec.to_string())
                     }
-                    ("200 OK", spec.clone())
-                }
-                "/health" => ("200 OK", "{\"ok\":true}".to_string()),
-                _ => ("404 Not Found", "{\"error\":\"not found\"}".to_string()),
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
+                    "/health" => ("200 OK", "{\"ok\":true}".to_string()),
+                    _ => ("404 Not Found", "{\"error\":\"not found\"}".to_string()),
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
         }
     });
+}
+
+/// Reads the request head (up to 16 KiB) and returns the target of a GET, or "" for anything else.
+fn read_target(stream: &mut std::net::TcpStream) -> String {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let mut words = head.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some("GET"), Some(target)) => target.to_string(),
+        _ => String::new(),
+    }
 }

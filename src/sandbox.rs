@@ -328,7 +328,10 @@ fn run_blocked(prog: &str, args: &[String], set: &SigSet, old: SigSet) -> Result
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => {}
-            Err(e) => return Err(SandboxError::Io { what: "waiting for", path: prog.into(), source: e }),
+            Err(e) => {
+                let _ = child.kill();
+                return Err(SandboxError::Io { what: "waiting for", path: prog.into(), source: e });
+            }
         }
         if let Some(sig) = take_signal(set, Duration::from_millis(20)) {
             let _ = Signal::try_from(sig).map(|s| kill(pid, s));

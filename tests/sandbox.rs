@@ -119,3 +119,9 @@ fn sigterm_to_the_sandbox_verb_still_tears_down() {
     assert_eq!(status.code(), Some(128 + 15), "the command got the SIGTERM");
     assert!(!runtime.exists(), "{} left behind", runtime.display());
 }
+
+#[test]
+fn a_manager_not_ready_in_time_is_an_error() {
+    let err = PrivateManager::start_with_timeout(Duration::ZERO).err().expect("not ready in no time");
+    assert!(err.to_string().contains("not ready within"), "{err}");
+}
