@@ -33,10 +33,8 @@ fn main() {
     let argv: Vec<String> = std::env::args().collect();
     let pid = std::process::id();
     say(&format!("FAKE-RUNNER START pid={pid} argv={}", serde_json::to_string(&argv).unwrap()));
-    // The whole environment, secrets included: tests check what the runner received. The keys
-    // again on their own line, for the demo to show without values.
-    let env: serde_json::Map<String, serde_json::Value> = std::env::vars().map(|(k, v)| (k, v.into())).collect();
-    say(&format!("FAKE-RUNNER ENV {}", serde_json::Value::Object(env)));
+    // Names only: values may be secrets, and a log is no place for them (tests read the values
+    // from /proc/PID/environ instead).
     let mut keys: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
     keys.sort();
     say(&format!("FAKE-RUNNER ENV-KEYS {}", keys.join(",")));
