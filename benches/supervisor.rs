@@ -152,8 +152,8 @@ impl Floor {
                 .unwrap();
             let unit = zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Unit");
             let svc = zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Service");
-            let names_u =
-                ["Description", "LoadState", "ActiveState", "SubState", "InvocationID", "ActiveEnterTimestamp"];
+            // What a record needs beyond the listing's own columns (name, description, states).
+            let names_u = ["InvocationID", "ActiveEnterTimestamp"];
             let names_s = [
                 "MainPID",
                 "NRestarts",
@@ -163,8 +163,6 @@ impl Floor {
                 "ExecMainStartTimestamp",
                 "WorkingDirectory",
                 "LogExtraFields",
-                "ExecMainExitTimestamp",
-                "ExecMainPID",
                 "MemoryMax",
                 "MemoryHigh",
                 "TasksMax",

@@ -176,9 +176,9 @@ impl Supervisor {
     }
 
     async fn snapshots_matching(&self, pattern: &str) -> Result<Vec<UnitSnapshot>, Error> {
-        let units = self.mgr.list_units(&[pattern.to_string()]).await?;
+        let units = self.mgr.list_units_full(&[pattern.to_string()]).await?;
         let reads = futures_util::stream::iter(units)
-            .map(|(name, path)| async move { (self.mgr.snapshot(&name, &path).await, name) })
+            .map(|l| async move { (self.mgr.snapshot_listed(&l).await, l.unit) })
             .buffer_unordered(READ_CONCURRENCY)
             .collect::<Vec<_>>()
             .await;

@@ -19,6 +19,17 @@ use crate::unit::Property;
 const UNIT_EXISTS: &str = "org.freedesktop.systemd1.UnitExists";
 const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
 
+/// One row of `ListUnitsByPatterns`.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub unit: String,
+    pub description: String,
+    pub load_state: String,
+    pub active_state: String,
+    pub sub_state: String,
+    pub path: OwnedObjectPath,
+}
+
 /// `JobRemoved` signals of the manager.
 pub struct JobStream(MessageStream);
 
@@ -160,6 +171,77 @@ impl Manager {
             Ok(None) => Err(Error::ManagerUnreachable { detail: "the manager's signal stream ended".into() }),
             Err(_) => Err(Error::Timeout { what: format!("the job of {unit} to finish"), after: wait }),
         }
+    }
+
+    /// Loaded units matching the globs, with what the listing itself says of each.
+    pub async fn list_units_full(&self, patterns: &[String]) -> Result<Vec<Listed>, Error> {
+        let units = self
+            .bounded("ListUnitsByPatterns", self.proxy.list_units_by_patterns(Vec::new(), patterns.to_vec()))
+            .await?;
+        Ok(units
+            .into_iter()
+            .map(|u| Listed {
+                unit: u.0,
+                description: u.1,
+                load_state: u.2,
+                active_state: u.3,
+                sub_state: u.4,
+                path: u.6,
+            })
+            .collect())
+    }
+
+    /// The properties a list record needs beyond what the listing carried: 14 reads in flight at
+    /// once (the exit timestamp and pid, needed only by `diagnose`, are left out).
+    pub async fn snapshot_listed(&self, l: &Listed) -> Result<UnitSnapshot, Error> {
+        let u = UnitProxy::builder(&self.conn).path(l.path.clone()).cache_properties(CacheProperties::No).build();
+        let s = ServiceProxy::builder(&self.conn).path(l.path.clone()).cache_properties(CacheProperties::No).build();
+        let what = format!("reading properties of {}", l.unit);
+        let read = async {
+            let (u, s) = futures_util::try_join!(u, s)?;
+            let (invocation_id, active_enter_us, main_pid, n_restarts, result, exec_main_code, exec_main_status) = futures_util::try_join!(
+                u.invocation_id(),
+                u.active_enter_timestamp(),
+                s.main_pid(),
+                s.n_restarts(),
+                s.result(),
+                s.exec_main_code(),
+                s.exec_main_status()
+            )?;
+            let (exec_main_start_us, working_directory, log_extra_fields, memory_max, memory_high, tasks_max, cpu) = futures_util::try_join!(
+                s.exec_main_start_timestamp(),
+                s.working_directory(),
+                s.log_extra_fields(),
+                s.memory_max(),
+                s.memory_high(),
+                s.tasks_max(),
+                s.cpu_quota_per_sec_u_sec()
+            )?;
+            Ok::<_, zbus::Error>(UnitSnapshot {
+                unit: l.unit.clone(),
+                description: l.description.clone(),
+                load_state: l.load_state.clone(),
+                active_state: l.active_state.clone(),
+                sub_state: l.sub_state.clone(),
+                invocation_id,
+                main_pid,
+                n_restarts,
+                result,
+                exec_main_code,
+                exec_main_status,
+                exec_main_start_us,
+                exec_main_exit_us: 0,
+                exec_main_pid: 0,
+                memory_max,
+                memory_high,
+                tasks_max,
+                cpu_quota_per_sec_usec: cpu,
+                active_enter_us,
+                working_directory,
+                log_extra_fields,
+            })
+        };
+        self.bounded(&what, read).await
     }
 
     /// Loaded units whose names match the globs, with their object paths.
