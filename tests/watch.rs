@@ -11,6 +11,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::*;
 use serde_json::{json, Value};
 
+/// These tests measure latency; run them one at a time so they do not load each other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
@@ -86,6 +93,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 #[test]
 fn watch_reports_each_death_fast_and_exactly() {
+    let _serial = serial();
     let n: usize = std::env::var("AGENT_RELAY_TEST_EXITS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
     let env = Env::new();
     let watch = Watch::start(&env);
@@ -119,6 +127,7 @@ fn watch_reports_each_death_fast_and_exactly() {
 
 #[test]
 fn twenty_daemon_reloads_report_nothing_false() {
+    let _serial = serial();
     let env = Env::new();
     for i in 0..3 {
         env.spawn(&env.request(json!({"spawnRequestId": format!("steady-{i}")})));
@@ -144,6 +153,7 @@ fn twenty_daemon_reloads_report_nothing_false() {
 
 #[test]
 fn watch_follows_a_reexecuted_manager_and_reports_an_exit_across_it() {
+    let _serial = serial();
     let env = Env::new();
     let watch = Watch::start(&env);
     env.spawn(&env.request(json!({
@@ -161,6 +171,7 @@ fn watch_follows_a_reexecuted_manager_and_reports_an_exit_across_it() {
 
 #[test]
 fn a_slow_reader_loses_events_visibly_and_never_stalls_the_watcher() {
+    let _serial = serial();
     let env = Env::new();
     let mut child = env.cli().args(["watch", "-o", "json", "--queue", "4"]).stdout(Stdio::piped()).spawn().unwrap();
     let pid = child.id();
