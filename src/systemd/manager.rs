@@ -194,54 +194,56 @@ impl Manager {
     /// The properties a list record needs beyond what the listing carried: 14 reads in flight at
     /// once (the exit timestamp and pid, needed only by `diagnose`, are left out).
     pub async fn snapshot_listed(&self, l: &Listed) -> Result<UnitSnapshot, Error> {
-        let u = UnitProxy::builder(&self.conn).path(l.path.clone()).cache_properties(CacheProperties::No).build();
-        let s = ServiceProxy::builder(&self.conn).path(l.path.clone()).cache_properties(CacheProperties::No).build();
         let what = format!("reading properties of {}", l.unit);
-        let read = async {
-            let (u, s) = futures_util::try_join!(u, s)?;
-            let (invocation_id, active_enter_us, main_pid, n_restarts, result, exec_main_code, exec_main_status) = futures_util::try_join!(
-                u.invocation_id(),
-                u.active_enter_timestamp(),
-                s.main_pid(),
-                s.n_restarts(),
-                s.result(),
-                s.exec_main_code(),
-                s.exec_main_status()
-            )?;
-            let (exec_main_start_us, working_directory, log_extra_fields, memory_max, memory_high, tasks_max, cpu) = futures_util::try_join!(
-                s.exec_main_start_timestamp(),
-                s.working_directory(),
-                s.log_extra_fields(),
-                s.memory_max(),
-                s.memory_high(),
-                s.tasks_max(),
-                s.cpu_quota_per_sec_u_sec()
-            )?;
-            Ok::<_, zbus::Error>(UnitSnapshot {
-                unit: l.unit.clone(),
-                description: l.description.clone(),
-                load_state: l.load_state.clone(),
-                active_state: l.active_state.clone(),
-                sub_state: l.sub_state.clone(),
-                invocation_id,
-                main_pid,
-                n_restarts,
-                result,
-                exec_main_code,
-                exec_main_status,
-                exec_main_start_us,
-                exec_main_exit_us: 0,
-                exec_main_pid: 0,
-                memory_max,
-                memory_high,
-                tasks_max,
-                cpu_quota_per_sec_usec: cpu,
-                active_enter_us,
-                working_directory,
-                log_extra_fields,
-            })
-        };
-        self.bounded(&what, read).await
+        let mut snap = self.bounded(&what, self.read_core(&l.unit, &l.path)).await?;
+        snap.description = l.description.clone();
+        snap.load_state = l.load_state.clone();
+        snap.active_state = l.active_state.clone();
+        snap.sub_state = l.sub_state.clone();
+        Ok(snap)
+    }
+
+    /// The 14 reads every record needs, in flight at once.
+    async fn read_core(&self, unit: &str, path: &OwnedObjectPath) -> zbus::Result<UnitSnapshot> {
+        let u = UnitProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No).build();
+        let s = ServiceProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No).build();
+        let (u, s) = futures_util::try_join!(u, s)?;
+        let (invocation_id, active_enter_us, main_pid, n_restarts, result, exec_main_code, exec_main_status) = futures_util::try_join!(
+            u.invocation_id(),
+            u.active_enter_timestamp(),
+            s.main_pid(),
+            s.n_restarts(),
+            s.result(),
+            s.exec_main_code(),
+            s.exec_main_status()
+        )?;
+        let (exec_main_start_us, working_directory, log_extra_fields, memory_max, memory_high, tasks_max, cpu) = futures_util::try_join!(
+            s.exec_main_start_timestamp(),
+            s.working_directory(),
+            s.log_extra_fields(),
+            s.memory_max(),
+            s.memory_high(),
+            s.tasks_max(),
+            s.cpu_quota_per_sec_u_sec()
+        )?;
+        Ok(UnitSnapshot {
+            unit: unit.to_string(),
+            invocation_id,
+            main_pid,
+            n_restarts,
+            result,
+            exec_main_code,
+            exec_main_status,
+            exec_main_start_us,
+            memory_max,
+            memory_high,
+            tasks_max,
+            cpu_quota_per_sec_usec: cpu,
+            active_enter_us,
+            working_directory,
+            log_extra_fields,
+            ..Default::default()
+        })
     }
 
     /// Loaded units whose names match the globs, with their object paths.
@@ -258,74 +260,32 @@ impl Manager {
         self.unit_call(format!("GetUnit {unit}"), call, None).await
     }
 
-    /// Reads the properties a record needs, all requests in flight at once.
+    /// Reads everything about one unit, all requests in flight at once.
     pub async fn snapshot(&self, unit: &str, path: &OwnedObjectPath) -> Result<UnitSnapshot, Error> {
-        let u = UnitProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No).build();
-        let s = ServiceProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No).build();
-        let (u, s) = futures_util::future::join(u, s).await;
         let what = format!("reading properties of {unit}");
-        let (u, s) = (u.map_err(|e| map_err(&what, self.timeout, e))?, s.map_err(|e| map_err(&what, self.timeout, e))?);
-        let all = async {
-            let (description, load_state, active_state, sub_state, invocation_id, active_enter_us) = futures_util::try_join!(
+        let rest = async {
+            let u = UnitProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No).build();
+            let s = ServiceProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No).build();
+            let (u, s) = futures_util::try_join!(u, s)?;
+            futures_util::try_join!(
                 u.description(),
                 u.load_state(),
                 u.active_state(),
                 u.sub_state(),
-                u.invocation_id(),
-                u.active_enter_timestamp()
-            )?;
-            let (
-                main_pid,
-                n_restarts,
-                result,
-                exec_main_code,
-                exec_main_status,
-                exec_main_start_us,
-                working_directory,
-                log_extra_fields,
-            ) = futures_util::try_join!(
-                s.main_pid(),
-                s.n_restarts(),
-                s.result(),
-                s.exec_main_code(),
-                s.exec_main_status(),
-                s.exec_main_start_timestamp(),
-                s.working_directory(),
-                s.log_extra_fields()
-            )?;
-            let (exec_main_exit_us, exec_main_pid, memory_max, memory_high, tasks_max, cpu_quota_per_sec_usec) = futures_util::try_join!(
                 s.exec_main_exit_timestamp(),
-                s.exec_main_pid(),
-                s.memory_max(),
-                s.memory_high(),
-                s.tasks_max(),
-                s.cpu_quota_per_sec_u_sec()
-            )?;
-            Ok::<_, zbus::Error>(UnitSnapshot {
-                unit: unit.to_string(),
-                description,
-                load_state,
-                active_state,
-                sub_state,
-                invocation_id,
-                main_pid,
-                n_restarts,
-                result,
-                exec_main_code,
-                exec_main_status,
-                exec_main_start_us,
-                exec_main_exit_us,
-                exec_main_pid,
-                memory_max,
-                memory_high,
-                tasks_max,
-                cpu_quota_per_sec_usec,
-                active_enter_us,
-                working_directory,
-                log_extra_fields,
-            })
+                s.exec_main_pid()
+            )
         };
-        self.bounded(&what, all).await
+        let both = async { futures_util::try_join!(self.read_core(unit, path), rest) };
+        let (mut snap, (description, load_state, active_state, sub_state, exit_us, exec_pid)) =
+            self.bounded(&what, both).await?;
+        snap.description = description;
+        snap.load_state = load_state;
+        snap.active_state = active_state;
+        snap.sub_state = sub_state;
+        snap.exec_main_exit_us = exit_us;
+        snap.exec_main_pid = exec_pid;
+        Ok(snap)
     }
 
     /// A call about one unit: bounded, and `missing` when systemd does not know the unit.
