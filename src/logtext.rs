@@ -8,7 +8,7 @@ use std::path::Path;
 pub const MAX_TAIL_BYTES: u64 = 1024 * 1024;
 
 /// Removes OSC/DCS/CSI/other escapes, expands cursor-forward, normalises line ends, drops
-/// control characters other than tab and newline.
+/// control characters (C0 and C1) other than tab and newline.
 pub fn sanitize(text: &str) -> String {
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
@@ -26,7 +26,8 @@ pub fn sanitize(text: &str) -> String {
                 out.push(c);
                 i += 1;
             }
-            c if (c as u32) < 0x20 || c == '\x7f' => i += 1,
+            // C0 and C1 controls (U+0080–U+009F act as escapes in some terminals; the seed kept them).
+            c if c.is_control() => i += 1,
             c => {
                 out.push(c);
                 i += 1;
