@@ -42,6 +42,56 @@ pub struct Diagnosis {
     pub last_error: Option<String>,
 }
 
+/// Which agent a diagnosis is about, and where it stands.
+struct Who {
+    agent_id: String,
+    provider: String,
+    session_name: String,
+    systemd_unit: String,
+    unit_loaded: bool,
+    state: Liveness,
+    active_state: String,
+    sub_state: String,
+    pid: Option<u32>,
+    log_file: String,
+}
+
+impl Diagnosis {
+    /// A diagnosis before the log and runner info are looked at.
+    fn of(
+        w: Who,
+        exit: ExitInfo,
+        previous: Option<ExitInfo>,
+        restarts: Option<u32>,
+        runtime_ms: Option<u64>,
+        records: usize,
+    ) -> Diagnosis {
+        Diagnosis {
+            agent_id: w.agent_id,
+            provider: w.provider,
+            session_name: w.session_name,
+            systemd_unit: w.systemd_unit,
+            unit_loaded: w.unit_loaded,
+            state: w.state,
+            active_state: w.active_state,
+            sub_state: w.sub_state,
+            pid: w.pid,
+            crash_looping: exit.kind == ExitKind::CrashLoop,
+            exit,
+            previous_exit: previous,
+            restarts,
+            runtime_ms,
+            log_file: w.log_file,
+            log_bytes: 0,
+            log_empty: true,
+            last_log_lines: Vec::new(),
+            runner_info_present: false,
+            exit_records: records,
+            last_error: None,
+        }
+    }
+}
+
 /// The answer of `kill`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -91,7 +141,7 @@ impl Supervisor {
                     (s, _) if s > 0 && !stopped => Some(crate::supervisor::now_ms().saturating_sub(s / 1000)),
                     _ => None,
                 };
-                Diagnosis {
+                let who = Who {
                     agent_id: agent.agent_id,
                     provider: agent.provider,
                     session_name: agent.session_name,
@@ -101,19 +151,9 @@ impl Supervisor {
                     active_state: agent.active_state,
                     sub_state: agent.sub_state,
                     pid: agent.pid,
-                    crash_looping: agent.crash_looping,
-                    exit,
-                    previous_exit: previous,
-                    restarts: Some(agent.restarts),
-                    runtime_ms,
                     log_file: agent.log_file,
-                    log_bytes: 0,
-                    log_empty: true,
-                    last_log_lines: Vec::new(),
-                    runner_info_present: false,
-                    exit_records: records.len(),
-                    last_error: None,
-                }
+                };
+                Diagnosis::of(who, exit, previous, Some(agent.restarts), runtime_ms, records.len())
             }
             None => {
                 let rec = crate::exits::find(&dir, reference)
@@ -124,7 +164,7 @@ impl Supervisor {
                     (Some(s), Some(e)) if e >= s => Some(e - s),
                     _ => None,
                 };
-                Diagnosis {
+                let who = Who {
                     agent_id: rec.agent_id.clone(),
                     provider: rec.provider.clone(),
                     session_name: rec.session_name.clone(),
@@ -135,19 +175,10 @@ impl Supervisor {
                     active_state: "gone".into(),
                     sub_state: "collected".into(),
                     pid: None,
-                    crash_looping: exit.kind == ExitKind::CrashLoop,
-                    exit,
-                    previous_exit: records.iter().rev().nth(1).map(exit::classify_record),
-                    restarts: rec.restarts,
-                    runtime_ms,
                     log_file: rec.log_file.clone(),
-                    log_bytes: 0,
-                    log_empty: true,
-                    last_log_lines: Vec::new(),
-                    runner_info_present: false,
-                    exit_records: records.len(),
-                    last_error: None,
-                }
+                };
+                let previous = records.iter().rev().nth(1).map(exit::classify_record);
+                Diagnosis::of(who, exit, previous, rec.restarts, runtime_ms, records.len())
             }
         };
         if let Ok((lines, bytes)) =
