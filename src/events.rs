@@ -127,40 +127,20 @@ pub fn transitions(old: Option<&View>, new: Option<&View>) -> Vec<Transition> {
     out
 }
 
+const UNIT_PATH_PREFIX: &str = "/org/freedesktop/systemd1/unit";
+
 /// `agent-relay.…` → `/org/freedesktop/systemd1/unit/agent_2drelay_2e…` (sd_bus_path_encode):
 /// a unit's object path without asking for it.
 pub fn path_of_unit(unit: &str) -> String {
-    let mut out = String::from("/org/freedesktop/systemd1/unit/");
-    if unit.is_empty() {
-        out.push('_');
-    }
-    for b in unit.bytes() {
-        if b.is_ascii_alphanumeric() {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("_{b:02x}"));
-        }
-    }
-    out
+    let prefix = zbus::ObjectPath::from_static_str_unchecked(UNIT_PATH_PREFIX);
+    zbus_systemd::bus_path_encode(&prefix, unit).to_string()
 }
 
 /// `/org/freedesktop/systemd1/unit/agent_2drelay_2e…` → `agent-relay.…` (sd_bus_path_decode).
 pub fn unit_of_path(path: &str) -> Option<String> {
-    let label = path.strip_prefix("/org/freedesktop/systemd1/unit/")?;
-    let bytes = label.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'_' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    let prefix = zbus::ObjectPath::from_static_str_unchecked(UNIT_PATH_PREFIX);
+    let path = zbus::ObjectPath::try_from(path).ok()?;
+    zbus_systemd::bus_path_decode(&prefix, &path).map(|c| c.into_owned())
 }
 
 #[cfg(test)]
