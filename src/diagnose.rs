@@ -116,7 +116,7 @@ impl Supervisor {
                 let snap = self.snapshot(&agent.systemd_unit).await?.unwrap_or_default();
                 let records = crate::exits::read_session(&dir, &agent.session_name);
                 let stopped = matches!(snap.active_state.as_str(), "inactive" | "failed");
-                let this_run = records.iter().rev().find(|r| hex_eq(&r.invocation_id, &snap.invocation_id));
+                let this_run = records.iter().rev().find(|r| r.is_run(&snap.invocation_id));
                 let exit = match (stopped, this_run) {
                     (true, Some(r)) => exit::classify_record(r),
                     _ => exit::classify_unit(
@@ -130,11 +130,7 @@ impl Supervisor {
                 if agent.crash_looping {
                     exit.kind = ExitKind::CrashLoop;
                 }
-                let previous = records
-                    .iter()
-                    .rev()
-                    .find(|r| !hex_eq(&r.invocation_id, &snap.invocation_id))
-                    .map(exit::classify_record);
+                let previous = records.iter().rev().find(|r| !r.is_run(&snap.invocation_id)).map(exit::classify_record);
                 let end = if snap.exec_main_exit_us > snap.exec_main_start_us { snap.exec_main_exit_us } else { 0 };
                 let runtime_ms = match (snap.exec_main_start_us, end) {
                     (s, e) if s > 0 && e > 0 => Some((e - s) / 1000),
@@ -248,13 +244,6 @@ impl Supervisor {
             Err(e) => Err(e),
         }
     }
-}
-
-/// Invocation ids arrive as hex (`$INVOCATION_ID`) and as raw bytes (the property).
-fn hex_eq(hex: &str, bytes: &[u8]) -> bool {
-    !bytes.is_empty()
-        && hex.len() == bytes.len() * 2
-        && bytes.iter().zip(hex.as_bytes().chunks(2)).all(|(b, h)| format!("{b:02x}").as_bytes() == h)
 }
 
 /// `TERM`, `SIGTERM` or `15`.

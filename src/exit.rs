@@ -40,6 +40,13 @@ pub struct ExitRecord {
     pub restarts: Option<u32>,
 }
 
+impl ExitRecord {
+    /// Whether this record is of the run whose `InvocationID` property is `invocation`.
+    pub fn is_run(&self, invocation: &[u8]) -> bool {
+        !invocation.is_empty() && self.invocation_id == crate::record::invocation_hex(invocation)
+    }
+}
+
 /// The kind of an ending, first-class (seed #636).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -85,10 +85,8 @@ impl Supervisor {
         let mut agent_units = Vec::new();
         for s in self.snapshots().await? {
             let Some(session) = crate::naming::session_of_unit(&s.unit, prefix) else { continue };
-            let hex: String = s.invocation_id.iter().map(|b| format!("{b:02x}")).collect();
-            let exit_recorded = crate::exits::read_session(&exits_dir, session)
-                .iter()
-                .any(|r| !hex.is_empty() && r.invocation_id == hex);
+            let exit_recorded =
+                crate::exits::read_session(&exits_dir, session).iter().any(|r| r.is_run(&s.invocation_id));
             agent_units.push(UnitFact {
                 unit: s.unit.clone(),
                 session: session.to_string(),

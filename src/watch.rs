@@ -357,8 +357,7 @@ impl Watcher {
         let t = self.tracked.get(unit)?;
         let dir = crate::exits::exits_dir(&self.host.state_home);
         let recs = crate::exits::read_session(&dir, &t.record.session_name);
-        let hex: String = t.invocation.iter().map(|b| format!("{b:02x}")).collect();
-        recs.iter().rev().find(|r| r.invocation_id == hex).map(crate::exit::classify_record)
+        recs.iter().rev().find(|r| r.is_run(&t.invocation)).map(crate::exit::classify_record)
     }
 
     fn update(&mut self, unit: &str, view: View, _exit: Option<ExitInfo>) {
