@@ -28,6 +28,8 @@ pub enum Error {
     Io { op: &'static str, path: PathBuf, source: std::io::Error },
     #[error("systemd refused {op}: {message}")]
     Systemd { op: String, message: String },
+    #[error("{op} failed: {message}")]
+    Tmux { op: String, message: String },
 }
 
 impl Error {

@@ -65,7 +65,9 @@ pub async fn tmux(tmpdir: &std::path::Path, args: &[String]) -> Result<String, E
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        Err(Error::Systemd { op: format!("tmux {}", args.first().map(String::as_str).unwrap_or("")), message: msg })
+        // Every call is `-L <socket> <command> …`.
+        let op = args.get(2).map(String::as_str).unwrap_or("");
+        Err(Error::Tmux { op: format!("tmux {op}"), message: msg })
     }
 }
 
@@ -280,7 +282,7 @@ impl Supervisor {
 
 fn not_running(name: &str, e: Error) -> Error {
     match e {
-        Error::Systemd { message, .. } => Error::NotFound { reference: format!("{name} ({message})") },
+        Error::Tmux { message, .. } => Error::NotFound { reference: format!("{name} ({message})") },
         other => other,
     }
 }

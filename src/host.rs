@@ -77,7 +77,7 @@ fn own_binary(path: &str) -> Option<PathBuf> {
     if me.file_name().is_some_and(|n| n == "agent-relay-systemd") {
         return Some(me);
     }
-    find_executable("agent-relay-systemd", path)
+    find_program("agent-relay-systemd", path)
 }
 
 /// The runner's argv prefix, every element absolute where it names a program: the config's
@@ -85,7 +85,7 @@ fn own_binary(path: &str) -> Option<PathBuf> {
 pub fn resolve_launcher(config: &Config, provider: &str, path: &str) -> Result<Vec<String>, Error> {
     match &config.runner_command {
         Some(cmd) => {
-            let exe = find_executable(&cmd[0], path).ok_or_else(|| {
+            let exe = find_program(&cmd[0], path).ok_or_else(|| {
                 Error::Invalid(format!(
                     "runnerCommand program {:?} is not an executable file (nor found on PATH); fix runnerCommand in the config or AGENT_RELAY_RUNNER_COMMAND",
                     cmd[0]
@@ -97,7 +97,7 @@ pub fn resolve_launcher(config: &Config, provider: &str, path: &str) -> Result<V
         }
         None => {
             let name = format!("{provider}-relay");
-            let exe = find_executable(&name, path).ok_or_else(|| {
+            let exe = find_program(&name, path).ok_or_else(|| {
                 Error::Invalid(format!(
                     "no runner found for provider {provider:?}: `{name}` is not on PATH; install it or set runnerCommand in the config (or AGENT_RELAY_RUNNER_COMMAND)"
                 ))
@@ -109,10 +109,6 @@ pub fn resolve_launcher(config: &Config, provider: &str, path: &str) -> Result<V
 
 /// A program on PATH (or an absolute path), if executable.
 pub fn find_program(name: &str, path: &str) -> Option<PathBuf> {
-    find_executable(name, path)
-}
-
-fn find_executable(name: &str, path: &str) -> Option<PathBuf> {
     let is_exec =
         |p: &Path| std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);
     if name.contains('/') {

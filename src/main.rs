@@ -99,6 +99,7 @@ fn classify(e: &Error) -> (&'static str, u8) {
         Error::SpawnFailed { .. } => ("spawn_failed", 1),
         Error::Io { .. } => ("io", 1),
         Error::Systemd { .. } => ("systemd", 1),
+        Error::Tmux { .. } => ("tmux", 1),
     }
 }
 

@@ -145,7 +145,7 @@ impl Watcher {
     async fn session(&mut self, first: bool, outage: &mut bool) -> Result<(), Error> {
         let sup = Supervisor::connect(self.config.clone(), self.host.clone(), self.timeout).await?;
         let conn = sup.manager().connection().clone();
-        let rule = |b: zbus::match_rule::Builder<'static>| b.build();
+        let rule = |b: zbus::match_rule::Builder<'static>| b.build().map_err(|e| lost(&e));
         let props = MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
             .interface("org.freedesktop.DBus.Properties")
@@ -166,7 +166,8 @@ impl Watcher {
                 .interface("org.freedesktop.DBus")
                 .member("NameOwnerChanged")
                 .arg(0, "org.freedesktop.systemd1")
-                .build()?;
+                .build()
+                .map_err(|e| lost(&e))?;
             Some(stream(r).await.map_err(|e| lost(&e))?)
         } else {
             None
@@ -415,10 +416,4 @@ fn lost(e: &zbus::Error) -> Error {
 
 fn gone(what: &str) -> Error {
     Error::ManagerUnreachable { detail: what.to_string() }
-}
-
-impl From<zbus::Error> for Error {
-    fn from(e: zbus::Error) -> Self {
-        Error::Systemd { op: "building a match rule".into(), message: e.to_string() }
-    }
 }
