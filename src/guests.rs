@@ -205,22 +205,10 @@ impl Supervisor {
 
     /// Stops a guest (guest names only); answers whether it was running.
     pub async fn guest_stop(&self, name: &str) -> Result<GuestStop, Error> {
-        if !guest::is_guest_name(name, &self.config.tmux_prefix) {
-            return Err(Error::Invalid(format!(
-                "{name:?} is not a guest session (names start with {}-guest-)",
-                self.config.tmux_prefix
-            )));
-        }
+        self.guest_checked(name)?;
         let unit = guest::guest_unit(name);
-        let running = self.snapshot(&unit).await?.is_some_and(|s| s.active_state == "active");
-        {
-            let mut jobs = self.mgr.job_removed_stream().await?;
-            if let Some(job) = self.mgr.stop_unit(&unit).await? {
-                if self.mgr.wait_job(&mut jobs, &job, &unit, TMUX_TIMEOUT).await.is_err() {
-                    self.mgr.kill_unit(&unit, "all", nix::sys::signal::Signal::SIGKILL as i32).await?;
-                }
-            }
-        }
+        let running = self.mgr.unit_state(&unit).await?.is_some_and(|s| s == "active");
+        self.stop_unit_bounded(&unit, TMUX_TIMEOUT, None).await?;
         self.mgr.reset_failed(&unit).await?;
         Ok(GuestStop { guest: name.to_string(), stopped: running })
     }
@@ -229,7 +217,8 @@ impl Supervisor {
         if guest::is_guest_name(name, &self.config.tmux_prefix) {
             Ok(())
         } else {
-            Err(Error::Invalid(format!("{name:?} is not a guest session")))
+            let prefix = &self.config.tmux_prefix;
+            Err(Error::Invalid(format!("{name:?} is not a guest session (names start with {prefix}-guest-)")))
         }
     }
 

@@ -239,41 +239,7 @@ impl Supervisor {
         }
         let was_running = agent.state == Liveness::Alive
             || matches!(agent.active_state.as_str(), "active" | "activating" | "deactivating" | "reloading");
-        let mut killed = false;
-        {
-            let mut jobs = self.mgr.job_removed_stream().await?;
-            if let Some(job) = self.mgr.stop_unit(&unit).await? {
-                match self.mgr.wait_job(&mut jobs, &job, &unit, timeout).await {
-                    Ok(_) => {}
-                    Err(Error::Timeout { .. }) => {
-                        self.mgr.kill_unit(&unit, "all", libc_sigkill()).await?;
-                        killed = true;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        let deadline = tokio::time::Instant::now() + if killed { KILL_GRACE } else { KILL_GRACE / 2 };
-        loop {
-            let pids = self.mgr.unit_pids(&unit).await?;
-            let still =
-                self.snapshot(&unit).await?.filter(|s| !matches!(s.active_state.as_str(), "inactive" | "failed"));
-            let main_alive = agent.pid.map(|p| host::proc_state(p) == record::ProcState::Running).unwrap_or(false);
-            if pids.is_empty() && still.is_none() && !main_alive {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                if !killed {
-                    self.mgr.kill_unit(&unit, "all", libc_sigkill()).await?;
-                    killed = true;
-                    continue;
-                }
-                let mut pids = pids;
-                pids.extend(agent.pid.filter(|_| main_alive));
-                return Err(Error::Survived { unit, pids });
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let killed = self.stop_unit_bounded(&unit, timeout, agent.pid).await?;
         // A stop is deliberate: clear the failed state SIGKILL leaves, and the agent's secrets.
         self.mgr.reset_failed(&unit).await?;
         self.remove_runtime_files(&agent.session_name);
@@ -285,6 +251,52 @@ impl Supervisor {
             was_running,
             killed,
         })
+    }
+
+    /// `StopUnit`, wait up to `timeout`, then SIGKILL to the whole control group; returns once
+    /// the unit is inactive, its cgroup empty and `main_pid` gone (whether SIGKILL was needed), or
+    /// fails with [`Error::Survived`]. Shared by agents and guests.
+    pub(crate) async fn stop_unit_bounded(
+        &self,
+        unit: &str,
+        timeout: Duration,
+        main_pid: Option<u32>,
+    ) -> Result<bool, Error> {
+        let mut killed = false;
+        {
+            let mut jobs = self.mgr.job_removed_stream().await?;
+            if let Some(job) = self.mgr.stop_unit(unit).await? {
+                match self.mgr.wait_job(&mut jobs, &job, unit, timeout).await {
+                    Ok(_) => {}
+                    Err(Error::Timeout { .. }) => {
+                        self.mgr.kill_unit(unit, "all", libc_sigkill()).await?;
+                        killed = true;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let deadline = tokio::time::Instant::now() + if killed { KILL_GRACE } else { KILL_GRACE / 2 };
+        loop {
+            // Two cheap reads per round: the cgroup's pids and the unit's state from the listing.
+            let pids = self.mgr.unit_pids(unit).await?;
+            let active = self.mgr.unit_state(unit).await?.filter(|s| !matches!(s.as_str(), "inactive" | "failed"));
+            let main_alive = main_pid.is_some_and(|p| host::proc_state(p) == record::ProcState::Running);
+            if pids.is_empty() && active.is_none() && !main_alive {
+                return Ok(killed);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                if !killed {
+                    self.mgr.kill_unit(unit, "all", libc_sigkill()).await?;
+                    killed = true;
+                    continue;
+                }
+                let mut pids = pids;
+                pids.extend(main_pid.filter(|_| main_alive));
+                return Err(Error::Survived { unit: unit.to_string(), pids });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn remove_runtime_files(&self, session: &str) {

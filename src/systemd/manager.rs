@@ -191,6 +191,11 @@ impl Manager {
             .collect())
     }
 
+    /// A loaded unit's `ActiveState` from the listing (one call, never loads the unit).
+    pub async fn unit_state(&self, unit: &str) -> Result<Option<String>, Error> {
+        Ok(self.list_units_full(&[unit.to_string()]).await?.into_iter().next().map(|l| l.active_state))
+    }
+
     /// The properties a list record needs beyond what the listing carried: 14 reads in flight at
     /// once (the exit timestamp and pid, needed only by `diagnose`, are left out).
     pub async fn snapshot_listed(&self, l: &Listed) -> Result<UnitSnapshot, Error> {
