@@ -67,6 +67,20 @@ pub enum Kind {
     Removed,
 }
 
+impl Kind {
+    /// The event's `type` in `watch` output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Spawned => "spawned",
+            Kind::Started => "started",
+            Kind::Exited => "exited",
+            Kind::Restarting => "restarting",
+            Kind::Stopped => "stopped",
+            Kind::Removed => "removed",
+        }
+    }
+}
+
 /// One derived event, with the exit when the main process ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {

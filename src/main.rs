@@ -8,8 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 
 use agent_relay_systemd::cli::{Cli, Command, GuestCommand, Output, TerminalCommand};
-use agent_relay_systemd::config::{self, ConfigInputs};
+use agent_relay_systemd::config::{self, Config, ConfigInputs};
 use agent_relay_systemd::host::HostEnv;
+use agent_relay_systemd::supervisor::now_ms;
 use agent_relay_systemd::{diagnose, logtext, output, recorder, request, sandbox, watch, Error, Supervisor};
 
 fn main() -> ExitCode {
@@ -119,12 +120,18 @@ fn seconds(s: f64, what: &str) -> Result<Duration, Error> {
         .ok_or_else(|| Error::Invalid(format!("{what} must be a positive number of seconds, got {s}")))
 }
 
-async fn connect(cli: &Cli) -> Result<Supervisor, Error> {
+/// The environment, the config and the call bound every verb starts from.
+fn setup(cli: &Cli) -> Result<(Config, HostEnv, Duration), Error> {
     let host = HostEnv::from_process();
     let var = |k: &str| std::env::var(k).ok();
     let inputs = ConfigInputs { home: &host.home, os_hostname: &host.hostname, var: &var };
     let cfg = config::load(cli.global.config.as_deref(), &inputs)?;
     let timeout = seconds(cli.global.timeout, "--timeout")?;
+    Ok((cfg, host, timeout))
+}
+
+async fn connect(cli: &Cli) -> Result<Supervisor, Error> {
+    let (cfg, host, timeout) = setup(cli)?;
     Supervisor::connect(cfg, host, timeout).await
 }
 
@@ -175,13 +182,10 @@ async fn follow_logs(cli: &Cli) -> Result<(), Error> {
 /// `watch`: events from the watcher, written by a thread of their own so that a slow reader
 /// blocks only that thread; the watcher drops (and counts) what does not fit in the queue.
 async fn watch(cli: &Cli) -> Result<(), Error> {
-    let host = HostEnv::from_process();
-    let var = |k: &str| std::env::var(k).ok();
-    let inputs = ConfigInputs { home: &host.home, os_hostname: &host.hostname, var: &var };
-    let cfg = config::load(cli.global.config.as_deref(), &inputs)?;
-    let timeout = seconds(cli.global.timeout, "--timeout")?;
-    // Fail fast, with the usual one line, when there is no manager at all.
-    drop(Supervisor::connect(cfg.clone(), host.clone(), timeout).await?);
+    let (cfg, host, timeout) = setup(cli)?;
+    // Fail fast, with the usual one line, when there is no manager at all; the watcher then
+    // starts on this very connection.
+    let first = Supervisor::connect(cfg.clone(), host.clone(), timeout).await?;
     let json = cli.global.output == Output::Json;
     let Command::Watch { queue } = &cli.command else { unreachable!() };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<watch::WatchEvent>(*queue as usize);
@@ -195,7 +199,7 @@ async fn watch(cli: &Cli) -> Result<(), Error> {
             }
         }
     });
-    let watcher = tokio::spawn(watch::Watcher::new(cfg, host, timeout, tx).run());
+    let watcher = tokio::spawn(watch::Watcher::new(cfg, host, timeout, tx).run(Some(first)));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::Io { op: "installing a SIGTERM handler", path: "-".into(), source: e })?;
     let finished = async {
@@ -215,9 +219,6 @@ async fn watch(cli: &Cli) -> Result<(), Error> {
 
 async fn run(cli: &Cli) -> Result<String, Error> {
     let json = cli.global.output == Output::Json;
-    let now_ms = || {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-    };
 
     // Bad input is rejected before the manager is contacted: nothing is touched.
     let spawn_request = match &cli.command {

@@ -78,10 +78,7 @@ impl Supervisor {
         let launcher = host::resolve_launcher(&self.config, &req.provider, &self.host.path)?;
         let runtime_root = self.host.runtime_root()?;
         let random = uuid::Uuid::new_v4().simple().to_string();
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now_ms = now_ms();
         let exits_dir = crate::exits::exits_dir(&self.host.state_home);
         let inputs = PlanInputs {
             config: &self.config,

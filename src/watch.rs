@@ -82,12 +82,19 @@ impl Watcher {
 
     /// Runs until the receiver is dropped. Connection problems are reported as events and
     /// retried with backoff; only a closed output ends it.
-    pub async fn run(mut self) {
+    ///
+    /// `connected` is used for the first session (the caller has usually just connected to fail
+    /// fast); later sessions connect anew.
+    pub async fn run(mut self, mut connected: Option<Supervisor>) {
         let mut first = true;
         let mut backoff = Duration::from_millis(100);
         let mut outage = false;
         while !self.out.is_closed() {
-            match self.session(first, &mut outage).await {
+            let sup = match connected.take() {
+                Some(sup) => Ok(sup),
+                None => Supervisor::connect(self.config.clone(), self.host.clone(), self.timeout).await,
+            };
+            match async { self.session(sup?, first, &mut outage).await }.await {
                 Ok(()) => return,
                 Err(e) => {
                     // One event per outage, not one per retry.
@@ -128,22 +135,11 @@ impl Watcher {
                 None => {}
             }
         }
-        let agent = self.tracked.get(unit).map(|t| t.record.clone());
-        let kind = serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        self.emit(WatchEvent {
-            schema_version: EVENT_SCHEMA,
-            kind,
-            time: now_ms(),
-            unit: Some(unit.to_string()),
-            agent,
-            exit,
-            detail: None,
-        });
+        self.agent_event_named(unit, kind.as_str(), exit);
     }
 
     /// One connection's life. `Ok` only when the output is closed.
-    async fn session(&mut self, first: bool, outage: &mut bool) -> Result<(), Error> {
-        let sup = Supervisor::connect(self.config.clone(), self.host.clone(), self.timeout).await?;
+    async fn session(&mut self, sup: Supervisor, first: bool, outage: &mut bool) -> Result<(), Error> {
         let conn = sup.manager().connection().clone();
         let rule = |b: zbus::match_rule::Builder<'static>| b.build().map_err(|e| lost(&e));
         let props = MatchRule::builder()
@@ -176,7 +172,7 @@ impl Watcher {
         *outage = false;
         if first {
             for unit in self.sorted_units() {
-                self.agent_event_named(&unit, "snapshot");
+                self.agent_event_named(&unit, "snapshot", None);
             }
             self.emit(meta("ready", Some(format!("{} agents", self.tracked.len()))));
         } else {
@@ -255,7 +251,8 @@ impl Watcher {
         units
     }
 
-    fn agent_event_named(&mut self, unit: &str, kind: &str) {
+    /// An event about one agent, carrying its current record.
+    fn agent_event_named(&mut self, unit: &str, kind: &str, exit: Option<ExitInfo>) {
         let agent = self.tracked.get(unit).map(|t| t.record.clone());
         self.emit(WatchEvent {
             schema_version: EVENT_SCHEMA,
@@ -263,7 +260,7 @@ impl Watcher {
             time: now_ms(),
             unit: Some(unit.to_string()),
             agent,
-            exit: None,
+            exit,
             detail: None,
         });
     }
@@ -288,7 +285,7 @@ impl Watcher {
             // false exit.
             return self.refresh(sup, &unit).await;
         }
-        self.update(&unit, new, None);
+        self.update(&unit, new);
         for t in ts {
             self.agent_event(&unit, t.kind, t.exit);
         }
@@ -361,7 +358,7 @@ impl Watcher {
         recs.iter().rev().find(|r| r.is_run(&t.invocation)).map(crate::exit::classify_record)
     }
 
-    fn update(&mut self, unit: &str, view: View, _exit: Option<ExitInfo>) {
+    fn update(&mut self, unit: &str, view: View) {
         if let Some(t) = self.tracked.get_mut(unit) {
             let r = &mut t.record;
             r.active_state = view.active_state.clone();
