@@ -192,13 +192,10 @@ impl Supervisor {
     /// Guests of this prefix, from their units.
     pub async fn guest_list(&self) -> Result<Vec<GuestRecord>, Error> {
         let pattern = format!("{}{}-guest-*.service", guest::GUEST_UNIT_PREFIX, self.config.tmux_prefix);
-        let mut out = Vec::new();
-        for (unit, path) in self.mgr.list_units(&[pattern]).await? {
-            let Ok(snap) = self.mgr.snapshot(&unit, &path).await else { continue };
-            if let Some(g) = guest_record(&snap, &self.config.tmux_prefix) {
-                out.push(g);
-            }
-        }
+        // Read concurrently, as agents are (one round trip per guest was serial before).
+        let snaps = self.snapshots_matching(&pattern).await?;
+        let mut out: Vec<GuestRecord> =
+            snaps.iter().filter_map(|s| guest_record(s, &self.config.tmux_prefix)).collect();
         out.sort_by(|a, b| a.guest.cmp(&b.guest));
         Ok(out)
     }

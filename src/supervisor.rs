@@ -172,7 +172,8 @@ impl Supervisor {
         self.snapshots_matching(&naming::agent_unit_pattern(&self.config.tmux_prefix)).await
     }
 
-    async fn snapshots_matching(&self, pattern: &str) -> Result<Vec<UnitSnapshot>, Error> {
+    /// Properties of every unit matching `pattern`, read concurrently (units gone meanwhile skipped).
+    pub(crate) async fn snapshots_matching(&self, pattern: &str) -> Result<Vec<UnitSnapshot>, Error> {
         let units = self.mgr.list_units_full(&[pattern.to_string()]).await?;
         let reads = futures_util::stream::iter(units)
             .map(|l| async move { (self.mgr.snapshot_listed(&l).await, l.unit) })
