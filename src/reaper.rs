@@ -100,7 +100,7 @@ impl Supervisor {
             .list_units(&[guest_pattern])
             .await?
             .into_iter()
-            .filter_map(|(u, _)| crate::guest::guest_of_unit(&u, prefix).map(str::to_string))
+            .filter_map(|l| crate::guest::guest_of_unit(&l.unit, prefix).map(str::to_string))
             .collect();
         let session_prefix = format!("{prefix}-");
         let agent_dirs = entries(&root.join("agents"))

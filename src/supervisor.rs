@@ -174,7 +174,7 @@ impl Supervisor {
 
     /// Properties of every unit matching `pattern`, read concurrently (units gone meanwhile skipped).
     pub(crate) async fn snapshots_matching(&self, pattern: &str) -> Result<Vec<UnitSnapshot>, Error> {
-        let units = self.mgr.list_units_full(&[pattern.to_string()]).await?;
+        let units = self.mgr.list_units(&[pattern.to_string()]).await?;
         let reads = futures_util::stream::iter(units)
             .map(|l| async move { (self.mgr.snapshot_listed(&l).await, l.unit) })
             .buffer_unordered(READ_CONCURRENCY)

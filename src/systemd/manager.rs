@@ -174,7 +174,7 @@ impl Manager {
     }
 
     /// Loaded units matching the globs, with what the listing itself says of each.
-    pub async fn list_units_full(&self, patterns: &[String]) -> Result<Vec<Listed>, Error> {
+    pub async fn list_units(&self, patterns: &[String]) -> Result<Vec<Listed>, Error> {
         let units = self
             .bounded("ListUnitsByPatterns", self.proxy.list_units_by_patterns(Vec::new(), patterns.to_vec()))
             .await?;
@@ -193,7 +193,7 @@ impl Manager {
 
     /// A loaded unit's `ActiveState` from the listing (one call, never loads the unit).
     pub async fn unit_state(&self, unit: &str) -> Result<Option<String>, Error> {
-        Ok(self.list_units_full(&[unit.to_string()]).await?.into_iter().next().map(|l| l.active_state))
+        Ok(self.list_units(&[unit.to_string()]).await?.into_iter().next().map(|l| l.active_state))
     }
 
     /// The properties a list record needs beyond what the listing carried: 14 reads in flight at
@@ -249,14 +249,6 @@ impl Manager {
             log_extra_fields,
             ..Default::default()
         })
-    }
-
-    /// Loaded units whose names match the globs, with their object paths.
-    pub async fn list_units(&self, patterns: &[String]) -> Result<Vec<(String, OwnedObjectPath)>, Error> {
-        let units = self
-            .bounded("ListUnitsByPatterns", self.proxy.list_units_by_patterns(Vec::new(), patterns.to_vec()))
-            .await?;
-        Ok(units.into_iter().map(|u| (u.0, u.6)).collect())
     }
 
     /// The object path of a loaded unit, `None` when systemd does not know it.
