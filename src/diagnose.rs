@@ -122,6 +122,7 @@ impl Supervisor {
                     _ => exit::classify_unit(
                         &snap.active_state,
                         &snap.result,
+                        snap.main_pid,
                         snap.exec_main_code,
                         snap.exec_main_status,
                     ),

@@ -140,10 +140,14 @@ pub fn classify_record(r: &ExitRecord) -> ExitInfo {
 }
 
 /// Classifies from live unit properties (`Result`, `ExecMainCode`, `ExecMainStatus`), only once
-/// the unit is no longer running; `code` follows siginfo's `CLD_*` (1 exited, 2 killed, 3 dumped).
-pub fn classify_unit(active_state: &str, result: &str, code: i32, status: i32) -> ExitInfo {
+/// the main process has ended: the unit stopped, or no main pid with a recorded end (the unit is
+/// still in `deactivating`/`stop-post` or `auto-restart`, when systemd already knows the status
+/// but our ExecStopPost record may not exist yet). `code` follows siginfo's `CLD_*` (1 exited,
+/// 2 killed, 3 dumped); systemd sets it to 0 whenever a new main process starts.
+pub fn classify_unit(active_state: &str, result: &str, main_pid: u32, code: i32, status: i32) -> ExitInfo {
     let stopped = matches!(active_state, "inactive" | "failed");
-    if !stopped && result != "start-limit-hit" {
+    let main_ended = main_pid == 0 && (1..=3).contains(&code);
+    if !stopped && !main_ended && result != "start-limit-hit" {
         return ExitInfo::unknown(result);
     }
     classify_codes(result, code, status)
@@ -260,9 +264,9 @@ mod tests {
         assert!(i.core_dumped && i.signal.as_deref() == Some("SIGSEGV"));
         let i = classify_record(&rec("oom-kill", "killed", "KILL"));
         assert_eq!((i.kind, i.oom), (ExitKind::Oom, true), "OOM is not a plain signal (#636)");
-        assert_eq!(classify_unit("failed", "start-limit-hit", 1, 1).kind, ExitKind::CrashLoop);
-        assert_eq!(classify_unit("failed", "oom-kill", 2, 9).kind, ExitKind::Oom);
-        assert_eq!(classify_unit("failed", "signal", 2, 15).signal.as_deref(), Some("SIGTERM"));
+        assert_eq!(classify_unit("failed", "start-limit-hit", 0, 1, 1).kind, ExitKind::CrashLoop);
+        assert_eq!(classify_unit("failed", "oom-kill", 0, 2, 9).kind, ExitKind::Oom);
+        assert_eq!(classify_unit("failed", "signal", 0, 2, 15).signal.as_deref(), Some("SIGTERM"));
         assert!(crash_looping("persistent", "failed", "exit-code"));
         assert!(!crash_looping("ephemeral", "failed", "exit-code"));
         assert!(!crash_looping("persistent", "failed", "timeout"), "a stop that needed SIGKILL");
@@ -272,8 +276,18 @@ mod tests {
     #[test]
     fn a_running_unit_has_no_exit_yet() {
         // Default properties of a live or unloaded unit are not an exit (#1317).
-        assert_eq!(classify_unit("active", "success", 0, 0).kind, ExitKind::Unknown);
-        assert_eq!(classify_unit("inactive", "success", 0, 0).kind, ExitKind::Unknown);
+        assert_eq!(classify_unit("active", "success", 42, 0, 0).kind, ExitKind::Unknown);
+        assert_eq!(classify_unit("inactive", "success", 0, 0, 0).kind, ExitKind::Unknown);
+        assert_eq!(classify_unit("activating", "success", 0, 0, 0).kind, ExitKind::Unknown, "not started yet");
+    }
+
+    #[test]
+    fn an_exit_seen_while_the_unit_is_still_deactivating_is_known() {
+        // ExecStopPost= still running: systemd has the status, our record may not exist yet.
+        let i = classify_unit("deactivating", "exit-code", 0, 1, 37);
+        assert_eq!((i.kind, i.exit_code), (ExitKind::Exited, Some(37)));
+        let i = classify_unit("activating", "exit-code", 0, 1, 3);
+        assert_eq!(i.exit_code, Some(3), "auto-restart pending");
     }
 
     #[test]
