@@ -317,6 +317,15 @@ impl Watcher {
 
     fn settle(&mut self, unit: &str, snap: Option<UnitSnapshot>) {
         let old = self.tracked.get(unit).map(|t| t.view.clone());
+        if let (None, Some(o)) = (&snap, &old) {
+            // systemd never unloads a unit whose main process lives, so a read that missed the unit
+            // while its runner runs (a manager in the middle of a re-execution) is no evidence of an
+            // exit. The unit's next signal, or the next reconcile, settles it.
+            if o.main_pid > 0 && matches!(crate::host::proc_state(o.main_pid), ProcState::Running) {
+                tracing::debug!(unit, pid = o.main_pid, "unit not found while its main process runs; not an exit");
+                return;
+            }
+        }
         let new_view = snap.as_ref().map(view_of);
         let mut ts = events::transitions(old.as_ref(), new_view.as_ref());
         if snap.is_none() {
