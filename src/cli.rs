@@ -14,7 +14,8 @@ Exit codes:
   4  conflict: the unit name belongs to another agent, or the unit is not ours
   5  no systemd user manager reachable
   6  the user manager did not answer in time
-  7  the agent survived SIGKILL (not stopped)";
+  7  the agent survived SIGKILL (not stopped)
+  8  doctor: a required check failed (its findings say which and how to fix it)";
 
 /// Supervise Agent Relay agents as transient systemd user units.
 #[derive(Debug, Parser)]
@@ -185,6 +186,11 @@ pub enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
         cmd: Vec<String>,
     },
+    /// Check what this host needs and print each finding with its fix
+    #[command(
+        after_help = "Checks the user manager, systemd's version, XDG_RUNTIME_DIR, the session bus, linger, cgroup\ndelegation, the reaper timer, the slice, tmux, the config and the runner. Warnings exit 0; a\nfailed required check exits 5 (no manager), 6 (manager hung) or 8 (anything else).\nExample:\n  agent-relay-systemd doctor\n  agent-relay-systemd doctor -o json --timeout 3"
+    )]
+    Doctor,
     /// Print the man page (roff), generated from this command line definition
     #[command(hide = true)]
     Manpage,
