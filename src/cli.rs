@@ -17,9 +17,22 @@ Exit codes:
   7  the agent survived SIGKILL (not stopped)
   8  doctor: a required check failed (its findings say which and how to fix it)";
 
+const EXAMPLES: &str = "\
+Examples:
+  agent-relay-systemd doctor
+  echo '{\"provider\":\"claude\",\"cwd\":\"~/projects/app\"}' | agent-relay-systemd spawn -o json
+  agent-relay-systemd list
+  systemctl --user status agent_relay.slice";
+
 /// Supervise Agent Relay agents as transient systemd user units.
 #[derive(Debug, Parser)]
-#[command(name = "agent-relay-systemd", version, about, after_long_help = EXIT_CODES)]
+#[command(
+    name = "agent-relay-systemd",
+    version,
+    about,
+    after_help = EXAMPLES,
+    after_long_help = format!("{EXAMPLES}\n\n{EXIT_CODES}")
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -160,10 +173,13 @@ pub enum Command {
         whom: String,
     },
     /// Interactive guest terminals of live agents (tmux, one transient unit each)
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  agent-relay-systemd guest create req-1\n  agent-relay-systemd guest list -o json"
+    )]
     Guest(GuestCommand),
     /// Read or type into a guest terminal
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example:\n  agent-relay-systemd terminal capture ar-guest-claude-…")]
     Terminal(TerminalCommand),
     /// Remove leftovers of gone agents, reset recorded failures, prune old exit records, end stray guest servers
     #[command(

@@ -247,7 +247,7 @@ async fn doctor(cli: &Cli) -> ExitCode {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
     if code != 0 {
-        eprintln!("error: doctor found a required check failing; each FAIL above says how to fix it");
+        eprintln!("error: doctor: a required check failed; each FAIL finding says how to fix it");
     }
     ExitCode::from(code)
 }
