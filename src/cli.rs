@@ -14,11 +14,25 @@ Exit codes:
   4  conflict: the unit name belongs to another agent, or the unit is not ours
   5  no systemd user manager reachable
   6  the user manager did not answer in time
-  7  the agent survived SIGKILL (not stopped)";
+  7  the agent survived SIGKILL (not stopped)
+  8  doctor: a required check failed (its findings say which and how to fix it)";
+
+const EXAMPLES: &str = "\
+Examples:
+  agent-relay-systemd doctor
+  echo '{\"provider\":\"claude\",\"cwd\":\"~/projects/app\"}' | agent-relay-systemd spawn -o json
+  agent-relay-systemd list
+  systemctl --user status agent_relay.slice";
 
 /// Supervise Agent Relay agents as transient systemd user units.
 #[derive(Debug, Parser)]
-#[command(name = "agent-relay-systemd", version, about, after_long_help = EXIT_CODES)]
+#[command(
+    name = "agent-relay-systemd",
+    version,
+    about,
+    after_help = EXAMPLES,
+    after_long_help = format!("{EXAMPLES}\n\n{EXIT_CODES}")
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -159,10 +173,13 @@ pub enum Command {
         whom: String,
     },
     /// Interactive guest terminals of live agents (tmux, one transient unit each)
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  agent-relay-systemd guest create req-1\n  agent-relay-systemd guest list -o json"
+    )]
     Guest(GuestCommand),
     /// Read or type into a guest terminal
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example:\n  agent-relay-systemd terminal capture ar-guest-claude-…")]
     Terminal(TerminalCommand),
     /// Remove leftovers of gone agents, reset recorded failures, prune old exit records, end stray guest servers
     #[command(
@@ -185,6 +202,11 @@ pub enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
         cmd: Vec<String>,
     },
+    /// Check what this host needs and print each finding with its fix
+    #[command(
+        after_help = "Checks the user manager, systemd's version, XDG_RUNTIME_DIR, the session bus, linger, cgroup\ndelegation, the reaper timer, the slice, tmux, the config and the runner. Warnings exit 0; a\nfailed required check exits 5 (no manager), 6 (manager hung) or 8 (anything else).\nExample:\n  agent-relay-systemd doctor\n  agent-relay-systemd doctor -o json --timeout 3"
+    )]
+    Doctor,
     /// Print the man page (roff), generated from this command line definition
     #[command(hide = true)]
     Manpage,

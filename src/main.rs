@@ -11,7 +11,7 @@ use agent_relay_systemd::cli::{Cli, Command, GuestCommand, Output, TerminalComma
 use agent_relay_systemd::config::{self, Config, ConfigInputs};
 use agent_relay_systemd::host::HostEnv;
 use agent_relay_systemd::supervisor::now_ms;
-use agent_relay_systemd::{diagnose, logtext, output, recorder, request, sandbox, watch, Error, Supervisor};
+use agent_relay_systemd::{diagnose, doctor, logtext, output, recorder, request, sandbox, watch, Error, Supervisor};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -72,6 +72,9 @@ fn main() -> ExitCode {
                 fail(cli.global.output, &e.to_string(), kind, code)
             }
         };
+    }
+    if let Command::Doctor = &cli.command {
+        return rt.block_on(doctor(&cli));
     }
     match rt.block_on(run(&cli)) {
         Ok(text) => {
@@ -215,6 +218,38 @@ async fn watch(cli: &Cli) -> Result<(), Error> {
         _ = watcher => {}
     }
     Ok(())
+}
+
+/// `doctor`: every finding printed, whatever fails; the exit code says whether a required one did.
+async fn doctor(cli: &Cli) -> ExitCode {
+    let timeout = match seconds(cli.global.timeout, "--timeout") {
+        Ok(t) => t,
+        Err(e) => return fail(cli.global.output, &e.to_string(), "invalid", 2),
+    };
+    let host = HostEnv::from_process();
+    let var = |k: &str| std::env::var(k).ok();
+    let inputs = ConfigInputs { home: &host.home, os_hostname: &host.hostname, var: &var };
+    let default_file = host.home.join(".agent-relay").join("orchestrator.json");
+    let config_source = match &cli.global.config {
+        Some(p) => p.display().to_string(),
+        None if default_file.exists() => default_file.display().to_string(),
+        None => format!("no {} (defaults)", default_file.display()),
+    };
+    let config = config::load(cli.global.config.as_deref(), &inputs).map_err(|e| e.to_string());
+    let facts = doctor::probe::gather(doctor::probe::ProbeInputs { host, config, config_source, timeout }).await;
+    let findings = doctor::evaluate(&facts);
+    let code = doctor::exit_code(&facts, &findings);
+    let text = if cli.global.output == Output::Json {
+        to_json(&doctor::Report { ok: code == 0, findings })
+    } else {
+        doctor::render_text(&findings)
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+    if code != 0 {
+        eprintln!("error: doctor: a required check failed; each FAIL finding says how to fix it");
+    }
+    ExitCode::from(code)
 }
 
 async fn run(cli: &Cli) -> Result<String, Error> {
@@ -372,7 +407,11 @@ async fn run(cli: &Cli) -> Result<String, Error> {
                 format!("sent {} to {} of {}\n", out.signal, out.whom, out.systemd_unit)
             }
         }
-        Command::Sandbox { .. } | Command::RecordExit { .. } | Command::Watch { .. } | Command::Manpage => {
+        Command::Sandbox { .. }
+        | Command::RecordExit { .. }
+        | Command::Watch { .. }
+        | Command::Manpage
+        | Command::Doctor => {
             unreachable!("handled before the runtime starts")
         }
     };

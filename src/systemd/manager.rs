@@ -16,6 +16,9 @@ use crate::error::Error;
 use crate::record::UnitSnapshot;
 use crate::unit::Property;
 
+mod facts;
+pub use facts::ManagerInfo;
+
 const UNIT_EXISTS: &str = "org.freedesktop.systemd1.UnitExists";
 const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
 

@@ -7,4 +7,4 @@ mod private_socket;
 mod variant;
 
 pub use bus::{connect, BusOptions};
-pub use manager::{JobOutcome, JobStream, Manager, StartError};
+pub use manager::{JobOutcome, JobStream, Manager, ManagerInfo, StartError};
