@@ -27,6 +27,7 @@ pub mod sandbox;
 pub mod supervisor;
 pub mod systemd;
 pub mod unit;
+pub mod unitfile;
 pub mod watch;
 
 pub use error::Error;
