@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod config;
 pub mod diagnose;
+pub mod durable;
 pub mod error;
 pub mod events;
 pub mod exit;
