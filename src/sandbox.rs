@@ -137,7 +137,7 @@ impl PrivateManager {
         let root = self.root.clone();
         let exe = self.exe.clone();
         // Built before fork: pre_exec may not allocate.
-        let procs: Vec<CString> = mgr
+        let procs: Vec<CString> = self
             .cgroups
             .iter()
             .filter_map(|c| CString::new(c.join("cgroup.procs").into_os_string().into_encoded_bytes()).ok())
