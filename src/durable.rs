@@ -89,8 +89,11 @@ impl Supervisor {
         let unit_file = unit_dir.join(&plan.unit);
         let installed = async {
             write_unit_file(&unit_dir, &unit_file, &text)?;
-            self.mgr.reload().await?;
+            // Enable, then reload, as `systemctl enable` does: the reload makes the manager read
+            // the new file and default.target's new Wants= link, which keeps the unit loaded
+            // (listed) while it is stopped.
             self.mgr.enable_unit_files(std::slice::from_ref(&plan.unit)).await?;
+            self.mgr.reload().await?;
             self.mgr.start_unit(&plan.unit, self.mgr.timeout()).await
         }
         .await;
@@ -156,24 +159,29 @@ impl Supervisor {
         Ok(RemoveOutcome { stop, durable, unit_file: durable.then_some(unit_file) })
     }
 
-    /// Loads the durable agent units that have a file in our unit directory but are not loaded
-    /// (e.g. disabled), so that `show`/`remove` find them; true when any was loaded.
-    pub(crate) async fn load_durable_units(&self) -> Result<bool, Error> {
+    /// Records of durable agents whose unit file is in our unit directory but whose unit is not
+    /// loaded (disabled by hand, or half removed), so that `show` and `remove` still find them.
+    pub(crate) async fn unloaded_durable_agents(&self) -> Result<Vec<crate::AgentRecord>, Error> {
         let dir = self.host.user_unit_dir();
         let pattern = naming::agent_unit_pattern(&self.config.tmux_prefix);
         let files = self.mgr.unit_files(std::slice::from_ref(&pattern)).await?;
         let loaded: Vec<String> =
             self.mgr.list_units(std::slice::from_ref(&pattern)).await?.into_iter().map(|l| l.unit).collect();
-        let mut any = false;
+        let mut out = Vec::new();
         for (path, _state) in files {
             let path = Path::new(&path);
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-            if path.parent() == Some(dir.as_path()) && !loaded.iter().any(|u| u == name) {
-                self.mgr.load_unit(name).await?;
-                any = true;
+            if path.parent() != Some(dir.as_path()) || loaded.iter().any(|u| u == name) {
+                continue;
             }
+            // Reading through the unit's object path loads it again should the manager have
+            // collected it since `LoadUnit` (it loads units named by a path on demand).
+            let object = self.mgr.load_unit(name).await?;
+            let mut snap = self.mgr.snapshot(name, &object).await?;
+            snap.durable = true;
+            out.extend(to_record(&snap));
         }
-        Ok(any)
+        Ok(out)
     }
 
     /// The unit directory must be one the manager reads, or the unit file would never load.

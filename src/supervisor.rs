@@ -182,7 +182,10 @@ impl Supervisor {
     /// An agent by reference among loaded units, else among durable unit files not loaded.
     pub(crate) async fn resolve(&self, reference: &str) -> Result<AgentRecord, Error> {
         match self.resolve_loaded(reference).await {
-            Err(Error::NotFound { .. }) if self.load_durable_units().await? => self.resolve_loaded(reference).await,
+            Err(Error::NotFound { .. }) => {
+                let unloaded = self.unloaded_durable_agents().await?;
+                pick(&unloaded, reference).cloned().ok_or_else(|| Error::NotFound { reference: reference.to_string() })
+            }
             other => other,
         }
     }
@@ -208,12 +211,7 @@ impl Supervisor {
             }
         }
         let all = self.list().await?;
-        let pick = all
-            .iter()
-            .find(|r| r.agent_id == reference)
-            .or_else(|| all.iter().rev().find(|r| r.spawn_request_id.as_deref() == Some(reference)))
-            .or_else(|| all.iter().rev().find(|r| r.policy_name.as_deref() == Some(reference)));
-        pick.cloned().ok_or_else(not_found)
+        pick(&all, reference).cloned().ok_or_else(not_found)
     }
 
     /// Stops an agent: `StopUnit`, up to `timeout` (capped at 60 s), then SIGKILL to the whole
@@ -392,6 +390,15 @@ pub(crate) fn plan_request(
 /// Milliseconds since the epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The agent a reference names among `all`: unit, session or agent id, else the latest of a
+/// spawn request id or policy name.
+fn pick<'a>(all: &'a [AgentRecord], reference: &str) -> Option<&'a AgentRecord> {
+    all.iter()
+        .find(|r| r.agent_id == reference || r.systemd_unit == reference || r.session_name == reference)
+        .or_else(|| all.iter().rev().find(|r| r.spawn_request_id.as_deref() == Some(reference)))
+        .or_else(|| all.iter().rev().find(|r| r.policy_name.as_deref() == Some(reference)))
 }
 
 pub(crate) fn to_record(s: &UnitSnapshot) -> Option<AgentRecord> {
