@@ -248,10 +248,11 @@ fn write_unit_file(dir: &Path, path: &Path, text: &str) -> Result<(), Error> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io("syncing", dir))
 }
 
-/// The secret files must outlive a crash right after the spawn: fsync them and their directory.
+/// The secret files must outlive a crash right after the spawn: fsync them, their directory
+/// and its entry.
 fn sync_dir_tree(plan: &SpawnPlan) -> Result<(), Error> {
-    let files = std::iter::once(&plan.env_file).chain(plan.payloads.iter().map(|p| &p.path));
-    for p in files.chain([&plan.agent_dir]) {
+    let files = std::iter::once(plan.env_file.as_path()).chain(plan.payloads.iter().map(|p| p.path.as_path()));
+    for p in files.chain([plan.agent_dir.as_path()]).chain(plan.agent_dir.parent()) {
         std::fs::File::open(p).and_then(|f| f.sync_all()).map_err(Error::io("syncing", p))?;
     }
     Ok(())

@@ -278,3 +278,26 @@ fn a_durable_runner_that_cannot_be_executed_leaves_nothing_behind() {
     assert_eq!(files_under(&durable_agents_dir(&env)), Vec::<PathBuf>::new());
     assert!(env.agent_units().is_empty(), "{:?}", env.agent_units());
 }
+
+#[test]
+fn concurrent_persist_spawns_of_one_request_make_one_durable_agent() {
+    let env = Env::new();
+    let req = env.request(json!({"spawnRequestId": "dur-000007"})).to_string();
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> =
+            (0..3).map(|_| s.spawn(|| env.run(&["spawn", "--persist", "-o", "json"], Some(&req)))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut created = 0;
+    let mut pids = Vec::new();
+    for out in &outs {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        created += v["created"].as_bool().unwrap() as u32;
+        pids.push(v["agent"]["pid"].clone());
+    }
+    assert_eq!(created, 1, "{pids:?}");
+    assert!(pids.windows(2).all(|w| w[0] == w[1]), "{pids:?}");
+    assert_eq!(env.agent_units().len(), 1);
+    assert_eq!(files_under(&durable_agents_dir(&env)).iter().filter(|p| p.ends_with("env")).count(), 1);
+}
