@@ -58,9 +58,9 @@ pub fn generate(config: &Config, host: &HostEnv, req: &SpawnRequest) -> Result<G
 }
 
 impl Supervisor {
-    /// Starts a durable agent: files, unit file, `Reload`, `EnableUnitFiles`, `StartUnit`, and
-    /// the start job awaited. A live agent of the same `spawnRequestId` is returned instead; a
-    /// failed start leaves nothing behind.
+    /// Starts a durable agent: secret files, unit file, `EnableUnitFiles`, `Reload`, `StartUnit`,
+    /// and the start job awaited. A live agent of the same `spawnRequestId` is returned instead;
+    /// a stopped durable agent of that request is replaced. A failed start leaves nothing behind.
     pub async fn spawn_persist(&self, req: &SpawnRequest) -> Result<SpawnOutcome, Error> {
         let (plan, text) = durable_plan(&self.config, &self.host, req)?;
         let unit_dir = self.host.user_unit_dir();
@@ -94,6 +94,8 @@ impl Supervisor {
             // (listed) while it is stopped.
             self.mgr.enable_unit_files(std::slice::from_ref(&plan.unit)).await?;
             self.mgr.reload().await?;
+            // A replaced agent that crash-looped would have its start refused by the start limit.
+            self.mgr.reset_failed(&plan.unit).await?;
             self.mgr.start_unit(&plan.unit, self.mgr.timeout()).await
         }
         .await;
@@ -107,6 +109,7 @@ impl Supervisor {
         };
         if let Some(e) = failure {
             self.uninstall(&plan.unit, &unit_file).await;
+            host::remove_session_dirs(&self.host.durable_root().join("agents"), &plan.meta.session, None);
             return Err(e);
         }
         files.keep();

@@ -300,7 +300,7 @@ impl Supervisor {
         }
     }
 
-    pub(crate) async fn record_of(&self, unit: &str) -> Result<Option<AgentRecord>, Error> {
+    async fn record_of(&self, unit: &str) -> Result<Option<AgentRecord>, Error> {
         Ok(self.snapshot(unit).await?.and_then(|s| to_record(&s)))
     }
 
