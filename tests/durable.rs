@@ -301,3 +301,47 @@ fn concurrent_persist_spawns_of_one_request_make_one_durable_agent() {
     assert_eq!(env.agent_units().len(), 1);
     assert_eq!(files_under(&durable_agents_dir(&env)).iter().filter(|p| p.ends_with("env")).count(), 1);
 }
+
+#[test]
+fn a_durable_unit_reads_back_like_the_transient_unit_of_the_same_request() {
+    // The same request both ways; systemd's own view of the two units must agree.
+    let env = Env::new();
+    let base = json!({"label": "twin", "limits": {"memoryMax": "1G", "tasksMax": 64, "cpuQuota": 150}});
+    let mut t_req = env.request(base.clone());
+    t_req["spawnRequestId"] = json!("twin-0001");
+    let mut d_req = env.request(base);
+    d_req["spawnRequestId"] = json!("twin-0002");
+    let t = env.spawn(&t_req)["agent"]["systemdUnit"].as_str().unwrap().to_string();
+    let d = persist(&env, &d_req)["agent"]["systemdUnit"].as_str().unwrap().to_string();
+    for p in [
+        "Type",
+        "Slice",
+        "KillMode",
+        "TimeoutStopUSec",
+        "Restart",
+        "RestartUSec",
+        "StartLimitBurst",
+        "StartLimitIntervalUSec",
+        "MemoryMax",
+        "TasksMax",
+        "CPUQuotaPerSecUSec",
+        "WorkingDirectory",
+        "StandardOutput",
+        "StandardError",
+    ] {
+        assert_eq!(env.prop(&t, p), env.prop(&d, p), "{p} differs between {t} and {d}");
+    }
+    assert_eq!(env.prop(&d, "MemoryMax"), "1073741824");
+    assert_eq!(env.prop(&d, "CPUQuotaPerSecUSec"), "1.500000s");
+    assert_eq!(env.prop(&d, "Restart"), "on-failure");
+    assert_eq!(env.prop(&d, "StandardOutput"), "append");
+    let strip = |s: String| s.replace("twin-0001", "ID").replace("twin-0002", "ID");
+    let counts =
+        |u: &str| (env.prop(u, "Environment").split(' ').count(), env.prop(u, "LogExtraFields").lines().count());
+    assert_eq!(counts(&t), counts(&d));
+    let exec = |u: &str| strip(env.prop(u, "ExecStart")).split(" ; ").take(2).collect::<Vec<_>>().join(" ; ");
+    let (te, de) = (exec(&t), exec(&d));
+    // Only the agent ids (random) differ in argv.
+    let id = |s: &str| s.split_whitespace().skip_while(|w| *w != "--agent-id").nth(1).unwrap_or("").to_string();
+    assert_eq!(te.replace(&id(&te), "AID"), de.replace(&id(&de), "AID"));
+}
