@@ -102,9 +102,21 @@ pub enum Output {
 pub enum Command {
     /// Start an agent as a transient user unit from a spawn request (JSON)
     #[command(
-        after_help = "Example:\n  echo '{\"provider\":\"claude\",\"cwd\":\"~/projects/app\",\"spawnRequestId\":\"req-1\"}' | agent-relay-systemd spawn -o json"
+        after_help = "With --persist the agent is durable: its unit file is written to ~/.config/systemd/user\n(XDG_CONFIG_HOME), enabled (WantedBy=default.target) and started, so it comes back when the\nuser manager starts again (at boot with `loginctl enable-linger`). `remove` deletes it.\nExample:\n  echo '{\"provider\":\"claude\",\"cwd\":\"~/projects/app\",\"spawnRequestId\":\"req-1\"}' | agent-relay-systemd spawn -o json"
     )]
     Spawn {
+        /// Read the spawn request from FILE instead of stdin
+        #[arg(long, value_name = "FILE")]
+        spec: Option<PathBuf>,
+        /// Make the agent durable: a unit file, enabled and started, instead of a transient unit
+        #[arg(long)]
+        persist: bool,
+    },
+    /// Print the unit file `spawn --persist` would write for a spawn request; changes nothing
+    #[command(
+        after_help = "The secret EnvironmentFile= is only named, never printed. Without an agentId in the request,\nthe agent id and the files' directory are fresh on every run, as for a spawn.\nExample:\n  echo '{\"provider\":\"claude\",\"cwd\":\"~/projects/app\",\"spawnRequestId\":\"req-1\"}' | agent-relay-systemd generate"
+    )]
+    Generate {
         /// Read the spawn request from FILE instead of stdin
         #[arg(long, value_name = "FILE")]
         spec: Option<PathBuf>,
@@ -119,8 +131,21 @@ pub enum Command {
         agent: String,
     },
     /// Stop an agent: graceful, then SIGKILL to its whole control group
-    #[command(after_help = "Example:\n  agent-relay-systemd stop ar-claude-session-req-1 --timeout-stop 5")]
+    #[command(
+        after_help = "A durable agent (spawn --persist) only stops: it stays enabled and starts again with the user\nmanager; `remove` deletes it.\nExample:\n  agent-relay-systemd stop ar-claude-session-req-1 --timeout-stop 5"
+    )]
     Stop {
+        /// Agent id, session name, unit name or spawn request id
+        agent: String,
+        /// Seconds to wait for a graceful stop before SIGKILL (at most 60)
+        #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+        timeout_stop: f64,
+    },
+    /// Stop an agent and, when durable, disable it and delete its unit file and secret files
+    #[command(
+        after_help = "For a transient agent this is a stop. A removed durable agent does not come back.\nExample:\n  agent-relay-systemd remove req-1 -o json"
+    )]
+    Remove {
         /// Agent id, session name, unit name or spawn request id
         agent: String,
         /// Seconds to wait for a graceful stop before SIGKILL (at most 60)

@@ -20,6 +20,8 @@ pub struct HostEnv {
     pub hostname: String,
     /// `$XDG_STATE_HOME` or `~/.local/state`: exit records live below it.
     pub state_home: PathBuf,
+    /// `$XDG_CONFIG_HOME` or `~/.config`: durable agents' unit files live below it.
+    pub config_home: PathBuf,
     /// Our own binary, for the units' `ExecStopPost=` exit recorder; `None` disables records.
     pub self_exe: Option<PathBuf>,
     /// `$TMUX_TMPDIR` or `/tmp`: where guest tmux sockets live (`<dir>/tmux-<uid>/<guest>`).
@@ -43,6 +45,7 @@ impl HostEnv {
         });
         HostEnv {
             state_home: var("XDG_STATE_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".local").join("state")),
+            config_home: var("XDG_CONFIG_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".config")),
             self_exe: own_binary(&var("PATH").unwrap_or_default()),
             tmux_tmpdir: var("TMUX_TMPDIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp")),
             home,
@@ -59,6 +62,17 @@ impl HostEnv {
     /// The directory of this user's tmux sockets.
     pub fn tmux_socket_dir(&self) -> PathBuf {
         self.tmux_tmpdir.join(format!("tmux-{}", nix::unistd::getuid()))
+    }
+
+    /// `$XDG_CONFIG_HOME/systemd/user`: the user manager's own unit directory.
+    pub fn user_unit_dir(&self) -> PathBuf {
+        self.config_home.join("systemd").join("user")
+    }
+
+    /// `$XDG_STATE_HOME/agent-relay-systemd/durable`: durable agents' secret and payload files
+    /// (the runtime dir is a tmpfs, gone at reboot).
+    pub fn durable_root(&self) -> PathBuf {
+        self.state_home.join("agent-relay-systemd").join("durable")
     }
 
     /// `$XDG_RUNTIME_DIR/agent-relay-systemd`, where secrets and payloads live (tmpfs, per user).
@@ -193,6 +207,18 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), Error> {
         .map_err(Error::io("creating", path))?;
     // No fsync: these live in the runtime dir (tmpfs), gone at reboot by design.
     f.write_all(contents).map_err(Error::io("writing", path))
+}
+
+/// Removes the per-attempt directories `<session>.<attempt>` in `agents_dir`, but `keep`.
+pub fn remove_session_dirs(agents_dir: &Path, session: &str, keep: Option<&Path>) {
+    let Ok(entries) = std::fs::read_dir(agents_dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.rsplit_once('.').map(|(s, _)| s) == Some(session) && Some(e.path().as_path()) != keep {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Files a spawn made; removed again unless [`SpawnFiles::keep`] is called.

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod diagnose;
 pub mod doctor;
+pub mod durable;
 pub mod error;
 pub mod events;
 pub mod exit;
@@ -28,6 +29,7 @@ pub mod sandbox;
 pub mod supervisor;
 pub mod systemd;
 pub mod unit;
+pub mod unitfile;
 pub mod watch;
 
 pub use error::Error;

@@ -11,7 +11,9 @@ use agent_relay_systemd::cli::{Cli, Command, GuestCommand, Output, TerminalComma
 use agent_relay_systemd::config::{self, Config, ConfigInputs};
 use agent_relay_systemd::host::HostEnv;
 use agent_relay_systemd::supervisor::now_ms;
-use agent_relay_systemd::{diagnose, doctor, logtext, output, recorder, request, sandbox, watch, Error, Supervisor};
+use agent_relay_systemd::{
+    diagnose, doctor, durable, logtext, output, recorder, request, sandbox, watch, Error, Supervisor,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -257,23 +259,31 @@ async fn run(cli: &Cli) -> Result<String, Error> {
 
     // Bad input is rejected before the manager is contacted: nothing is touched.
     let spawn_request = match &cli.command {
-        Command::Spawn { spec } => Some(read_request(spec.as_deref())?),
+        Command::Spawn { spec, .. } => Some(read_request(spec.as_deref())?),
+        Command::Generate { spec } => {
+            // Needs no manager: a preview of the unit file.
+            let (cfg, host, _) = setup(cli)?;
+            let g = durable::generate(&cfg, &host, &read_request(spec.as_deref())?)?;
+            return Ok(if json { to_json(&g) } else { g.text });
+        }
         _ => None,
     };
     let stop_timeout = match &cli.command {
-        Command::Stop { timeout_stop, .. } => Some(Duration::try_from_secs_f64(*timeout_stop).map_err(|_| {
-            Error::Invalid(format!(
-                "--timeout-stop must be a non-negative number of seconds (capped at 60), got {timeout_stop}"
-            ))
-        })?),
+        Command::Stop { timeout_stop, .. } | Command::Remove { timeout_stop, .. } => {
+            Some(Duration::try_from_secs_f64(*timeout_stop).map_err(|_| {
+                Error::Invalid(format!(
+                    "--timeout-stop must be a non-negative number of seconds (capped at 60), got {timeout_stop}"
+                ))
+            })?)
+        }
         _ => None,
     };
 
     let sup = connect(cli).await?;
     let text = match &cli.command {
-        Command::Spawn { .. } => {
+        Command::Spawn { persist, .. } => {
             let req = spawn_request.expect("parsed above");
-            let out = sup.spawn(&req).await?;
+            let out = if *persist { sup.spawn_persist(&req).await? } else { sup.spawn(&req).await? };
             if json {
                 to_json(&out)
             } else {
@@ -303,6 +313,18 @@ async fn run(cli: &Cli) -> Result<String, Error> {
                 to_json(&out)
             } else {
                 output::stop_summary(&out)
+            }
+        }
+        Command::Remove { agent, .. } => {
+            let out = sup.remove(agent, stop_timeout.expect("parsed above")).await?;
+            if json {
+                to_json(&out)
+            } else {
+                let mut t = output::stop_summary(&out.stop);
+                if let Some(f) = &out.unit_file {
+                    t.push_str(&format!("disabled; deleted {} and its secret files\n", f.display()));
+                }
+                t
             }
         }
         Command::Diagnose { agent } => {
@@ -414,6 +436,7 @@ async fn run(cli: &Cli) -> Result<String, Error> {
         | Command::Doctor => {
             unreachable!("handled before the runtime starts")
         }
+        Command::Generate { .. } => unreachable!("answered before connecting"),
     };
     Ok(text)
 }

@@ -74,6 +74,7 @@ pub fn agent_details(a: &AgentRecord) -> String {
         ("startedAt", a.started_at.map(|t| t.to_string()).unwrap_or_else(|| "-".into())),
         ("restarts", a.restarts.to_string()),
         ("logFile", a.log_file.clone()),
+        ("durable", a.durable.to_string()),
     ];
     lines.iter().map(|(k, v)| format!("{k:<16}{v}\n")).collect()
 }

@@ -31,6 +31,8 @@ pub struct UnitSnapshot {
     pub active_enter_us: u64,
     pub working_directory: String,
     pub log_extra_fields: Vec<Vec<u8>>,
+    /// Loaded from a unit file (`spawn --persist`), not transient: survives a manager restart.
+    pub durable: bool,
 }
 
 /// What `/proc/<pid>/stat` said about a process.
@@ -128,6 +130,8 @@ pub struct AgentRecord {
     pub limits: crate::limits::Limits,
     pub log_file: String,
     pub description: String,
+    /// A durable agent (`spawn --persist`): an enabled unit file, started with the user manager.
+    pub durable: bool,
 }
 
 /// Builds the record; `None` when the unit carries no agent metadata (not one of ours).
@@ -164,6 +168,7 @@ pub fn agent_record(s: &UnitSnapshot, proc_state: ProcState) -> Option<AgentReco
         limits: crate::limits::from_properties(s.memory_max, s.memory_high, s.tasks_max, s.cpu_quota_per_sec_usec),
         log_file: m.log_file,
         description: s.description.clone(),
+        durable: s.durable,
     })
 }
 

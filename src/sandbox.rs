@@ -48,6 +48,7 @@ pub struct PrivateManager {
     cgroups: Vec<PathBuf>,
     root: PathBuf,
     runtime: PathBuf,
+    exe: PathBuf,
 }
 
 impl PrivateManager {
@@ -81,8 +82,15 @@ impl PrivateManager {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).map_err(io("chmod", &runtime))?;
         // From here on, an early return drops `mgr`, which removes what was made so far.
-        let mut mgr =
-            PrivateManager { child: None, pid: 0, dir: Some(dir), cgroups: Vec::new(), root: root.clone(), runtime };
+        let mut mgr = PrivateManager {
+            child: None,
+            pid: 0,
+            dir: Some(dir),
+            cgroups: Vec::new(),
+            root: root.clone(),
+            runtime,
+            exe,
+        };
 
         let name = format!(
             "agent-relay-sandbox-{}-{}-{}",
@@ -99,8 +107,37 @@ impl PrivateManager {
             })?;
             mgr.cgroups.push(cg);
         }
+        mgr.launch(wait)?;
+        Ok(mgr)
+    }
+
+    /// Stops the manager (it stops its units) and starts a new one on the same directories, as
+    /// a reboot would: `run/` (XDG_RUNTIME_DIR, a tmpfs on a real host) starts empty, `config/`,
+    /// `data/`, `state/` and the home inside the root are kept. Waits up to `wait` for it.
+    pub fn restart(&mut self, wait: Duration) -> Result<(), SandboxError> {
+        self.stop_manager();
+        for cg in &self.cgroups {
+            kill_cgroup_procs(cg);
+        }
+        let entries = std::fs::read_dir(&self.runtime).map_err(io("reading", &self.runtime))?;
+        for e in entries.flatten() {
+            let p = e.path();
+            let gone = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            gone.map_err(io("emptying", &p))?;
+        }
+        self.launch(wait)
+    }
+
+    /// Starts the manager process in our cgroups and waits until its sockets exist.
+    fn launch(&mut self, wait: Duration) -> Result<(), SandboxError> {
+        let root = self.root.clone();
+        let exe = self.exe.clone();
         // Built before fork: pre_exec may not allocate.
-        let procs: Vec<CString> = mgr
+        let procs: Vec<CString> = self
             .cgroups
             .iter()
             .filter_map(|c| CString::new(c.join("cgroup.procs").into_os_string().into_encoded_bytes()).ok())
@@ -119,7 +156,7 @@ impl PrivateManager {
                 cmd.env(k, v);
             }
         }
-        cmd.envs(mgr.xdg_env());
+        cmd.envs(self.xdg_env());
         let no_mask = SigSet::empty();
         // SAFETY: only async-signal-safe calls (sigprocmask, setsid, open, write, close) between
         // fork and exec.
@@ -140,17 +177,17 @@ impl PrivateManager {
             });
         }
         let child = cmd.spawn().map_err(io("starting", &exe))?;
-        mgr.pid = child.id();
-        mgr.child = Some(child);
+        self.pid = child.id();
+        self.child = Some(child);
 
-        let ready = [mgr.runtime.join("bus"), mgr.runtime.join("systemd").join("private")];
+        let ready = [self.runtime.join("bus"), self.runtime.join("systemd").join("private")];
         let end = Instant::now() + wait;
         loop {
             if ready.iter().all(|p| p.exists()) {
-                return Ok(mgr);
+                return Ok(());
             }
             let log = || log_tail(&std::fs::read_to_string(&log_path).unwrap_or_default(), 8);
-            if let Some(status) = mgr.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 return Err(SandboxError::ManagerExited { status, log: log() });
             }
             if Instant::now() >= end {
@@ -204,6 +241,17 @@ impl PrivateManager {
 
     /// Idempotent and panic-free: every step takes its state out of `self` first.
     fn teardown(&mut self) {
+        self.stop_manager();
+        for cg in std::mem::take(&mut self.cgroups) {
+            kill_and_remove_cgroup(&cg);
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.close();
+        }
+    }
+
+    /// SIGTERM the manager and wait (10 s, then SIGKILL) until it has exited.
+    fn stop_manager(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pid = Pid::from_raw(child.id() as i32);
             let _ = kill(pid, Signal::SIGCONT); // a stopped manager (tests SIGSTOP it) cannot exit
@@ -214,12 +262,6 @@ impl PrivateManager {
             }
             let _ = child.kill();
             let _ = child.wait();
-        }
-        for cg in std::mem::take(&mut self.cgroups) {
-            kill_and_remove_cgroup(&cg);
-        }
-        if let Some(dir) = self.dir.take() {
-            let _ = dir.close();
         }
     }
 }
@@ -241,6 +283,12 @@ fn cgroup_dirs(root: &Path, name: &str) -> Vec<PathBuf> {
 
 /// SIGKILLs whatever is left in a cgroup tree, then removes it, deepest first.
 fn kill_and_remove_cgroup(cg: &Path) {
+    let dirs = kill_cgroup_procs(cg);
+    remove_cgroup_dirs(dirs);
+}
+
+/// SIGKILLs every process in a cgroup tree (for up to 1 s); returns the tree's directories.
+fn kill_cgroup_procs(cg: &Path) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     collect_dirs(cg, &mut dirs);
     for _ in 0..50 {
@@ -257,6 +305,10 @@ fn kill_and_remove_cgroup(cg: &Path) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    dirs
+}
+
+fn remove_cgroup_dirs(mut dirs: Vec<PathBuf>) {
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     for d in dirs {
         for _ in 0..50 {

@@ -73,25 +73,7 @@ impl Supervisor {
 
     /// Starts an agent, or returns the live agent of the same `spawnRequestId`.
     pub async fn spawn(&self, req: &SpawnRequest) -> Result<SpawnOutcome, Error> {
-        request::validate(req)?;
-        let cwd = host::resolve_cwd(&req.cwd, &self.config, &self.host.home)?;
-        let launcher = host::resolve_launcher(&self.config, &req.provider, &self.host.path)?;
-        let runtime_root = self.host.runtime_root()?;
-        let random = uuid::Uuid::new_v4().simple().to_string();
-        let now_ms = now_ms();
-        let exits_dir = crate::exits::exits_dir(&self.host.state_home);
-        let inputs = PlanInputs {
-            config: &self.config,
-            home: &self.host.home,
-            runtime_root: &runtime_root,
-            caller_path: &self.host.path,
-            launcher: &launcher,
-            cwd: &cwd,
-            now_ms,
-            record_exit: self.host.self_exe.as_deref().map(|exe| (exe, exits_dir.as_path())),
-            random_hex: &random,
-        };
-        let plan = plan::plan(req, &inputs)?;
+        let plan = plan_request(&self.config, &self.host, req, &self.host.runtime_root()?)?;
 
         if let Some(rid) = &req.spawn_request_id {
             if let Some(agent) = self.find_live_request(rid, &req.provider).await? {
@@ -197,7 +179,18 @@ impl Supervisor {
         self.resolve(reference).await
     }
 
+    /// An agent by reference among loaded units, else among durable unit files not loaded.
     pub(crate) async fn resolve(&self, reference: &str) -> Result<AgentRecord, Error> {
+        match self.resolve_loaded(reference).await {
+            Err(Error::NotFound { .. }) => {
+                let unloaded = self.unloaded_durable_agents().await?;
+                pick(&unloaded, reference).cloned().ok_or_else(|| Error::NotFound { reference: reference.to_string() })
+            }
+            other => other,
+        }
+    }
+
+    async fn resolve_loaded(&self, reference: &str) -> Result<AgentRecord, Error> {
         let prefix = &self.config.tmux_prefix;
         let not_found = || Error::NotFound { reference: reference.to_string() };
         if reference.is_empty() || reference.chars().any(|c| c.is_control() || c == '/') {
@@ -218,12 +211,7 @@ impl Supervisor {
             }
         }
         let all = self.list().await?;
-        let pick = all
-            .iter()
-            .find(|r| r.agent_id == reference)
-            .or_else(|| all.iter().rev().find(|r| r.spawn_request_id.as_deref() == Some(reference)))
-            .or_else(|| all.iter().rev().find(|r| r.policy_name.as_deref() == Some(reference)));
-        pick.cloned().ok_or_else(not_found)
+        pick(&all, reference).cloned().ok_or_else(not_found)
     }
 
     /// Stops an agent: `StopUnit`, up to `timeout` (capped at 60 s), then SIGKILL to the whole
@@ -298,14 +286,8 @@ impl Supervisor {
     }
 
     fn remove_runtime_files(&self, session: &str) {
-        let Ok(root) = self.host.runtime_root() else { return };
-        let Ok(entries) = std::fs::read_dir(root.join("agents")) else { return };
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if name.rsplit_once('.').map(|(s, _)| s) == Some(session) {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
+        if let Ok(root) = self.host.runtime_root() {
+            host::remove_session_dirs(&root.join("agents"), session, None);
         }
     }
 
@@ -323,7 +305,7 @@ impl Supervisor {
     }
 
     /// A live agent of this spawn request, looked up among units whose name ends like it.
-    async fn find_live_request(&self, rid: &str, provider: &str) -> Result<Option<AgentRecord>, Error> {
+    pub(crate) async fn find_live_request(&self, rid: &str, provider: &str) -> Result<Option<AgentRecord>, Error> {
         let pattern = format!(
             "{}{}-{provider}-*-{}.service",
             naming::AGENT_UNIT_PREFIX,
@@ -356,7 +338,7 @@ impl Supervisor {
     }
 
     /// Explains a failed start job, then stops and clears the unit so it does not restart.
-    async fn start_failure(&self, unit: &str, job_result: &str) -> String {
+    pub(crate) async fn start_failure(&self, unit: &str, job_result: &str) -> String {
         let snap = self.snapshot(unit).await.ok().flatten();
         let _ = self.mgr.stop_unit(unit).await;
         let _ = self.mgr.reset_failed(unit).await;
@@ -378,12 +360,48 @@ impl Supervisor {
     }
 }
 
+/// Validates a request and plans it against this host; the agent's secret and payload files
+/// go below `files_root` (the runtime dir for transient agents, the state dir for durable ones).
+pub(crate) fn plan_request(
+    config: &Config,
+    host: &HostEnv,
+    req: &SpawnRequest,
+    files_root: &std::path::Path,
+) -> Result<plan::SpawnPlan, Error> {
+    request::validate(req)?;
+    let cwd = host::resolve_cwd(&req.cwd, config, &host.home)?;
+    let launcher = host::resolve_launcher(config, &req.provider, &host.path)?;
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    let exits_dir = crate::exits::exits_dir(&host.state_home);
+    let inputs = PlanInputs {
+        config,
+        home: &host.home,
+        runtime_root: files_root,
+        caller_path: &host.path,
+        launcher: &launcher,
+        cwd: &cwd,
+        now_ms: now_ms(),
+        record_exit: host.self_exe.as_deref().map(|exe| (exe, exits_dir.as_path())),
+        random_hex: &random,
+    };
+    Ok(plan::plan(req, &inputs)?)
+}
+
 /// Milliseconds since the epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-fn to_record(s: &UnitSnapshot) -> Option<AgentRecord> {
+/// The agent a reference names among `all`: unit, session or agent id, else the latest of a
+/// spawn request id or policy name.
+fn pick<'a>(all: &'a [AgentRecord], reference: &str) -> Option<&'a AgentRecord> {
+    all.iter()
+        .find(|r| r.agent_id == reference || r.systemd_unit == reference || r.session_name == reference)
+        .or_else(|| all.iter().rev().find(|r| r.spawn_request_id.as_deref() == Some(reference)))
+        .or_else(|| all.iter().rev().find(|r| r.policy_name.as_deref() == Some(reference)))
+}
+
+pub(crate) fn to_record(s: &UnitSnapshot) -> Option<AgentRecord> {
     let proc = if s.main_pid > 0 { host::proc_state(s.main_pid) } else { record::ProcState::Gone };
     record::agent_record(s, proc)
 }

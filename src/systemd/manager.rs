@@ -216,15 +216,17 @@ impl Manager {
         let u = UnitProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No).build();
         let s = ServiceProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No).build();
         let (u, s) = futures_util::try_join!(u, s)?;
-        let (invocation_id, active_enter_us, main_pid, n_restarts, result, exec_main_code, exec_main_status) = futures_util::try_join!(
-            u.invocation_id(),
-            u.active_enter_timestamp(),
-            s.main_pid(),
-            s.n_restarts(),
-            s.result(),
-            s.exec_main_code(),
-            s.exec_main_status()
-        )?;
+        let (invocation_id, active_enter_us, main_pid, n_restarts, result, exec_main_code, exec_main_status, transient) =
+            futures_util::try_join!(
+                u.invocation_id(),
+                u.active_enter_timestamp(),
+                s.main_pid(),
+                s.n_restarts(),
+                s.result(),
+                s.exec_main_code(),
+                s.exec_main_status(),
+                u.transient()
+            )?;
         let (exec_main_start_us, working_directory, log_extra_fields, memory_max, memory_high, tasks_max, cpu) = futures_util::try_join!(
             s.exec_main_start_timestamp(),
             s.working_directory(),
@@ -250,6 +252,7 @@ impl Manager {
             active_enter_us,
             working_directory,
             log_extra_fields,
+            durable: !transient,
             ..Default::default()
         })
     }
@@ -397,3 +400,5 @@ pub fn map_err(what: &str, timeout: Duration, e: zbus::Error) -> Error {
         },
     }
 }
+
+mod install;

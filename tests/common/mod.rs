@@ -139,6 +139,12 @@ impl Env {
             .collect()
     }
 
+    /// Stops the private manager and starts it again on the same directories, `run/` emptied
+    /// as a reboot empties it ([`PrivateManager::restart`]).
+    pub fn restart_manager(&mut self) {
+        self.mgr.as_mut().unwrap().restart(Duration::from_secs(10)).expect("restart the private manager");
+    }
+
     pub fn agents_dir(&self) -> PathBuf {
         self.runtime_dir().join("agent-relay-systemd").join("agents")
     }

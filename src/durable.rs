@@ -1,0 +1,262 @@
+//! Durable agents: `generate` renders an agent's unit file, `spawn --persist` writes, enables and
+//! starts it over D-Bus so the agent comes back with the user manager, `remove` undoes all of it.
+//! The unit file (0644, no secrets) goes to the manager's own unit directory; the secret and
+//! payload files to `$XDG_STATE_HOME` (the runtime dir is a tmpfs, gone at reboot).
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::host::{self, HostEnv};
+use crate::meta::AgentMeta;
+use crate::plan::SpawnPlan;
+use crate::request::SpawnRequest;
+use crate::supervisor::{plan_request, to_record, SpawnOutcome, StopOutcome, Supervisor};
+use crate::{naming, unit, unitfile};
+
+/// How long a durable spawn or removal waits for another one to finish with the unit files.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// What `generate` prints: the unit, where `spawn --persist` would write it, and its text.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Generated {
+    pub systemd_unit: String,
+    pub unit_file: PathBuf,
+    pub text: String,
+}
+
+/// The answer of `remove`: the stop, and what of a durable agent was deleted.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoveOutcome {
+    #[serde(flatten)]
+    pub stop: StopOutcome,
+    pub durable: bool,
+    /// The deleted unit file (durable agents only).
+    pub unit_file: Option<PathBuf>,
+}
+
+/// The plan of a durable agent (files below [`HostEnv::durable_root`]) and its unit-file text.
+fn durable_plan(config: &Config, host: &HostEnv, req: &SpawnRequest) -> Result<(SpawnPlan, String), Error> {
+    let plan = plan_request(config, host, req, &host.durable_root())?;
+    let text = unitfile::render(&unit::agent_properties(&plan)).map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok((plan, text))
+}
+
+/// The unit file `spawn --persist` would write for `req`, touching nothing. The secret
+/// `EnvironmentFile=` is only named, never printed; the agent id (unless the request has one)
+/// and the files' directory are fresh on every call, as for a spawn.
+pub fn generate(config: &Config, host: &HostEnv, req: &SpawnRequest) -> Result<Generated, Error> {
+    let (plan, text) = durable_plan(config, host, req)?;
+    Ok(Generated { unit_file: host.user_unit_dir().join(&plan.unit), systemd_unit: plan.unit, text })
+}
+
+impl Supervisor {
+    /// Starts a durable agent: secret files, unit file, `EnableUnitFiles`, `Reload`, `StartUnit`,
+    /// and the start job awaited. A live agent of the same `spawnRequestId` is returned instead;
+    /// a stopped durable agent of that request is replaced. A failed start leaves nothing behind.
+    pub async fn spawn_persist(&self, req: &SpawnRequest) -> Result<SpawnOutcome, Error> {
+        let (plan, text) = durable_plan(&self.config, &self.host, req)?;
+        let unit_dir = self.host.user_unit_dir();
+        self.check_unit_dir(&unit_dir).await?;
+        let _lock = self.durable_lock().await?;
+        if let Some(rid) = &req.spawn_request_id {
+            if let Some(agent) = self.find_live_request(rid, &req.provider).await? {
+                return Ok(SpawnOutcome { created: false, agent });
+            }
+        }
+        if let Some(snap) = self.snapshot(&plan.unit).await? {
+            let theirs = AgentMeta::from_log_extra_fields(&snap.log_extra_fields);
+            let ours = theirs.as_ref().is_some_and(|m| m.spawn_request_id.is_some())
+                && theirs.as_ref().map(|m| &m.spawn_request_id) == Some(&req.spawn_request_id);
+            if (theirs.is_some() || snap.load_state == "loaded") && !(ours && snap.durable) {
+                let who = theirs.map(|m| format!("agent {}", m.agent_id)).unwrap_or_else(|| "something else".into());
+                return Err(Error::Conflict(format!(
+                    "unit {} already exists ({}, {}); pass a different label or spawnRequestId, or `remove` it first",
+                    plan.unit, who, snap.active_state
+                )));
+            }
+        }
+
+        let files = host::write_spawn_files(&plan)?;
+        sync_dir_tree(&plan)?;
+        let unit_file = unit_dir.join(&plan.unit);
+        let installed = async {
+            write_unit_file(&unit_dir, &unit_file, &text)?;
+            // Enable, then reload, as `systemctl enable` does: the reload makes the manager read
+            // the new file and default.target's new Wants= link, which keeps the unit loaded
+            // (listed) while it is stopped.
+            self.mgr.enable_unit_files(std::slice::from_ref(&plan.unit)).await?;
+            self.mgr.reload().await?;
+            // A replaced agent that crash-looped would have its start refused by the start limit.
+            self.mgr.reset_failed(&plan.unit).await?;
+            self.mgr.start_unit(&plan.unit, self.mgr.timeout()).await
+        }
+        .await;
+        let failure = match installed {
+            Ok(job) if job.result == "done" => None,
+            Ok(job) => {
+                let detail = self.start_failure(&plan.unit, &job.result).await;
+                Some(Error::SpawnFailed { unit: plan.unit.clone(), detail })
+            }
+            Err(e) => Some(e),
+        };
+        if let Some(e) = failure {
+            self.uninstall(&plan.unit, &unit_file).await;
+            host::remove_session_dirs(&self.host.durable_root().join("agents"), &plan.meta.session, None);
+            return Err(e);
+        }
+        files.keep();
+        host::remove_session_dirs(&self.host.durable_root().join("agents"), &plan.meta.session, Some(&plan.agent_dir));
+        let mut snap = self.mgr.started_view(&plan.unit).await?;
+        snap.description = plan.description.clone();
+        snap.working_directory = plan.cwd.display().to_string();
+        snap.log_extra_fields = plan.meta.to_log_extra_fields();
+        snap.durable = true;
+        let agent = to_record(&snap).ok_or_else(|| Error::SpawnFailed {
+            unit: plan.unit.clone(),
+            detail: "the unit carries no agent metadata".into(),
+        })?;
+        Ok(SpawnOutcome { created: true, agent })
+    }
+
+    /// Stops an agent (as `stop`) and, when it is durable, disables it and deletes its unit
+    /// file and its secret files, so it does not come back. For a transient agent, a stop.
+    pub async fn remove(&self, reference: &str, timeout: Duration) -> Result<RemoveOutcome, Error> {
+        let agent = self.resolve(reference).await?;
+        let unit = agent.systemd_unit.clone();
+        let stop = match self.stop(&unit, timeout).await {
+            Ok(s) => s,
+            // Loaded only for the lookup and collected since: nothing runs.
+            Err(Error::NotFound { .. }) => StopOutcome {
+                agent_id: agent.agent_id.clone(),
+                session_name: agent.session_name.clone(),
+                systemd_unit: unit.clone(),
+                stopped: true,
+                was_running: false,
+                killed: false,
+            },
+            Err(e) => return Err(e),
+        };
+        let unit_file = self.host.user_unit_dir().join(&unit);
+        let durable = agent.durable || unit_file.exists();
+        if durable {
+            let _lock = self.durable_lock().await?;
+            self.mgr.disable_unit_files(std::slice::from_ref(&unit)).await?;
+            match std::fs::remove_file(&unit_file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::Io { op: "removing unit file", path: unit_file, source: e })
+                }
+                _ => {}
+            }
+            self.mgr.reload().await?;
+            self.mgr.reset_failed(&unit).await?;
+            host::remove_session_dirs(&self.host.durable_root().join("agents"), &agent.session_name, None);
+        }
+        Ok(RemoveOutcome { stop, durable, unit_file: durable.then_some(unit_file) })
+    }
+
+    /// Records of durable agents whose unit file is in our unit directory but whose unit is not
+    /// loaded (disabled by hand, or half removed), so that `show` and `remove` still find them.
+    pub(crate) async fn unloaded_durable_agents(&self) -> Result<Vec<crate::AgentRecord>, Error> {
+        let dir = self.host.user_unit_dir();
+        let pattern = naming::agent_unit_pattern(&self.config.tmux_prefix);
+        let files = self.mgr.unit_files(std::slice::from_ref(&pattern)).await?;
+        let loaded: Vec<String> =
+            self.mgr.list_units(std::slice::from_ref(&pattern)).await?.into_iter().map(|l| l.unit).collect();
+        let mut out = Vec::new();
+        for (path, _state) in files {
+            let path = Path::new(&path);
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+            if path.parent() != Some(dir.as_path()) || loaded.iter().any(|u| u == name) {
+                continue;
+            }
+            // Reading through the unit's object path loads it again should the manager have
+            // collected it since `LoadUnit` (it loads units named by a path on demand).
+            let object = self.mgr.load_unit(name).await?;
+            let mut snap = self.mgr.snapshot(name, &object).await?;
+            snap.durable = true;
+            out.extend(to_record(&snap));
+        }
+        Ok(out)
+    }
+
+    /// The unit directory must be one the manager reads, or the unit file would never load.
+    async fn check_unit_dir(&self, dir: &Path) -> Result<(), Error> {
+        let search = self.mgr.unit_search_path().await?;
+        if search.iter().any(|p| Path::new(p) == dir) {
+            return Ok(());
+        }
+        Err(Error::Invalid(format!(
+            "the user manager does not read unit files from {} (its search path: {}); run with the XDG_CONFIG_HOME the manager has",
+            dir.display(),
+            search.join(":")
+        )))
+    }
+
+    /// Best-effort undo of a durable spawn that did not start: nothing of it stays.
+    async fn uninstall(&self, unit: &str, unit_file: &Path) {
+        let _ = self.mgr.stop_unit(unit).await;
+        let _ = self.mgr.disable_unit_files(&[unit.to_string()]).await;
+        let _ = std::fs::remove_file(unit_file);
+        let _ = self.mgr.reload().await;
+        let _ = self.mgr.reset_failed(unit).await;
+    }
+
+    /// Serialises durable spawns and removals of this user (unit files and reloads).
+    async fn durable_lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
+        let root = self.host.durable_root();
+        host::private_dir(&root)?;
+        let path = root.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(Error::io("opening", &path))?;
+        let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+        loop {
+            let f = file.try_clone().map_err(Error::io("dup", &path))?;
+            match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(g) => return Ok(g),
+                Err(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(_) => {
+                    return Err(Error::Timeout { what: "another durable spawn or remove".into(), after: LOCK_WAIT })
+                }
+            }
+        }
+    }
+}
+
+/// Writes the unit file atomically (temp file, fsync, rename), mode 0644: it holds no secret.
+fn write_unit_file(dir: &Path, path: &Path, text: &str) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(Error::io("creating directory", dir))?;
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("unit")));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)
+        .map_err(Error::io("creating", &tmp))?;
+    f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(Error::io("writing", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(Error::io("renaming into place", path))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io("syncing", dir))
+}
+
+/// The secret files must outlive a crash right after the spawn: fsync them, their directory
+/// and its entry.
+fn sync_dir_tree(plan: &SpawnPlan) -> Result<(), Error> {
+    let files = std::iter::once(plan.env_file.as_path()).chain(plan.payloads.iter().map(|p| p.path.as_path()));
+    for p in files.chain([plan.agent_dir.as_path()]).chain(plan.agent_dir.parent()) {
+        std::fs::File::open(p).and_then(|f| f.sync_all()).map_err(Error::io("syncing", p))?;
+    }
+    Ok(())
+}
