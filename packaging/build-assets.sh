@@ -23,4 +23,4 @@ mkdir -p "$out"
 # The .rpm ships this copy: cargo-generate-rpm packs files as they are, while cargo-deb and makepkg
 # strip the binary themselves.
 strip -o "$out/agent-relay-systemd" "$bin"
-echo "assets in $out:" $(cd "$out" && ls)
+echo "assets in $out: $(cd "$out" && echo *)"

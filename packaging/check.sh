@@ -41,7 +41,7 @@ cargo_tool() { # CRATE VERSION
 }
 cargo_tool cargo-deb "$CARGO_DEB_VERSION"
 cargo_tool cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION"
-# rpm: reads the .rpm (rpm -qp, rpm2cpio). pacman-package-manager + makepkg: --printsrcinfo.
+# rpm: reads the .rpm (rpm -qp, rpm2archive). pacman-package-manager + makepkg: --printsrcinfo.
 need=()
 for p in rpm makepkg pacman-package-manager; do
   dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || need+=("$p")
@@ -59,49 +59,52 @@ deb=$work/$name.deb
 rpm=$work/$name.rpm
 
 echo "-- .deb: files, modes, fields"
+# Owner as uid/gid: cargo-deb writes no user or group names into the tar.
 dpkg-deb -c "$deb" | awk '{print $1, $2, $6}' | sort -k3 >"$work/deb.files"
 sort -k3 >"$work/deb.want" <<EOF
-drwxr-xr-x root/root ./
-drwxr-xr-x root/root ./usr/
-drwxr-xr-x root/root ./usr/bin/
--rwxr-xr-x root/root ./usr/bin/$name
-drwxr-xr-x root/root ./usr/lib/
-drwxr-xr-x root/root ./usr/lib/systemd/
-drwxr-xr-x root/root ./usr/lib/systemd/user/
--rw-r--r-- root/root ./usr/lib/systemd/user/agent-relay-reap.service
--rw-r--r-- root/root ./usr/lib/systemd/user/agent-relay-reap.timer
--rw-r--r-- root/root ./usr/lib/systemd/user/agent_relay.slice
-drwxr-xr-x root/root ./usr/share/
-drwxr-xr-x root/root ./usr/share/bash-completion/
-drwxr-xr-x root/root ./usr/share/bash-completion/completions/
--rw-r--r-- root/root ./usr/share/bash-completion/completions/$name
-drwxr-xr-x root/root ./usr/share/doc/
-drwxr-xr-x root/root ./usr/share/doc/$name/
--rw-r--r-- root/root ./usr/share/doc/$name/README.md
--rw-r--r-- root/root ./usr/share/doc/$name/copyright
-drwxr-xr-x root/root ./usr/share/fish/
-drwxr-xr-x root/root ./usr/share/fish/vendor_completions.d/
--rw-r--r-- root/root ./usr/share/fish/vendor_completions.d/$name.fish
-drwxr-xr-x root/root ./usr/share/man/
-drwxr-xr-x root/root ./usr/share/man/man1/
--rw-r--r-- root/root ./usr/share/man/man1/$name.1.gz
-drwxr-xr-x root/root ./usr/share/zsh/
-drwxr-xr-x root/root ./usr/share/zsh/vendor-completions/
--rw-r--r-- root/root ./usr/share/zsh/vendor-completions/_$name
+drwxr-xr-x 0/0 ./usr/
+drwxr-xr-x 0/0 ./usr/bin/
+-rwxr-xr-x 0/0 ./usr/bin/$name
+drwxr-xr-x 0/0 ./usr/lib/
+drwxr-xr-x 0/0 ./usr/lib/systemd/
+drwxr-xr-x 0/0 ./usr/lib/systemd/user/
+-rw-r--r-- 0/0 ./usr/lib/systemd/user/agent-relay-reap.service
+-rw-r--r-- 0/0 ./usr/lib/systemd/user/agent-relay-reap.timer
+-rw-r--r-- 0/0 ./usr/lib/systemd/user/agent_relay.slice
+drwxr-xr-x 0/0 ./usr/share/
+drwxr-xr-x 0/0 ./usr/share/bash-completion/
+drwxr-xr-x 0/0 ./usr/share/bash-completion/completions/
+-rw-r--r-- 0/0 ./usr/share/bash-completion/completions/$name
+drwxr-xr-x 0/0 ./usr/share/doc/
+drwxr-xr-x 0/0 ./usr/share/doc/$name/
+-rw-r--r-- 0/0 ./usr/share/doc/$name/README.md
+-rw-r--r-- 0/0 ./usr/share/doc/$name/copyright
+drwxr-xr-x 0/0 ./usr/share/fish/
+drwxr-xr-x 0/0 ./usr/share/fish/vendor_completions.d/
+-rw-r--r-- 0/0 ./usr/share/fish/vendor_completions.d/$name.fish
+drwxr-xr-x 0/0 ./usr/share/man/
+drwxr-xr-x 0/0 ./usr/share/man/man1/
+-rw-r--r-- 0/0 ./usr/share/man/man1/$name.1.gz
+drwxr-xr-x 0/0 ./usr/share/zsh/
+drwxr-xr-x 0/0 ./usr/share/zsh/vendor-completions/
+-rw-r--r-- 0/0 ./usr/share/zsh/vendor-completions/_$name
 EOF
 same ".deb file list" "$work/deb.want" "$work/deb.files"
 
 [ "$(dpkg-deb -f "$deb" Package)" = "$name" ] || fail ".deb Package is not $name"
 [ "$(dpkg-deb -f "$deb" Version)" = "$version-1" ] || fail ".deb Version is not $version-1"
 [ "$(dpkg-deb -f "$deb" Architecture)" = "$(dpkg --print-architecture)" ] || fail ".deb Architecture"
+# The synopsis is Cargo.toml's description, on one line (cargo-deb wraps one longer than 79).
+synopsis=$(sed -n 's/^description = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+[ "$(dpkg-deb -f "$deb" Description | head -n 1)" = "$synopsis" ] || fail ".deb synopsis is not one line"
 # Depends: the shared libraries $auto found, then the ones the product needs at run time.
 dpkg-deb -f "$deb" Depends | sed 's/, /\n/g' >"$work/deb.depends"
 grep -v '^lib' "$work/deb.depends" >"$work/deb.depends.named" || true
 cat >"$work/deb.depends.want" <<EOF
-systemd
 dbus-user-session | default-dbus-session-bus
-tmux
 init-system-helpers (>= 1.63)
+systemd
+tmux
 EOF
 same ".deb Depends (besides shared libraries)" "$work/deb.depends.want" "$work/deb.depends.named"
 grep -qE '^libc6 \(>= [0-9.]+\)$' "$work/deb.depends" || fail ".deb Depends lacks libc6 (\$auto)"
@@ -112,8 +115,8 @@ for s in postinst prerm postrm; do
   cmp -s "packaging/debian/$s" "$work/control/$s" || fail ".deb $s is not packaging/debian/$s"
   [ "$(stat -c %a "$work/control/$s")" = 755 ] || fail ".deb $s is not mode 755"
 done
-ls "$work/control" | sort | tr '\n' ' ' | grep -qxF 'control md5sums postinst postrm prerm ' ||
-  fail ".deb control members: $(ls "$work/control" | tr '\n' ' ')"
+members=$(cd "$work/control" && echo *)
+[ "$members" = "control postinst postrm prerm" ] || fail ".deb control members: $members"
 
 echo "-- .rpm: files, modes, fields, scriptlets"
 rpm -qp --queryformat '[%{FILEMODES:perms} %{FILEUSERNAME}/%{FILEGROUPNAME} %{FILENAMES}\n]' "$rpm" 2>/dev/null |
@@ -132,16 +135,26 @@ sort -k3 >"$work/rpm.want" <<EOF
 EOF
 same ".rpm file list" "$work/rpm.want" "$work/rpm.files"
 [ "$(rpm -qp --queryformat '%{NAME} %{VERSION}' "$rpm" 2>/dev/null)" = "$name $version" ] || fail ".rpm name/version"
-rpm -qp --requires "$rpm" 2>/dev/null | grep -vE '^(rpmlib\(|lib)' | sort >"$work/rpm.requires"
-printf '%s\n' /bin/sh dbus systemd tmux | sort >"$work/rpm.requires.want"
-same ".rpm Requires (besides rpmlib and shared libraries)" "$work/rpm.requires.want" "$work/rpm.requires"
+rpm -qp --queryformat '[%{REQUIREFLAGS:deptype} %{REQUIRENAME}\n]' "$rpm" 2>/dev/null |
+  grep -vE '^rpmlib |^manual (lib[^ ]*\.so\.[0-9]+\(|ld-linux[^ ]*\.so\.[0-9]+\(|rtld\()' | sort >"$work/rpm.requires"
+sort >"$work/rpm.requires.want" <<EOF
+manual /bin/sh
+post,interp /bin/sh
+preun,interp /bin/sh
+manual dbus
+manual systemd
+manual tmux
+EOF
+same ".rpm Requires (besides rpmlib() and shared libraries)" "$work/rpm.requires.want" "$work/rpm.requires"
 rpm -qp --requires "$rpm" 2>/dev/null | grep -q '^libc\.so\.6' || fail ".rpm Requires lacks libc.so.6 (auto-req)"
 rpm -qp --scripts "$rpm" 2>/dev/null >"$work/rpm.scripts"
 {
-  echo "postinstall scriptlet (using /bin/sh):"
+  echo "postinstall scriptlet:"
   cat packaging/rpm/post
-  echo "preuninstall scriptlet (using /bin/sh):"
+  echo
+  echo "preuninstall scriptlet:"
   cat packaging/rpm/preun
+  echo
 } >"$work/rpm.scripts.want"
 same ".rpm scriptlets" "$work/rpm.scripts.want" "$work/rpm.scripts"
 
@@ -151,7 +164,7 @@ dpkg-deb -x "$deb" "$x"
 got=$("$x/usr/bin/$name" --version)
 [ "$got" = "$name $version" ] || fail "extracted .deb binary --version says '$got'"
 mkdir -p "$work/rpm-root"
-(cd "$work/rpm-root" && rpm2cpio "$rpm" | cpio -idm --quiet)
+rpm2archive - <"$rpm" | tar -xzf - -C "$work/rpm-root"
 got=$("$work/rpm-root/usr/bin/$name" --version)
 [ "$got" = "$name $version" ] || fail "extracted .rpm binary --version says '$got'"
 for f in usr/lib/systemd/user/agent_relay.slice usr/lib/systemd/user/agent-relay-reap.service \
@@ -173,10 +186,10 @@ warnings=$(MANWIDTH=80 man --warnings -l "$x/usr/share/man/man1/$name.1.gz" 2>&1
 echo "-- .deb maintainer scripts: dpkg --root install, upgrade, remove, purge"
 host_state() {
   {
-    find /etc/systemd/user /var/lib/systemd -path '*deb-systemd*' -o -path '/etc/systemd/user*' 2>/dev/null |
-      sort | while read -r p; do printf '%s %s\n' "$p" "$(readlink "$p" || true)"; done
+    find /etc/systemd/user /var/lib/systemd \( -path '/etc/systemd/user*' -o -path '/var/lib/systemd/deb-systemd*' \) \
+      -printf '%p %y %m %s %T@ %l\n' 2>/dev/null | sort || true
     sha256sum /var/lib/dpkg/status
-    ls /var/lib/dpkg/info | grep -c "^$name\." || true
+    find /var/lib/dpkg/info -name "$name.*" | sort
   } >"$1"
 }
 host_state "$work/host.before"
@@ -202,7 +215,7 @@ dpkgr -i "$deb"
 systemctl --root="$root" --global disable agent-relay-reap.timer >/dev/null 2>&1
 [ ! -e "$link" ] || fail "systemctl --root --global disable left $link"
 dpkgr -i "$deb"
-[ ! -e "$link" ] && [ ! -L "$link" ] || fail "reinstall re-enabled a timer the administrator disabled"
+if [ -L "$link" ]; then fail "reinstall re-enabled a timer the administrator disabled"; fi
 systemctl --root="$root" --global enable agent-relay-reap.timer >/dev/null 2>&1
 [ -L "$link" ] || fail "systemctl --root --global enable did not link the timer"
 dpkgr -i "$deb"
@@ -245,6 +258,7 @@ ln -s "$PWD" "$work/arch/src/$name-$version"
   cd "$work/arch"
   # shellcheck source=/dev/null
   . ./PKGBUILD
+  # shellcheck disable=SC2034 # pkgdir is read by package()
   srcdir=$work/arch/src pkgdir=$work/arch/pkg
   cd "$srcdir"
   package
