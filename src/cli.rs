@@ -235,6 +235,13 @@ pub enum Command {
     /// Print the man page (roff), generated from this command line definition
     #[command(hide = true)]
     Manpage,
+    /// Print a completion script for SHELL, generated from this command line definition
+    #[command(hide = true)]
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
     /// Record how a run ended (run by the agent units' ExecStopPost=, not by people)
     #[command(hide = true)]
     RecordExit {
@@ -253,4 +260,12 @@ pub enum Command {
         #[arg(long)]
         spawn_request_id: Option<String>,
     },
+}
+
+/// Shells a completion script is generated for (the ones the packages install one for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use agent_relay_systemd::cli::{Cli, Command, GuestCommand, Output, TerminalCommand};
+use agent_relay_systemd::cli::{Cli, Command, CompletionShell, GuestCommand, Output, TerminalCommand};
 use agent_relay_systemd::config::{self, Config, ConfigInputs};
 use agent_relay_systemd::host::HostEnv;
 use agent_relay_systemd::supervisor::now_ms;
@@ -28,6 +28,9 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(Output::Text, &format!("writing the man page: {e}"), "io", 1),
         };
+    }
+    if let Command::Completions { shell } = &cli.command {
+        return print_completions(*shell);
     }
     if let Command::Sandbox { cmd } = &cli.command {
         return match sandbox::run_sandboxed(cmd) {
@@ -433,12 +436,35 @@ async fn run(cli: &Cli) -> Result<String, Error> {
         | Command::RecordExit { .. }
         | Command::Watch { .. }
         | Command::Manpage
-        | Command::Doctor => {
+        | Command::Doctor
+        | Command::Completions { .. } => {
             unreachable!("handled before the runtime starts")
         }
         Command::Generate { .. } => unreachable!("answered before connecting"),
     };
     Ok(text)
+}
+
+fn print_completions(shell: CompletionShell) -> ExitCode {
+    use clap_complete::Shell;
+    let shell = match shell {
+        CompletionShell::Bash => Shell::Bash,
+        CompletionShell::Zsh => Shell::Zsh,
+        CompletionShell::Fish => Shell::Fish,
+    };
+    // clap_complete offers hidden verbs too; operators should not be offered `record-exit`.
+    let full = <Cli as clap::CommandFactory>::command();
+    let mut cmd = clap::Command::new("agent-relay-systemd")
+        .version(env!("CARGO_PKG_VERSION"))
+        .args(full.get_arguments().cloned())
+        .subcommands(full.get_subcommands().filter(|c| !c.is_hide_set()).cloned());
+    // Into a buffer: clap_complete panics on a failed write (e.g. a closed pipe).
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "agent-relay-systemd", &mut out);
+    match std::io::stdout().lock().write_all(&out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(Output::Text, &format!("writing the completions: {e}"), "io", 1),
+    }
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
