@@ -4,9 +4,6 @@
 
 mod common;
 
-use std::io::BufRead;
-use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -51,20 +48,10 @@ fn a_hung_manager_fails_every_command_in_time_and_watch_rides_it_out() {
         "spawnRequestId": "dies-during-hang", "lifecycle": "ephemeral",
         "env": {"FAKE_RUNNER_EXIT_AFTER_MS": "2500", "FAKE_RUNNER_EXIT_CODE": "21"}
     })));
-    let mut watch = env.cli().args(["watch", "-o", "json"]).stdout(Stdio::piped()).spawn().unwrap();
-    let (tx, lines) = mpsc::channel::<Value>();
-    let out = watch.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(serde_json::from_str(&line).expect("every watch line is JSON"));
-        }
-    });
-    let ready = Instant::now() + Duration::from_secs(10);
-    while lines.recv_timeout(ready.saturating_duration_since(Instant::now())).expect("watch became ready")["type"]
-        != "ready"
-    {}
+    let mut watch = Watch::start(&env);
+    let lines = &watch.lines;
 
-    let cpu_before = cpu_ticks(watch.id());
+    let cpu_before = cpu_ticks(watch.child.id());
     let hang = Stopped::new(env.mgr().pid());
     let hung_at = Instant::now();
     // With a spawnRequestId the spawn first looks for the request's unit; without, it writes its
@@ -122,17 +109,17 @@ fn a_hung_manager_fails_every_command_in_time_and_watch_rides_it_out() {
 
     // Keep the hang past the agent's exit, then look at the watch: alive, silent, idle.
     std::thread::sleep(Duration::from_millis(3000u64.saturating_sub(hung_at.elapsed().as_millis() as u64)));
-    assert!(watch.try_wait().unwrap().is_none(), "watch died while the manager hung");
-    let during: Vec<Value> = lines.try_iter().collect();
+    assert!(watch.child.try_wait().unwrap().is_none(), "watch died while the manager hung");
+    let during: Vec<Value> = lines.try_iter().map(|(_, v)| v).collect();
     assert!(during.is_empty(), "watch said something while the manager was stopped: {during:?}");
-    let ticks = cpu_ticks(watch.id()) - cpu_before;
+    let ticks = cpu_ticks(watch.child.id()) - cpu_before;
     assert!(ticks < 50, "watch used {ticks} ticks of CPU during a {:?} hang (spinning?)", hung_at.elapsed());
     drop(hang);
 
     // Continued: the exit that happened during the hang is reported exactly, nothing else false.
     let end = Instant::now() + Duration::from_secs(10);
     let mut after = Vec::new();
-    while let Ok(v) = lines.recv_timeout(end.saturating_duration_since(Instant::now())) {
+    while let Ok((_, v)) = lines.recv_timeout(end.saturating_duration_since(Instant::now())) {
         let done = v["type"] == "exited" && v["agent"]["spawnRequestId"] == "dies-during-hang";
         after.push(v);
         if done {
@@ -161,6 +148,4 @@ fn a_hung_manager_fails_every_command_in_time_and_watch_rides_it_out() {
     env.json(&["reap", "-o", "json"], None);
     let stopped = env.json(&["stop", rid, "-o", "json"], None);
     assert_eq!(stopped["stopped"], true);
-    let _ = watch.kill();
-    let _ = watch.wait();
 }

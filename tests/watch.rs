@@ -4,9 +4,9 @@
 mod common;
 
 use std::io::BufRead;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
@@ -16,70 +16,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-/// A running `watch -o json`, its lines stamped with the time they were read.
-struct Watch {
-    child: Child,
-    lines: mpsc::Receiver<(u64, Value)>,
-}
-
-impl Watch {
-    fn start(env: &Env) -> Watch {
-        let mut child = env.cli().args(["watch", "-o", "json"]).stdout(Stdio::piped()).spawn().unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines() {
-                let Ok(line) = line else { return };
-                let v: Value = serde_json::from_str(&line).expect("every watch line is JSON");
-                if tx.send((now_ms(), v)).is_err() {
-                    return;
-                }
-            }
-        });
-        let w = Watch { child, lines: rx };
-        w.until(Duration::from_secs(10), |v| v["type"] == "ready").expect("watch became ready");
-        w
-    }
-
-    /// Events until `pred` matches (that one included), or `None` on timeout.
-    fn until(&self, limit: Duration, mut pred: impl FnMut(&Value) -> bool) -> Option<Vec<(u64, Value)>> {
-        let end = Instant::now() + limit;
-        let mut seen = Vec::new();
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok((t, v)) => {
-                    let done = pred(&v);
-                    seen.push((t, v));
-                    if done {
-                        return Some(seen);
-                    }
-                }
-                Err(_) => return None,
-            }
-        }
-        None
-    }
-
-    fn drain(&self, quiet: Duration) -> Vec<Value> {
-        let mut out = Vec::new();
-        while let Ok((_, v)) = self.lines.recv_timeout(quiet) {
-            out.push(v);
-        }
-        out
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn exit_at(log: &str) -> Option<u64> {
