@@ -63,6 +63,17 @@ impl Supervisor {
         Ok(Supervisor { config, host, mgr })
     }
 
+    /// Another connection for calls only: no subscription, no signal streams to fill up.
+    pub(crate) async fn connect_for_calls(&self) -> Result<Supervisor, Error> {
+        let opts = BusOptions {
+            session_address: self.host.session_bus.clone(),
+            runtime_dir: self.host.runtime_dir.clone(),
+            timeout: self.mgr.timeout(),
+        };
+        let mgr = Manager::unsubscribed(systemd::connect(&opts).await?, self.mgr.timeout()).await?;
+        Ok(Supervisor { config: self.config.clone(), host: self.host.clone(), mgr })
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }
