@@ -93,7 +93,8 @@ impl Env {
         let mut child = c.spawn().expect("run the CLI");
         let mut pipe = child.stdin.take().unwrap();
         if let Some(text) = stdin {
-            pipe.write_all(text.as_bytes()).unwrap();
+            // A CLI that refuses an oversized request early closes its stdin: not our failure.
+            let _ = pipe.write_all(text.as_bytes());
         }
         drop(pipe);
         child.wait_with_output().unwrap()
