@@ -75,9 +75,17 @@ pub fn find(dir: &Path, reference: &str) -> Option<ExitRecord> {
     if let Some(r) = latest(dir, reference) {
         return Some(r);
     }
+    // A session name ends with the last 8 characters of its spawn request id (else of its agent
+    // id): read those sessions first, not every session's records for each lookup.
+    let suffix = format!("-{}", crate::naming::unique_suffix(reference));
+    let (near, far): (Vec<String>, Vec<String>) = sessions(dir).into_iter().partition(|s| s.ends_with(&suffix));
+    newest_of(dir, &near, reference).or_else(|| newest_of(dir, &far, reference))
+}
+
+fn newest_of(dir: &Path, sessions: &[String], reference: &str) -> Option<ExitRecord> {
     let mut best: Option<ExitRecord> = None;
-    for s in sessions(dir) {
-        if let Some(r) = latest(dir, &s) {
+    for s in sessions {
+        if let Some(r) = latest(dir, s) {
             let hit =
                 r.unit == reference || r.agent_id == reference || r.spawn_request_id.as_deref() == Some(reference);
             if hit && best.as_ref().is_none_or(|b| r.recorded_at > b.recorded_at) {

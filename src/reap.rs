@@ -1,9 +1,10 @@
 //! The reaper's decisions, pure: given what exists (units, files, sockets) and the time, what to
 //! remove, reset or end. It never selects anything of a loaded agent unit (live, unknown or
-//! dead-but-unrecorded), nor a guest whose unit exists, nor anything younger than the grace period
+//! dead-but-unrecorded) other than a failed unit with a recorded exit, which it resets and
+//! cleans, nor a guest whose unit exists, nor anything younger than the grace period
 //! (a spawn or guest in flight writes its files before its unit appears).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -16,6 +17,9 @@ pub struct UnitFact {
     pub active_state: String,
     /// An exit record exists for the unit's current invocation.
     pub exit_recorded: bool,
+    /// The agent directory its `EnvironmentFile=` is in, when it was read: another directory of
+    /// the same session is what a spawn killed before its unit started left behind.
+    pub agent_dir: Option<PathBuf>,
 }
 
 /// A file or directory that belongs to a session (or a guest, for sockets).
@@ -53,25 +57,38 @@ pub enum Action {
     EndGuestServer(String),
 }
 
+/// A failed unit whose exit is recorded: the reap resets it, and with it goes its agent.
+fn to_reset(u: &UnitFact) -> bool {
+    u.active_state == "failed" && u.exit_recorded
+}
+
 /// Decides what a reap does.
 pub fn decide(f: &Facts) -> Vec<Action> {
-    let loaded: HashSet<&str> = f.agent_units.iter().map(|u| u.session.as_str()).collect();
+    // A unit this reap resets is gone after it: its files go in the same run, or its secrets
+    // would outlive it until the next timer tick.
+    let kept = || f.agent_units.iter().filter(|u| !to_reset(u));
+    let loaded: HashSet<&str> = kept().map(|u| u.session.as_str()).collect();
+    let dirs: HashMap<&str, &PathBuf> =
+        kept().filter_map(|u| Some((u.session.as_str(), u.agent_dir.as_ref()?))).collect();
+    let owned =
+        |d: &FileFact| loaded.contains(d.owner.as_str()) && dirs.get(d.owner.as_str()).is_none_or(|&p| p == &d.path);
     let guests: HashSet<&str> = f.guest_units.iter().map(String::as_str).collect();
     let old_enough = |x: &FileFact| f.now_ms.saturating_sub(x.mtime_ms) >= f.grace_ms;
     let mut out = Vec::new();
+    // Resets first: the files of a reset unit go after the unit itself.
+    for u in &f.agent_units {
+        if to_reset(u) {
+            out.push(Action::ResetFailedUnit(u.unit.clone()));
+        }
+    }
     for d in &f.agent_dirs {
-        if !loaded.contains(d.owner.as_str()) && old_enough(d) {
+        if !owned(d) && old_enough(d) {
             out.push(Action::RemoveAgentFiles(d.path.clone()));
         }
     }
     for r in &f.runner_infos {
         if !loaded.contains(r.owner.as_str()) && old_enough(r) {
             out.push(Action::RemoveRunnerInfo(r.path.clone()));
-        }
-    }
-    for u in &f.agent_units {
-        if u.active_state == "failed" && u.exit_recorded {
-            out.push(Action::ResetFailedUnit(u.unit.clone()));
         }
     }
     for r in &f.exit_records {
@@ -98,13 +115,22 @@ mod tests {
         FileFact { path: PathBuf::from(format!("/x/{owner}/{mtime_ms}")), owner, mtime_ms }
     }
 
+    /// Agent directory paths repeat (`% 3`) so that a unit's own directory is sometimes, and
+    /// sometimes not, on disk.
+    fn dir(owner: String, mtime_ms: u64) -> FileFact {
+        FileFact { path: PathBuf::from(format!("/d/{owner}/{}", mtime_ms % 3)), owner, mtime_ms }
+    }
+
     fn facts() -> impl Strategy<Value = Facts> {
         let session = (0u8..12).prop_map(|i| format!("ar-claude-s-{i}"));
-        let unit = (session.clone(), 0usize..6, any::<bool>()).prop_map(|(s, st, rec)| UnitFact {
-            unit: format!("agent-relay-managed-{s}.service"),
-            session: s,
-            active_state: STATES[st].into(),
-            exit_recorded: rec,
+        let unit = (session.clone(), 0usize..6, any::<bool>(), prop::option::of(0u8..3)).prop_map(|(s, st, rec, d)| {
+            UnitFact {
+                unit: format!("agent-relay-managed-{s}.service"),
+                agent_dir: d.map(|d| PathBuf::from(format!("/d/{s}/{d}"))),
+                session: s,
+                active_state: STATES[st].into(),
+                exit_recorded: rec,
+            }
         });
         let guest = (0u8..8).prop_map(|i| format!("ar-guest-claude-a-{i}"));
         let now = 10_000_000u64;
@@ -112,7 +138,7 @@ mod tests {
         (
             prop::collection::vec(unit, 0..10),
             prop::collection::vec(guest.clone(), 0..6),
-            f(session.clone().boxed()),
+            prop::collection::vec((session.clone(), 0..now).prop_map(|(o, m)| dir(o, m)), 0..12),
             f(session.clone().boxed()),
             f(session.boxed()),
             f(guest.boxed()),
@@ -120,10 +146,21 @@ mod tests {
             0..now,
         )
             .prop_map(
-                move |(mut agent_units, guest_units, agent_dirs, runner_infos, exit_records, guest_sockets, g, r)| {
-                    // systemd has one unit per name.
+                move |(
+                    mut agent_units,
+                    guest_units,
+                    mut agent_dirs,
+                    runner_infos,
+                    exit_records,
+                    guest_sockets,
+                    g,
+                    r,
+                )| {
+                    // systemd has one unit per name; a path is one file.
                     let mut seen = HashSet::new();
                     agent_units.retain(|u: &UnitFact| seen.insert(u.unit.clone()));
+                    let mut seen = HashSet::new();
+                    agent_dirs.retain(|d: &FileFact| seen.insert(d.path.clone()));
                     Facts {
                         now_ms: now,
                         grace_ms: g,
@@ -145,11 +182,15 @@ mod tests {
         #[test]
         fn never_touches_a_loaded_agent_or_a_guest_with_a_unit(f in facts()) {
             let loaded: HashSet<&str> = f.agent_units.iter().map(|u| u.session.as_str()).collect();
+            let reset: HashSet<&str> = f.agent_units.iter().filter(|u| to_reset(u)).map(|u| u.session.as_str()).collect();
             for a in decide(&f) {
                 match a {
                     Action::RemoveAgentFiles(p) | Action::RemoveRunnerInfo(p) => {
                         let fact = f.agent_dirs.iter().chain(&f.runner_infos).find(|x| x.path == p).unwrap();
-                        prop_assert!(!loaded.contains(fact.owner.as_str()), "files of a loaded unit: {p:?}");
+                        let owner = fact.owner.as_str();
+                        let elsewhere = f.agent_units.iter().any(|u| u.session == owner && u.agent_dir.as_ref().is_some_and(|d| d != &p));
+                        prop_assert!(!loaded.contains(owner) || reset.contains(owner) || elsewhere, "files of a loaded unit: {p:?}");
+                        prop_assert!(!f.agent_units.iter().any(|u| !to_reset(u) && u.agent_dir.as_ref() == Some(&p)), "a kept unit's own directory: {p:?}");
                         prop_assert!(f.now_ms - fact.mtime_ms >= f.grace_ms, "files younger than the grace");
                     }
                     Action::ResetFailedUnit(u) => {
@@ -171,9 +212,12 @@ mod tests {
         #[test]
         fn everything_else_that_is_old_enough_is_cleaned(f in facts()) {
             let actions = decide(&f);
-            let loaded: HashSet<&str> = f.agent_units.iter().map(|u| u.session.as_str()).collect();
+            let loaded: HashSet<&str> = f.agent_units.iter().filter(|u| !to_reset(u)).map(|u| u.session.as_str()).collect();
             for d in &f.agent_dirs {
-                if !loaded.contains(d.owner.as_str()) && f.now_ms - d.mtime_ms >= f.grace_ms {
+                // A leftover of a spawn killed before its unit started: a directory of a loaded
+                // session that the unit does not name.
+                let stale = f.agent_units.iter().any(|u| !to_reset(u) && u.session == d.owner && u.agent_dir.as_ref().is_some_and(|p| p != &d.path));
+                if (!loaded.contains(d.owner.as_str()) || stale) && f.now_ms - d.mtime_ms >= f.grace_ms {
                     prop_assert!(actions.contains(&Action::RemoveAgentFiles(d.path.clone())));
                 }
             }

@@ -2,6 +2,7 @@
 //! out. Runs are serialised by a lock file; directory removal is rename-then-delete, so an
 //! interrupted run leaves a `.reaping-*` name the next run finishes, never a half-made agent.
 
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -82,12 +83,34 @@ impl Supervisor {
     async fn reap_facts(&self, root: &Path, retention: Duration) -> Result<Facts, Error> {
         let exits_dir = crate::exits::exits_dir(&self.host.state_home);
         let prefix = &self.config.tmux_prefix;
+        let session_prefix = format!("{prefix}-");
+        let agent_dirs: Vec<FileFact> = entries(&root.join("agents"))
+            .into_iter()
+            .filter(|(n, _)| n.starts_with(&session_prefix))
+            .filter_map(|(n, p)| {
+                let owner = n.rsplit_once('.')?.0.to_string();
+                Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner })
+            })
+            .collect();
+        let mut dirs_per_session: HashMap<&str, usize> = HashMap::new();
+        for d in &agent_dirs {
+            *dirs_per_session.entry(d.owner.as_str()).or_default() += 1;
+        }
         let mut agent_units = Vec::new();
         for s in self.snapshots().await? {
             let Some(session) = crate::naming::session_of_unit(&s.unit, prefix) else { continue };
             let exit_recorded =
                 crate::exits::read_session(&exits_dir, session).iter().any(|r| r.is_run(&s.invocation_id));
+            // Only a session with several directories can have a stale one (a spawn killed
+            // before its unit started): ask the unit which is its own.
+            let agent_dir = if dirs_per_session.get(session).copied().unwrap_or(0) > 1 {
+                let files = self.manager().environment_files(&s.unit).await?;
+                files.first().and_then(|f| f.parent()).map(Path::to_path_buf)
+            } else {
+                None
+            };
             agent_units.push(UnitFact {
+                agent_dir,
                 unit: s.unit.clone(),
                 session: session.to_string(),
                 active_state: s.active_state.clone(),
@@ -101,15 +124,6 @@ impl Supervisor {
             .await?
             .into_iter()
             .filter_map(|l| crate::guest::guest_of_unit(&l.unit, prefix).map(str::to_string))
-            .collect();
-        let session_prefix = format!("{prefix}-");
-        let agent_dirs = entries(&root.join("agents"))
-            .into_iter()
-            .filter(|(n, _)| n.starts_with(&session_prefix))
-            .filter_map(|(n, p)| {
-                let owner = n.rsplit_once('.')?.0.to_string();
-                Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner })
-            })
             .collect();
         let runner_infos = entries(&crate::plan::runner_info_dir(&self.host.home))
             .into_iter()

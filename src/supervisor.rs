@@ -63,6 +63,17 @@ impl Supervisor {
         Ok(Supervisor { config, host, mgr })
     }
 
+    /// Another connection for calls only: no subscription, no signal streams to fill up.
+    pub(crate) async fn connect_for_calls(&self) -> Result<Supervisor, Error> {
+        let opts = BusOptions {
+            session_address: self.host.session_bus.clone(),
+            runtime_dir: self.host.runtime_dir.clone(),
+            timeout: self.mgr.timeout(),
+        };
+        let mgr = Manager::unsubscribed(systemd::connect(&opts).await?, self.mgr.timeout()).await?;
+        Ok(Supervisor { config: self.config.clone(), host: self.host.clone(), mgr })
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -210,6 +221,18 @@ impl Supervisor {
                 return Ok(r);
             }
         }
+        // A unit name ends with the last 8 characters of its spawn request id (else of its agent
+        // id): look among those first, so that resolving each of n agents is not a list of all n.
+        let narrowed = format!("{}{prefix}-*-{}.service", naming::AGENT_UNIT_PREFIX, naming::unique_suffix(reference));
+        let near = self.list_matching(&narrowed).await?;
+        let pick = near
+            .iter()
+            .find(|r| r.agent_id == reference)
+            .or_else(|| near.iter().rev().find(|r| r.spawn_request_id.as_deref() == Some(reference)));
+        if let Some(r) = pick {
+            return Ok(r.clone());
+        }
+        // Agent ids of agents spawned with a request id, and policy names: only a full list knows.
         let all = self.list().await?;
         pick(&all, reference).cloned().ok_or_else(not_found)
     }

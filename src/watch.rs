@@ -168,7 +168,11 @@ impl Watcher {
         } else {
             None
         };
-        self.reconcile(&sup).await?;
+        // Reads go on a connection of their own. zbus's reader blocks on a full stream queue, so
+        // on one shared connection a burst of signals arriving while we await a reply held up
+        // that very reply for a whole --timeout (seen after ~50 daemon-reloads amid spawns).
+        let calls = sup.connect_for_calls().await?;
+        self.reconcile(&calls).await?;
         *outage = false;
         if first {
             for unit in self.sorted_units() {
@@ -193,7 +197,7 @@ impl Watcher {
                 m = props.next() => {
                     let m = m.ok_or_else(|| gone("the signal stream ended"))?.map_err(|e| lost(&e))?;
                     if !reloading {
-                        self.on_properties(&sup, &m).await?;
+                        self.on_properties(&calls, &m).await?;
                     }
                 }
                 m = mgr_sigs.next() => {
@@ -204,20 +208,20 @@ impl Watcher {
                             let active: bool = m.body().deserialize().unwrap_or(false);
                             reloading = active;
                             if !active {
-                                self.reconcile(&sup).await?;
+                                self.reconcile(&calls).await?;
                             }
                         }
                         "UnitNew" if !reloading => {
                             if let Ok((unit, _)) = m.body().deserialize::<(String, zbus::OwnedObjectPath)>() {
                                 if self.ours(&unit) && !self.tracked.contains_key(&unit) {
-                                    self.refresh(&sup, &unit).await?;
+                                    self.refresh(&calls, &unit).await?;
                                 }
                             }
                         }
                         "UnitRemoved" if !reloading => {
                             if let Ok((unit, _)) = m.body().deserialize::<(String, zbus::OwnedObjectPath)>() {
                                 if self.tracked.contains_key(&unit) {
-                                    self.refresh(&sup, &unit).await?;
+                                    self.refresh(&calls, &unit).await?;
                                 }
                             }
                         }
@@ -233,7 +237,7 @@ impl Watcher {
                             Err(Error::Systemd { message, .. }) if message.contains("already subscribed") => {}
                             other => other?,
                         }
-                        self.reconcile(&sup).await?;
+                        self.reconcile(&calls).await?;
                         self.emit(meta("reconnected", Some("the manager re-executed; resubscribed and reconciled".into())));
                     }
                 }

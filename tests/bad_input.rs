@@ -1,10 +1,9 @@
 //! Bad input: each case exits non-zero with one line that says what was wrong, starts no unit
-//! and leaves no file behind. Also: an unreachable and a hung manager.
+//! and leaves no file behind. Also: an unreachable manager (a hung one: tests/hung.rs).
 
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
@@ -131,21 +130,78 @@ fn no_manager_is_one_line_that_says_what_to_check() {
 }
 
 #[test]
-fn a_hung_manager_times_out_with_a_clear_error() {
+fn more_bad_spawn_requests_and_arguments_change_nothing() {
     let env = Env::new();
-    // Connect once so the socket-activated bus daemon runs; then only the manager hangs.
-    assert_eq!(env.json(&["list", "-o", "json"], None), json!([]));
-    let pid = nix::unistd::Pid::from_raw(env.mgr().pid() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    let started = Instant::now();
-    let out = env.run(&["list", "--timeout", "1"], None);
-    let took = started.elapsed();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(6), "{err}");
-    assert!(err.contains("did not answer") && err.contains("hung"), "{err}");
-    assert!(took < Duration::from_secs(4), "took {took:?}");
-    // After SIGCONT everything works again.
-    let list = env.json(&["list", "-o", "json"], None);
-    assert_eq!(list, json!([]));
+    env.spawn(&env.request(json!({"spawnRequestId": "standing"})));
+    let app = env.projects.join("app");
+    let spawn = |extra: serde_json::Value| {
+        let mut r = json!({"provider": "claude", "cwd": app});
+        r.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        r.to_string()
+    };
+    let requests: Vec<(String, &str)> = vec![
+        ("[]".into(), "invalid spawn request"),
+        ("null".into(), "invalid spawn request"),
+        ("{\"provider\": \"claude\", \"cwd\": ".into(), "invalid spawn request"),
+        (json!({"provider": "", "cwd": app}).to_string(), "provider is required"),
+        (json!({"provider": "claude", "cwd": ""}).to_string(), "cwd is required"),
+        (json!({"provider": "a".repeat(40), "cwd": app}).to_string(), "provider"),
+        (spawn(json!({"spawnRequestId": "  "})), "spawnRequestId must not be empty"),
+        (spawn(json!({"agentId": ""})), "agentId must not be empty"),
+        (spawn(json!({"spawnRequestId": "a\u{1b}[31m"})), "control characters"),
+        (spawn(json!({"model": "m\tx"})), "control characters"),
+        (spawn(json!({"label": "x".repeat(5000)})), "bytes long"),
+        (spawn(json!({"tags": ["a,b"]})), "no comma"),
+        (spawn(json!({"capabilities": [""]})), "non-empty"),
+        (spawn(json!({"providerArgs": ["--x\u{0}"]})), "NUL"),
+        (spawn(json!({"env": {"1ABC": "x"}})), "not a valid variable name"),
+        (spawn(json!({"env": {"K": "a\u{7}b"}})), "control"),
+        (spawn(json!({"lifecycle": "forever"})), "unknown variant"),
+        (spawn(json!({"tags": "not-a-list"})), "invalid type"),
+        (spawn(json!({"env": ["K=V"]})), "invalid type"),
+        (spawn(json!({"prompt": 42})), "invalid type"),
+        (
+            format!("{{\"provider\":\"claude\",\"cwd\":\"{}\",\"prompt\":\"{}\"}}", app.display(), "p".repeat(9 << 20)),
+            "bytes",
+        ),
+    ];
+    // Other verbs: bad arguments and references are refused before anything is touched.
+    let args: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["list", "--timeout", "0"], "--timeout"),
+        (vec!["list", "--timeout=-1"], "--timeout"),
+        (vec!["list", "--timeout", "soon"], "invalid value"),
+        (vec!["stop", "standing", "--timeout-stop=-1"], "--timeout-stop"),
+        (vec!["logs", "standing", "-n", "5000"], "--lines"),
+        (vec!["kill", "standing", "--signal", "BOGUS"], "unknown signal"),
+        (vec!["kill", "standing", "--whom", "nobody"], "invalid value"),
+        (vec!["show", ""], "not an agent reference"),
+        (vec!["show", "a/b"], "not an agent reference"),
+        (vec!["diagnose", "x\u{1}y"], "not an agent reference"),
+        (vec!["watch", "--queue", "0"], "queue"),
+        (vec!["guest", "stop", "standing"], "guest"),
+        (vec!["no-such-verb"], "unrecognized subcommand"),
+    ];
+    let before = tree(&env);
+    let units = env.agent_units();
+    let mut n = 0;
+    for (input, want) in &requests {
+        let out = env.run(&["spawn"], Some(input));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let shown: String = input.chars().take(80).collect();
+        assert_eq!(out.status.code(), Some(2), "{shown}: {err}");
+        assert!(err.contains(want), "{shown}: {err:?} lacks {want:?}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line for {shown}: {err:?}");
+        n += 1;
+    }
+    for (a, want) in &args {
+        let out = env.run(a, None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{a:?}: {err}");
+        assert!(err.to_lowercase().contains(&want.to_lowercase()), "{a:?}: {err:?} lacks {want:?}");
+        n += 1;
+    }
+    println!("{n} more bad inputs refused");
+    assert_eq!(env.agent_units(), units, "a refused input changed the units");
+    assert_eq!(tree(&env), before, "a refused input left files");
+    assert_eq!(env.json(&["show", "standing", "-o", "json"], None)["state"], "alive");
 }

@@ -1,11 +1,14 @@
-//! Exit truth: every exit code and common signal is reported exactly by `diagnose`, also after
-//! the unit has been collected and with no watcher running; crash loops are named as such.
+//! Exit truth: every exit code and common signal (500 exits at once) is reported exactly by
+//! `diagnose`, also after the unit has been collected and with no watcher running; crash loops
+//! are named as such.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
+use proptest::prelude::RngExt;
+use proptest::test_runner::{RngAlgorithm, TestRng};
 use serde_json::{json, Value};
 
 fn ended(env: &Env, unit: &str) -> bool {
@@ -13,33 +16,91 @@ fn ended(env: &Env, unit: &str) -> bool {
     state == "failed" || state == "inactive"
 }
 
+/// Runs `f` over `items` on `workers` threads; results in item order.
+fn parallel<T: Sync, R: Send>(items: &[T], workers: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let chunks: Vec<&[T]> = items.chunks(items.len().div_ceil(workers).max(1)).collect();
+    std::thread::scope(|s| {
+        let hs: Vec<_> = chunks.iter().map(|c| s.spawn(|| c.iter().map(&f).collect::<Vec<R>>())).collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    })
+}
+
 #[test]
-fn exits_are_reported_exactly_after_the_unit_is_collected() {
+fn five_hundred_exits_are_reported_exactly_after_the_units_are_collected() {
     let env = Env::new();
-    let codes = 0..=255;
     let signals = ["TERM", "KILL", "SEGV", "ABRT", "INT", "HUP", "USR1", "USR2", "QUIT", "BUS", "FPE", "ALRM", "PIPE"];
+    let seed = std::env::var("AGENT_RELAY_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    println!("seed {seed} (rerun with AGENT_RELAY_CHAOS_SEED={seed})");
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut rng = TestRng::from_seed(RngAlgorithm::XorShift, &bytes);
+    // Every status and 13 signals once, the rest of the 500 drawn at random; all end within a
+    // few seconds of each other, while spawns still go on, and no watcher runs.
     let mut cases: Vec<(String, Value, Value)> = Vec::new();
-    for c in codes {
-        let id = format!("code-{c}");
-        let env_vars = json!({"FAKE_RUNNER_EXIT_AFTER_MS": "100", "FAKE_RUNNER_EXIT_CODE": c.to_string()});
-        cases.push((id, env_vars, json!({"kind": "exited", "exitCode": c})));
+    let mut add = |id: String, rng: &mut TestRng, how: Result<u8, &str>| {
+        let after = rng.random_range(2000..5000).to_string();
+        let (vars, want) = match how {
+            Ok(c) => (
+                json!({"FAKE_RUNNER_EXIT_AFTER_MS": after, "FAKE_RUNNER_EXIT_CODE": c.to_string()}),
+                json!({"kind": "exited", "exitCode": c}),
+            ),
+            Err(s) => (
+                json!({"FAKE_RUNNER_EXIT_AFTER_MS": after, "FAKE_RUNNER_KILL_SELF": s}),
+                json!({"kind": "signal", "signal": format!("SIG{s}")}),
+            ),
+        };
+        cases.push((id, vars, want));
+    };
+    for c in 0..=255u8 {
+        add(format!("code-{c}"), &mut rng, Ok(c));
     }
     for s in signals {
-        let id = format!("sig-{}", s.to_lowercase());
-        let env_vars = json!({"FAKE_RUNNER_EXIT_AFTER_MS": "100", "FAKE_RUNNER_KILL_SELF": s});
-        cases.push((id, env_vars, json!({"kind": "signal", "signal": format!("SIG{s}")})));
+        add(format!("sig-{}", s.to_lowercase()), &mut rng, Err(s));
     }
-    let mut units = Vec::new();
-    for (id, vars, _) in &cases {
+    for i in 269..500 {
+        let how = if rng.random_range(0..4) == 0 {
+            Err(signals[rng.random_range(0..signals.len())])
+        } else {
+            Ok(rng.random::<u8>())
+        };
+        add(format!("random-{i}"), &mut rng, how);
+    }
+    let started = std::time::Instant::now();
+    let units = parallel(&cases, 4, |(id, vars, _)| {
         let out = env.spawn(&env.request(json!({"spawnRequestId": id, "lifecycle": "ephemeral", "env": vars})));
-        units.push(out["agent"]["systemdUnit"].as_str().unwrap().to_string());
-    }
-    assert!(wait_until(Duration::from_secs(30), || units.iter().all(|u| ended(&env, u))), "agents did not end");
+        out["agent"]["systemdUnit"].as_str().unwrap().to_string()
+    });
+    let spawned_in = started.elapsed();
+    // One listing per poll (not one `systemctl show` per unit): every unit failed or inactive.
+    let all_ended = || {
+        let listing = env.systemctl(&["list-units", "--all", "--plain", "--no-legend", "agent-relay-managed-*"]);
+        let states: std::collections::BTreeMap<&str, &str> = listing
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                Some((w.next()?, w.nth(1)?))
+            })
+            .collect();
+        units.iter().all(|u| states.get(u.as_str()).is_none_or(|s| *s == "failed" || *s == "inactive"))
+    };
+    assert!(wait_until(Duration::from_secs(60), all_ended), "agents did not end");
+    let ended_in = started.elapsed();
     // Collect every unit: systemd forgets them; only our exit records remain.
     env.systemctl(&["reset-failed"]);
     assert!(wait_until(Duration::from_secs(5), || env.agent_units().is_empty()), "left: {:?}", env.agent_units());
-    for (id, _, want) in &cases {
-        let d = env.json(&["diagnose", id, "-o", "json"], None);
+    let collected_in = started.elapsed();
+    let diagnoses = parallel(&cases, 4, |(id, _, _)| env.json(&["diagnose", id, "-o", "json"], None));
+    println!(
+        "{} exits: spawned by {:.1} s, all ended by {:.1} s, collected by {:.1} s, diagnosed by {:.1} s",
+        cases.len(),
+        spawned_in.as_secs_f64(),
+        ended_in.as_secs_f64(),
+        collected_in.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    for ((id, _, want), d) in cases.iter().zip(&diagnoses) {
         assert_eq!(d["unitLoaded"], false, "{id}");
         assert_eq!(d["state"], "dead", "{id}");
         assert_eq!(d["exit"]["source"], "record", "{id}");

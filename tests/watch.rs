@@ -4,9 +4,9 @@
 mod common;
 
 use std::io::BufRead;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
@@ -16,70 +16,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-/// A running `watch -o json`, its lines stamped with the time they were read.
-struct Watch {
-    child: Child,
-    lines: mpsc::Receiver<(u64, Value)>,
-}
-
-impl Watch {
-    fn start(env: &Env) -> Watch {
-        let mut child = env.cli().args(["watch", "-o", "json"]).stdout(Stdio::piped()).spawn().unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines() {
-                let Ok(line) = line else { return };
-                let v: Value = serde_json::from_str(&line).expect("every watch line is JSON");
-                if tx.send((now_ms(), v)).is_err() {
-                    return;
-                }
-            }
-        });
-        let w = Watch { child, lines: rx };
-        w.until(Duration::from_secs(10), |v| v["type"] == "ready").expect("watch became ready");
-        w
-    }
-
-    /// Events until `pred` matches (that one included), or `None` on timeout.
-    fn until(&self, limit: Duration, mut pred: impl FnMut(&Value) -> bool) -> Option<Vec<(u64, Value)>> {
-        let end = Instant::now() + limit;
-        let mut seen = Vec::new();
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok((t, v)) => {
-                    let done = pred(&v);
-                    seen.push((t, v));
-                    if done {
-                        return Some(seen);
-                    }
-                }
-                Err(_) => return None,
-            }
-        }
-        None
-    }
-
-    fn drain(&self, quiet: Duration) -> Vec<Value> {
-        let mut out = Vec::new();
-        while let Ok((_, v)) = self.lines.recv_timeout(quiet) {
-            out.push(v);
-        }
-        out
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn exit_at(log: &str) -> Option<u64> {
@@ -152,6 +88,72 @@ fn twenty_daemon_reloads_report_nothing_false() {
 }
 
 #[test]
+fn daemon_reloads_during_concurrent_spawns_report_nothing_false() {
+    let _serial = serial();
+    let n = if std::env::var_os("AGENT_RELAY_RELIABILITY_FULL").is_some() { 200 } else { 40 };
+    let env = Env::new();
+    let watch = Watch::start(&env);
+    let spawning = std::sync::atomic::AtomicBool::new(true);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (reloads, spawned) = std::thread::scope(|s| {
+        let reloader = s.spawn(|| {
+            let mut count = 0;
+            while spawning.load(std::sync::atomic::Ordering::SeqCst) {
+                env.systemctl(&["daemon-reload"]);
+                count += 1;
+            }
+            count
+        });
+        let spawners: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if i >= n {
+                            return mine;
+                        }
+                        let out = env.spawn(&env.request(json!({"spawnRequestId": format!("amid-reloads-{i}")})));
+                        mine.push(out["agent"]["systemdUnit"].as_str().unwrap().to_string());
+                    }
+                })
+            })
+            .collect();
+        let units: Vec<String> = spawners.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        // A few reloads more with everyone up.
+        std::thread::sleep(Duration::from_millis(500));
+        spawning.store(false, std::sync::atomic::Ordering::SeqCst);
+        (reloader.join().unwrap(), units)
+    });
+    println!("{reloads} daemon-reloads during {n} concurrent spawns");
+    assert!(reloads >= 5, "only {reloads} reloads overlapped the spawns");
+    let events = watch.drain(Duration::from_millis(1500));
+    let mut spawned_events = std::collections::BTreeMap::new();
+    for v in &events {
+        let kind = v["type"].as_str().unwrap();
+        assert!(!["exited", "stopped", "removed", "restarting"].contains(&kind), "false {kind} amid reloads: {v}");
+        // It once stalled here for a whole --timeout, then disconnected: signals filled the
+        // queue of the connection whose reply the watcher was awaiting.
+        assert_ne!(kind, "disconnected", "watch lost the manager amid reloads: {v}");
+        if kind == "spawned" {
+            *spawned_events.entry(v["unit"].as_str().unwrap().to_string()).or_insert(0) += 1;
+        }
+    }
+    for u in &spawned {
+        let about: Vec<&Value> = events.iter().filter(|v| v["unit"] == json!(u) || v["unit"].is_null()).collect();
+        assert_eq!(
+            spawned_events.get(u),
+            Some(&1),
+            "{u}: spawned events {:?}; events about it: {about:?}",
+            spawned_events.get(u)
+        );
+    }
+    let listed = env.json(&["list", "-o", "json"], None);
+    let alive: Vec<&Value> = listed.as_array().unwrap().iter().filter(|r| r["state"] == "alive").collect();
+    assert_eq!((listed.as_array().unwrap().len(), alive.len()), (n, n), "after the reloads: {listed}");
+}
+
+#[test]
 fn watch_follows_a_reexecuted_manager_and_reports_an_exit_across_it() {
     let _serial = serial();
     let env = Env::new();
@@ -166,7 +168,7 @@ fn watch_follows_a_reexecuted_manager_and_reports_an_exit_across_it() {
         .expect("the exit across a reexec is reported");
     assert_eq!(got.last().unwrap().1["exit"]["exitCode"], 37, "{:?}", got.last());
     let d = env.json(&["diagnose", "across-reexec", "-o", "json"], None);
-    assert_eq!(d["exit"]["exitCode"], 37);
+    assert_eq!(d["exit"]["exitCode"], 37, "{d}");
 }
 
 #[test]

@@ -369,6 +369,17 @@ impl Manager {
         };
         self.unit_call(format!("GetUnitProcesses {unit}"), call, Vec::new()).await
     }
+
+    /// The unit's `EnvironmentFiles=` paths (empty when the unit is gone).
+    pub async fn environment_files(&self, unit: &str) -> Result<Vec<std::path::PathBuf>, Error> {
+        let path =
+            OwnedObjectPath::try_from(crate::events::path_of_unit(unit)).map_err(|e| map_err(unit, self.timeout, e))?;
+        let call = async {
+            let s = ServiceProxy::builder(&self.conn).path(path).cache_properties(CacheProperties::No).build().await?;
+            Ok(s.environment_files().await?.into_iter().map(|(p, _)| p.into()).collect())
+        };
+        self.unit_call(format!("reading EnvironmentFiles of {unit}"), call, Vec::new()).await
+    }
 }
 
 /// The D-Bus error name of a method error reply, if it is one.

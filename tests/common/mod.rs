@@ -3,10 +3,11 @@
 
 #![allow(dead_code)]
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use agent_relay_systemd::sandbox::PrivateManager;
 use serde_json::Value;
@@ -92,7 +93,8 @@ impl Env {
         let mut child = c.spawn().expect("run the CLI");
         let mut pipe = child.stdin.take().unwrap();
         if let Some(text) = stdin {
-            pipe.write_all(text.as_bytes()).unwrap();
+            // A CLI that refuses an oversized request early closes its stdin: not our failure.
+            let _ = pipe.write_all(text.as_bytes());
         }
         drop(pipe);
         child.wait_with_output().unwrap()
@@ -158,6 +160,27 @@ impl Drop for Env {
     }
 }
 
+/// Processes in the agents' slice, by the unit (cgroup) they run in.
+pub fn slice_processes(env: &Env) -> std::collections::BTreeMap<String, Vec<u32>> {
+    let slice = env.prop("agent_relay.slice", "ControlGroup");
+    let mut out: std::collections::BTreeMap<String, Vec<u32>> = std::collections::BTreeMap::new();
+    if slice.is_empty() {
+        return out;
+    }
+    let inside = format!("{slice}/");
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cg) = std::fs::read_to_string(e.path().join("cgroup")) else { continue };
+        // The unified hierarchy's line (`0::/…`) exists on both the hybrid and the cgroup2 layout.
+        let Some(path) = cg.lines().find_map(|l| l.strip_prefix("0::")) else { continue };
+        if let Some(rest) = path.strip_prefix(&inside) {
+            let unit = rest.split('/').next().unwrap_or_default().to_string();
+            out.entry(unit).or_default().push(pid);
+        }
+    }
+    out
+}
+
 /// Polls `f` until it is true or `limit` passes.
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
@@ -179,5 +202,69 @@ pub fn pid_alive(pid: u64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => !matches!(s.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()), Some('Z') | Some('X')),
         Err(_) => false,
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// A running `watch -o json`, its lines stamped with the time they were read.
+pub struct Watch {
+    pub child: Child,
+    pub lines: mpsc::Receiver<(u64, Value)>,
+}
+
+impl Watch {
+    pub fn start(env: &Env) -> Watch {
+        let mut child = env.cli().args(["watch", "-o", "json"]).stdout(Stdio::piped()).spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                let v: Value = serde_json::from_str(&line).expect("every watch line is JSON");
+                if tx.send((now_ms(), v)).is_err() {
+                    return;
+                }
+            }
+        });
+        let w = Watch { child, lines: rx };
+        w.until(Duration::from_secs(10), |v| v["type"] == "ready").expect("watch became ready");
+        w
+    }
+
+    /// Events until `pred` matches (that one included), or `None` on timeout.
+    pub fn until(&self, limit: Duration, mut pred: impl FnMut(&Value) -> bool) -> Option<Vec<(u64, Value)>> {
+        let end = Instant::now() + limit;
+        let mut seen = Vec::new();
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok((t, v)) => {
+                    let done = pred(&v);
+                    seen.push((t, v));
+                    if done {
+                        return Some(seen);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    pub fn drain(&self, quiet: Duration) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Ok((_, v)) = self.lines.recv_timeout(quiet) {
+            out.push(v);
+        }
+        out
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -1,0 +1,151 @@
+//! A hung manager (`SIGSTOP`, DESIGN.md §6): every command that talks to it fails within its
+//! `--timeout` with exit 6 and one line; a `watch` already running stays alive, quiet and idle,
+//! and reports the exit that happened during the hang once the manager is continued.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+/// Continues the manager however the test ends (Env's teardown would too; this is sooner).
+struct Stopped(Pid);
+
+impl Stopped {
+    fn new(pid: u32) -> Stopped {
+        let pid = Pid::from_raw(pid as i32);
+        kill(pid, Signal::SIGSTOP).unwrap();
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = kill(self.0, Signal::SIGCONT);
+    }
+}
+
+/// CPU time (user + system) of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_hung_manager_fails_every_command_in_time_and_watch_rides_it_out() {
+    let env = Env::new();
+    let rid = "lives-through-hang";
+    let agent = env.spawn(&env.request(json!({"spawnRequestId": rid})))["agent"].clone();
+    let info = env.home.join(format!(".agent-relay/runners/{}.json", agent["sessionName"].as_str().unwrap()));
+    assert!(wait_until(Duration::from_secs(5), || info.exists()));
+    // Exits by itself while the manager is stopped: systemd learns of it only after SIGCONT.
+    env.spawn(&env.request(json!({
+        "spawnRequestId": "dies-during-hang", "lifecycle": "ephemeral",
+        "env": {"FAKE_RUNNER_EXIT_AFTER_MS": "2500", "FAKE_RUNNER_EXIT_CODE": "21"}
+    })));
+    let mut watch = Watch::start(&env);
+    let lines = &watch.lines;
+
+    let cpu_before = cpu_ticks(watch.child.id());
+    let hang = Stopped::new(env.mgr().pid());
+    let hung_at = Instant::now();
+    // With a spawnRequestId the spawn first looks for the request's unit; without, it writes its
+    // files and calls StartTransientUnit, which the manager may still carry out when continued.
+    let with_rid = env.request(json!({"spawnRequestId": "during-hang"})).to_string();
+    let without = env.request(json!({"label": "no-request-id"})).to_string();
+    let unit = agent["systemdUnit"].as_str().unwrap();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["list"],
+        vec!["show", rid],
+        vec!["show", unit],
+        vec!["spawn"],
+        vec!["spawn", "(no spawnRequestId)"],
+        vec!["stop", rid],
+        vec!["diagnose", rid],
+        vec!["kill", rid],
+        vec!["logs", rid],
+        vec!["guest", "list"],
+        vec!["guest", "create", rid],
+        vec!["reap"],
+        vec!["watch"],
+    ];
+    let results: Vec<(Vec<&str>, Duration, std::process::Output)> = std::thread::scope(|s| {
+        let hs: Vec<_> = commands
+            .iter()
+            .map(|args| {
+                let stdin = match args.as_slice() {
+                    ["spawn"] => Some(with_rid.as_str()),
+                    ["spawn", _] => Some(without.as_str()),
+                    _ => None,
+                };
+                let env = &env;
+                s.spawn(move || {
+                    let mut full = vec!["--timeout", "1"];
+                    full.extend(args.iter().filter(|a| !a.starts_with('(')));
+                    let t = Instant::now();
+                    let out = env.run(&full, stdin);
+                    (args.clone(), t.elapsed(), out)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut took = Vec::new();
+    for (args, elapsed, out) in &results {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(6), "{args:?} with the manager stopped: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line: {err:?}");
+        assert!(err.contains("did not answer") && err.contains("hung"), "{args:?}: {err}");
+        // The bound is per call; each verb fails on its first call to the manager.
+        assert!(*elapsed < Duration::from_secs(3), "{args:?} took {elapsed:?} with --timeout 1");
+        took.push(format!("{} {:.2}s", args.join(" "), elapsed.as_secs_f64()));
+    }
+    println!("with the manager stopped: {}", took.join(", "));
+
+    // Keep the hang past the agent's exit, then look at the watch: alive, silent, idle.
+    std::thread::sleep(Duration::from_millis(3000u64.saturating_sub(hung_at.elapsed().as_millis() as u64)));
+    assert!(watch.child.try_wait().unwrap().is_none(), "watch died while the manager hung");
+    let during: Vec<Value> = lines.try_iter().map(|(_, v)| v).collect();
+    assert!(during.is_empty(), "watch said something while the manager was stopped: {during:?}");
+    let ticks = cpu_ticks(watch.child.id()) - cpu_before;
+    assert!(ticks < 50, "watch used {ticks} ticks of CPU during a {:?} hang (spinning?)", hung_at.elapsed());
+    drop(hang);
+
+    // Continued: the exit that happened during the hang is reported exactly, nothing else false.
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut after = Vec::new();
+    while let Ok((_, v)) = lines.recv_timeout(end.saturating_duration_since(Instant::now())) {
+        let done = v["type"] == "exited" && v["agent"]["spawnRequestId"] == "dies-during-hang";
+        after.push(v);
+        if done {
+            break;
+        }
+    }
+    let exited =
+        after.last().filter(|v| v["type"] == "exited").unwrap_or_else(|| panic!("no exit after SIGCONT: {after:?}"));
+    assert_eq!(exited["exit"]["exitCode"], 21, "{exited}");
+    for v in &after {
+        assert_ne!(v["agent"]["spawnRequestId"], rid, "false event about the live agent: {v}");
+    }
+
+    // Everything works again; the hung spawn left no unit without its files.
+    assert_eq!(env.json(&["show", rid, "-o", "json"], None)["state"], "alive");
+    std::thread::sleep(Duration::from_millis(500));
+    for u in env.agent_units() {
+        let file = env.prop(&u, "EnvironmentFiles");
+        let file = file.split_whitespace().next().unwrap_or_default();
+        let state = env.prop(&u, "ActiveState");
+        assert!(std::path::Path::new(file).exists() || state != "active", "{u} ({state}) lacks its env file {file}");
+    }
+    env.json(&["spawn", "-o", "json"], Some(&env.request(json!({"spawnRequestId": "after-hang"})).to_string()));
+    env.json(&["diagnose", "dies-during-hang", "-o", "json"], None);
+    env.json(&["guest", "list", "-o", "json"], None);
+    env.json(&["reap", "-o", "json"], None);
+    let stopped = env.json(&["stop", rid, "-o", "json"], None);
+    assert_eq!(stopped["stopped"], true);
+}
