@@ -225,11 +225,11 @@ impl Supervisor {
         // id): look among those first, so that resolving each of n agents is not a list of all n.
         let narrowed = format!("{}{prefix}-*-{}.service", naming::AGENT_UNIT_PREFIX, naming::unique_suffix(reference));
         let near = self.list_matching(&narrowed).await?;
-        let pick = near
+        let found = near
             .iter()
             .find(|r| r.agent_id == reference)
             .or_else(|| near.iter().rev().find(|r| r.spawn_request_id.as_deref() == Some(reference)));
-        if let Some(r) = pick {
+        if let Some(r) = found {
             return Ok(r.clone());
         }
         // Agent ids of agents spawned with a request id, and policy names: only a full list knows.
