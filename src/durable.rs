@@ -210,7 +210,7 @@ impl Supervisor {
     }
 
     /// Serialises durable spawns and removals of this user (unit files and reloads).
-    async fn durable_lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
+    pub(crate) async fn durable_lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
         let root = self.host.durable_root();
         host::private_dir(&root)?;
         let path = root.join(".lock");

@@ -1,6 +1,8 @@
 //! `reap`, the IO part: gathers what exists, asks [`crate::reap::decide`], and carries the actions
 //! out. Runs are serialised by a lock file; directory removal is rename-then-delete, so an
 //! interrupted run leaves a `.reaping-*` name the next run finishes, never a half-made agent.
+//! Durable agents' secret directories are judged against their unit files under the lock that
+//! `spawn --persist` and `remove` hold, so no unit file changes while a reap decides.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -9,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::reap::{self, Action, Facts, FileFact, UnitFact};
+use crate::reap::{self, Action, DurableUnitFile, Facts, FileFact, UnitFact};
 use crate::supervisor::{now_ms, Supervisor};
 
 /// Files younger than this are never reaped: a spawn writes them before its unit exists.
@@ -60,19 +62,26 @@ impl Supervisor {
                 Err(_) => return Err(Error::Timeout { what: "another reap to finish".into(), after: LOCK_WAIT }),
             }
         };
+        // Only once some durable agent was made: the lock would create the directory.
+        let _durable = match self.host.durable_root().is_dir() {
+            true => Some(self.durable_lock().await?),
+            false => None,
+        };
         let facts = self.reap_facts(&root, retention).await?;
         let actions = reap::decide(&facts);
         let mut failed = Vec::new();
         if !dry_run {
             for a in &actions {
-                if let Err(e) = self.carry_out(a, &root).await {
+                if let Err(e) = self.carry_out(a).await {
                     failed.push(format!("{a:?}: {e}"));
                 }
             }
             // Finish what an interrupted run began.
-            for (name, path) in entries(&root.join("agents")) {
-                if name.starts_with(".reaping-") {
-                    let _ = std::fs::remove_dir_all(path);
+            for dir in [root.join("agents"), self.host.durable_root().join("agents")] {
+                for (name, path) in entries(&dir) {
+                    if name.starts_with(".reaping-") {
+                        let _ = std::fs::remove_dir_all(path);
+                    }
                 }
             }
         }
@@ -111,6 +120,27 @@ impl Supervisor {
                 Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner })
             })
             .collect();
+        let durable_dirs = entries(&self.host.durable_root().join("agents"))
+            .into_iter()
+            .filter(|(n, _)| n.starts_with(&session_prefix))
+            .filter_map(|(n, p)| {
+                let owner = n.rsplit_once('.')?.0.to_string();
+                Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner })
+            })
+            .collect();
+        let durable_unit_files = entries(&self.host.user_unit_dir())
+            .into_iter()
+            .filter_map(|(n, p)| {
+                let session = crate::naming::session_of_unit(&n, prefix)?.to_string();
+                // Unreadable: names nothing, so every secret dir of the session is kept.
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let secret_dirs = crate::unitfile::environment_files(&text)
+                    .into_iter()
+                    .filter_map(|f| f.parent().map(Path::to_path_buf))
+                    .collect();
+                Some(DurableUnitFile { session, secret_dirs })
+            })
+            .collect();
         let runner_infos = entries(&crate::plan::runner_info_dir(&self.host.home))
             .into_iter()
             .filter(|(n, _)| n.starts_with(&session_prefix) && n.ends_with(".json"))
@@ -142,14 +172,16 @@ impl Supervisor {
             runner_infos,
             exit_records,
             guest_sockets,
+            durable_dirs,
+            durable_unit_files,
         })
     }
 
-    async fn carry_out(&self, a: &Action, root: &Path) -> Result<(), Error> {
+    async fn carry_out(&self, a: &Action) -> Result<(), Error> {
         match a {
-            Action::RemoveAgentFiles(p) => {
+            Action::RemoveAgentFiles(p) | Action::RemoveDurableFiles(p) => {
                 let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                let doomed = root.join("agents").join(format!(".reaping-{name}"));
+                let doomed = p.with_file_name(format!(".reaping-{name}"));
                 std::fs::rename(p, &doomed).map_err(Error::io("renaming", p))?;
                 std::fs::remove_dir_all(&doomed).map_err(Error::io("removing", &doomed))
             }
