@@ -39,6 +39,18 @@ fn entries(dir: &Path) -> Vec<(String, PathBuf)> {
         .unwrap_or_default()
 }
 
+/// The per-attempt directories `<session>.<attempt>` in `dir`, owned by their session.
+fn attempt_dirs(dir: &Path, session_prefix: &str) -> Vec<FileFact> {
+    entries(dir)
+        .into_iter()
+        .filter(|(n, _)| n.starts_with(session_prefix))
+        .filter_map(|(n, p)| {
+            let owner = n.rsplit_once('.')?.0.to_string();
+            Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner })
+        })
+        .collect()
+}
+
 impl Supervisor {
     /// One reap; `retention` is how long exit records are kept.
     pub async fn reap(&self, dry_run: bool, retention: Duration) -> Result<ReapReport, Error> {
@@ -63,10 +75,7 @@ impl Supervisor {
             }
         };
         // Only once some durable agent was made: the lock would create the directory.
-        let _durable = match self.host.durable_root().is_dir() {
-            true => Some(self.durable_lock().await?),
-            false => None,
-        };
+        let _durable = if self.host.durable_root().is_dir() { Some(self.durable_lock().await?) } else { None };
         let facts = self.reap_facts(&root, retention).await?;
         let actions = reap::decide(&facts);
         let mut failed = Vec::new();
@@ -112,28 +121,21 @@ impl Supervisor {
             .filter_map(|l| crate::guest::guest_of_unit(&l.unit, prefix).map(str::to_string))
             .collect();
         let session_prefix = format!("{prefix}-");
-        let agent_dirs = entries(&root.join("agents"))
+        let agent_dirs = attempt_dirs(&root.join("agents"), &session_prefix);
+        let durable_dirs = attempt_dirs(&self.host.durable_root().join("agents"), &session_prefix);
+        // The manager's own list of unit files, so that the files it would start at boot are the
+        // ones judged, whatever directory they are in.
+        let pattern = crate::naming::agent_unit_pattern(prefix);
+        let durable_unit_files = self
+            .manager()
+            .unit_files(std::slice::from_ref(&pattern))
+            .await?
             .into_iter()
-            .filter(|(n, _)| n.starts_with(&session_prefix))
-            .filter_map(|(n, p)| {
-                let owner = n.rsplit_once('.')?.0.to_string();
-                Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner })
-            })
-            .collect();
-        let durable_dirs = entries(&self.host.durable_root().join("agents"))
-            .into_iter()
-            .filter(|(n, _)| n.starts_with(&session_prefix))
-            .filter_map(|(n, p)| {
-                let owner = n.rsplit_once('.')?.0.to_string();
-                Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner })
-            })
-            .collect();
-        let durable_unit_files = entries(&self.host.user_unit_dir())
-            .into_iter()
-            .filter_map(|(n, p)| {
-                let session = crate::naming::session_of_unit(&n, prefix)?.to_string();
-                // Unreadable: names nothing, so every secret dir of the session is kept.
-                let text = std::fs::read_to_string(&p).unwrap_or_default();
+            .filter_map(|(path, _state)| {
+                let path = PathBuf::from(path);
+                let session = crate::naming::session_of_unit(path.file_name()?.to_str()?, prefix)?.to_string();
+                // Unreadable (or masked): names nothing, so every secret dir of the session is kept.
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
                 let secret_dirs = crate::unitfile::environment_files(&text)
                     .into_iter()
                     .filter_map(|f| f.parent().map(Path::to_path_buf))
