@@ -208,7 +208,7 @@ pub enum Command {
     Terminal(TerminalCommand),
     /// Remove leftovers of gone agents, reset recorded failures, prune old exit records, end stray guest servers
     #[command(
-        after_help = "Run by agent-relay-reap.timer. Never touches a loaded agent unit or a guest whose unit exists,\nnor files younger than 60 s.\nExample:\n  agent-relay-systemd reap --dry-run -o json"
+        after_help = "Run by agent-relay-reap.timer. Never touches a loaded agent unit, the secret files a durable\nagent's unit file names (even while stopped or disabled), a guest whose unit exists, nor files\nyounger than 60 s.\nExample:\n  agent-relay-systemd reap --dry-run -o json"
     )]
     Reap {
         /// Say what would be done, do nothing

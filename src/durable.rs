@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::host::{self, HostEnv};
 use crate::meta::AgentMeta;
 use crate::plan::SpawnPlan;
+use crate::record::UnitSnapshot;
 use crate::request::SpawnRequest;
 use crate::supervisor::{plan_request, to_record, SpawnOutcome, StopOutcome, Supervisor};
 use crate::{naming, unit, unitfile};
@@ -67,8 +68,16 @@ impl Supervisor {
         self.check_unit_dir(&unit_dir).await?;
         let _lock = self.durable_lock().await?;
         if let Some(rid) = &req.spawn_request_id {
-            if let Some(agent) = self.find_live_request(rid, &req.provider).await? {
-                return Ok(SpawnOutcome { created: false, agent });
+            match self.find_live_request(rid, &req.provider).await? {
+                Some(agent) if agent.durable => return Ok(SpawnOutcome { created: false, agent }),
+                // Returning it would answer a durable request with an agent that does not come back.
+                Some(agent) => {
+                    return Err(Error::Conflict(format!(
+                        "spawn request {rid} already runs as transient agent {} ({}); `stop` it first to start it durable, or pass another spawnRequestId",
+                        agent.agent_id, agent.systemd_unit
+                    )))
+                }
+                None => {}
             }
         }
         if let Some(snap) = self.snapshot(&plan.unit).await? {
@@ -162,6 +171,41 @@ impl Supervisor {
         Ok(RemoveOutcome { stop, durable, unit_file: durable.then_some(unit_file) })
     }
 
+    /// A transient spawn found the durable agent of its own spawn request at its unit name. A live
+    /// one is the answer, as for any repeated spawn; a stopped one only `spawn --persist` may
+    /// start again (with its unit file and secrets), so that is a conflict saying so.
+    pub(crate) async fn durable_of_the_request(&self, snap: &UnitSnapshot) -> Result<SpawnOutcome, Error> {
+        if matches!(snap.active_state.as_str(), "active" | "activating" | "reloading") {
+            let agent = self.await_settled(&snap.unit).await?;
+            return Ok(SpawnOutcome { created: false, agent });
+        }
+        let agent = to_record(snap);
+        Err(Error::Conflict(format!(
+            "durable agent {} of spawn request {} ({}) is {}; start it again with `spawn --persist` and the same request, or `remove` it first",
+            agent.as_ref().map_or("?", |a| a.agent_id.as_str()),
+            agent.as_ref().and_then(|a| a.spawn_request_id.as_deref()).unwrap_or("?"),
+            snap.unit,
+            snap.active_state
+        )))
+    }
+
+    /// The unit of a durable agent whose unit file exists but which is not loaded, loaded from
+    /// its file (`LoadUnit`); `None` when there is no such file.
+    pub(crate) async fn unloaded_durable_snapshot(&self, unit: &str) -> Result<Option<UnitSnapshot>, Error> {
+        if !self.host.user_unit_dir().join(unit).exists() {
+            return Ok(None);
+        }
+        let object = self.mgr.load_unit(unit).await?;
+        match self.mgr.snapshot(unit, &object).await {
+            Ok(mut s) => {
+                s.durable = true;
+                Ok(Some(s))
+            }
+            Err(Error::Systemd { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Records of durable agents whose unit file is in our unit directory but whose unit is not
     /// loaded (disabled by hand, or half removed), so that `show` and `remove` still find them.
     pub(crate) async fn unloaded_durable_agents(&self) -> Result<Vec<crate::AgentRecord>, Error> {
@@ -210,7 +254,7 @@ impl Supervisor {
     }
 
     /// Serialises durable spawns and removals of this user (unit files and reloads).
-    async fn durable_lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
+    pub(crate) async fn durable_lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
         let root = self.host.durable_root();
         host::private_dir(&root)?;
         let path = root.join(".lock");

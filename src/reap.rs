@@ -2,7 +2,8 @@
 //! remove, reset or end. It never selects anything of a loaded agent unit (live, unknown or
 //! dead-but-unrecorded) other than a failed unit with a recorded exit, which it resets and
 //! cleans, nor a guest whose unit exists, nor anything younger than the grace period
-//! (a spawn or guest in flight writes its files before its unit appears).
+//! (a spawn or guest in flight writes its files before its unit appears), nor the secret directory
+//! a durable agent's unit file names (a stopped durable agent starts again with it at boot).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -30,6 +31,15 @@ pub struct FileFact {
     pub mtime_ms: u64,
 }
 
+/// A durable agent's unit file in the user unit directory, loaded or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurableUnitFile {
+    pub session: String,
+    /// The directories of the files its `EnvironmentFile=` names. Empty when the file could not be
+    /// read or names none: then no secret directory of the session is reaped.
+    pub secret_dirs: Vec<PathBuf>,
+}
+
 /// Everything the reaper looked at.
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
@@ -44,6 +54,9 @@ pub struct Facts {
     /// Exit records; `mtime_ms` is the record's time.
     pub exit_records: Vec<FileFact>,
     pub guest_sockets: Vec<FileFact>,
+    /// Durable agents' secret directories (`<session>.<attempt>`), one per spawn attempt.
+    pub durable_dirs: Vec<FileFact>,
+    pub durable_unit_files: Vec<DurableUnitFile>,
 }
 
 /// One thing to do.
@@ -51,6 +64,7 @@ pub struct Facts {
 #[serde(tag = "action", content = "target", rename_all = "kebab-case")]
 pub enum Action {
     RemoveAgentFiles(PathBuf),
+    RemoveDurableFiles(PathBuf),
     RemoveRunnerInfo(PathBuf),
     ResetFailedUnit(String),
     PruneExitRecord(PathBuf),
@@ -86,6 +100,11 @@ pub fn decide(f: &Facts) -> Vec<Action> {
             out.push(Action::RemoveAgentFiles(d.path.clone()));
         }
     }
+    for d in &f.durable_dirs {
+        if durable_dir_is_leftover(f, &loaded, d) && old_enough(d) {
+            out.push(Action::RemoveDurableFiles(d.path.clone()));
+        }
+    }
     for r in &f.runner_infos {
         if !loaded.contains(r.owner.as_str()) && old_enough(r) {
             out.push(Action::RemoveRunnerInfo(r.path.clone()));
@@ -102,6 +121,19 @@ pub fn decide(f: &Facts) -> Vec<Action> {
         }
     }
     out
+}
+
+/// A durable secret directory no one will read again: its session has no unit file and no loaded
+/// unit, or its session's unit file names another directory (a replaced or failed attempt).
+/// Directories are compared by name, so that the same directory reached by another path (a
+/// symlinked `$XDG_STATE_HOME`) is still recognised as the one named.
+fn durable_dir_is_leftover(f: &Facts, loaded: &HashSet<&str>, d: &FileFact) -> bool {
+    let mut files = f.durable_unit_files.iter().filter(|u| u.session == d.owner).peekable();
+    if files.peek().is_none() {
+        return !loaded.contains(d.owner.as_str());
+    }
+    let name = d.path.file_name();
+    files.all(|u| !u.secret_dirs.is_empty() && u.secret_dirs.iter().all(|s| s.file_name() != name))
 }
 
 #[cfg(test)]
@@ -135,6 +167,22 @@ mod tests {
         let guest = (0u8..8).prop_map(|i| format!("ar-guest-claude-a-{i}"));
         let now = 10_000_000u64;
         let f = |s: BoxedStrategy<String>| prop::collection::vec((s, 0..now).prop_map(|(o, m)| file(o, m)), 0..12);
+        // Secret dirs `<session>.<attempt>`; a unit file names one of them (under another path to
+        // the same place, or not), a dir that is not there, or nothing readable.
+        let durable_dir = (session.clone(), 0u8..4, 0..now).prop_map(|(o, a, m)| FileFact {
+            path: PathBuf::from(format!("/d/{o}.{a}")),
+            owner: o,
+            mtime_ms: m,
+        });
+        let unit_file = (session.clone(), 0u8..6).prop_map(|(s, choice)| {
+            let secret_dirs = match choice {
+                0 => vec![],
+                1 => vec![PathBuf::from(format!("/d/{s}.gone"))],
+                a => vec![PathBuf::from(format!("/alias/{s}.{}", a - 2))],
+            };
+            DurableUnitFile { session: s, secret_dirs }
+        });
+        let durable = (prop::collection::vec(durable_dir, 0..12), prop::collection::vec(unit_file, 0..6));
         (
             prop::collection::vec(unit, 0..10),
             prop::collection::vec(guest.clone(), 0..6),
@@ -144,6 +192,7 @@ mod tests {
             f(guest.boxed()),
             0..now,
             0..now,
+            durable,
         )
             .prop_map(
                 move |(
@@ -155,12 +204,17 @@ mod tests {
                     guest_sockets,
                     g,
                     r,
+                    (mut durable_dirs, mut durable_unit_files),
                 )| {
-                    // systemd has one unit per name; a path is one file.
+                    // systemd has one unit per name; a path is one file, a session one unit file.
                     let mut seen = HashSet::new();
                     agent_units.retain(|u: &UnitFact| seen.insert(u.unit.clone()));
                     let mut seen = HashSet::new();
                     agent_dirs.retain(|d: &FileFact| seen.insert(d.path.clone()));
+                    let mut seen = HashSet::new();
+                    durable_dirs.retain(|d: &FileFact| seen.insert(d.path.clone()));
+                    let mut seen = HashSet::new();
+                    durable_unit_files.retain(|u: &DurableUnitFile| seen.insert(u.session.clone()));
                     Facts {
                         now_ms: now,
                         grace_ms: g,
@@ -171,9 +225,17 @@ mod tests {
                         runner_infos,
                         exit_records,
                         guest_sockets,
+                        durable_dirs,
+                        durable_unit_files,
                     }
                 },
             )
+    }
+
+    /// The names of the secret dirs the unit file of `session` names, if it has one.
+    fn named_by_unit_file<'a>(f: &'a Facts, session: &str) -> Option<Vec<&'a std::ffi::OsStr>> {
+        let u = f.durable_unit_files.iter().find(|u| u.session == session)?;
+        Some(u.secret_dirs.iter().filter_map(|p| p.file_name()).collect())
     }
 
     proptest! {
@@ -201,10 +263,30 @@ mod tests {
                     Action::EndGuestServer(g) => {
                         prop_assert!(!f.guest_units.contains(&g), "guest with a unit: {}", g);
                     }
+                    Action::RemoveDurableFiles(p) => {
+                        let fact = f.durable_dirs.iter().find(|x| x.path == p).unwrap();
+                        prop_assert!(f.now_ms - fact.mtime_ms >= f.grace_ms, "secret dir younger than the grace");
+                        if named_by_unit_file(&f, &fact.owner).is_none() {
+                            let owner = fact.owner.as_str();
+                            prop_assert!(!loaded.contains(owner) || reset.contains(owner), "secret dir of a loaded unit: {p:?}");
+                        }
+                    }
                     Action::PruneExitRecord(p) => {
                         let fact = f.exit_records.iter().find(|x| x.path == p).unwrap();
                         prop_assert!(f.now_ms - fact.mtime_ms >= f.retention_ms);
                     }
+                }
+            }
+        }
+
+        #[test]
+        fn never_selects_the_secret_dir_referenced_by_an_existing_durable_unit_file(f in facts()) {
+            for a in decide(&f) {
+                let Action::RemoveDurableFiles(p) = a else { continue };
+                let owner = &f.durable_dirs.iter().find(|x| x.path == p).unwrap().owner;
+                if let Some(named) = named_by_unit_file(&f, owner) {
+                    prop_assert!(!named.is_empty(), "secret dir of a unit file naming none (unreadable): {p:?}");
+                    prop_assert!(!named.contains(&p.file_name().unwrap()), "the unit file's secret dir: {p:?}");
                 }
             }
         }
@@ -219,6 +301,15 @@ mod tests {
                 let stale = f.agent_units.iter().any(|u| !to_reset(u) && u.session == d.owner && u.agent_dir.as_ref().is_some_and(|p| p != &d.path));
                 if (!loaded.contains(d.owner.as_str()) || stale) && f.now_ms - d.mtime_ms >= f.grace_ms {
                     prop_assert!(actions.contains(&Action::RemoveAgentFiles(d.path.clone())));
+                }
+            }
+            for d in &f.durable_dirs {
+                let leftover = match named_by_unit_file(&f, &d.owner) {
+                    None => !loaded.contains(d.owner.as_str()),
+                    Some(named) => !named.is_empty() && !named.contains(&d.path.file_name().unwrap()),
+                };
+                if leftover && f.now_ms - d.mtime_ms >= f.grace_ms {
+                    prop_assert!(actions.contains(&Action::RemoveDurableFiles(d.path.clone())), "{d:?}");
                 }
             }
         }

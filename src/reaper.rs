@@ -1,6 +1,8 @@
 //! `reap`, the IO part: gathers what exists, asks [`crate::reap::decide`], and carries the actions
 //! out. Runs are serialised by a lock file; directory removal is rename-then-delete, so an
 //! interrupted run leaves a `.reaping-*` name the next run finishes, never a half-made agent.
+//! Durable agents' secret directories are judged against their unit files under the lock that
+//! `spawn --persist` and `remove` hold, so no unit file changes while a reap decides.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -10,7 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::reap::{self, Action, Facts, FileFact, UnitFact};
+use crate::reap::{self, Action, DurableUnitFile, Facts, FileFact, UnitFact};
 use crate::supervisor::{now_ms, Supervisor};
 
 /// Files younger than this are never reaped: a spawn writes them before its unit exists.
@@ -38,6 +40,18 @@ fn entries(dir: &Path) -> Vec<(String, PathBuf)> {
         .unwrap_or_default()
 }
 
+/// The per-attempt directories `<session>.<attempt>` in `dir`, owned by their session.
+fn attempt_dirs(dir: &Path, session_prefix: &str) -> Vec<FileFact> {
+    entries(dir)
+        .into_iter()
+        .filter(|(n, _)| n.starts_with(session_prefix))
+        .filter_map(|(n, p)| {
+            let owner = n.rsplit_once('.')?.0.to_string();
+            Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner })
+        })
+        .collect()
+}
+
 impl Supervisor {
     /// One reap; `retention` is how long exit records are kept.
     pub async fn reap(&self, dry_run: bool, retention: Duration) -> Result<ReapReport, Error> {
@@ -61,19 +75,23 @@ impl Supervisor {
                 Err(_) => return Err(Error::Timeout { what: "another reap to finish".into(), after: LOCK_WAIT }),
             }
         };
+        // Only once some durable agent was made: the lock would create the directory.
+        let _durable = if self.host.durable_root().is_dir() { Some(self.durable_lock().await?) } else { None };
         let facts = self.reap_facts(&root, retention).await?;
         let actions = reap::decide(&facts);
         let mut failed = Vec::new();
         if !dry_run {
             for a in &actions {
-                if let Err(e) = self.carry_out(a, &root).await {
+                if let Err(e) = self.carry_out(a).await {
                     failed.push(format!("{a:?}: {e}"));
                 }
             }
             // Finish what an interrupted run began.
-            for (name, path) in entries(&root.join("agents")) {
-                if name.starts_with(".reaping-") {
-                    let _ = std::fs::remove_dir_all(path);
+            for dir in [root.join("agents"), self.host.durable_root().join("agents")] {
+                for (name, path) in entries(&dir) {
+                    if name.starts_with(".reaping-") {
+                        let _ = std::fs::remove_dir_all(path);
+                    }
                 }
             }
         }
@@ -84,14 +102,7 @@ impl Supervisor {
         let exits_dir = crate::exits::exits_dir(&self.host.state_home);
         let prefix = &self.config.tmux_prefix;
         let session_prefix = format!("{prefix}-");
-        let agent_dirs: Vec<FileFact> = entries(&root.join("agents"))
-            .into_iter()
-            .filter(|(n, _)| n.starts_with(&session_prefix))
-            .filter_map(|(n, p)| {
-                let owner = n.rsplit_once('.')?.0.to_string();
-                Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner })
-            })
-            .collect();
+        let agent_dirs = attempt_dirs(&root.join("agents"), &session_prefix);
         let mut dirs_per_session: HashMap<&str, usize> = HashMap::new();
         for d in &agent_dirs {
             *dirs_per_session.entry(d.owner.as_str()).or_default() += 1;
@@ -125,6 +136,27 @@ impl Supervisor {
             .into_iter()
             .filter_map(|l| crate::guest::guest_of_unit(&l.unit, prefix).map(str::to_string))
             .collect();
+        let durable_dirs = attempt_dirs(&self.host.durable_root().join("agents"), &session_prefix);
+        // The manager's own list of unit files, so that the files it would start at boot are the
+        // ones judged, whatever directory they are in.
+        let pattern = crate::naming::agent_unit_pattern(prefix);
+        let durable_unit_files = self
+            .manager()
+            .unit_files(std::slice::from_ref(&pattern))
+            .await?
+            .into_iter()
+            .filter_map(|(path, _state)| {
+                let path = PathBuf::from(path);
+                let session = crate::naming::session_of_unit(path.file_name()?.to_str()?, prefix)?.to_string();
+                // Unreadable (or masked): names nothing, so every secret dir of the session is kept.
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let secret_dirs = crate::unitfile::environment_files(&text)
+                    .into_iter()
+                    .filter_map(|f| f.parent().map(Path::to_path_buf))
+                    .collect();
+                Some(DurableUnitFile { session, secret_dirs })
+            })
+            .collect();
         let runner_infos = entries(&crate::plan::runner_info_dir(&self.host.home))
             .into_iter()
             .filter(|(n, _)| n.starts_with(&session_prefix) && n.ends_with(".json"))
@@ -156,14 +188,16 @@ impl Supervisor {
             runner_infos,
             exit_records,
             guest_sockets,
+            durable_dirs,
+            durable_unit_files,
         })
     }
 
-    async fn carry_out(&self, a: &Action, root: &Path) -> Result<(), Error> {
+    async fn carry_out(&self, a: &Action) -> Result<(), Error> {
         match a {
-            Action::RemoveAgentFiles(p) => {
+            Action::RemoveAgentFiles(p) | Action::RemoveDurableFiles(p) => {
                 let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                let doomed = root.join("agents").join(format!(".reaping-{name}"));
+                let doomed = p.with_file_name(format!(".reaping-{name}"));
                 std::fs::rename(p, &doomed).map_err(Error::io("renaming", p))?;
                 std::fs::remove_dir_all(&doomed).map_err(Error::io("removing", &doomed))
             }

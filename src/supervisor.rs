@@ -115,7 +115,14 @@ impl Supervisor {
                 }
                 Err(StartError::Other(e)) => return Err(e),
                 Err(StartError::Exists) => {
-                    let Some(snap) = self.snapshot(&plan.unit).await? else { continue };
+                    let snap = match self.snapshot(&plan.unit).await? {
+                        Some(s) => s,
+                        // A durable agent's unit file takes the name even while its unit is not loaded.
+                        None => match self.unloaded_durable_snapshot(&plan.unit).await? {
+                            Some(s) => s,
+                            None => continue,
+                        },
+                    };
                     let theirs = AgentMeta::from_log_extra_fields(&snap.log_extra_fields);
                     let same = match (&theirs, &req.spawn_request_id) {
                         (Some(m), Some(rid)) => m.spawn_request_id.as_deref() == Some(rid.as_str()),
@@ -134,6 +141,9 @@ impl Supervisor {
                             plan.unit,
                             who.unwrap_or_else(|| "something else".into())
                         )));
+                    }
+                    if snap.durable {
+                        return self.durable_of_the_request(&snap).await;
                     }
                     if matches!(snap.active_state.as_str(), "inactive" | "failed") && attempt < 2 {
                         // A dead incarnation of this very request: clear it and start afresh.
@@ -347,7 +357,7 @@ impl Supervisor {
     }
 
     /// Waits (bounded) until a unit that another spawn is starting has left `activating/start`.
-    async fn await_settled(&self, unit: &str) -> Result<AgentRecord, Error> {
+    pub(crate) async fn await_settled(&self, unit: &str) -> Result<AgentRecord, Error> {
         let deadline = tokio::time::Instant::now() + self.mgr.timeout();
         loop {
             let rec = self.record_of(unit).await?.ok_or_else(|| Error::NotFound { reference: unit.to_string() })?;

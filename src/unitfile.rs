@@ -227,6 +227,29 @@ pub fn quote(word: &str, exec: bool) -> Result<String, &'static str> {
     Ok(out)
 }
 
+/// The files a unit file's `[Service]` section names with `EnvironmentFile=` (as [`render`] writes
+/// them: one path per line, `-` for optional, `%` doubled), so the reaper can tell which secret
+/// directory a durable agent will read at its next start. An empty assignment resets the list,
+/// as systemd.exec(5) says.
+pub fn environment_files(text: &str) -> Vec<std::path::PathBuf> {
+    let mut section = "";
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') && line.ends_with(']') {
+            section = line;
+            continue;
+        }
+        let Some(value) = line.strip_prefix("EnvironmentFile=").filter(|_| section == "[Service]") else { continue };
+        let value = value.trim();
+        if value.is_empty() {
+            out.clear();
+            continue;
+        }
+        out.push(value.strip_prefix('-').unwrap_or(value).replace("%%", "%").into());
+    }
+    out
+}
+
 /// µs as a systemd time span, in the largest exact unit.
 fn span(us: u64) -> String {
     match us {

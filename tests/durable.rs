@@ -345,3 +345,77 @@ fn a_durable_unit_reads_back_like_the_transient_unit_of_the_same_request() {
     let id = |s: &str| s.split_whitespace().skip_while(|w| *w != "--agent-id").nth(1).unwrap_or("").to_string();
     assert_eq!(te.replace(&id(&te), "AID"), de.replace(&id(&de), "AID"));
 }
+
+/// Secret dirs a transient spawn of `session` left in the runtime directory.
+fn runtime_dirs(env: &Env, session: &str) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(env.agents_dir()) else { return Vec::new() };
+    rd.flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{session}.")))
+        .collect()
+}
+
+/// Runs and expects the conflict exit (4) with one line holding every `want`.
+fn conflict(env: &Env, args: &[&str], req: &Value, want: &[&str]) {
+    let out = env.run(args, Some(&req.to_string()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    for w in want {
+        assert!(err.contains(w), "{args:?}: {w:?} not in {err}");
+    }
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_transient_spawn_of_a_durable_request_returns_it_when_live_and_says_what_to_do_when_stopped() {
+    let env = Env::new();
+    let req = env.request(json!({"label": "mixed", "spawnRequestId": "mix-000001"}));
+    let agent = persist(&env, &req)["agent"].clone();
+    let unit = agent["systemdUnit"].as_str().unwrap().to_string();
+    let session = agent["sessionName"].as_str().unwrap().to_string();
+
+    let again = env.spawn(&req);
+    assert_eq!(again["created"], false);
+    assert_eq!(again["agent"]["durable"], true);
+    assert_eq!(again["agent"]["pid"], agent["pid"]);
+
+    // Stopped, then stopped and disabled by hand (not loaded): the answer names the way out.
+    env.json(&["stop", &unit, "-o", "json"], None);
+    conflict(&env, &["spawn"], &req, &["mix-000001", &unit, "inactive", "spawn --persist", "remove"]);
+    env.systemctl(&["disable", "--now", &unit]);
+    assert!(!env.agent_units().contains(&unit));
+    conflict(&env, &["spawn"], &req, &["mix-000001", &unit, "spawn --persist", "remove"]);
+    // Nothing of the refused transient spawn stays, and the durable agent is as it was.
+    assert!(runtime_dirs(&env, &session).is_empty(), "{:?}", runtime_dirs(&env, &session));
+    assert!(unit_dir(&env).join(&unit).exists());
+    assert_eq!(env.prop(&unit, "Transient"), "no");
+    assert_eq!(secret_dirs(&env, &session).len(), 1);
+
+    // The advice works: --persist starts it again.
+    let back = persist(&env, &req);
+    assert_eq!(back["created"], true);
+    assert_eq!(back["agent"]["state"], "alive");
+    assert_eq!(env.systemctl(&["is-enabled", &unit]).trim(), "enabled");
+}
+
+#[test]
+fn a_persist_spawn_of_a_live_transient_request_is_a_conflict_until_it_is_stopped() {
+    let env = Env::new();
+    let req = env.request(json!({"label": "mixed", "spawnRequestId": "mix-000002"}));
+    let agent = env.spawn(&req)["agent"].clone();
+    let unit = agent["systemdUnit"].as_str().unwrap().to_string();
+    let session = agent["sessionName"].as_str().unwrap().to_string();
+
+    conflict(&env, &["spawn", "--persist"], &req, &["mix-000002", "transient", &unit, "stop"]);
+    assert!(!unit_dir(&env).join(&unit).exists(), "a unit file was written");
+    assert!(secret_dirs(&env, &session).is_empty());
+    assert_eq!(env.json(&["show", "mix-000002", "-o", "json"], None)["pid"], agent["pid"]);
+    assert_eq!(env.prop(&unit, "Transient"), "yes");
+
+    env.json(&["stop", &unit, "-o", "json"], None);
+    let durable = persist(&env, &req);
+    assert_eq!(durable["created"], true);
+    assert_eq!(durable["agent"]["durable"], true);
+    assert_eq!(env.prop(&unit, "Transient"), "no");
+}

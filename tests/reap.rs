@@ -1,9 +1,10 @@
 //! `reap` against a real manager: leftovers of gone agents and stray guest servers go, recorded
-//! failures are reset, old exit records pruned; live agents, guests with units and fresh files stay.
+//! failures are reset, old exit records pruned; live agents, guests with units and fresh files stay;
+//! a durable agent keeps the secrets its unit file names, however stopped it is.
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -117,6 +118,121 @@ fn reap_ends_stray_guest_servers_but_not_guests_with_units() {
     let list = env.json(&["guest", "list", "-o", "json"], None);
     assert_eq!(list[0]["guest"], json!(guest));
     assert_eq!(list[0]["running"], true, "an unexpired guest was touched");
+}
+
+/// The one secret dir of a durable agent's session.
+fn secret_dir(durable: &Path, agent: &Value) -> PathBuf {
+    let prefix = format!("{}.", agent["sessionName"].as_str().unwrap());
+    let dirs: Vec<PathBuf> = std::fs::read_dir(durable)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&prefix))
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs[0].clone()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[test]
+fn reap_keeps_the_secrets_of_every_durable_agent_with_a_unit_file_and_cleans_orphans() {
+    let mut env = Env::new();
+    let durable = env.mgr().root().join("state/agent-relay-systemd/durable/agents");
+    let unit_dir = env.mgr().root().join("config/systemd/user");
+    let persist = |rid: &str, extra: Value| {
+        let mut req = env.request(extra);
+        req["spawnRequestId"] = json!(rid);
+        env.json(&["spawn", "--persist", "-o", "json"], Some(&req.to_string()))["agent"].clone()
+    };
+    let unit_of = |a: &Value| a["systemdUnit"].as_str().unwrap().to_string();
+    let info_of =
+        |a: &Value| env.home.join(format!(".agent-relay/runners/{}.json", a["sessionName"].as_str().unwrap()));
+
+    let running = persist("dr-run", json!({}));
+    assert!(wait_until(Duration::from_secs(5), || info_of(&running).exists()));
+    // Stopped: still enabled, so it starts with the manager and needs its secrets then.
+    let stopped = persist("dr-stop", json!({}));
+    env.json(&["stop", &unit_of(&stopped), "-o", "json"], None);
+    let stopped_dir = secret_dir(&durable, &stopped);
+    // A stale attempt of the stopped agent, which its unit file does not name.
+    let stale = durable.join(format!("{}.0ldattempt", stopped["sessionName"].as_str().unwrap()));
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::write(stale.join("env"), "AGENT_RELAY_TOKEN=\"old\"\n").unwrap();
+    // Disabled and stopped by hand: not loaded, but its unit file is there.
+    let disabled = persist("dr-off", json!({}));
+    env.systemctl(&["disable", "--now", &unit_of(&disabled)]);
+    assert!(!env.agent_units().contains(&unit_of(&disabled)));
+    // Failed, its exit recorded by ExecStopPost.
+    let failed = persist(
+        "dr-fail",
+        json!({"lifecycle": "ephemeral", "env": {"FAKE_RUNNER_EXIT_AFTER_MS": "50", "FAKE_RUNNER_EXIT_CODE": "3"}}),
+    );
+    let failed_unit = unit_of(&failed);
+    assert!(wait_until(Duration::from_secs(5), || env.prop(&failed_unit, "ActiveState") == "failed"));
+    // Removed by hand: unit file and its link deleted, manager reloaded; the secrets left behind.
+    let gone = persist("dr-gone", json!({}));
+    assert!(wait_until(Duration::from_secs(5), || info_of(&gone).exists()));
+    env.systemctl(&["stop", &unit_of(&gone)]);
+    std::fs::remove_file(unit_dir.join(unit_of(&gone))).unwrap();
+    std::fs::remove_file(unit_dir.join("default.target.wants").join(unit_of(&gone))).unwrap();
+    env.systemctl(&["daemon-reload"]);
+    assert!(!env.agent_units().contains(&unit_of(&gone)), "{:?}", env.agent_units());
+    // A fresh orphan (a persist spawn in flight writes its secrets before its unit file).
+    let fresh = durable.join("ar-claude-session-dr-fresh.0badc0de");
+    std::fs::create_dir(&fresh).unwrap();
+
+    let kept =
+        [secret_dir(&durable, &running), stopped_dir, secret_dir(&durable, &disabled), secret_dir(&durable, &failed)];
+    let orphan = secret_dir(&durable, &gone);
+    for d in kept.iter().chain([&orphan, &stale]) {
+        age(d, 300);
+    }
+    age(&info_of(&running), 300);
+    age(&info_of(&gone), 300);
+    let pid = running["pid"].as_u64().unwrap();
+
+    let want = sorted(vec![orphan.display().to_string(), stale.display().to_string()]);
+    let dry = env.json(&["reap", "--dry-run", "-o", "json"], None);
+    assert_eq!(sorted(actions(&dry, "remove-durable-files")), want, "{dry}");
+    assert!(orphan.exists() && stale.exists(), "dry run removed something");
+
+    let report = env.json(&["reap", "-o", "json"], None);
+    assert_eq!(report["failed"], json!([]), "{report}");
+    assert_eq!(sorted(actions(&report, "remove-durable-files")), want, "{report}");
+    assert_eq!(actions(&report, "remove-agent-files"), Vec::<String>::new(), "{report}");
+    assert_eq!(actions(&report, "remove-runner-info"), [info_of(&gone).display().to_string()], "{report}");
+    assert_eq!(actions(&report, "reset-failed-unit"), vec![failed_unit.as_str()], "{report}");
+    assert!(!orphan.exists() && !stale.exists() && !info_of(&gone).exists());
+    for d in &kept {
+        assert!(d.join("env").exists(), "reaped the secrets of a durable agent: {}", d.display());
+    }
+    assert!(fresh.exists(), "reaped inside the grace period");
+    assert!(info_of(&running).exists());
+    assert!(pid_alive(pid));
+    assert_eq!(env.json(&["show", "dr-run", "-o", "json"], None)["state"], "alive");
+    // The failed durable agent is reset, not removed: inactive, still enabled, its file kept.
+    assert_eq!(env.prop(&failed_unit, "ActiveState"), "inactive");
+    assert_eq!(env.prop(&failed_unit, "UnitFileState"), "enabled");
+    assert!(unit_dir.join(&failed_unit).exists());
+    assert_eq!(env.json(&["diagnose", "dr-fail", "-o", "json"], None)["exit"]["exitCode"], 3);
+
+    // At the next start of the manager the stopped agent comes back, with its secrets.
+    env.restart_manager();
+    let mut back = Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            back = env.json(&["show", "dr-stop", "-o", "json"], None);
+            back["state"] == "alive"
+        }),
+        "the stopped durable agent did not come back: {back}"
+    );
+    let pid = back["pid"].as_u64().unwrap();
+    let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap()).into_owned();
+    assert!(environ.contains(&format!("AGENT_RELAY_TOKEN={TOKEN}")), "no token after the restart");
 }
 
 fn uuid_like() -> String {

@@ -73,3 +73,17 @@ fn sections_hold_their_keys() {
     let want = "[Unit]\nDescription=A \"quoted\" 100%% agent\nDocumentation=man:agent-relay-systemd(1)\nStartLimitBurst=5\n\n[Service]\nType=exec\n\n[Install]\nWantedBy=default.target\n";
     assert!(text.ends_with(want), "{text}");
 }
+
+#[test]
+fn environment_files_read_back_what_render_wrote() {
+    let props = vec![
+        ("Description", Str("d".into())),
+        ("EnvironmentFiles", EnvFiles(vec![("/s/ar-x.1/env".into(), false), ("/s/50%/env".into(), true)])),
+    ];
+    let text = render(&props).unwrap();
+    assert_eq!(environment_files(&text), [std::path::PathBuf::from("/s/ar-x.1/env"), "/s/50%/env".into()]);
+    // Only [Service] counts, and an empty assignment resets the list.
+    let hand = "[Unit]\nEnvironmentFile=/u\n[Service]\nEnvironmentFile=/a\nEnvironmentFile=\n EnvironmentFile=-/b \n";
+    assert_eq!(environment_files(hand), [std::path::PathBuf::from("/b")]);
+    assert!(environment_files("[Service]\nExecStart=/x\n").is_empty());
+}
