@@ -32,8 +32,8 @@ same() {
 }
 
 echo "-- tools"
-cargo_tool() { # CRATE VERSION
-  if cargo install --list | grep -qxF "$1 v$2:"; then
+cargo_tool() { # CRATE VERSION: the subcommand cargo would run must be that version
+  if [ "$(cargo "${1#cargo-}" --version 2>/dev/null)" = "$1 $2" ]; then
     echo "$1 $2 present"
   else
     cargo install --locked --quiet "$1" --version "$2"
