@@ -260,7 +260,7 @@ async fn read_run(mgr: &Manager, path: &OwnedObjectPath) -> zbus::Result<(String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zbus::zvariant::Value;
+    use zbus::Variant as Value;
 
     fn changed(pairs: Vec<(&str, Value<'static>)>) -> HashMap<String, OwnedVariant> {
         pairs.into_iter().map(|(k, v)| (k.to_string(), OwnedVariant::try_from(v).unwrap())).collect()
