@@ -123,11 +123,11 @@ impl Supervisor {
         }
         files.keep();
         host::remove_session_dirs(&self.host.durable_root().join("agents"), &plan.meta.session, Some(&plan.agent_dir));
-        let mut snap = self.mgr.started_view(&plan.unit).await?;
-        snap.description = plan.description.clone();
-        snap.working_directory = plan.cwd.display().to_string();
-        snap.log_extra_fields = plan.meta.to_log_extra_fields();
-        snap.durable = true;
+        // Not a hot path: read the whole unit back, as `show` would.
+        let snap = self.snapshot(&plan.unit).await?.ok_or_else(|| Error::SpawnFailed {
+            unit: plan.unit.clone(),
+            detail: "the unit was gone right after it started".into(),
+        })?;
         let agent = to_record(&snap).ok_or_else(|| Error::SpawnFailed {
             unit: plan.unit.clone(),
             detail: "the unit carries no agent metadata".into(),

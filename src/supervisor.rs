@@ -95,11 +95,10 @@ impl Supervisor {
         let files = host::write_spawn_files(&plan)?;
         let props = unit::agent_properties(&plan);
         for attempt in 0..3 {
-            match self.mgr.start_transient(&plan.unit, &props, self.mgr.timeout()).await {
-                Ok(job) if job.result == "done" => {
+            match self.mgr.start_transient_viewed(&plan.unit, &props, self.mgr.timeout()).await {
+                Ok((job, Some(mut snap))) if job.result == "done" => {
                     files.keep();
-                    // Everything but the run's pid, invocation and times is what we just set.
-                    let mut snap = self.mgr.started_view(&plan.unit).await?;
+                    // Everything but the run's pid, invocation, times and limits is what we set.
                     snap.description = plan.description.clone();
                     snap.working_directory = plan.cwd.display().to_string();
                     snap.log_extra_fields = plan.meta.to_log_extra_fields();
@@ -109,7 +108,7 @@ impl Supervisor {
                     })?;
                     return Ok(SpawnOutcome { created: true, agent });
                 }
-                Ok(job) => {
+                Ok((job, _)) => {
                     let detail = self.start_failure(&plan.unit, &job.result).await;
                     return Err(Error::SpawnFailed { unit: plan.unit.clone(), detail });
                 }

@@ -303,6 +303,37 @@ fn works_over_the_private_socket_when_there_is_no_bus() {
 }
 
 #[test]
+fn works_over_the_session_bus_when_there_is_no_private_socket() {
+    let env = Env::new();
+    // A runtime directory without systemd's private socket: only the session bus is left.
+    let runtime = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], stdin: Option<String>| {
+        let mut c = env.cli();
+        c.env("XDG_RUNTIME_DIR", runtime.path()).env("AGENT_RELAY_LOG", "agent_relay_systemd=debug").args(args);
+        c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut pipe = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            std::io::Write::write_all(&mut pipe, s.as_bytes()).unwrap();
+        }
+        drop(pipe);
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {err}");
+        assert!(err.contains("through the session bus"), "{args:?}: {err}");
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let spawned = run(&["spawn", "-o", "json"], Some(env.request(json!({"spawnRequestId": "bus-1"})).to_string()));
+    let agent = &spawned["agent"];
+    assert_eq!(agent["state"], "alive");
+    // The record the spawn built from the start's signals matches what systemd says.
+    let unit = agent["systemdUnit"].as_str().unwrap();
+    assert_eq!(agent["pid"].as_u64().unwrap().to_string(), env.prop(unit, "MainPID"));
+    assert_eq!(run(&["list", "-o", "json"], None).as_array().unwrap().len(), 1);
+    assert_eq!(run(&["stop", "bus-1", "-o", "json"], None)["stopped"], true);
+}
+
+#[test]
 fn resource_limits_are_set_on_the_unit_and_shown_in_the_record() {
     // On these hosts the user manager cannot enforce memory limits (cgroup v1 controllers are not
     // delegated), so this checks that the properties are set and read back, as an operator sees.

@@ -11,15 +11,12 @@ use zbus::{Connection, DBusError, MatchRule, MessageStream, OwnedObjectPath};
 use zbus_systemd::systemd1::{ManagerProxy, ServiceProxy, UnitProxy};
 
 use super::bus::Bus;
-use super::variant::to_variant;
 use crate::error::Error;
 use crate::record::UnitSnapshot;
-use crate::unit::Property;
 
 mod facts;
 pub use facts::ManagerInfo;
 
-const UNIT_EXISTS: &str = "org.freedesktop.systemd1.UnitExists";
 const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
 
 /// One row of `ListUnitsByPatterns`.
@@ -34,7 +31,7 @@ pub struct Listed {
 }
 
 /// `JobRemoved` signals of the manager.
-pub struct JobStream(MessageStream);
+pub struct JobStream(pub(super) MessageStream);
 
 /// How a job ended, as `JobRemoved` reports it: `done`, `failed`, `canceled`, `timeout`, ….
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,27 +39,20 @@ pub struct JobOutcome {
     pub result: String,
 }
 
-/// Why a transient unit was not started.
-#[derive(Debug)]
-pub enum StartError {
-    /// A unit of that name is already loaded (systemd settled a race for us).
-    Exists,
-    Other(Error),
-}
-
 /// A connection to the user manager, subscribed to its signals.
 pub struct Manager {
-    conn: Connection,
-    proxy: ManagerProxy<'static>,
-    timeout: Duration,
+    pub(super) conn: Connection,
+    pub(super) proxy: ManagerProxy<'static>,
+    pub(super) timeout: Duration,
+    p2p: bool,
 }
 
 impl Manager {
-    /// Wraps a connection and subscribes to unit/job signals (systemd only sends them to
-    /// subscribers).
+    /// Wraps a connection and subscribes to unit/job signals: on the bus systemd only sends them
+    /// to subscribers; a direct connection gets them unconditionally (no round trip needed).
     pub async fn new(bus: Bus, timeout: Duration) -> Result<Manager, Error> {
         let mgr = Manager::unsubscribed(bus, timeout).await?;
-        mgr.bounded("Subscribe", mgr.proxy.subscribe()).await?;
+        mgr.subscribe().await?;
         Ok(mgr)
     }
 
@@ -73,12 +63,20 @@ impl Manager {
             .build()
             .await
             .map_err(|e| map_err("connecting to the manager", timeout, e))?;
-        Ok(Manager { conn: bus.conn, proxy, timeout })
+        Ok(Manager { conn: bus.conn, proxy, timeout, p2p: bus.p2p })
     }
 
-    /// `Subscribe` again (a re-executed manager forgets its subscribers).
+    /// `Subscribe` (again: a re-executed manager forgets its subscribers); a no-op peer to peer.
     pub async fn subscribe(&self) -> Result<(), Error> {
+        if self.p2p {
+            return Ok(());
+        }
         self.bounded("Subscribe", self.proxy.subscribe()).await
+    }
+
+    /// Peer to peer on systemd's private socket (not through a bus daemon).
+    pub fn is_p2p(&self) -> bool {
+        self.p2p
     }
 
     pub fn connection(&self) -> &Connection {
@@ -89,7 +87,7 @@ impl Manager {
         self.timeout
     }
 
-    async fn bounded<T>(
+    pub(super) async fn bounded<T>(
         &self,
         what: &str,
         fut: impl std::future::Future<Output = zbus::Result<T>>,
@@ -120,33 +118,6 @@ impl Manager {
         Ok(JobStream(stream))
     }
 
-    /// `StartTransientUnit` with mode `fail`, then waits for the job's `JobRemoved`.
-    pub async fn start_transient(
-        &self,
-        unit: &str,
-        props: &[Property],
-        wait: Duration,
-    ) -> Result<JobOutcome, StartError> {
-        let mut jobs = self.job_removed_stream().await.map_err(StartError::Other)?;
-        let props: Vec<(String, zbus::OwnedVariant)> =
-            props.iter().map(|(name, value)| (name.to_string(), to_variant(value))).collect();
-        let call = self.proxy.start_transient_unit(unit.to_string(), "fail".to_string(), props, Vec::new());
-        let job = match tokio::time::timeout(self.timeout, call).await {
-            Err(_) => {
-                return Err(StartError::Other(Error::Timeout {
-                    what: format!("StartTransientUnit {unit}"),
-                    after: self.timeout,
-                }))
-            }
-            Ok(Err(e)) if error_name(&e).as_deref() == Some(UNIT_EXISTS) => return Err(StartError::Exists),
-            Ok(Err(e)) => {
-                return Err(StartError::Other(map_err(&format!("StartTransientUnit {unit}"), self.timeout, e)))
-            }
-            Ok(Ok(job)) => job,
-        };
-        self.wait_job(&mut jobs, &job, unit, wait).await.map_err(StartError::Other)
-    }
-
     /// Waits for `JobRemoved` of `job`, at most `wait`.
     pub async fn wait_job(
         &self,
@@ -157,13 +128,8 @@ impl Manager {
     ) -> Result<JobOutcome, Error> {
         let found = tokio::time::timeout(wait, async {
             while let Some(msg) = jobs.0.next().await {
-                let Ok(msg) = msg else { continue };
-                if let Ok((_id, path, _unit, result)) =
-                    msg.body().deserialize::<(u32, OwnedObjectPath, String, String)>()
-                {
-                    if path == *job {
-                        return Some(JobOutcome { result });
-                    }
+                if let Some(outcome) = msg.ok().and_then(|m| job_removed(&m, job)) {
+                    return Some(outcome);
                 }
             }
             None
@@ -216,26 +182,36 @@ impl Manager {
         let u = UnitProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No).build();
         let s = ServiceProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No).build();
         let (u, s) = futures_util::try_join!(u, s)?;
-        let (invocation_id, active_enter_us, main_pid, n_restarts, result, exec_main_code, exec_main_status, transient) =
-            futures_util::try_join!(
-                u.invocation_id(),
-                u.active_enter_timestamp(),
-                s.main_pid(),
-                s.n_restarts(),
-                s.result(),
-                s.exec_main_code(),
-                s.exec_main_status(),
-                u.transient()
-            )?;
-        let (exec_main_start_us, working_directory, log_extra_fields, memory_max, memory_high, tasks_max, cpu) = futures_util::try_join!(
-            s.exec_main_start_timestamp(),
-            s.working_directory(),
-            s.log_extra_fields(),
-            s.memory_max(),
-            s.memory_high(),
-            s.tasks_max(),
-            s.cpu_quota_per_sec_u_sec()
+        // One join: all 14 requests are written before the first reply is awaited (two joins in
+        // a row would cost two round trips).
+        let (run, rest) = futures_util::try_join!(
+            async {
+                futures_util::try_join!(
+                    u.invocation_id(),
+                    u.active_enter_timestamp(),
+                    s.main_pid(),
+                    s.n_restarts(),
+                    s.result(),
+                    s.exec_main_code(),
+                    s.exec_main_status(),
+                    u.transient()
+                )
+            },
+            async {
+                futures_util::try_join!(
+                    s.exec_main_start_timestamp(),
+                    s.working_directory(),
+                    s.log_extra_fields(),
+                    s.memory_max(),
+                    s.memory_high(),
+                    s.tasks_max(),
+                    s.cpu_quota_per_sec_u_sec()
+                )
+            }
         )?;
+        let (invocation_id, active_enter_us, main_pid, n_restarts, result, exec_main_code, exec_main_status, transient) =
+            run;
+        let (exec_main_start_us, working_directory, log_extra_fields, memory_max, memory_high, tasks_max, cpu) = rest;
         Ok(UnitSnapshot {
             unit: unit.to_string(),
             invocation_id,
@@ -305,45 +281,6 @@ impl Manager {
         }
     }
 
-    /// What a just-started unit adds to what the spawn already knows: 9 reads, one round trip,
-    /// on the path derived from the name (no `GetUnit`).
-    pub async fn started_view(&self, unit: &str) -> Result<UnitSnapshot, Error> {
-        let path =
-            OwnedObjectPath::try_from(crate::events::path_of_unit(unit)).map_err(|e| map_err(unit, self.timeout, e))?;
-        let u = UnitProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No).build();
-        let s = ServiceProxy::builder(&self.conn).path(path).cache_properties(CacheProperties::No).build();
-        let what = format!("reading properties of {unit}");
-        let read = async {
-            let (u, s) = futures_util::try_join!(u, s)?;
-            let (active_state, sub_state, invocation_id, main_pid, exec_main_start_us) = futures_util::try_join!(
-                u.active_state(),
-                u.sub_state(),
-                u.invocation_id(),
-                s.main_pid(),
-                s.exec_main_start_timestamp()
-            )?;
-            // Limits as systemd applied them (defaults such as DefaultTasksMax= included).
-            let (memory_max, memory_high, tasks_max, cpu_quota_per_sec_usec) =
-                futures_util::try_join!(s.memory_max(), s.memory_high(), s.tasks_max(), s.cpu_quota_per_sec_u_sec())?;
-            Ok::<_, zbus::Error>(UnitSnapshot {
-                memory_max,
-                memory_high,
-                tasks_max,
-                cpu_quota_per_sec_usec,
-                unit: unit.to_string(),
-                load_state: "loaded".into(),
-                active_state,
-                sub_state,
-                invocation_id,
-                main_pid,
-                exec_main_start_us,
-                result: "success".into(),
-                ..Default::default()
-            })
-        };
-        self.bounded(&what, read).await
-    }
-
     /// `StopUnit` (mode `replace`); returns the job, `None` when the unit is not loaded.
     pub async fn stop_unit(&self, unit: &str) -> Result<Option<OwnedObjectPath>, Error> {
         let call = async { self.proxy.stop_unit(unit.to_string(), "replace".to_string()).await.map(Some) };
@@ -380,6 +317,12 @@ impl Manager {
         };
         self.unit_call(format!("reading EnvironmentFiles of {unit}"), call, Vec::new()).await
     }
+}
+
+/// The outcome of `job`, if `msg` is its `JobRemoved`.
+pub(super) fn job_removed(msg: &zbus::Message, job: &OwnedObjectPath) -> Option<JobOutcome> {
+    let (_id, path, _unit, result) = msg.body().deserialize::<(u32, OwnedObjectPath, String, String)>().ok()?;
+    (path == *job).then_some(JobOutcome { result })
 }
 
 /// The D-Bus error name of a method error reply, if it is one.

@@ -4,7 +4,9 @@
 pub mod bus;
 pub mod manager;
 mod private_socket;
+mod start;
 mod variant;
 
 pub use bus::{connect, BusOptions};
-pub use manager::{JobOutcome, JobStream, Manager, ManagerInfo, StartError};
+pub use manager::{JobOutcome, JobStream, Manager, ManagerInfo};
+pub use start::StartError;

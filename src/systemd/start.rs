@@ -1,0 +1,289 @@
+//! Starting a transient unit and knowing how it started: `StartTransientUnit`, its job's
+//! `JobRemoved`, and — for agents — the started unit's view taken from the `PropertiesChanged`
+//! signals systemd sends while the job runs (it flushes a unit's pending change signals before
+//! the job's `JobRemoved`), with the applied limits read while the job runs. No round trip after
+//! the job, unless a signal was missed.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use futures_util::{FutureExt, StreamExt};
+use zbus::proxy::CacheProperties;
+use zbus::{MatchRule, MessageStream, OwnedObjectPath, OwnedVariant};
+use zbus_systemd::systemd1::{ServiceProxy, UnitProxy};
+
+use super::manager::{error_name, job_removed, map_err, JobOutcome, Manager};
+use super::variant::to_variant;
+use crate::error::Error;
+use crate::record::UnitSnapshot;
+use crate::unit::Property;
+
+const UNIT_EXISTS: &str = "org.freedesktop.systemd1.UnitExists";
+/// A unit emits a handful of change signals while it starts; the stream is read as they come.
+const CHANGE_QUEUE: usize = 64;
+
+/// Why a transient unit was not started.
+#[derive(Debug)]
+pub enum StartError {
+    /// A unit of that name is already loaded (systemd settled a race for us).
+    Exists,
+    Other(Error),
+}
+
+/// What the unit's own change signals said during its start job (pure).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct Seen {
+    pub active_state: Option<String>,
+    pub sub_state: Option<String>,
+    pub invocation_id: Option<Vec<u8>>,
+    pub main_pid: Option<u32>,
+    pub exec_main_start_us: Option<u64>,
+}
+
+impl Seen {
+    /// Takes the newer values of one `PropertiesChanged` (Unit or Service interface).
+    pub fn apply(&mut self, changed: &HashMap<String, OwnedVariant>) {
+        fn take<T>(slot: &mut Option<T>, v: Option<T>) {
+            if v.is_some() {
+                *slot = v;
+            }
+        }
+        let s = |k: &str| changed.get(k).and_then(|v| v.downcast_ref::<&str>().ok()).map(str::to_string);
+        take(&mut self.active_state, s("ActiveState"));
+        take(&mut self.sub_state, s("SubState"));
+        let id = changed.get("InvocationID").and_then(|v| v.try_clone().ok()).and_then(|v| Vec::<u8>::try_from(v).ok());
+        take(&mut self.invocation_id, id);
+        take(&mut self.main_pid, changed.get("MainPID").and_then(|v| v.downcast_ref::<u32>().ok()));
+        let start = changed.get("ExecMainStartTimestamp").and_then(|v| v.downcast_ref::<u64>().ok());
+        take(&mut self.exec_main_start_us, start);
+    }
+
+    /// All five values, when every one was seen.
+    fn complete(&self) -> Option<(String, String, Vec<u8>, u32, u64)> {
+        Some((
+            self.active_state.clone()?,
+            self.sub_state.clone()?,
+            self.invocation_id.clone()?,
+            self.main_pid?,
+            self.exec_main_start_us?,
+        ))
+    }
+}
+
+impl Manager {
+    /// `StartTransientUnit` with mode `fail`, then waits for the job's `JobRemoved`.
+    pub async fn start_transient(
+        &self,
+        unit: &str,
+        props: &[Property],
+        wait: Duration,
+    ) -> Result<JobOutcome, StartError> {
+        self.start(unit, props, wait, false).await.map(|(job, _)| job)
+    }
+
+    /// Like [`Manager::start_transient`], and when the job is `done` also what the started unit
+    /// adds to what its starter already knows: state, invocation, main pid, start time and the
+    /// limits as systemd applied them (defaults such as `DefaultTasksMax=` included).
+    pub async fn start_transient_viewed(
+        &self,
+        unit: &str,
+        props: &[Property],
+        wait: Duration,
+    ) -> Result<(JobOutcome, Option<UnitSnapshot>), StartError> {
+        self.start(unit, props, wait, true).await
+    }
+
+    async fn start(
+        &self,
+        unit: &str,
+        props: &[Property],
+        wait: Duration,
+        follow: bool,
+    ) -> Result<(JobOutcome, Option<UnitSnapshot>), StartError> {
+        let path = OwnedObjectPath::try_from(crate::events::path_of_unit(unit))
+            .map_err(|e| StartError::Other(map_err(unit, self.timeout, e)))?;
+        // Both streams exist before the call, so no signal of this start is missed.
+        let mut jobs = self.job_removed_stream().await.map_err(StartError::Other)?;
+        let mut changes = match follow {
+            true => Some(self.unit_changes(&path).await.map_err(StartError::Other)?),
+            false => None,
+        };
+        let props: Vec<(String, OwnedVariant)> =
+            props.iter().map(|(name, value)| (name.to_string(), to_variant(value))).collect();
+        let call = self.proxy.start_transient_unit(unit.to_string(), "fail".to_string(), props, Vec::new());
+        let job = match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => {
+                return Err(StartError::Other(Error::Timeout {
+                    what: format!("StartTransientUnit {unit}"),
+                    after: self.timeout,
+                }))
+            }
+            Ok(Err(e)) if error_name(&e).as_deref() == Some(UNIT_EXISTS) => return Err(StartError::Exists),
+            Ok(Err(e)) => {
+                return Err(StartError::Other(map_err(&format!("StartTransientUnit {unit}"), self.timeout, e)))
+            }
+            Ok(Ok(job)) => job,
+        };
+        let mut seen = Seen::default();
+        let ended = async {
+            loop {
+                let next_change = async {
+                    match changes.as_mut() {
+                        Some(c) => c.next().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    Some(m) = next_change => apply_change(&mut seen, m),
+                    m = jobs.0.next() => match m {
+                        None => return None,
+                        Some(Ok(m)) => {
+                            if let Some(outcome) = job_removed(&m, &job) {
+                                return Some(outcome);
+                            }
+                        }
+                        Some(Err(_)) => {}
+                    },
+                }
+            }
+        };
+        // The unit exists once the call returned: its limits are read while the job runs.
+        let limits = async {
+            match follow {
+                true => Some(self.bounded(&format!("reading limits of {unit}"), read_limits(self, &path)).await),
+                false => None,
+            }
+        };
+        let (ended, limits) = tokio::join!(tokio::time::timeout(wait, ended), limits);
+        let outcome = match ended {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => {
+                return Err(StartError::Other(Error::ManagerUnreachable {
+                    detail: "the manager's signal stream ended".into(),
+                }))
+            }
+            Err(_) => {
+                return Err(StartError::Other(Error::Timeout {
+                    what: format!("the job of {unit} to finish"),
+                    after: wait,
+                }))
+            }
+        };
+        let (Some(mut changes), Some(limits)) = (changes.take(), limits) else { return Ok((outcome, None)) };
+        if outcome.result != "done" {
+            return Ok((outcome, None));
+        }
+        // Signals sent before JobRemoved are already queued: take them without waiting.
+        while let Some(Some(m)) = changes.next().now_or_never() {
+            apply_change(&mut seen, m);
+        }
+        drop(changes);
+        let (memory_max, memory_high, tasks_max, cpu_quota_per_sec_usec) = limits.map_err(StartError::Other)?;
+        let (active_state, sub_state, invocation_id, main_pid, exec_main_start_us) = match seen.complete() {
+            Some(all) => all,
+            None => {
+                tracing::debug!(%unit, ?seen, "start signals incomplete; reading the properties");
+                self.bounded(&format!("reading properties of {unit}"), read_run(self, &path))
+                    .await
+                    .map_err(StartError::Other)?
+            }
+        };
+        Ok((
+            outcome,
+            Some(UnitSnapshot {
+                memory_max,
+                memory_high,
+                tasks_max,
+                cpu_quota_per_sec_usec,
+                unit: unit.to_string(),
+                load_state: "loaded".into(),
+                active_state,
+                sub_state,
+                invocation_id,
+                main_pid,
+                exec_main_start_us,
+                result: "success".into(),
+                ..Default::default()
+            }),
+        ))
+    }
+
+    /// `PropertiesChanged` of one unit. Peer to peer this costs nothing (systemd sends every
+    /// signal); on the bus it is one `AddMatch`.
+    async fn unit_changes(&self, path: &OwnedObjectPath) -> Result<MessageStream, Error> {
+        let rule = MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .interface("org.freedesktop.DBus.Properties")
+            .member("PropertiesChanged")
+            .path(path.clone())
+            .build();
+        self.bounded("AddMatch PropertiesChanged", async {
+            MessageStream::for_match_rule(rule?, &self.conn, NonZeroUsize::new(CHANGE_QUEUE)).await
+        })
+        .await
+    }
+}
+
+fn apply_change(seen: &mut Seen, m: zbus::Result<zbus::Message>) {
+    let Ok(m) = m else { return };
+    if let Ok((_iface, changed, _invalidated)) =
+        m.body().deserialize::<(String, HashMap<String, OwnedVariant>, Vec<String>)>()
+    {
+        seen.apply(&changed);
+    }
+}
+
+fn service(mgr: &Manager, path: &OwnedObjectPath) -> zbus::proxy::Builder<'static, ServiceProxy<'static>> {
+    ServiceProxy::builder(&mgr.conn).path(path.clone()).cache_properties(CacheProperties::No)
+}
+
+async fn read_limits(mgr: &Manager, path: &OwnedObjectPath) -> zbus::Result<(u64, u64, u64, u64)> {
+    let s = service(mgr, path).build().await?;
+    futures_util::try_join!(s.memory_max(), s.memory_high(), s.tasks_max(), s.cpu_quota_per_sec_u_sec())
+}
+
+/// The run's values by property reads, for when a change signal was missed.
+async fn read_run(mgr: &Manager, path: &OwnedObjectPath) -> zbus::Result<(String, String, Vec<u8>, u32, u64)> {
+    let u = UnitProxy::builder(&mgr.conn).path(path.clone()).cache_properties(CacheProperties::No).build();
+    let (u, s) = futures_util::try_join!(u, service(mgr, path).build())?;
+    futures_util::try_join!(
+        u.active_state(),
+        u.sub_state(),
+        u.invocation_id(),
+        s.main_pid(),
+        s.exec_main_start_timestamp()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zbus::Variant as Value;
+
+    fn changed(pairs: Vec<(&str, Value<'static>)>) -> HashMap<String, OwnedVariant> {
+        pairs.into_iter().map(|(k, v)| (k.to_string(), OwnedVariant::try_from(v).unwrap())).collect()
+    }
+
+    #[test]
+    fn later_signals_win_and_absent_keys_keep_what_was_seen() {
+        let mut seen = Seen::default();
+        seen.apply(&changed(vec![
+            ("ActiveState", Value::from("activating")),
+            ("SubState", Value::from("start")),
+            ("InvocationID", Value::from(vec![1u8, 2, 3])),
+        ]));
+        assert_eq!(seen.complete(), None);
+        seen.apply(&changed(vec![("MainPID", Value::from(42u32)), ("ExecMainStartTimestamp", Value::from(7u64))]));
+        seen.apply(&changed(vec![("ActiveState", Value::from("active")), ("SubState", Value::from("running"))]));
+        assert_eq!(seen.complete(), Some(("active".into(), "running".into(), vec![1, 2, 3], 42, 7)));
+    }
+
+    #[test]
+    fn values_of_the_wrong_type_are_ignored() {
+        let mut seen = Seen::default();
+        seen.apply(&changed(vec![("MainPID", Value::from("42")), ("ActiveState", Value::from(1u32))]));
+        assert_eq!(seen, Seen::default());
+    }
+}
