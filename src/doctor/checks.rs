@@ -145,20 +145,18 @@ pub fn session_bus(b: &BusFact, m: &ManagerFact) -> Finding {
         "apt-get install dbus-user-session (dnf install dbus-daemon; pacman -S dbus), then log in again";
     let address = b.env_address.clone().or_else(|| b.runtime_socket.then(|| "$XDG_RUNTIME_DIR/bus".to_string()));
     match (address, m) {
-        (Some(a), ManagerFact::Reachable { via: Via::PrivateSocket, .. }) => warn(
-            "session-bus",
-            format!("session bus {a} did not work; using systemd's private socket instead"),
-            "check DBUS_SESSION_BUS_ADDRESS, or unset it to use $XDG_RUNTIME_DIR/bus",
-        ),
         (Some(a), ManagerFact::Unreachable { .. }) => warn(
             "session-bus",
             format!("session bus {a} is set, but no manager answered on it"),
             "start the user manager (see `manager`); check DBUS_SESSION_BUS_ADDRESS",
         ),
+        (Some(a), ManagerFact::Reachable { via: Via::PrivateSocket, .. }) => {
+            ok("session-bus", format!("{a} (the fallback: systemd's private socket answered first)"))
+        }
         (Some(a), _) => ok("session-bus", a),
         (None, _) => warn(
             "session-bus",
-            "no session bus (DBUS_SESSION_BUS_ADDRESS unset, no $XDG_RUNTIME_DIR/bus); systemd's private socket is used instead".into(),
+            "no session bus (DBUS_SESSION_BUS_ADDRESS unset, no $XDG_RUNTIME_DIR/bus): only systemd's private socket reaches the manager, with no fallback".into(),
             INSTALL,
         ),
     }
@@ -166,10 +164,7 @@ pub fn session_bus(b: &BusFact, m: &ManagerFact) -> Finding {
 
 pub fn private_socket(b: &BusFact) -> Finding {
     if b.private_socket {
-        ok(
-            "private-socket",
-            "$XDG_RUNTIME_DIR/systemd/private exists (the fallback when there is no session bus)".into(),
-        )
+        ok("private-socket", "$XDG_RUNTIME_DIR/systemd/private exists (tried first, as `systemctl --user` does)".into())
     } else {
         warn(
             "private-socket",
