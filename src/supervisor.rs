@@ -112,6 +112,14 @@ impl Supervisor {
                     let detail = self.start_failure(&plan.unit, &job.result).await;
                     return Err(Error::SpawnFailed { unit: plan.unit.clone(), detail });
                 }
+                Err(StartError::Other(e @ Error::Timeout { .. })) => {
+                    // Unanswered is not refused: the manager may still start the unit when it
+                    // catches up, and without its env file it would fail, restart and fail again.
+                    // Keep the files; a retry of the request finds the unit, and `reap` removes
+                    // the files if no unit comes of it.
+                    files.keep();
+                    return Err(e);
+                }
                 Err(StartError::Other(e)) => return Err(e),
                 Err(StartError::Exists) => {
                     let snap = match self.snapshot(&plan.unit).await? {

@@ -97,12 +97,18 @@ fn daemon_reloads_during_concurrent_spawns_report_nothing_false() {
     let watch = Watch::start(&env);
     let spawning = std::sync::atomic::AtomicBool::new(true);
     let next = std::sync::atomic::AtomicUsize::new(0);
+    let retries = std::sync::atomic::AtomicUsize::new(0);
     let (reloads, spawned) = std::thread::scope(|s| {
         let reloader = s.spawn(|| {
             let mut count = 0;
             while spawning.load(std::sync::atomic::Ordering::SeqCst) {
                 env.systemctl(&["daemon-reload"]);
                 count += 1;
+                // With hundreds of units, reloads back to back leave the manager one queued
+                // message per reload, and every client's reads time out: give it a breath.
+                if n > 100 {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
             count
         });
@@ -115,8 +121,22 @@ fn daemon_reloads_during_concurrent_spawns_report_nothing_false() {
                         if i >= n {
                             return mine;
                         }
-                        let out = env.spawn(&env.request(json!({"spawnRequestId": format!("amid-reloads-{i}")})));
-                        mine.push(out["agent"]["systemdUnit"].as_str().unwrap().to_string());
+                        // Back-to-back reloads can starve systemd's job queue past --timeout: a
+                        // spawn then fails with exit 6, and its retry must find the same agent.
+                        let req = env.request(json!({"spawnRequestId": format!("amid-reloads-{i}")})).to_string();
+                        for attempt in 1.. {
+                            let out = env.run(&["spawn", "-o", "json"], Some(&req));
+                            let err = String::from_utf8_lossy(&out.stderr);
+                            if out.status.code() == Some(6) && attempt < 5 {
+                                assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+                                retries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                continue;
+                            }
+                            assert!(out.status.success(), "spawn {i}, attempt {attempt}: {err}");
+                            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+                            mine.push(v["agent"]["systemdUnit"].as_str().unwrap().to_string());
+                            break;
+                        }
                     }
                 })
             })
@@ -127,9 +147,21 @@ fn daemon_reloads_during_concurrent_spawns_report_nothing_false() {
         spawning.store(false, std::sync::atomic::Ordering::SeqCst);
         (reloader.join().unwrap(), units)
     });
-    println!("{reloads} daemon-reloads during {n} concurrent spawns");
+    let retries = retries.into_inner();
+    println!("{reloads} daemon-reloads during {n} concurrent spawns ({retries} spawns timed out and were retried)");
     assert!(reloads >= 5, "only {reloads} reloads overlapped the spawns");
-    let events = watch.drain(Duration::from_millis(1500));
+    // The watcher may still be catching up (a reconcile after each reload): wait for every
+    // `spawned`, then for quiet.
+    let mut pending: std::collections::BTreeSet<&String> = spawned.iter().collect();
+    let mut events: Vec<Value> = watch
+        .until(Duration::from_secs(60), |v| {
+            v["unit"].as_str().is_some_and(|u| pending.remove(&u.to_string())) && pending.is_empty()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    events.extend(watch.drain(Duration::from_millis(1500)));
     let mut spawned_events = std::collections::BTreeMap::new();
     for v in &events {
         let kind = v["type"].as_str().unwrap();
@@ -153,6 +185,11 @@ fn daemon_reloads_during_concurrent_spawns_report_nothing_false() {
     let listed = env.json(&["list", "-o", "json"], None);
     let alive: Vec<&Value> = listed.as_array().unwrap().iter().filter(|r| r["state"] == "alive").collect();
     assert_eq!((listed.as_array().unwrap().len(), alive.len()), (n, n), "after the reloads: {listed}");
+    for u in &spawned {
+        let file = env.prop(u, "EnvironmentFiles");
+        let file = file.split_whitespace().next().unwrap_or_default();
+        assert!(std::path::Path::new(file).exists(), "{u} lacks its env file {file}");
+    }
 }
 
 #[test]
