@@ -117,16 +117,10 @@ impl Supervisor {
                 let records = crate::exits::read_session(&dir, &agent.session_name);
                 let stopped = matches!(snap.active_state.as_str(), "inactive" | "failed");
                 let this_run = records.iter().rev().find(|r| r.is_run(&snap.invocation_id));
-                // The main process has ended while the unit still deactivates (ExecStopPost runs)
-                // or waits to restart: its status is already known.
-                let main_ended = snap.main_pid == 0
-                    && snap.exec_main_exit_us > 0
-                    && snap.exec_main_exit_us >= snap.exec_main_start_us;
+                // classify_unit also knows an ended main process while the unit still deactivates
+                // (ExecStopPost runs) or waits to restart.
                 let exit = match (stopped, this_run) {
                     (true, Some(r)) => exit::classify_record(r),
-                    (false, _) if main_ended => {
-                        exit::classify_codes(&snap.result, snap.exec_main_code, snap.exec_main_status)
-                    }
                     _ => exit::classify_unit(
                         &snap.active_state,
                         &snap.result,
