@@ -96,11 +96,59 @@ impl Bench {
         .unwrap()
     }
 
+    /// The unit name and `StartTransientUnit` properties the library would send for `req`, with
+    /// its files written (the unit's `EnvironmentFile=` must exist): for the floor that starts the
+    /// agent's own unit, to tell systemd's cost of that unit from the library's own.
+    fn agent_unit(&self, req: &SpawnRequest) -> (String, Vec<(String, OwnedVariant)>) {
+        let host = self.host();
+        let var = |_: &str| None;
+        let inputs = ConfigInputs { home: &self.home, os_hostname: "bench", var: &var };
+        let cfg = config::load(Some(&self.config), &inputs).unwrap();
+        let cwd = agent_relay_systemd::host::resolve_cwd(&req.cwd, &cfg, &host.home).unwrap();
+        let launcher = agent_relay_systemd::host::resolve_launcher(&cfg, &req.provider, &host.path).unwrap();
+        let runtime_root = host.runtime_root().unwrap();
+        let exits = agent_relay_systemd::exits::exits_dir(&host.state_home);
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        let inputs = agent_relay_systemd::plan::PlanInputs {
+            config: &cfg,
+            home: &host.home,
+            runtime_root: &runtime_root,
+            caller_path: &host.path,
+            launcher: &launcher,
+            cwd: &cwd,
+            now_ms: 0,
+            record_exit: Some((&self.bin, &exits)),
+            random_hex: &random,
+        };
+        let plan = agent_relay_systemd::plan::plan(req, &inputs).unwrap();
+        agent_relay_systemd::host::write_spawn_files(&plan).unwrap().keep();
+        let props = agent_relay_systemd::unit::agent_properties(&plan)
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), variant(value)))
+            .collect();
+        (plan.unit, props)
+    }
+
     /// Stops every unit this benchmark started, so each measurement starts from the same state.
     fn clean(&self) {
         let _ = self.systemctl(&["stop", "agent-relay-managed-*", "bench-*", "seed-*"]).status();
         let _ = self.systemctl(&["reset-failed"]).status();
     }
+}
+
+fn variant(value: agent_relay_systemd::unit::Value) -> OwnedVariant {
+    use agent_relay_systemd::unit::Value as V;
+    let v: Variant<'static> = match value {
+        V::Str(s) => Variant::new(s),
+        V::Bool(b) => Variant::new(b),
+        V::U32(n) => Variant::new(n),
+        V::U64(n) => Variant::new(n),
+        V::Strs(v) => Variant::new(v),
+        V::Exec(v) => Variant::new(v),
+        V::EnvFiles(v) => Variant::new(v),
+        V::Bytes(v) => Variant::new(v),
+    };
+    OwnedVariant::try_from(v).unwrap()
 }
 
 /// A bare client: one connection, `StartTransientUnit` + wait for `JobRemoved`.
@@ -142,6 +190,16 @@ impl Floor {
     }
 
     async fn start(&self, unit: &str, runner: &Path) {
+        let argv = vec![runner.display().to_string(), "claude".to_string()];
+        let v = |x: Variant<'static>| OwnedVariant::try_from(x).unwrap();
+        let props = vec![
+            ("Type".to_string(), v(Variant::new("exec".to_string()))),
+            ("ExecStart".to_string(), v(Variant::new(vec![(argv[0].clone(), argv.clone(), false)]))),
+        ];
+        self.start_with(unit, props).await
+    }
+
+    async fn start_with(&self, unit: &str, props: Vec<(String, OwnedVariant)>) {
         let rule = MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
             .interface("org.freedesktop.systemd1.Manager")
@@ -149,12 +207,6 @@ impl Floor {
             .build()
             .unwrap();
         let mut jobs = MessageStream::for_match_rule(rule, &self.conn, None).await.unwrap();
-        let argv = vec![runner.display().to_string(), "claude".to_string()];
-        let v = |x: Variant<'static>| OwnedVariant::try_from(x).unwrap();
-        let props = vec![
-            ("Type".to_string(), v(Variant::new("exec".to_string()))),
-            ("ExecStart".to_string(), v(Variant::new(vec![(argv[0].clone(), argv.clone(), false)]))),
-        ];
         let job = self.proxy.start_transient_unit(unit.into(), "fail".into(), props, vec![]).await.unwrap();
         while let Some(Ok(m)) = jobs.next().await {
             if let Ok((_, path, _, _)) = m.body().deserialize::<(u32, OwnedObjectPath, String, String)>() {
@@ -266,8 +318,11 @@ fn main() {
     let seq = n(100);
     let logs = b.home.join("seed-logs");
     std::fs::create_dir_all(&logs).unwrap();
-    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); 5];
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); 6];
     for i in 0..seq {
+        let (unit, props) = b.agent_unit(&b.request(&format!("fa-{i}")));
+        let (d, _) = time(|| rt.block_on(floor_p2p.start_with(&unit, props)));
+        samples[5].push(d);
         for (k, (floor, tag, _)) in floors.iter().enumerate() {
             rt.block_on(floor.subscribe(true));
             let (d, _) = time(|| rt.block_on(floor.start(&format!("bench-floor-{tag}-{i}.service"), &b.runner)));
@@ -319,6 +374,9 @@ fn main() {
     rows.push(stats("spawn seq: library", samples.next().unwrap()));
     rows.push(stats("spawn seq: CLI (whole process, MainPID known)", samples.next().unwrap()));
     rows.push(stats("spawn seq: seed path (systemctl stop + systemd-run + show poll)", samples.next().unwrap()));
+    // Not a floor for the targets: the bare client starting the agent's own unit (same properties
+    // as the library sends), to split library − floor into systemd's work and the library's.
+    rows.push(stats("spawn seq: bare client, private socket, the agent's unit", samples.next().unwrap()));
     b.clean();
 
     // 2. Concurrent spawn: wall time of each variant, three rounds, median.
