@@ -96,11 +96,59 @@ impl Bench {
         .unwrap()
     }
 
+    /// The unit name and `StartTransientUnit` properties the library would send for `req`, with
+    /// its files written (the unit's `EnvironmentFile=` must exist): for the floor that starts the
+    /// agent's own unit, to tell systemd's cost of that unit from the library's own.
+    fn agent_unit(&self, req: &SpawnRequest) -> (String, Vec<(String, OwnedVariant)>) {
+        let host = self.host();
+        let var = |_: &str| None;
+        let inputs = ConfigInputs { home: &self.home, os_hostname: "bench", var: &var };
+        let cfg = config::load(Some(&self.config), &inputs).unwrap();
+        let cwd = agent_relay_systemd::host::resolve_cwd(&req.cwd, &cfg, &host.home).unwrap();
+        let launcher = agent_relay_systemd::host::resolve_launcher(&cfg, &req.provider, &host.path).unwrap();
+        let runtime_root = host.runtime_root().unwrap();
+        let exits = agent_relay_systemd::exits::exits_dir(&host.state_home);
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        let inputs = agent_relay_systemd::plan::PlanInputs {
+            config: &cfg,
+            home: &host.home,
+            runtime_root: &runtime_root,
+            caller_path: &host.path,
+            launcher: &launcher,
+            cwd: &cwd,
+            now_ms: 0,
+            record_exit: Some((&self.bin, &exits)),
+            random_hex: &random,
+        };
+        let plan = agent_relay_systemd::plan::plan(req, &inputs).unwrap();
+        agent_relay_systemd::host::write_spawn_files(&plan).unwrap().keep();
+        let props = agent_relay_systemd::unit::agent_properties(&plan)
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), variant(value)))
+            .collect();
+        (plan.unit, props)
+    }
+
     /// Stops every unit this benchmark started, so each measurement starts from the same state.
     fn clean(&self) {
         let _ = self.systemctl(&["stop", "agent-relay-managed-*", "bench-*", "seed-*"]).status();
         let _ = self.systemctl(&["reset-failed"]).status();
     }
+}
+
+fn variant(value: agent_relay_systemd::unit::Value) -> OwnedVariant {
+    use agent_relay_systemd::unit::Value as V;
+    let v: Variant<'static> = match value {
+        V::Str(s) => Variant::new(s),
+        V::Bool(b) => Variant::new(b),
+        V::U32(n) => Variant::new(n),
+        V::U64(n) => Variant::new(n),
+        V::Strs(v) => Variant::new(v),
+        V::Exec(v) => Variant::new(v),
+        V::EnvFiles(v) => Variant::new(v),
+        V::Bytes(v) => Variant::new(v),
+    };
+    OwnedVariant::try_from(v).unwrap()
 }
 
 /// A bare client: one connection, `StartTransientUnit` + wait for `JobRemoved`.
@@ -110,11 +158,10 @@ struct Floor {
 }
 
 impl Floor {
-    /// Through the session bus (dbus-daemon): `Subscribe` is needed for signals.
+    /// Through the session bus (dbus-daemon): signals only while subscribed.
     async fn on_bus(addr: &str) -> Floor {
         let conn = zbus::connection::Builder::address(addr).build().await.unwrap();
         let proxy = zbus_systemd::systemd1::ManagerProxy::new(&conn).await.unwrap();
-        proxy.subscribe().await.unwrap();
         Floor { conn, proxy }
     }
 
@@ -134,7 +181,25 @@ impl Floor {
         Floor { conn, proxy }
     }
 
+    /// `Subscribe`/`Unsubscribe` on the bus; nothing peer to peer (signals come regardless).
+    async fn subscribe(&self, on: bool) {
+        if self.conn.is_bus() {
+            let r = if on { self.proxy.subscribe().await } else { self.proxy.unsubscribe().await };
+            r.unwrap();
+        }
+    }
+
     async fn start(&self, unit: &str, runner: &Path) {
+        let argv = vec![runner.display().to_string(), "claude".to_string()];
+        let v = |x: Variant<'static>| OwnedVariant::try_from(x).unwrap();
+        let props = vec![
+            ("Type".to_string(), v(Variant::new("exec".to_string()))),
+            ("ExecStart".to_string(), v(Variant::new(vec![(argv[0].clone(), argv.clone(), false)]))),
+        ];
+        self.start_with(unit, props).await
+    }
+
+    async fn start_with(&self, unit: &str, props: Vec<(String, OwnedVariant)>) {
         let rule = MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
             .interface("org.freedesktop.systemd1.Manager")
@@ -142,12 +207,6 @@ impl Floor {
             .build()
             .unwrap();
         let mut jobs = MessageStream::for_match_rule(rule, &self.conn, None).await.unwrap();
-        let argv = vec![runner.display().to_string(), "claude".to_string()];
-        let v = |x: Variant<'static>| OwnedVariant::try_from(x).unwrap();
-        let props = vec![
-            ("Type".to_string(), v(Variant::new("exec".to_string()))),
-            ("ExecStart".to_string(), v(Variant::new(vec![(argv[0].clone(), argv.clone(), false)]))),
-        ];
         let job = self.proxy.start_transient_unit(unit.into(), "fail".into(), props, vec![]).await.unwrap();
         while let Some(Ok(m)) = jobs.next().await {
             if let Ok((_, path, _, _)) = m.body().deserialize::<(u32, OwnedObjectPath, String, String)>() {
@@ -171,7 +230,7 @@ impl Floor {
             let unit = zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Unit");
             let svc = zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Service");
             // What a record needs beyond the listing's own columns (name, description, states).
-            let names_u = ["InvocationID", "ActiveEnterTimestamp"];
+            let names_u = ["InvocationID"];
             let names_s = [
                 "MainPID",
                 "NRestarts",
@@ -245,40 +304,35 @@ fn main() {
     let mut rows: Vec<Stats> = Vec::new();
     let mut extra = serde_json::Map::new();
 
+    // The variants of each measurement take turns (one sample of each per round) so that load
+    // from elsewhere on the machine falls on all of them alike: the ratios are what count.
+    // The bus floor is subscribed only while it is measured (while anyone is subscribed, systemd
+    // copies every signal to the bus daemon, a tax on everyone else).
+    let runtime_dir = PathBuf::from(&b.mgr.env().into_iter().collect::<HashMap<_, _>>()["XDG_RUNTIME_DIR"]);
+    let floor_bus = rt.block_on(Floor::on_bus(&bus));
+    let floor_p2p = rt.block_on(Floor::on_private_socket(&runtime_dir));
+    let floors = [(&floor_bus, "bus", "session bus"), (&floor_p2p, "p2p", "private socket")];
+    let sup = rt.block_on(b.supervisor());
+
     // 1. Sequential spawn.
     let seq = n(100);
-    let runtime_dir = PathBuf::from(&b.mgr.env().into_iter().collect::<HashMap<_, _>>()["XDG_RUNTIME_DIR"]);
-    // Each client (floor, library) is connected only while it is measured: systemd writes every
-    // signal to every direct connection and, while anyone is subscribed, to the bus, so an idle
-    // client would tax the one being measured.
-    let floor = |transport: &str| match transport {
-        "bus" => rt.block_on(Floor::on_bus(&bus)),
-        _ => rt.block_on(Floor::on_private_socket(&runtime_dir)),
-    };
-    const TRANSPORTS: [(&str, &str); 2] = [("bus", "session bus"), ("p2p", "private socket")];
-    for (tag, name) in TRANSPORTS {
-        let floor = floor(tag);
-        let mut s = Vec::new();
-        for i in 0..seq {
-            let (d, _) = time(|| rt.block_on(floor.start(&format!("bench-floor-{tag}-{i}.service"), &b.runner)));
-            s.push(d);
-        }
-        rows.push(stats(&format!("spawn seq: floor, {name} (bare StartTransientUnit + job)"), s));
-        b.clean();
-    }
-    let sup = rt.block_on(b.supervisor());
-    let mut s = Vec::new();
+    let logs = b.home.join("seed-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); 6];
     for i in 0..seq {
+        let (unit, props) = b.agent_unit(&b.request(&format!("fa-{i}")));
+        let (d, _) = time(|| rt.block_on(floor_p2p.start_with(&unit, props)));
+        samples[5].push(d);
+        for (k, (floor, tag, _)) in floors.iter().enumerate() {
+            rt.block_on(floor.subscribe(true));
+            let (d, _) = time(|| rt.block_on(floor.start(&format!("bench-floor-{tag}-{i}.service"), &b.runner)));
+            rt.block_on(floor.subscribe(false));
+            samples[k].push(d);
+        }
         let req = b.request(&format!("lib-{i}"));
         let (d, r) = time(|| rt.block_on(sup.spawn(&req)));
         assert!(r.unwrap().agent.pid.is_some());
-        s.push(d);
-    }
-    rows.push(stats("spawn seq: library", s));
-    drop(sup);
-    b.clean();
-    let mut s = Vec::new();
-    for i in 0..seq {
+        samples[2].push(d);
         let body = serde_json::to_vec(&json!({"provider": "claude", "cwd": b.home.join("projects/app"),
             "spawnRequestId": format!("cli-{i}"), "lifecycle": "ephemeral"}))
         .unwrap();
@@ -289,18 +343,11 @@ fn main() {
             child.wait_with_output().unwrap()
         });
         assert!(out.status.success());
-        s.push(d);
-    }
-    rows.push(stats("spawn seq: CLI (whole process, MainPID known)", s));
-    b.clean();
-    let mut s = Vec::new();
-    let logs = b.home.join("seed-logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    for i in 0..seq {
+        samples[3].push(d);
         let unit = format!("seed-{i}");
         let log = logs.join(format!("{unit}.log")).display().to_string();
         let (d, _) = time(|| {
-            let _ = b.systemctl(&["stop", &format!("{unit}.service")]).status();
+            let _ = b.systemctl(&["stop", &format!("{unit}.service")]).stderr(Stdio::null()).status();
             run_ok({
                 let mut c = Command::new("systemd-run");
                 b.env(&mut c);
@@ -318,27 +365,44 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(50));
             }
         });
-        s.push(d);
+        samples[4].push(d);
     }
-    rows.push(stats("spawn seq: seed path (systemctl stop + systemd-run + show poll)", s));
+    let mut samples = samples.into_iter();
+    for (_, _, name) in floors {
+        rows.push(stats(&format!("spawn seq: floor, {name} (bare StartTransientUnit + job)"), samples.next().unwrap()));
+    }
+    rows.push(stats("spawn seq: library", samples.next().unwrap()));
+    rows.push(stats("spawn seq: CLI (whole process, MainPID known)", samples.next().unwrap()));
+    rows.push(stats("spawn seq: seed path (systemctl stop + systemd-run + show poll)", samples.next().unwrap()));
+    // Not a floor for the targets: the bare client starting the agent's own unit (same properties
+    // as the library sends), to split library − floor into systemd's work and the library's.
+    rows.push(stats("spawn seq: bare client, private socket, the agent's unit", samples.next().unwrap()));
     b.clean();
 
-    // 2. Concurrent spawn.
+    // 2. Concurrent spawn: wall time of each variant, three rounds, median.
     let conc = n(200);
-    for (tag, name) in TRANSPORTS {
-        let floor = floor(tag);
-        let names: Vec<String> = (0..conc).map(|i| format!("bench-cfloor-{tag}-{i}.service")).collect();
-        let (d, _) =
-            time(|| rt.block_on(futures_util::future::join_all(names.iter().map(|u| floor.start(u, &b.runner)))));
-        rows.push(stats(&format!("spawn {conc} concurrent: floor, {name} (wall)"), vec![d]));
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); 3];
+    for round in 0..3 {
+        for (k, (floor, tag, _)) in floors.iter().enumerate() {
+            let names: Vec<String> = (0..conc).map(|i| format!("bench-cfloor-{tag}-{round}-{i}.service")).collect();
+            rt.block_on(floor.subscribe(true));
+            let (d, _) =
+                time(|| rt.block_on(futures_util::future::join_all(names.iter().map(|u| floor.start(u, &b.runner)))));
+            rt.block_on(floor.subscribe(false));
+            samples[k].push(d);
+            b.clean();
+        }
+        let reqs: Vec<SpawnRequest> = (0..conc).map(|i| b.request(&format!("conc-{round}-{i}"))).collect();
+        let (d, res) = time(|| rt.block_on(futures_util::future::join_all(reqs.iter().map(|r| sup.spawn(r)))));
+        assert!(res.iter().all(|r| r.is_ok()));
+        samples[2].push(d);
         b.clean();
     }
-    let sup = rt.block_on(b.supervisor());
-    let reqs: Vec<SpawnRequest> = (0..conc).map(|i| b.request(&format!("conc-{i}"))).collect();
-    let (d, res) = time(|| rt.block_on(futures_util::future::join_all(reqs.iter().map(|r| sup.spawn(r)))));
-    assert!(res.iter().all(|r| r.is_ok()));
-    rows.push(stats(&format!("spawn {conc} concurrent: library (wall)"), vec![d]));
-    b.clean();
+    let mut samples = samples.into_iter();
+    for (_, _, name) in floors {
+        rows.push(stats(&format!("spawn {conc} concurrent: floor, {name} (wall)"), samples.next().unwrap()));
+    }
+    rows.push(stats(&format!("spawn {conc} concurrent: library (wall)"), samples.next().unwrap()));
 
     // 3. List of many settled agents.
     let many = n(500);
@@ -347,18 +411,23 @@ fn main() {
         let r = rt.block_on(futures_util::future::join_all(chunk.iter().map(|r| sup.spawn(r))));
         assert!(r.iter().all(|r| r.is_ok()));
     }
-    drop(sup);
     std::thread::sleep(Duration::from_secs(2));
-    let reps = 10;
-    let s: Vec<Duration> = (0..reps).map(|_| time(|| run_ok(b.cli(&["list", "-o", "json"]))).0).collect();
     let listed: Value = serde_json::from_slice(&run_ok(b.cli(&["list", "-o", "json"]))).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), many);
-    rows.push(stats(&format!("list {many}: CLI list -o json (whole process)"), s));
-    for (tag, name) in TRANSPORTS {
-        let floor = floor(tag);
-        let s: Vec<Duration> =
-            (0..reps).map(|_| time(|| rt.block_on(floor.list("agent-relay-managed-ar-*.service"))).0).collect();
-        rows.push(stats(&format!("list {many}: floor, {name} (ListUnitsByPatterns + pipelined Gets)"), s));
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); 3];
+    for _ in 0..10 {
+        samples[0].push(time(|| run_ok(b.cli(&["list", "-o", "json"]))).0);
+        for (k, (floor, _, _)) in floors.iter().enumerate() {
+            samples[k + 1].push(time(|| rt.block_on(floor.list("agent-relay-managed-ar-*.service"))).0);
+        }
+    }
+    let mut samples = samples.into_iter();
+    rows.push(stats(&format!("list {many}: CLI list -o json (whole process)"), samples.next().unwrap()));
+    for (_, _, name) in floors {
+        rows.push(stats(
+            &format!("list {many}: floor, {name} (ListUnitsByPatterns + pipelined Gets)"),
+            samples.next().unwrap(),
+        ));
     }
     let units: Vec<String> =
         listed.as_array().unwrap().iter().map(|a| a["systemdUnit"].as_str().unwrap().to_string()).collect();
@@ -399,7 +468,6 @@ fn main() {
         }
     });
     while rx.recv_timeout(Duration::from_secs(10)).map(|(_, v)| v["type"] != "ready").unwrap_or(false) {}
-    let sup = rt.block_on(b.supervisor());
     let mut lat = Vec::new();
     for i in 0..exits {
         let req: SpawnRequest = serde_json::from_value(json!({
@@ -444,9 +512,9 @@ fn main() {
         "seed/cli (list, ≥20 wanted)": total(&format!("list {many}: seed")) / by(&format!("list {many}: CLI")),
         "cli/floor (list, ≤1.5 wanted)": by(&format!("list {many}: CLI")) / by(&format!("list {many}: floor")),
     });
-    println!("{:<66} {:>5} {:>10} {:>10} {:>10}", "measurement", "n", "median ms", "p99 ms", "total ms");
+    println!("{:<74} {:>5} {:>10} {:>10} {:>10}", "measurement", "n", "median ms", "p99 ms", "total ms");
     for r in &rows {
-        println!("{:<66} {:>5} {:>10.2} {:>10.2} {:>10.1}", r.name, r.n, r.median_ms, r.p99_ms, r.total_ms);
+        println!("{:<74} {:>5} {:>10.2} {:>10.2} {:>10.1}", r.name, r.n, r.median_ms, r.p99_ms, r.total_ms);
     }
     println!("ratios: {}", serde_json::to_string_pretty(&ratios).unwrap());
     println!("memory: {}", Value::Object(extra.clone()));

@@ -184,8 +184,15 @@ pub fn resolve_cwd(cwd: &str, config: &Config, home: &Path) -> Result<PathBuf, E
 
 /// What `/proc/<pid>/stat` says.
 pub fn proc_state(pid: u32) -> ProcState {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => parse_proc_stat_state(&stat),
+    // /proc files report size 0, so read_to_string would probe in 32-byte steps (six reads for
+    // one line); a buffer the line fits in takes one read, and `list` does this once per agent.
+    let read = || -> std::io::Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(1024);
+        std::io::Read::read_to_end(&mut std::fs::File::open(format!("/proc/{pid}/stat"))?, &mut buf)?;
+        Ok(buf)
+    };
+    match read() {
+        Ok(stat) => parse_proc_stat_state(&String::from_utf8_lossy(&stat)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => ProcState::Gone,
         Err(_) => ProcState::Unreadable,
     }

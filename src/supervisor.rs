@@ -86,13 +86,19 @@ impl Supervisor {
     pub async fn spawn(&self, req: &SpawnRequest) -> Result<SpawnOutcome, Error> {
         let plan = plan_request(&self.config, &self.host, req, &self.host.runtime_root()?)?;
 
-        if let Some(rid) = &req.spawn_request_id {
-            if let Some(agent) = self.find_live_request(rid, &req.provider).await? {
-                return Ok(SpawnOutcome { created: false, agent });
+        // The files are written while the idempotency lookup is on the wire (join polls the
+        // lookup first, which sends it); if it finds the agent, the guard removes them again.
+        let lookup = async {
+            match &req.spawn_request_id {
+                Some(rid) => self.find_live_request(rid, &req.provider).await,
+                None => Ok(None),
             }
+        };
+        let (found, files) = futures_util::join!(lookup, async { host::write_spawn_files(&plan) });
+        if let Some(agent) = found? {
+            return Ok(SpawnOutcome { created: false, agent });
         }
-
-        let files = host::write_spawn_files(&plan)?;
+        let files = files?;
         let props = unit::agent_properties(&plan);
         for attempt in 0..3 {
             match self.mgr.start_transient_viewed(&plan.unit, &props, self.mgr.timeout()).await {

@@ -165,7 +165,7 @@ impl Manager {
         Ok(self.list_units(&[unit.to_string()]).await?.into_iter().next().map(|l| l.active_state))
     }
 
-    /// The properties a list record needs beyond what the listing carried: 14 reads in flight at
+    /// The properties a list record needs beyond what the listing carried: 13 reads in flight at
     /// once (the exit timestamp and pid, needed only by `diagnose`, are left out).
     pub async fn snapshot_listed(&self, l: &Listed) -> Result<UnitSnapshot, Error> {
         let what = format!("reading properties of {}", l.unit);
@@ -177,7 +177,8 @@ impl Manager {
         Ok(snap)
     }
 
-    /// The 14 reads every record needs, in flight at once.
+    /// The 13 reads every record needs, in flight at once (a 14th, `ActiveEnterTimestamp`, only
+    /// when the main process never started).
     async fn read_core(&self, unit: &str, path: &OwnedObjectPath) -> zbus::Result<UnitSnapshot> {
         let u = UnitProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No).build();
         let s = ServiceProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No).build();
@@ -188,7 +189,6 @@ impl Manager {
             async {
                 futures_util::try_join!(
                     u.invocation_id(),
-                    u.active_enter_timestamp(),
                     s.main_pid(),
                     s.n_restarts(),
                     s.result(),
@@ -209,9 +209,14 @@ impl Manager {
                 )
             }
         )?;
-        let (invocation_id, active_enter_us, main_pid, n_restarts, result, exec_main_code, exec_main_status, transient) =
-            run;
+        let (invocation_id, main_pid, n_restarts, result, exec_main_code, exec_main_status, transient) = run;
         let (exec_main_start_us, working_directory, log_extra_fields, memory_max, memory_high, tasks_max, cpu) = rest;
+        // The activation time only stands in for a main process that never started: one more
+        // read for those units alone.
+        let active_enter_us = match exec_main_start_us {
+            0 => u.active_enter_timestamp().await?,
+            _ => 0,
+        };
         Ok(UnitSnapshot {
             unit: unit.to_string(),
             invocation_id,
