@@ -54,7 +54,7 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Connects to the user manager (session bus, else private socket); `timeout` bounds every call.
+    /// Connects to the user manager (private socket, else session bus); `timeout` bounds every call.
     pub async fn connect(config: Config, host: HostEnv, timeout: Duration) -> Result<Supervisor, Error> {
         let opts =
             BusOptions { session_address: host.session_bus.clone(), runtime_dir: host.runtime_dir.clone(), timeout };
