@@ -230,7 +230,7 @@ impl Floor {
             let unit = zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Unit");
             let svc = zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Service");
             // What a record needs beyond the listing's own columns (name, description, states).
-            let names_u = ["InvocationID"];
+            let names_u = ["InvocationID", "Transient"];
             let names_s = [
                 "MainPID",
                 "NRestarts",
