@@ -264,12 +264,7 @@ fn cgroup_pids(env: &Env, unit: &str) -> Vec<u64> {
 #[test]
 fn a_runner_that_cannot_be_executed_fails_the_spawn_cleanly() {
     let env = Env::new();
-    let broken = env.home.join("broken-runner");
-    std::fs::write(&broken, "#!/nonexistent/interpreter\n").unwrap();
-    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&env.config).unwrap()).unwrap();
-    cfg["runnerCommand"] = json!([broken]);
-    std::fs::write(&env.config, cfg.to_string()).unwrap();
+    env.use_broken_runner();
     let out = env.run(&["spawn"], Some(&env.request(json!({"label": "broken"})).to_string()));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -283,16 +278,8 @@ fn a_runner_that_cannot_be_executed_fails_the_spawn_cleanly() {
 fn works_over_the_private_socket_when_there_is_no_bus() {
     let env = Env::new();
     let run = |args: &[&str], stdin: Option<String>| {
-        let mut c = env.cli();
-        c.env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus").args(args);
-        c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        let mut pipe = child.stdin.take().unwrap();
-        if let Some(s) = stdin {
-            std::io::Write::write_all(&mut pipe, s.as_bytes()).unwrap();
-        }
-        drop(pipe);
-        let out = child.wait_with_output().unwrap();
+        let bus = std::ffi::OsStr::new("unix:path=/nonexistent/bus");
+        let out = env.run_with(&[("DBUS_SESSION_BUS_ADDRESS", bus)], args, stdin.as_deref());
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice::<Value>(&out.stdout).unwrap()
     };
@@ -308,16 +295,11 @@ fn works_over_the_session_bus_when_there_is_no_private_socket() {
     // A runtime directory without systemd's private socket: only the session bus is left.
     let runtime = tempfile::tempdir().unwrap();
     let run = |args: &[&str], stdin: Option<String>| {
-        let mut c = env.cli();
-        c.env("XDG_RUNTIME_DIR", runtime.path()).env("AGENT_RELAY_LOG", "agent_relay_systemd=debug").args(args);
-        c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        let mut pipe = child.stdin.take().unwrap();
-        if let Some(s) = stdin {
-            std::io::Write::write_all(&mut pipe, s.as_bytes()).unwrap();
-        }
-        drop(pipe);
-        let out = child.wait_with_output().unwrap();
+        let vars = [
+            ("XDG_RUNTIME_DIR", runtime.path().as_os_str()),
+            ("AGENT_RELAY_LOG", std::ffi::OsStr::new("agent_relay_systemd=debug")),
+        ];
+        let out = env.run_with(&vars, args, stdin.as_deref());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{args:?}: {err}");
         assert!(err.contains("through the session bus"), "{args:?}: {err}");

@@ -262,12 +262,7 @@ fn bad_input_to_generate_or_persist_changes_nothing() {
 #[test]
 fn a_durable_runner_that_cannot_be_executed_leaves_nothing_behind() {
     let env = Env::new();
-    let broken = env.home.join("broken-runner");
-    std::fs::write(&broken, "#!/nonexistent/interpreter\n").unwrap();
-    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&env.config).unwrap()).unwrap();
-    cfg["runnerCommand"] = json!([broken]);
-    std::fs::write(&env.config, cfg.to_string()).unwrap();
+    env.use_broken_runner();
     let out = env.run(&["spawn", "--persist"], Some(&env.request(json!({"label": "broken"})).to_string()));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");

@@ -88,8 +88,13 @@ impl Env {
     }
 
     pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.run_with(&[], args, stdin)
+    }
+
+    /// Runs the CLI with extra environment variables (e.g. another `XDG_RUNTIME_DIR`).
+    pub fn run_with(&self, vars: &[(&str, &std::ffi::OsStr)], args: &[&str], stdin: Option<&str>) -> Output {
         let mut c = self.cli();
-        c.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.envs(vars.iter().copied()).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = c.spawn().expect("run the CLI");
         let mut pipe = child.stdin.take().unwrap();
         if let Some(text) = stdin {
@@ -98,6 +103,16 @@ impl Env {
         }
         drop(pipe);
         child.wait_with_output().unwrap()
+    }
+
+    /// Makes the config's runner a file that cannot be executed (a missing interpreter).
+    pub fn use_broken_runner(&self) {
+        let broken = self.home.join("broken-runner");
+        std::fs::write(&broken, "#!/nonexistent/interpreter\n").unwrap();
+        std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let mut cfg: Value = serde_json::from_slice(&std::fs::read(&self.config).unwrap()).unwrap();
+        cfg["runnerCommand"] = serde_json::json!([broken]);
+        std::fs::write(&self.config, cfg.to_string()).unwrap();
     }
 
     /// Runs and expects success; returns parsed stdout JSON.
