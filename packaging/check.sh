@@ -272,6 +272,8 @@ sort -k2 >"$work/arch.want" <<EOF
 -rw-r--r-- ./usr/share/bash-completion/completions/$name
 -rw-r--r-- ./usr/share/doc/$name/README.md
 -rw-r--r-- ./usr/share/fish/vendor_completions.d/$name.fish
+-rw-r--r-- ./usr/share/licenses/$name/LICENSE-APACHE
+-rw-r--r-- ./usr/share/licenses/$name/LICENSE-MIT
 -rw-r--r-- ./usr/share/man/man1/$name.1.gz
 -rw-r--r-- ./usr/share/zsh/site-functions/_$name
 EOF
