@@ -96,6 +96,8 @@ impl Supervisor {
         let files = host::write_spawn_files(&plan)?;
         sync_dir_tree(&plan)?;
         let unit_file = unit_dir.join(&plan.unit);
+        // Replacing a stopped durable agent: its definition comes back if this start fails.
+        let previous = std::fs::read_to_string(&unit_file).ok();
         let installed = async {
             write_unit_file(&unit_dir, &unit_file, &text)?;
             // Enable, then reload, as `systemctl enable` does: the reload makes the manager read
@@ -117,8 +119,19 @@ impl Supervisor {
             Err(e) => Some(e),
         };
         if let Some(e) = failure {
-            self.uninstall(&plan.unit, &unit_file).await;
-            host::remove_session_dirs(&self.host.durable_root().join("agents"), &plan.meta.session, None);
+            match previous {
+                // The agent that was there stays as it was (its secrets are in its own attempt
+                // directory); only this attempt's files go, with the guard.
+                Some(text) => {
+                    if write_unit_file(&unit_dir, &unit_file, &text).is_ok() {
+                        let _ = self.mgr.reload().await;
+                    }
+                }
+                None => {
+                    self.uninstall(&plan.unit, &unit_file).await;
+                    host::remove_session_dirs(&self.host.durable_root().join("agents"), &plan.meta.session, None);
+                }
+            }
             return Err(e);
         }
         files.keep();
@@ -140,6 +153,14 @@ impl Supervisor {
     pub async fn remove(&self, reference: &str, timeout: Duration) -> Result<RemoveOutcome, Error> {
         let agent = self.resolve(reference).await?;
         let unit = agent.systemd_unit.clone();
+        let unit_file = self.host.user_unit_dir().join(&unit);
+        let durable = agent.durable || unit_file.exists();
+        // Held from before the stop: a `spawn --persist` of the same request must not start the
+        // agent again between the stop and the deletion of its files.
+        let _lock = match durable {
+            true => Some(self.durable_lock().await?),
+            false => None,
+        };
         let stop = match self.stop(&unit, timeout).await {
             Ok(s) => s,
             // Loaded only for the lookup and collected since: nothing runs.
@@ -153,22 +174,19 @@ impl Supervisor {
             },
             Err(e) => return Err(e),
         };
-        let unit_file = self.host.user_unit_dir().join(&unit);
-        let durable = agent.durable || unit_file.exists();
+        let mut removed_file = None;
         if durable {
-            let _lock = self.durable_lock().await?;
             self.mgr.disable_unit_files(std::slice::from_ref(&unit)).await?;
             match std::fs::remove_file(&unit_file) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::Io { op: "removing unit file", path: unit_file, source: e })
-                }
-                _ => {}
+                Ok(()) => removed_file = Some(unit_file),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::Io { op: "removing unit file", path: unit_file, source: e }),
             }
             self.mgr.reload().await?;
             self.mgr.reset_failed(&unit).await?;
             host::remove_session_dirs(&self.host.durable_root().join("agents"), &agent.session_name, None);
         }
-        Ok(RemoveOutcome { stop, durable, unit_file: durable.then_some(unit_file) })
+        Ok(RemoveOutcome { stop, durable, unit_file: removed_file })
     }
 
     /// A transient spawn found the durable agent of its own spawn request at its unit name. A live
@@ -195,6 +213,8 @@ impl Supervisor {
         if !self.host.user_unit_dir().join(unit).exists() {
             return Ok(None);
         }
+        // Reading through the unit's object path loads it again should the manager have
+        // collected it since `LoadUnit` (it loads units named by a path on demand).
         let object = self.mgr.load_unit(unit).await?;
         match self.mgr.snapshot(unit, &object).await {
             Ok(mut s) => {
@@ -221,12 +241,10 @@ impl Supervisor {
             if path.parent() != Some(dir.as_path()) || loaded.iter().any(|u| u == name) {
                 continue;
             }
-            // Reading through the unit's object path loads it again should the manager have
-            // collected it since `LoadUnit` (it loads units named by a path on demand).
-            let object = self.mgr.load_unit(name).await?;
-            let mut snap = self.mgr.snapshot(name, &object).await?;
-            snap.durable = true;
-            out.extend(to_record(&snap));
+            // One odd unit file must not make every lookup fail: it is skipped, as in spawn.
+            if let Some(snap) = self.unloaded_durable_snapshot(name).await? {
+                out.extend(to_record(&snap));
+            }
         }
         Ok(out)
     }
@@ -257,25 +275,7 @@ impl Supervisor {
     pub(crate) async fn durable_lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
         let root = self.host.durable_root();
         host::private_dir(&root)?;
-        let path = root.join(".lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(Error::io("opening", &path))?;
-        let deadline = tokio::time::Instant::now() + LOCK_WAIT;
-        loop {
-            let f = file.try_clone().map_err(Error::io("dup", &path))?;
-            match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-                Ok(g) => return Ok(g),
-                Err(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
-                Err(_) => {
-                    return Err(Error::Timeout { what: "another durable spawn or remove".into(), after: LOCK_WAIT })
-                }
-            }
-        }
+        host::lock_file(&root.join(".lock"), LOCK_WAIT, "another durable spawn or remove").await
     }
 }
 

@@ -198,6 +198,44 @@ pub fn proc_state(pid: u32) -> ProcState {
     }
 }
 
+/// Whether process `pid` runs and is in the control group of `unit` (`/proc/PID/cgroup`), so
+/// that a pid reused by another process is never taken for the unit's own.
+pub fn runs_in_unit(pid: u32, unit: &str) -> bool {
+    if !matches!(proc_state(pid), ProcState::Running) {
+        return false;
+    }
+    let Ok(cgroups) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else { return false };
+    let own = format!("/{unit}");
+    cgroups.lines().any(|l| l.ends_with(&own) || l.contains(&format!("{own}/")))
+}
+
+/// Takes an exclusive `flock` on `path` (created 0600), retrying for up to `wait`; `what` names
+/// the holder a time-out blames.
+pub async fn lock_file(
+    path: &Path,
+    wait: std::time::Duration,
+    what: &str,
+) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(Error::io("opening", path))?;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let f = file.try_clone().map_err(Error::io("dup", path))?;
+        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(g) => return Ok(g),
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            Err(_) => return Err(Error::Timeout { what: what.to_string(), after: wait }),
+        }
+    }
+}
+
 /// Creates `dir` and missing parents with mode 0700, and tightens `dir` itself to 0700.
 pub fn private_dir(dir: &Path) -> Result<(), Error> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(Error::io("creating directory", dir))?;

@@ -324,8 +324,10 @@ async fn run(cli: &Cli) -> Result<String, Error> {
                 to_json(&out)
             } else {
                 let mut t = output::stop_summary(&out.stop);
-                if let Some(f) = &out.unit_file {
-                    t.push_str(&format!("disabled; deleted {} and its secret files\n", f.display()));
+                match (&out.unit_file, out.durable) {
+                    (Some(f), _) => t.push_str(&format!("disabled; deleted {} and its secret files\n", f.display())),
+                    (None, true) => t.push_str("disabled; deleted its secret files (its unit file was already gone)\n"),
+                    (None, false) => {}
                 }
                 t
             }

@@ -58,23 +58,7 @@ impl Supervisor {
         let root = self.host.runtime_root()?;
         crate::host::private_dir(&root)?;
         let lock_path = root.join("reap.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(Error::io("opening", &lock_path))?;
-        let deadline = tokio::time::Instant::now() + LOCK_WAIT;
-        let _guard = loop {
-            match nix::fcntl::Flock::lock(
-                lock.try_clone().map_err(Error::io("dup", &lock_path))?,
-                nix::fcntl::FlockArg::LockExclusiveNonblock,
-            ) {
-                Ok(g) => break g,
-                Err(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
-                Err(_) => return Err(Error::Timeout { what: "another reap to finish".into(), after: LOCK_WAIT }),
-            }
-        };
+        let _guard = crate::host::lock_file(&lock_path, LOCK_WAIT, "another reap to finish").await?;
         // Only once some durable agent was made: the lock would create the directory.
         let _durable = if self.host.durable_root().is_dir() { Some(self.durable_lock().await?) } else { None };
         let facts = self.reap_facts(&root, retention).await?;

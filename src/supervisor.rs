@@ -114,6 +114,15 @@ impl Supervisor {
                     })?;
                     return Ok(SpawnOutcome { created: true, agent });
                 }
+                Ok((job, None)) if job.result == "done" => {
+                    files.keep();
+                    // Started, but its view could not be read along the way: read it as `show` does.
+                    let agent = self.record_of(&plan.unit).await?.ok_or_else(|| Error::SpawnFailed {
+                        unit: plan.unit.clone(),
+                        detail: "the unit was gone right after it started".into(),
+                    })?;
+                    return Ok(SpawnOutcome { created: true, agent });
+                }
                 Ok((job, _)) => {
                     let detail = self.start_failure(&plan.unit, &job.result).await;
                     return Err(Error::SpawnFailed { unit: plan.unit.clone(), detail });

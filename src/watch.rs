@@ -323,9 +323,10 @@ impl Watcher {
         let old = self.tracked.get(unit).map(|t| t.view.clone());
         if let (None, Some(o)) = (&snap, &old) {
             // systemd never unloads a unit whose main process lives, so a read that missed the unit
-            // while its runner runs (a manager in the middle of a re-execution) is no evidence of an
-            // exit. The unit's next signal, or the next reconcile, settles it.
-            if o.main_pid > 0 && matches!(crate::host::proc_state(o.main_pid), ProcState::Running) {
+            // while its runner still runs in the unit's cgroup (a manager in the middle of a
+            // re-execution) is no evidence of an exit. The unit's next signal, or the next
+            // reconcile, settles it.
+            if o.main_pid > 0 && crate::host::runs_in_unit(o.main_pid, unit) {
                 tracing::debug!(unit, pid = o.main_pid, "unit not found while its main process runs; not an exit");
                 return;
             }

@@ -414,3 +414,30 @@ fn a_persist_spawn_of_a_live_transient_request_is_a_conflict_until_it_is_stopped
     assert_eq!(durable["agent"]["durable"], true);
     assert_eq!(env.prop(&unit, "Transient"), "no");
 }
+
+#[test]
+fn a_failed_restart_of_a_stopped_durable_agent_keeps_the_agent_it_was_replacing() {
+    let env = Env::new();
+    let req = env.request(json!({"spawnRequestId": "keep-1", "label": "keep"}));
+    let first = persist(&env, &req);
+    let unit = first["agent"]["systemdUnit"].as_str().unwrap().to_string();
+    let session = first["agent"]["sessionName"].as_str().unwrap().to_string();
+    env.json(&["stop", "keep-1", "-o", "json"], None);
+    let before = std::fs::read_to_string(unit_dir(&env).join(&unit)).unwrap();
+    let dirs_before = secret_dirs(&env, &session);
+    assert_eq!(dirs_before.len(), 1, "{dirs_before:?}");
+
+    // The same request again, with a runner that cannot start: the spawn fails...
+    env.use_broken_runner();
+    let out = env.run(&["spawn", "--persist"], Some(&req.to_string()));
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // ...and the stopped agent it was replacing is still defined, enabled, with its secrets.
+    assert_eq!(std::fs::read_to_string(unit_dir(&env).join(&unit)).unwrap(), before);
+    assert_eq!(secret_dirs(&env, &session), dirs_before, "only the failed attempt's files go");
+    assert_eq!(env.systemctl(&["is-enabled", &unit]).trim(), "enabled");
+    env.systemctl(&["start", &unit]);
+    assert_eq!(env.prop(&unit, "ActiveState"), "active");
+    let pid: u64 = env.prop(&unit, "MainPID").parse().unwrap();
+    assert!(pid > 0 && pid_alive(pid));
+}

@@ -180,14 +180,26 @@ impl Manager {
             apply_change(&mut seen, m);
         }
         drop(changes);
-        let (memory_max, memory_high, tasks_max, cpu_quota_per_sec_usec) = limits.map_err(StartError::Other)?;
+        // The unit has started: a failed read from here on is no failed start (the caller then
+        // reads the unit as `show` does), or the caller would undo a running agent's files.
+        let (memory_max, memory_high, tasks_max, cpu_quota_per_sec_usec) = match limits {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(%unit, error = %e, "reading the started unit's limits failed");
+                return Ok((outcome, None));
+            }
+        };
         let (active_state, sub_state, invocation_id, main_pid, exec_main_start_us) = match seen.complete() {
             Some(all) => all,
             None => {
                 tracing::debug!(%unit, ?seen, "start signals incomplete; reading the properties");
-                self.bounded(&format!("reading properties of {unit}"), read_run(self, &path))
-                    .await
-                    .map_err(StartError::Other)?
+                match self.bounded(&format!("reading properties of {unit}"), read_run(self, &path)).await {
+                    Ok(run) => run,
+                    Err(e) => {
+                        tracing::debug!(%unit, error = %e, "reading the started unit failed");
+                        return Ok((outcome, None));
+                    }
+                }
             }
         };
         Ok((
