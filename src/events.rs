@@ -1,7 +1,11 @@
 //! What `watch` reports: the state of an agent unit as signals describe it, and the events a
-//! change between two states means. Pure: the D-Bus layer feeds it [`Change`]s.
+//! change between two states means. Pure: the D-Bus layer feeds it [`Change`]s (decoded here
+//! from a signal's property dictionary, no IO).
+
+use std::collections::HashMap;
 
 use serde::Serialize;
+use zbus::OwnedVariant;
 
 use crate::exit::{self, ExitInfo};
 
@@ -20,7 +24,8 @@ pub struct View {
     pub exec_main_status: i32,
 }
 
-/// Properties present in one `PropertiesChanged`.
+/// Properties present in one `PropertiesChanged` (of the Unit or the Service interface), or
+/// the newest of several merged.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Change {
     pub active_state: Option<String>,
@@ -30,6 +35,49 @@ pub struct Change {
     pub result: Option<String>,
     pub exec_main_code: Option<i32>,
     pub exec_main_status: Option<i32>,
+    pub invocation_id: Option<Vec<u8>>,
+    pub exec_main_start_us: Option<u64>,
+}
+
+impl Change {
+    /// The properties a signal's `changed` dictionary carries; values of another type are ignored.
+    pub fn of_properties(changed: &HashMap<String, OwnedVariant>) -> Change {
+        fn get<T>(changed: &HashMap<String, OwnedVariant>, k: &str) -> Option<T>
+        where
+            T: TryFrom<OwnedVariant>,
+        {
+            changed.get(k).and_then(|v| v.try_clone().ok()).and_then(|v| T::try_from(v).ok())
+        }
+        Change {
+            active_state: get(changed, "ActiveState"),
+            sub_state: get(changed, "SubState"),
+            main_pid: get(changed, "MainPID"),
+            n_restarts: get(changed, "NRestarts"),
+            result: get(changed, "Result"),
+            exec_main_code: get(changed, "ExecMainCode"),
+            exec_main_status: get(changed, "ExecMainStatus"),
+            invocation_id: get(changed, "InvocationID"),
+            exec_main_start_us: get(changed, "ExecMainStartTimestamp"),
+        }
+    }
+
+    /// Takes what `newer` carries; keeps the rest.
+    pub fn merge(&mut self, newer: Change) {
+        fn take<T>(slot: &mut Option<T>, v: Option<T>) {
+            if v.is_some() {
+                *slot = v;
+            }
+        }
+        take(&mut self.active_state, newer.active_state);
+        take(&mut self.sub_state, newer.sub_state);
+        take(&mut self.main_pid, newer.main_pid);
+        take(&mut self.n_restarts, newer.n_restarts);
+        take(&mut self.result, newer.result);
+        take(&mut self.exec_main_code, newer.exec_main_code);
+        take(&mut self.exec_main_status, newer.exec_main_status);
+        take(&mut self.invocation_id, newer.invocation_id);
+        take(&mut self.exec_main_start_us, newer.exec_main_start_us);
+    }
 }
 
 impl View {

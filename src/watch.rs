@@ -282,7 +282,7 @@ impl Watcher {
         let Some(old) = self.tracked.get(&unit).map(|t| t.view.clone()) else {
             return self.refresh(sup, &unit).await;
         };
-        let new = old.apply(&change_of(&changed));
+        let new = old.apply(&Change::of_properties(&changed));
         let ts = events::transitions(Some(&old), Some(&new));
         if ts.iter().any(|t| matches!(t.kind, Kind::Exited | Kind::Stopped | Kind::Removed)) {
             // Verify against fresh properties: a signal delayed across a reload must not become a
@@ -403,21 +403,6 @@ fn view_of(s: &UnitSnapshot) -> View {
         result: s.result.clone(),
         exec_main_code: s.exec_main_code,
         exec_main_status: s.exec_main_status,
-    }
-}
-
-fn change_of(changed: &HashMap<String, OwnedVariant>) -> Change {
-    let s = |k: &str| changed.get(k).and_then(|v| v.downcast_ref::<&str>().ok()).map(str::to_string);
-    let u = |k: &str| changed.get(k).and_then(|v| v.downcast_ref::<u32>().ok());
-    let i = |k: &str| changed.get(k).and_then(|v| v.downcast_ref::<i32>().ok());
-    Change {
-        active_state: s("ActiveState"),
-        sub_state: s("SubState"),
-        main_pid: u("MainPID"),
-        n_restarts: u("NRestarts"),
-        result: s("Result"),
-        exec_main_code: i("ExecMainCode"),
-        exec_main_status: i("ExecMainStatus"),
     }
 }
 

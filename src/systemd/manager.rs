@@ -74,6 +74,16 @@ impl Manager {
         self.bounded("Subscribe", self.proxy.subscribe()).await
     }
 
+    /// A unit's `org.freedesktop.systemd1.Unit` interface; never cached: every read asks systemd.
+    pub(super) fn unit_proxy(&self, path: &OwnedObjectPath) -> zbus::proxy::Builder<'static, UnitProxy<'static>> {
+        UnitProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No)
+    }
+
+    /// A unit's `org.freedesktop.systemd1.Service` interface; never cached.
+    pub(super) fn service_proxy(&self, path: &OwnedObjectPath) -> zbus::proxy::Builder<'static, ServiceProxy<'static>> {
+        ServiceProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No)
+    }
+
     /// Peer to peer on systemd's private socket (not through a bus daemon).
     pub fn is_p2p(&self) -> bool {
         self.p2p
@@ -180,8 +190,8 @@ impl Manager {
     /// The 13 reads every record needs, in flight at once (a 14th, `ActiveEnterTimestamp`, only
     /// when the main process never started).
     async fn read_core(&self, unit: &str, path: &OwnedObjectPath) -> zbus::Result<UnitSnapshot> {
-        let u = UnitProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No).build();
-        let s = ServiceProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No).build();
+        let u = self.unit_proxy(path).build();
+        let s = self.service_proxy(path).build();
         let (u, s) = futures_util::try_join!(u, s)?;
         // One join: all 14 requests are written before the first reply is awaited (two joins in
         // a row would cost two round trips).
@@ -248,8 +258,8 @@ impl Manager {
     pub async fn snapshot(&self, unit: &str, path: &OwnedObjectPath) -> Result<UnitSnapshot, Error> {
         let what = format!("reading properties of {unit}");
         let rest = async {
-            let u = UnitProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No).build();
-            let s = ServiceProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No).build();
+            let u = self.unit_proxy(path).build();
+            let s = self.service_proxy(path).build();
             let (u, s) = futures_util::try_join!(u, s)?;
             futures_util::try_join!(
                 u.description(),
@@ -317,7 +327,7 @@ impl Manager {
         let path =
             OwnedObjectPath::try_from(crate::events::path_of_unit(unit)).map_err(|e| map_err(unit, self.timeout, e))?;
         let call = async {
-            let s = ServiceProxy::builder(&self.conn).path(path).cache_properties(CacheProperties::No).build().await?;
+            let s = self.service_proxy(&path).build().await?;
             Ok(s.environment_files().await?.into_iter().map(|(p, _)| p.into()).collect())
         };
         self.unit_call(format!("reading EnvironmentFiles of {unit}"), call, Vec::new()).await

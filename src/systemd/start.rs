@@ -9,13 +9,12 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
-use zbus::proxy::CacheProperties;
 use zbus::{MatchRule, MessageStream, OwnedObjectPath, OwnedVariant};
-use zbus_systemd::systemd1::{ServiceProxy, UnitProxy};
 
 use super::manager::{error_name, job_removed, map_err, JobOutcome, Manager};
 use super::variant::to_variant;
 use crate::error::Error;
+use crate::events::Change;
 use crate::record::UnitSnapshot;
 use crate::unit::Property;
 
@@ -31,44 +30,16 @@ pub enum StartError {
     Other(Error),
 }
 
-/// What the unit's own change signals said during its start job (pure).
-#[derive(Debug, Default, Clone, PartialEq)]
-pub(crate) struct Seen {
-    pub active_state: Option<String>,
-    pub sub_state: Option<String>,
-    pub invocation_id: Option<Vec<u8>>,
-    pub main_pid: Option<u32>,
-    pub exec_main_start_us: Option<u64>,
-}
-
-impl Seen {
-    /// Takes the newer values of one `PropertiesChanged` (Unit or Service interface).
-    pub fn apply(&mut self, changed: &HashMap<String, OwnedVariant>) {
-        fn take<T>(slot: &mut Option<T>, v: Option<T>) {
-            if v.is_some() {
-                *slot = v;
-            }
-        }
-        let s = |k: &str| changed.get(k).and_then(|v| v.downcast_ref::<&str>().ok()).map(str::to_string);
-        take(&mut self.active_state, s("ActiveState"));
-        take(&mut self.sub_state, s("SubState"));
-        let id = changed.get("InvocationID").and_then(|v| v.try_clone().ok()).and_then(|v| Vec::<u8>::try_from(v).ok());
-        take(&mut self.invocation_id, id);
-        take(&mut self.main_pid, changed.get("MainPID").and_then(|v| v.downcast_ref::<u32>().ok()));
-        let start = changed.get("ExecMainStartTimestamp").and_then(|v| v.downcast_ref::<u64>().ok());
-        take(&mut self.exec_main_start_us, start);
-    }
-
-    /// All five values, when every one was seen.
-    fn complete(&self) -> Option<(String, String, Vec<u8>, u32, u64)> {
-        Some((
-            self.active_state.clone()?,
-            self.sub_state.clone()?,
-            self.invocation_id.clone()?,
-            self.main_pid?,
-            self.exec_main_start_us?,
-        ))
-    }
+/// What the unit's own change signals said during its start job: all five values a record
+/// needs beyond the plan, when every one was seen.
+fn complete(seen: &Change) -> Option<(String, String, Vec<u8>, u32, u64)> {
+    Some((
+        seen.active_state.clone()?,
+        seen.sub_state.clone()?,
+        seen.invocation_id.clone()?,
+        seen.main_pid?,
+        seen.exec_main_start_us?,
+    ))
 }
 
 impl Manager {
@@ -125,7 +96,7 @@ impl Manager {
             }
             Ok(Ok(job)) => job,
         };
-        let mut seen = Seen::default();
+        let mut seen = Change::default();
         let ended = async {
             loop {
                 let next_change = async {
@@ -189,7 +160,7 @@ impl Manager {
                 return Ok((outcome, None));
             }
         };
-        let (active_state, sub_state, invocation_id, main_pid, exec_main_start_us) = match seen.complete() {
+        let (active_state, sub_state, invocation_id, main_pid, exec_main_start_us) = match complete(&seen) {
             Some(all) => all,
             None => {
                 tracing::debug!(%unit, ?seen, "start signals incomplete; reading the properties");
@@ -238,28 +209,23 @@ impl Manager {
     }
 }
 
-fn apply_change(seen: &mut Seen, m: zbus::Result<zbus::Message>) {
+fn apply_change(seen: &mut Change, m: zbus::Result<zbus::Message>) {
     let Ok(m) = m else { return };
     if let Ok((_iface, changed, _invalidated)) =
         m.body().deserialize::<(String, HashMap<String, OwnedVariant>, Vec<String>)>()
     {
-        seen.apply(&changed);
+        seen.merge(Change::of_properties(&changed));
     }
 }
 
-fn service(mgr: &Manager, path: &OwnedObjectPath) -> zbus::proxy::Builder<'static, ServiceProxy<'static>> {
-    ServiceProxy::builder(&mgr.conn).path(path.clone()).cache_properties(CacheProperties::No)
-}
-
 async fn read_limits(mgr: &Manager, path: &OwnedObjectPath) -> zbus::Result<(u64, u64, u64, u64)> {
-    let s = service(mgr, path).build().await?;
+    let s = mgr.service_proxy(path).build().await?;
     futures_util::try_join!(s.memory_max(), s.memory_high(), s.tasks_max(), s.cpu_quota_per_sec_u_sec())
 }
 
 /// The run's values by property reads, for when a change signal was missed.
 async fn read_run(mgr: &Manager, path: &OwnedObjectPath) -> zbus::Result<(String, String, Vec<u8>, u32, u64)> {
-    let u = UnitProxy::builder(&mgr.conn).path(path.clone()).cache_properties(CacheProperties::No).build();
-    let (u, s) = futures_util::try_join!(u, service(mgr, path).build())?;
+    let (u, s) = futures_util::try_join!(mgr.unit_proxy(path).build(), mgr.service_proxy(path).build())?;
     futures_util::try_join!(
         u.active_state(),
         u.sub_state(),
@@ -280,22 +246,28 @@ mod tests {
 
     #[test]
     fn later_signals_win_and_absent_keys_keep_what_was_seen() {
-        let mut seen = Seen::default();
-        seen.apply(&changed(vec![
+        let mut seen = Change::default();
+        seen.merge(Change::of_properties(&changed(vec![
             ("ActiveState", Value::from("activating")),
             ("SubState", Value::from("start")),
             ("InvocationID", Value::from(vec![1u8, 2, 3])),
-        ]));
-        assert_eq!(seen.complete(), None);
-        seen.apply(&changed(vec![("MainPID", Value::from(42u32)), ("ExecMainStartTimestamp", Value::from(7u64))]));
-        seen.apply(&changed(vec![("ActiveState", Value::from("active")), ("SubState", Value::from("running"))]));
-        assert_eq!(seen.complete(), Some(("active".into(), "running".into(), vec![1, 2, 3], 42, 7)));
+        ])));
+        assert_eq!(complete(&seen), None);
+        seen.merge(Change::of_properties(&changed(vec![
+            ("MainPID", Value::from(42u32)),
+            ("ExecMainStartTimestamp", Value::from(7u64)),
+        ])));
+        seen.merge(Change::of_properties(&changed(vec![
+            ("ActiveState", Value::from("active")),
+            ("SubState", Value::from("running")),
+        ])));
+        assert_eq!(complete(&seen), Some(("active".into(), "running".into(), vec![1, 2, 3], 42, 7)));
     }
 
     #[test]
     fn values_of_the_wrong_type_are_ignored() {
-        let mut seen = Seen::default();
-        seen.apply(&changed(vec![("MainPID", Value::from("42")), ("ActiveState", Value::from(1u32))]));
-        assert_eq!(seen, Seen::default());
+        let seen =
+            Change::of_properties(&changed(vec![("MainPID", Value::from("42")), ("ActiveState", Value::from(1u32))]));
+        assert_eq!(seen, Change::default());
     }
 }
