@@ -116,6 +116,14 @@ pub fn agent_unit_pattern(prefix: &str) -> String {
     format!("{AGENT_UNIT_PREFIX}{prefix}-*.service")
 }
 
+/// Glob of the agent units whose name ends like `unique_id` (a session name ends with the last
+/// 8 characters of its spawn request id, else of its agent id), of one provider or any: a lookup
+/// by id reads these few units instead of every agent.
+pub fn units_ending_like(prefix: &str, provider: Option<&str>, unique_id: &str) -> String {
+    let provider = provider.map(|p| format!("{p}-")).unwrap_or_default();
+    format!("{AGENT_UNIT_PREFIX}{prefix}-{provider}*-{}.service", unique_suffix(unique_id))
+}
+
 /// The session name inside an agent unit name, when the unit is one of ours for `prefix`.
 pub fn session_of_unit<'a>(unit: &'a str, prefix: &str) -> Option<&'a str> {
     let session = unit.strip_prefix(AGENT_UNIT_PREFIX)?.strip_suffix(".service")?;
@@ -196,5 +204,15 @@ mod tests {
         assert!(!provider_is_valid("Claude"));
         assert!(!provider_is_valid("../x"));
         assert!(!provider_is_valid(""));
+    }
+
+    #[test]
+    fn units_ending_like_an_id_match_its_units_only() {
+        let any = units_ending_like("ar", None, "req-12345678");
+        assert_eq!(any, "agent-relay-managed-ar-*-12345678.service");
+        assert_eq!(
+            units_ending_like("ar", Some("claude"), "req-12345678"),
+            "agent-relay-managed-ar-claude-*-12345678.service"
+        );
     }
 }

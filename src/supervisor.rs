@@ -255,7 +255,7 @@ impl Supervisor {
         }
         // A unit name ends with the last 8 characters of its spawn request id (else of its agent
         // id): look among those first, so that resolving each of n agents is not a list of all n.
-        let narrowed = format!("{}{prefix}-*-{}.service", naming::AGENT_UNIT_PREFIX, naming::unique_suffix(reference));
+        let narrowed = naming::units_ending_like(prefix, None, reference);
         let near = self.list_matching(&narrowed).await?;
         let found = near
             .iter()
@@ -361,12 +361,7 @@ impl Supervisor {
 
     /// A live agent of this spawn request, looked up among units whose name ends like it.
     pub(crate) async fn find_live_request(&self, rid: &str, provider: &str) -> Result<Option<AgentRecord>, Error> {
-        let pattern = format!(
-            "{}{}-{provider}-*-{}.service",
-            naming::AGENT_UNIT_PREFIX,
-            self.config.tmux_prefix,
-            naming::unique_suffix(rid)
-        );
+        let pattern = naming::units_ending_like(&self.config.tmux_prefix, Some(provider), rid);
         let found = self.list_matching(&pattern).await?;
         let live = found.into_iter().find(|r| {
             r.spawn_request_id.as_deref() == Some(rid)
