@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent_relay_systemd::config::{self, ConfigInputs};
-use agent_relay_systemd::host::HostEnv;
-use agent_relay_systemd::sandbox::PrivateManager;
-use agent_relay_systemd::systemd::BusOptions;
+use agent_relay_systemd::io::host::HostEnv;
+use agent_relay_systemd::io::sandbox::PrivateManager;
+use agent_relay_systemd::io::systemd::BusOptions;
+use agent_relay_systemd::model::config::{self, ConfigInputs};
 use agent_relay_systemd::{SpawnRequest, Supervisor};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -104,12 +104,12 @@ impl Bench {
         let var = |_: &str| None;
         let inputs = ConfigInputs { home: &self.home, os_hostname: "bench", var: &var };
         let cfg = config::load(Some(&self.config), &inputs).unwrap();
-        let cwd = agent_relay_systemd::host::resolve_cwd(&req.cwd, &cfg, &host.home).unwrap();
-        let launcher = agent_relay_systemd::host::resolve_launcher(&cfg, &req.provider, &host.path).unwrap();
+        let cwd = agent_relay_systemd::io::host::resolve_cwd(&req.cwd, &cfg, &host.home).unwrap();
+        let launcher = agent_relay_systemd::io::host::resolve_launcher(&cfg, &req.provider, &host.path).unwrap();
         let runtime_root = host.runtime_root().unwrap();
-        let exits = agent_relay_systemd::exits::exits_dir(&host.state_home);
+        let exits = agent_relay_systemd::io::exit_store::exits_dir(&host.state_home);
         let random = uuid::Uuid::new_v4().simple().to_string();
-        let inputs = agent_relay_systemd::plan::PlanInputs {
+        let inputs = agent_relay_systemd::model::plan::PlanInputs {
             config: &cfg,
             home: &host.home,
             runtime_root: &runtime_root,
@@ -120,9 +120,9 @@ impl Bench {
             record_exit: Some((&self.bin, &exits)),
             random_hex: &random,
         };
-        let plan = agent_relay_systemd::plan::plan(req, &inputs).unwrap();
-        agent_relay_systemd::host::write_spawn_files(&plan).unwrap().keep();
-        let props = agent_relay_systemd::unit::agent_properties(&plan)
+        let plan = agent_relay_systemd::model::plan::plan(req, &inputs).unwrap();
+        agent_relay_systemd::io::host::write_spawn_files(&plan).unwrap().keep();
+        let props = agent_relay_systemd::model::unit::agent_properties(&plan)
             .into_iter()
             .map(|(name, value)| (name.to_string(), variant(value)))
             .collect();
@@ -136,8 +136,8 @@ impl Bench {
     }
 }
 
-fn variant(value: agent_relay_systemd::unit::Value) -> OwnedVariant {
-    use agent_relay_systemd::unit::Value as V;
+fn variant(value: agent_relay_systemd::model::unit::Value) -> OwnedVariant {
+    use agent_relay_systemd::model::unit::Value as V;
     let v: Variant<'static> = match value {
         V::Str(s) => Variant::new(s),
         V::Bool(b) => Variant::new(b),
@@ -174,7 +174,7 @@ impl Floor {
             runtime_dir: Some(runtime_dir.into()),
             timeout: Duration::from_secs(30),
         };
-        let bus = agent_relay_systemd::systemd::connect(&opts).await.unwrap();
+        let bus = agent_relay_systemd::io::systemd::connect(&opts).await.unwrap();
         assert!(bus.p2p, "the private socket is used");
         let conn = bus.conn;
         let proxy = zbus_systemd::systemd1::ManagerProxy::new(&conn).await.unwrap();

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use crate::systemd::ManagerInfo;
+pub use crate::io::systemd::ManagerInfo;
 
 /// The reaper's timer and the agents' slice, as shipped in `units/`.
 pub const REAP_TIMER: &str = "agent-relay-reap.timer";

@@ -39,20 +39,20 @@ impl Error {
     }
 }
 
-impl From<crate::request::InvalidRequest> for Error {
-    fn from(e: crate::request::InvalidRequest) -> Self {
+impl From<crate::model::request::InvalidRequest> for Error {
+    fn from(e: crate::model::request::InvalidRequest) -> Self {
         Error::Invalid(e.0)
     }
 }
 
-impl From<crate::config::ConfigError> for Error {
-    fn from(e: crate::config::ConfigError) -> Self {
+impl From<crate::model::config::ConfigError> for Error {
+    fn from(e: crate::model::config::ConfigError) -> Self {
         Error::Invalid(e.to_string())
     }
 }
 
-impl From<crate::naming::NameTooLong> for Error {
-    fn from(e: crate::naming::NameTooLong) -> Self {
+impl From<crate::model::naming::NameTooLong> for Error {
+    fn from(e: crate::model::naming::NameTooLong) -> Self {
         Error::Invalid(e.to_string())
     }
 }

@@ -1,38 +1,20 @@
 //! agent-relay-systemd: every Agent Relay agent a transient systemd user unit, created and
-//! watched over D-Bus. The pure core (names, requests, plans, unit properties, records) is kept
-//! apart from the IO shell (the systemd manager over zbus, files, the host).
+//! watched over D-Bus. The house in layers:
+//! - [`model`]: pure (requests, names, plans, unit properties, records, decisions);
+//! - [`io`]: the shell (the systemd manager over zbus, files, host facts, tmux, the runner);
+//! - [`ops`]: one file per operation, composing model and io;
+//! - [`cli`]: the command line and its renderings; `doctor` keeps its pure-evaluate + probe shape.
+//!
+//! Imports run cli → ops → io → model, never back up.
 
 pub mod cli;
-pub mod config;
-pub mod diagnose;
 pub mod doctor;
-pub mod durable;
 pub mod error;
-pub mod events;
-pub mod exit;
-pub mod exits;
-pub mod guest;
-pub mod guests;
-pub mod host;
-pub mod limits;
-pub mod logtext;
-pub mod meta;
-pub mod naming;
-pub mod output;
-pub mod plan;
-pub mod reap;
-pub mod reaper;
-pub mod record;
-pub mod recorder;
-pub mod request;
-pub mod sandbox;
-pub mod supervisor;
-pub mod systemd;
-pub mod unit;
-pub mod unitfile;
-pub mod watch;
+pub mod io;
+pub mod model;
+pub mod ops;
 
 pub use error::Error;
-pub use record::{AgentRecord, Liveness};
-pub use request::SpawnRequest;
-pub use supervisor::{SpawnOutcome, StopOutcome, Supervisor};
+pub use model::record::{AgentRecord, Liveness};
+pub use model::request::SpawnRequest;
+pub use ops::{SpawnOutcome, StopOutcome, Supervisor};

@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use agent_relay_systemd::cli::{Cli, Command, CompletionShell, GuestCommand, Output, TerminalCommand};
-use agent_relay_systemd::config::{self, Config, ConfigInputs};
-use agent_relay_systemd::host::HostEnv;
-use agent_relay_systemd::supervisor::now_ms;
-use agent_relay_systemd::{
-    diagnose, doctor, durable, logtext, output, recorder, request, sandbox, watch, Error, Supervisor,
-};
+use agent_relay_systemd::cli::args::{Cli, Command, CompletionShell, GuestCommand, Output, TerminalCommand};
+use agent_relay_systemd::cli::render as output;
+use agent_relay_systemd::io::host::HostEnv;
+use agent_relay_systemd::io::sandbox;
+use agent_relay_systemd::model::config::{self, Config, ConfigInputs};
+use agent_relay_systemd::model::{logtext, request};
+use agent_relay_systemd::ops::now_ms;
+use agent_relay_systemd::ops::{diagnose, durable, record_exit as recorder, watch};
+use agent_relay_systemd::{doctor, Error, Supervisor};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use agent_relay_systemd::cli::Cli;
+use agent_relay_systemd::cli::args::Cli;
 use clap::CommandFactory;
 
 fn run(args: &[&str]) -> Output {

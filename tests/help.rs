@@ -1,7 +1,7 @@
 //! `--help` of every visible command, the top level included, ends with an example an operator
 //! can copy.
 
-use agent_relay_systemd::cli::Cli;
+use agent_relay_systemd::cli::args::Cli;
 use clap::CommandFactory;
 
 /// Every visible command below `cmd` (recursively), with its path, rendered as `--help` shows it.

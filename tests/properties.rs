@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use agent_relay_systemd::config::Config;
-use agent_relay_systemd::meta::AgentMeta;
-use agent_relay_systemd::naming::{self, Sanitize};
-use agent_relay_systemd::plan::{plan, render_env_file, PlanInputs};
-use agent_relay_systemd::{guest, logtext, request, unit};
+use agent_relay_systemd::model::config::Config;
+use agent_relay_systemd::model::meta::AgentMeta;
+use agent_relay_systemd::model::naming::{self, Sanitize};
+use agent_relay_systemd::model::plan::{plan, render_env_file, PlanInputs};
+use agent_relay_systemd::model::{guest, logtext, request, unit};
 use proptest::prelude::*;
 
 const SECRET: &str = "TOKEN-SECRET-7f3a";

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use agent_relay_systemd::sandbox::{run_sandboxed, PrivateManager};
+use agent_relay_systemd::io::sandbox::{run_sandboxed, PrivateManager};
 use common::{bin, pid_alive, wait_until};
 
 const STATES: [&str; 4] = ["initializing", "starting", "running", "degraded"];

@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use agent_relay_systemd::config::Config;
-use agent_relay_systemd::plan::{plan, PlanInputs, SpawnPlan};
-use agent_relay_systemd::{request, unit, unitfile};
+use agent_relay_systemd::model::config::Config;
+use agent_relay_systemd::model::plan::{plan, PlanInputs, SpawnPlan};
+use agent_relay_systemd::model::{request, unit, unitfile};
 
 fn config() -> Config {
     Config {

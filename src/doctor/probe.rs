@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
-use crate::config::Config;
 use crate::error::Error;
-use crate::host::{find_program, HostEnv};
-use crate::systemd::{self, BusOptions, Manager};
+use crate::io::host::{find_program, HostEnv};
+use crate::io::systemd::{self, BusOptions, Manager};
+use crate::model::config::Config;
 
 /// Bound on `tmux -V`.
 const TMUX_TIMEOUT: Duration = Duration::from_secs(3);

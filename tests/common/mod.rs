@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use agent_relay_systemd::sandbox::PrivateManager;
+use agent_relay_systemd::io::sandbox::PrivateManager;
 use serde_json::Value;
 
 pub const TOKEN: &str = "tok-TEST-SECRET-9f3e";

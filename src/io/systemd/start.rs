@@ -14,9 +14,9 @@ use zbus::{MatchRule, MessageStream, OwnedObjectPath, OwnedVariant};
 use super::manager::{error_name, job_removed, map_err, JobOutcome, Manager};
 use super::variant::to_variant;
 use crate::error::Error;
-use crate::events::Change;
-use crate::record::UnitSnapshot;
-use crate::unit::Property;
+use crate::model::events::Change;
+use crate::model::record::UnitSnapshot;
+use crate::model::unit::Property;
 
 const UNIT_EXISTS: &str = "org.freedesktop.systemd1.UnitExists";
 /// A unit emits a handful of change signals while it starts; the stream is read as they come.
@@ -72,7 +72,7 @@ impl Manager {
         wait: Duration,
         follow: bool,
     ) -> Result<(JobOutcome, Option<UnitSnapshot>), StartError> {
-        let path = OwnedObjectPath::try_from(crate::events::path_of_unit(unit))
+        let path = OwnedObjectPath::try_from(crate::model::events::path_of_unit(unit))
             .map_err(|e| StartError::Other(map_err(unit, self.timeout, e)))?;
         // Both streams exist before the call, so no signal of this start is missed.
         let mut jobs = self.job_removed_stream().await.map_err(StartError::Other)?;

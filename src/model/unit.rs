@@ -1,9 +1,9 @@
 //! The unit generator: a [`SpawnPlan`] → the transient unit's properties, as plain data the
 //! D-Bus layer converts. Property names are systemd's (org.freedesktop.systemd1(5)). Pure.
 
-use crate::naming::AGENT_SLICE;
-use crate::plan::SpawnPlan;
-use crate::request::Lifecycle;
+use crate::model::naming::AGENT_SLICE;
+use crate::model::plan::SpawnPlan;
+use crate::model::request::Lifecycle;
 
 /// How long systemd waits after SIGTERM before its own SIGKILL when an operator stops a unit.
 pub const TIMEOUT_STOP_USEC: u64 = 10_000_000;
@@ -61,7 +61,7 @@ pub fn agent_properties(plan: &SpawnPlan) -> Vec<Property> {
         ("StartLimitBurst", U32(START_LIMIT_BURST)),
         ("StartLimitIntervalUSec", U64(START_LIMIT_INTERVAL_USEC)),
     ];
-    props.extend(crate::limits::properties(&plan.limits));
+    props.extend(crate::model::limits::properties(&plan.limits));
     if let Some(argv) = &plan.record_exit_argv {
         // Ignore-failure: recording must never change how the unit ended.
         props.push(("ExecStopPost", Exec(vec![(argv[0].clone(), argv.clone(), true)])));

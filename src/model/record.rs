@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::meta::AgentMeta;
+use crate::model::meta::AgentMeta;
 
 /// The unit properties an agent record is made of, as read over D-Bus.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -127,7 +127,7 @@ pub struct AgentRecord {
     /// Restarted too often: systemd's start limit has stopped it (`Result=start-limit-hit`).
     pub crash_looping: bool,
     /// Resource limits set on the unit (null where none).
-    pub limits: crate::limits::Limits,
+    pub limits: crate::model::limits::Limits,
     pub log_file: String,
     pub description: String,
     /// A durable agent (`spawn --persist`): an enabled unit file, started with the user manager.
@@ -137,7 +137,7 @@ pub struct AgentRecord {
 /// Builds the record; `None` when the unit carries no agent metadata (not one of ours).
 pub fn agent_record(s: &UnitSnapshot, proc_state: ProcState) -> Option<AgentRecord> {
     let m = AgentMeta::from_log_extra_fields(&s.log_extra_fields)?;
-    let crash = crate::exit::crash_looping(&m.lifecycle, &s.active_state, &s.result);
+    let crash = crate::model::exit::crash_looping(&m.lifecycle, &s.active_state, &s.result);
     let started_us = if s.exec_main_start_us > 0 { s.exec_main_start_us } else { s.active_enter_us };
     Some(AgentRecord {
         agent_id: m.agent_id,
@@ -165,7 +165,12 @@ pub fn agent_record(s: &UnitSnapshot, proc_state: ProcState) -> Option<AgentReco
         started_at: (started_us > 0).then_some(started_us / 1000),
         restarts: s.n_restarts,
         crash_looping: crash,
-        limits: crate::limits::from_properties(s.memory_max, s.memory_high, s.tasks_max, s.cpu_quota_per_sec_usec),
+        limits: crate::model::limits::from_properties(
+            s.memory_max,
+            s.memory_high,
+            s.tasks_max,
+            s.cpu_quota_per_sec_usec,
+        ),
         log_file: m.log_file,
         description: s.description.clone(),
         durable: s.durable,

@@ -2,7 +2,7 @@
 
 use zbus::{OwnedVariant, Variant};
 
-use crate::unit::Value;
+use crate::model::unit::Value;
 
 pub(crate) fn to_variant(value: &Value) -> OwnedVariant {
     let v: Variant<'static> = match value.clone() {

@@ -1,21 +1,29 @@
-//! The library's operations — spawn, list, show, stop — composed from the pure core and the IO
-//! shell. systemd is the only state: nothing here is cached between calls.
+//! The operations, one file each, composed from the pure model and the IO shell; this file owns
+//! the connected [`Supervisor`] they all hang off. systemd is the only state: nothing here is
+//! cached between calls.
+
+pub mod diagnose;
+pub mod durable;
+pub mod guests;
+pub mod reap;
+pub mod record_exit;
+pub mod watch;
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::config::Config;
 use crate::error::Error;
-use crate::host::{self, HostEnv};
-use crate::meta::AgentMeta;
-use crate::naming;
-use crate::plan::{self, PlanInputs};
-use crate::record::{self, AgentRecord, Liveness, UnitSnapshot};
-use crate::request::{self, SpawnRequest};
-use crate::systemd::{self, BusOptions, Manager, StartError};
-use crate::unit;
+use crate::io::host::{self, HostEnv};
+use crate::io::systemd::{self, BusOptions, Manager, StartError};
+use crate::model::config::Config;
+use crate::model::meta::AgentMeta;
+use crate::model::naming;
+use crate::model::plan::{self, PlanInputs};
+use crate::model::record::{self, AgentRecord, Liveness, UnitSnapshot};
+use crate::model::request::{self, SpawnRequest};
+use crate::model::unit;
 
 /// Default and largest graceful stop timeouts (the seed's 10 s and 60 s).
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -422,7 +430,7 @@ pub(crate) fn plan_request(
     let cwd = host::resolve_cwd(&req.cwd, config, &host.home)?;
     let launcher = host::resolve_launcher(config, &req.provider, &host.path)?;
     let random = uuid::Uuid::new_v4().simple().to_string();
-    let exits_dir = crate::exits::exits_dir(&host.state_home);
+    let exits_dir = crate::io::exit_store::exits_dir(&host.state_home);
     let inputs = PlanInputs {
         config,
         home: &host.home,

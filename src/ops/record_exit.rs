@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::exit::{ExitRecord, RECORD_SCHEMA};
-use crate::host::HostEnv;
-use crate::systemd::{self, BusOptions, Manager};
+use crate::io::host::HostEnv;
+use crate::io::systemd::{self, BusOptions, Manager};
+use crate::model::exit::{ExitRecord, RECORD_SCHEMA};
 
 /// How long the recorder may spend asking the manager; the record is written without those
 /// details when it does not answer.
@@ -51,7 +51,7 @@ pub fn record_from_env(args: &RecordArgs, var: &dyn Fn(&str) -> Option<String>, 
 /// Records the exit; returns the file written.
 pub async fn record_exit(args: &RecordArgs, host: &HostEnv) -> Result<PathBuf, Error> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let now_ms = crate::supervisor::now_ms();
+    let now_ms = crate::ops::now_ms();
     let mut rec = record_from_env(args, &var, now_ms);
     if let Ok(Ok(snap)) = tokio::time::timeout(ENRICH_TIMEOUT, read_unit(host, &args.unit)).await {
         let ms = |us: u64| (us > 0).then_some(us / 1000);
@@ -60,10 +60,10 @@ pub async fn record_exit(args: &RecordArgs, host: &HostEnv) -> Result<PathBuf, E
         rec.main_pid = (snap.exec_main_pid > 0).then_some(snap.exec_main_pid);
         rec.restarts = Some(snap.n_restarts);
     }
-    crate::exits::write(&args.dir, &rec)
+    crate::io::exit_store::write(&args.dir, &rec)
 }
 
-async fn read_unit(host: &HostEnv, unit: &str) -> Result<crate::record::UnitSnapshot, Error> {
+async fn read_unit(host: &HostEnv, unit: &str) -> Result<crate::model::record::UnitSnapshot, Error> {
     let opts = BusOptions {
         session_address: host.session_bus.clone(),
         runtime_dir: host.runtime_dir.clone(),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::naming;
+use crate::model::naming;
 
 /// Largest spawn request accepted on stdin or from `--spec` (prompts can be long, not endless).
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
@@ -67,7 +67,7 @@ pub struct SpawnRequest {
     pub automation_run_id: Option<String>,
     /// Resource limits of this agent (over the config's `limits`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limits: Option<crate::limits::LimitsSpec>,
+    pub limits: Option<crate::model::limits::LimitsSpec>,
 }
 
 /// `taskId` arrives as a number or a string; it names the session `task-N[-label]`.

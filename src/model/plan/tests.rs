@@ -1,6 +1,6 @@
 use super::*;
-use crate::request::parse;
-use crate::unit::{agent_properties, find, Value};
+use crate::model::request::parse;
+use crate::model::unit::{agent_properties, find, Value};
 
 fn config() -> Config {
     Config {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::naming;
+use crate::model::naming;
 
 pub const DEFAULT_TMUX_PREFIX: &str = "ar";
 pub const DEFAULT_API_PORT: u16 = 4860;
@@ -27,7 +27,7 @@ pub struct Config {
     /// How the runner is launched: argv prefix before `<provider>`. `None`: `<provider>-relay`.
     pub runner_command: Option<Vec<String>>,
     /// Default resource limits of every agent.
-    pub limits: Option<crate::limits::LimitsSpec>,
+    pub limits: Option<crate::model::limits::LimitsSpec>,
     /// How many days `reap` keeps exit records (default 7).
     pub exit_retention_days: u32,
 }
@@ -44,7 +44,7 @@ struct ConfigFile {
     tmux_prefix: Option<String>,
     api_port: Option<u16>,
     runner_command: Option<Vec<String>>,
-    limits: Option<crate::limits::LimitsSpec>,
+    limits: Option<crate::model::limits::LimitsSpec>,
     exit_retention_days: Option<u32>,
 }
 
@@ -130,10 +130,10 @@ pub fn resolve(text: Option<&str>, path: &Path, inputs: &ConfigInputs<'_>) -> Re
         }
     }
     let env = file.env.unwrap_or_default();
-    if let Some(bad) = env.keys().find(|k| !crate::request::env_key_is_valid(k)) {
+    if let Some(bad) = env.keys().find(|k| !crate::model::request::env_key_is_valid(k)) {
         return Err(malformed(format!("env key {bad:?} is not a valid variable name")));
     }
-    if let Err(e) = crate::limits::resolve(None, file.limits.as_ref()) {
+    if let Err(e) = crate::model::limits::resolve(None, file.limits.as_ref()) {
         return Err(malformed(e));
     }
     let exit_retention_days = file.exit_retention_days.unwrap_or(7);

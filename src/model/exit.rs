@@ -43,7 +43,7 @@ pub struct ExitRecord {
 impl ExitRecord {
     /// Whether this record is of the run whose `InvocationID` property is `invocation`.
     pub fn is_run(&self, invocation: &[u8]) -> bool {
-        !invocation.is_empty() && self.invocation_id == crate::record::invocation_hex(invocation)
+        !invocation.is_empty() && self.invocation_id == crate::model::record::invocation_hex(invocation)
     }
 }
 

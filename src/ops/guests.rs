@@ -6,9 +6,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::guest::{self, Key};
-use crate::record::Liveness;
-use crate::supervisor::{now_ms, Supervisor};
+use crate::model::guest::{self, Key};
+use crate::model::record::Liveness;
+use crate::ops::{now_ms, Supervisor};
 
 /// Bound on the runner's control URL, as the seed.
 pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -115,7 +115,8 @@ impl Supervisor {
         if agent.state != Liveness::Alive {
             return Err(Error::Invalid(format!("agent {} is not running; a guest needs a live agent", agent.agent_id)));
         }
-        let info_path = crate::plan::runner_info_dir(&self.host.home).join(format!("{}.json", agent.session_name));
+        let info_path =
+            crate::model::plan::runner_info_dir(&self.host.home).join(format!("{}.json", agent.session_name));
         let info: serde_json::Value =
             std::fs::read(&info_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(|| {
                 Error::Invalid("runner control URL is unavailable; restart the agent to enable terminal attach".into())
@@ -126,9 +127,9 @@ impl Supervisor {
             Err(e) => return Err(Error::Invalid(format!("fetching the attach spec failed: {e}"))),
         };
         let (cfg, home) = (&self.config, &self.host.home);
-        let within = |c: &str| crate::host::resolve_cwd(c, cfg, home).is_ok();
+        let within = |c: &str| crate::io::host::resolve_cwd(c, cfg, home).is_ok();
         let spec = guest::parse_attach_spec(&body, &within).map_err(Error::Invalid)?;
-        let tmux_bin = crate::host::find_program("tmux", &self.host.path).ok_or_else(|| {
+        let tmux_bin = crate::io::host::find_program("tmux", &self.host.path).ok_or_else(|| {
             Error::Invalid("tmux is not installed (not on PATH); install tmux for guest terminals".into())
         })?;
         let rand8 = &uuid::Uuid::new_v4().simple().to_string()[..8];
@@ -150,10 +151,10 @@ impl Supervisor {
             Ok(job) => {
                 return Err(Error::SpawnFailed { unit, detail: format!("guest tmux server: start job {}", job.result) })
             }
-            Err(crate::systemd::StartError::Exists) => {
+            Err(crate::io::systemd::StartError::Exists) => {
                 return Err(Error::Conflict(format!("guest unit {unit} already exists")))
             }
-            Err(crate::systemd::StartError::Other(e)) => return Err(e),
+            Err(crate::io::systemd::StartError::Other(e)) => return Err(e),
         }
         let mut args = vec![s("-L"), name.clone(), s("new-session"), s("-d"), s("-s"), name.clone(), s("-x"), s("200")];
         args.extend([s("-y"), s("50"), s("-c"), spec.cwd.clone()]);
@@ -273,7 +274,7 @@ fn not_running(name: &str, e: Error) -> Error {
     }
 }
 
-fn guest_record(snap: &crate::record::UnitSnapshot, prefix: &str) -> Option<GuestRecord> {
+fn guest_record(snap: &crate::model::record::UnitSnapshot, prefix: &str) -> Option<GuestRecord> {
     let name = guest::guest_of_unit(&snap.unit, prefix)?;
     let fields: std::collections::HashMap<&str, &str> =
         snap.log_extra_fields.iter().filter_map(|b| std::str::from_utf8(b).ok()?.split_once('=')).collect();

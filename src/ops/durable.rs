@@ -10,15 +10,15 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::Config;
 use crate::error::Error;
-use crate::host::{self, HostEnv};
-use crate::meta::AgentMeta;
-use crate::plan::SpawnPlan;
-use crate::record::UnitSnapshot;
-use crate::request::SpawnRequest;
-use crate::supervisor::{plan_request, to_record, SpawnOutcome, StopOutcome, Supervisor};
-use crate::{naming, unit, unitfile};
+use crate::io::host::{self, HostEnv};
+use crate::model::config::Config;
+use crate::model::meta::AgentMeta;
+use crate::model::plan::SpawnPlan;
+use crate::model::record::UnitSnapshot;
+use crate::model::request::SpawnRequest;
+use crate::model::{naming, unit, unitfile};
+use crate::ops::{plan_request, to_record, SpawnOutcome, StopOutcome, Supervisor};
 
 /// How long a durable spawn or removal waits for another one to finish with the unit files.
 const LOCK_WAIT: Duration = Duration::from_secs(30);

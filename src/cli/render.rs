@@ -1,8 +1,8 @@
 //! Human-readable renderings of records and answers (the JSON forms are their serde forms).
 //! Pure: strings in, strings out; the clock is passed in.
 
-use crate::record::AgentRecord;
-use crate::supervisor::StopOutcome;
+use crate::model::record::AgentRecord;
+use crate::ops::StopOutcome;
 
 /// A table of agents, one line each.
 pub fn agent_table(agents: &[AgentRecord], now_ms: u64) -> String {
@@ -80,21 +80,23 @@ pub fn agent_details(a: &AgentRecord) -> String {
 }
 
 /// `diagnose` for people: the verdict, the facts, the log tail.
-pub fn diagnosis(d: &crate::diagnose::Diagnosis) -> String {
+pub fn diagnosis(d: &crate::ops::diagnose::Diagnosis) -> String {
     let e = &d.exit;
     let verdict = match e.kind {
-        crate::exit::ExitKind::Exited => {
+        crate::model::exit::ExitKind::Exited => {
             format!("exited with status {}", e.exit_code.map(|c| c.to_string()).unwrap_or("?".into()))
         }
-        crate::exit::ExitKind::Signal => format!(
+        crate::model::exit::ExitKind::Signal => format!(
             "killed by {}{}",
             e.signal.clone().unwrap_or_default(),
             if e.core_dumped { " (core dumped)" } else { "" }
         ),
-        crate::exit::ExitKind::Oom => "killed by the OOM killer".to_string(),
-        crate::exit::ExitKind::CrashLoop => "crash-looping: hit its restart limit".to_string(),
-        crate::exit::ExitKind::Unknown if d.state == crate::record::Liveness::Alive => "running".to_string(),
-        crate::exit::ExitKind::Unknown => "exit unknown".to_string(),
+        crate::model::exit::ExitKind::Oom => "killed by the OOM killer".to_string(),
+        crate::model::exit::ExitKind::CrashLoop => "crash-looping: hit its restart limit".to_string(),
+        crate::model::exit::ExitKind::Unknown if d.state == crate::model::record::Liveness::Alive => {
+            "running".to_string()
+        }
+        crate::model::exit::ExitKind::Unknown => "exit unknown".to_string(),
     };
     let mut out = format!(
         "{} ({}): {verdict}\nstate           {} ({}/{})\nresult          {}\nrestarts        {}\nruntime         {}\nlog             {} ({} bytes{})\nrunner info     {}\n",
@@ -124,7 +126,7 @@ pub fn diagnosis(d: &crate::diagnose::Diagnosis) -> String {
 }
 
 /// One `watch` event for people: time, type, session, and the exit or detail.
-pub fn watch_line(ev: &crate::watch::WatchEvent) -> String {
+pub fn watch_line(ev: &crate::ops::watch::WatchEvent) -> String {
     let who = ev.agent.as_ref().map(|a| a.session_name.clone()).or_else(|| ev.unit.clone()).unwrap_or_default();
     let mut s = format!("{} {:<12} {who}", ev.time, ev.kind);
     if let Some(e) = &ev.exit {
@@ -142,7 +144,7 @@ pub fn watch_line(ev: &crate::watch::WatchEvent) -> String {
 }
 
 /// A table of guest terminals.
-pub fn guest_table(guests: &[crate::guests::GuestRecord], now_ms: u64) -> String {
+pub fn guest_table(guests: &[crate::ops::guests::GuestRecord], now_ms: u64) -> String {
     if guests.is_empty() {
         return "(no guests)\n".into();
     }

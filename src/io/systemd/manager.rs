@@ -12,7 +12,7 @@ use zbus_systemd::systemd1::{ManagerProxy, ServiceProxy, UnitProxy};
 
 use super::bus::Bus;
 use crate::error::Error;
-use crate::record::UnitSnapshot;
+use crate::model::record::UnitSnapshot;
 
 mod facts;
 pub use facts::ManagerInfo;
@@ -324,8 +324,8 @@ impl Manager {
 
     /// The unit's `EnvironmentFiles=` paths (empty when the unit is gone).
     pub async fn environment_files(&self, unit: &str) -> Result<Vec<std::path::PathBuf>, Error> {
-        let path =
-            OwnedObjectPath::try_from(crate::events::path_of_unit(unit)).map_err(|e| map_err(unit, self.timeout, e))?;
+        let path = OwnedObjectPath::try_from(crate::model::events::path_of_unit(unit))
+            .map_err(|e| map_err(unit, self.timeout, e))?;
         let call = async {
             let s = self.service_proxy(&path).build().await?;
             Ok(s.environment_files().await?.into_iter().map(|(p, _)| p.into()).collect())

@@ -5,10 +5,10 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use crate::config::Config;
 use crate::error::Error;
-use crate::plan::SpawnPlan;
-use crate::record::{parse_proc_stat_state, ProcState};
+use crate::model::config::Config;
+use crate::model::plan::SpawnPlan;
+use crate::model::record::{parse_proc_stat_state, ProcState};
 
 /// Environment facts, read once from the process (or given by a test).
 #[derive(Debug, Clone)]
@@ -155,7 +155,7 @@ pub fn is_within(target: &Path, base: &Path) -> bool {
 /// The cwd, checked as the seed does: inside baseDir after resolving `..` and symlinks, and
 /// an existing directory. Returns the canonical path.
 pub fn resolve_cwd(cwd: &str, config: &Config, home: &Path) -> Result<PathBuf, Error> {
-    let raw = crate::config::expand_home(cwd, home);
+    let raw = crate::model::config::expand_home(cwd, home);
     if !raw.is_absolute() {
         return Err(Error::Invalid(format!("cwd must be an absolute path: {cwd}")));
     }
@@ -299,7 +299,7 @@ pub fn write_spawn_files(plan: &SpawnPlan) -> Result<SpawnFiles, Error> {
         .create(&plan.agent_dir)
         .map_err(Error::io("creating directory", &plan.agent_dir))?;
     let guard = SpawnFiles { dir: Some(plan.agent_dir.clone()) };
-    write_private_file(&plan.env_file, crate::plan::render_env_file(&plan.secret_env).as_bytes())?;
+    write_private_file(&plan.env_file, crate::model::plan::render_env_file(&plan.secret_env).as_bytes())?;
     for p in &plan.payloads {
         write_private_file(&p.path, p.contents.as_bytes())?;
     }

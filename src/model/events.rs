@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use zbus::OwnedVariant;
 
-use crate::exit::{self, ExitInfo};
+use crate::model::exit::{self, ExitInfo};
 
 /// Bumped when an event's fields change meaning.
 pub const EVENT_SCHEMA: u32 = 1;
@@ -208,7 +208,7 @@ pub fn unit_of_path(path: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exit::ExitKind;
+    use crate::model::exit::ExitKind;
 
     fn v(active: &str, sub: &str, pid: u32) -> View {
         View { active_state: active.into(), sub_state: sub.into(), main_pid: pid, ..Default::default() }

@@ -14,14 +14,14 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use zbus::{MatchRule, MessageStream, OwnedVariant};
 
-use crate::config::Config;
 use crate::error::Error;
-use crate::events::{self, Change, Kind, View, EVENT_SCHEMA};
-use crate::exit::ExitInfo;
-use crate::host::HostEnv;
-use crate::naming;
-use crate::record::{self, AgentRecord, ProcState, UnitSnapshot};
-use crate::supervisor::{now_ms, Supervisor};
+use crate::io::host::HostEnv;
+use crate::model::config::Config;
+use crate::model::events::{self, Change, Kind, View, EVENT_SCHEMA};
+use crate::model::exit::ExitInfo;
+use crate::model::naming;
+use crate::model::record::{self, AgentRecord, ProcState, UnitSnapshot};
+use crate::ops::{now_ms, Supervisor};
 
 const SIGNAL_QUEUE: usize = 4096;
 
@@ -326,7 +326,7 @@ impl Watcher {
             // while its runner still runs in the unit's cgroup (a manager in the middle of a
             // re-execution) is no evidence of an exit. The unit's next signal, or the next
             // reconcile, settles it.
-            if o.main_pid > 0 && crate::host::runs_in_unit(o.main_pid, unit) {
+            if o.main_pid > 0 && crate::io::host::runs_in_unit(o.main_pid, unit) {
                 tracing::debug!(unit, pid = o.main_pid, "unit not found while its main process runs; not an exit");
                 return;
             }
@@ -367,9 +367,9 @@ impl Watcher {
 
     fn recorded_exit(&self, unit: &str) -> Option<ExitInfo> {
         let t = self.tracked.get(unit)?;
-        let dir = crate::exits::exits_dir(&self.host.state_home);
-        let recs = crate::exits::read_session(&dir, &t.record.session_name);
-        recs.iter().rev().find(|r| r.is_run(&t.invocation)).map(crate::exit::classify_record)
+        let dir = crate::io::exit_store::exits_dir(&self.host.state_home);
+        let recs = crate::io::exit_store::read_session(&dir, &t.record.session_name);
+        recs.iter().rev().find(|r| r.is_run(&t.invocation)).map(crate::model::exit::classify_record)
     }
 
     fn update(&mut self, unit: &str, view: View) {
@@ -380,7 +380,7 @@ impl Watcher {
             r.pid = (view.main_pid > 0).then_some(view.main_pid);
             r.restarts = view.n_restarts;
             r.result = view.result.clone();
-            r.crash_looping = crate::exit::crash_looping(&r.lifecycle, &view.active_state, &view.result);
+            r.crash_looping = crate::model::exit::crash_looping(&r.lifecycle, &view.active_state, &view.result);
             let snap = UnitSnapshot {
                 load_state: "loaded".into(),
                 active_state: view.active_state.clone(),

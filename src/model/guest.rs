@@ -6,8 +6,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::naming::{sanitize_fs_name, Sanitize, AGENT_SLICE};
-use crate::unit::{Property, Value};
+use crate::model::naming::{sanitize_fs_name, Sanitize, AGENT_SLICE};
+use crate::model::unit::{Property, Value};
 
 pub const GUEST_UNIT_PREFIX: &str = "agent-relay-guest-";
 pub const DEFAULT_TTL_MS: u64 = 60 * 60 * 1000;
@@ -76,7 +76,7 @@ pub fn parse_attach_spec(body: &[u8], within_base: &dyn Fn(&str) -> bool) -> Res
             let mut out = BTreeMap::new();
             for (k, v) in m {
                 let v = v.as_str().ok_or("runner attach-spec env must be a string record")?;
-                if crate::request::env_key_is_valid(k) && !v.contains('\0') {
+                if crate::model::request::env_key_is_valid(k) && !v.contains('\0') {
                     out.insert(k.clone(), v.to_string());
                 }
             }

@@ -7,8 +7,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::exit::ExitRecord;
-use crate::host::private_dir;
+use crate::io::host::private_dir;
+use crate::model::exit::ExitRecord;
 
 /// `<state>/agent-relay-systemd/exits`.
 pub fn exits_dir(state_home: &Path) -> PathBuf {
@@ -77,7 +77,7 @@ pub fn find(dir: &Path, reference: &str) -> Option<ExitRecord> {
     }
     // A session name ends with the last 8 characters of its spawn request id (else of its agent
     // id): read those sessions first, not every session's records for each lookup.
-    let suffix = format!("-{}", crate::naming::unique_suffix(reference));
+    let suffix = format!("-{}", crate::model::naming::unique_suffix(reference));
     let (near, far): (Vec<String>, Vec<String>) = sessions(dir).into_iter().partition(|s| s.ends_with(&suffix));
     newest_of(dir, &near, reference).or_else(|| newest_of(dir, &far, reference))
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::unit::Value::*;
+use crate::model::unit::Value::*;
 
 #[test]
 fn words_are_quoted_as_systemd_reads_them() {

@@ -4,10 +4,10 @@
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::exit::{self, ExitInfo, ExitKind, LastErrorFacts};
-use crate::naming;
-use crate::record::Liveness;
-use crate::supervisor::Supervisor;
+use crate::model::exit::{self, ExitInfo, ExitKind, LastErrorFacts};
+use crate::model::naming;
+use crate::model::record::Liveness;
+use crate::ops::Supervisor;
 
 /// Lines of log shown by `diagnose`, as the seed.
 pub const DIAGNOSE_LOG_LINES: usize = 20;
@@ -105,7 +105,7 @@ pub struct KillOutcome {
 impl Supervisor {
     /// Exit diagnostics; works after the unit has been collected, from the exit records.
     pub async fn diagnose(&self, reference: &str) -> Result<Diagnosis, Error> {
-        let dir = crate::exits::exits_dir(&self.host.state_home);
+        let dir = crate::io::exit_store::exits_dir(&self.host.state_home);
         let live = match self.resolve(reference).await {
             Ok(agent) => Some(agent),
             Err(Error::NotFound { .. }) => None,
@@ -114,7 +114,7 @@ impl Supervisor {
         let mut d = match live {
             Some(agent) => {
                 let snap = self.snapshot(&agent.systemd_unit).await?.unwrap_or_default();
-                let records = crate::exits::read_session(&dir, &agent.session_name);
+                let records = crate::io::exit_store::read_session(&dir, &agent.session_name);
                 let stopped = matches!(snap.active_state.as_str(), "inactive" | "failed");
                 let this_run = records.iter().rev().find(|r| r.is_run(&snap.invocation_id));
                 // classify_unit also knows an ended main process while the unit still deactivates
@@ -137,7 +137,7 @@ impl Supervisor {
                 let end = if snap.exec_main_exit_us > snap.exec_main_start_us { snap.exec_main_exit_us } else { 0 };
                 let runtime_ms = match (snap.exec_main_start_us, end) {
                     (s, e) if s > 0 && e > 0 => Some((e - s) / 1000),
-                    (s, _) if s > 0 && !stopped => Some(crate::supervisor::now_ms().saturating_sub(s / 1000)),
+                    (s, _) if s > 0 && !stopped => Some(crate::ops::now_ms().saturating_sub(s / 1000)),
                     _ => None,
                 };
                 let who = Who {
@@ -155,9 +155,9 @@ impl Supervisor {
                 Diagnosis::of(who, exit, previous, Some(agent.restarts), runtime_ms, records.len())
             }
             None => {
-                let rec = crate::exits::find(&dir, reference)
+                let rec = crate::io::exit_store::find(&dir, reference)
                     .ok_or_else(|| Error::NotFound { reference: reference.to_string() })?;
-                let records = crate::exits::read_session(&dir, &rec.session_name);
+                let records = crate::io::exit_store::read_session(&dir, &rec.session_name);
                 let exit = exit::classify_record(&rec);
                 let runtime_ms = match (rec.started_at, rec.exited_at) {
                     (Some(s), Some(e)) if e >= s => Some(e - s),
@@ -181,14 +181,14 @@ impl Supervisor {
             }
         };
         if let Ok((lines, bytes)) =
-            crate::logtext::tail_file(std::path::Path::new(&d.log_file), DIAGNOSE_LOG_LINES, false)
+            crate::model::logtext::tail_file(std::path::Path::new(&d.log_file), DIAGNOSE_LOG_LINES, false)
         {
             d.log_bytes = bytes;
             d.log_empty = bytes == 0;
             d.last_log_lines = lines;
         }
         d.runner_info_present =
-            crate::plan::runner_info_dir(&self.host.home).join(format!("{}.json", d.session_name)).exists();
+            crate::model::plan::runner_info_dir(&self.host.home).join(format!("{}.json", d.session_name)).exists();
         if d.state != Liveness::Alive {
             let facts = LastErrorFacts {
                 provider: &d.provider,
@@ -239,8 +239,8 @@ impl Supervisor {
         match self.resolve(reference).await {
             Ok(agent) => Ok(agent.log_file.into()),
             Err(Error::NotFound { .. }) => {
-                let dir = crate::exits::exits_dir(&self.host.state_home);
-                let rec = crate::exits::find(&dir, reference)
+                let dir = crate::io::exit_store::exits_dir(&self.host.state_home);
+                let rec = crate::io::exit_store::find(&dir, reference)
                     .ok_or_else(|| Error::NotFound { reference: reference.to_string() })?;
                 Ok(rec.log_file.into())
             }

@@ -1,4 +1,4 @@
-//! `reap`, the IO part: gathers what exists, asks [`crate::reap::decide`], and carries the actions
+//! `reap`, the IO part: gathers what exists, asks [`crate::model::reap::decide`], and carries the actions
 //! out. Runs are serialised by a lock file; directory removal is rename-then-delete, so an
 //! interrupted run leaves a `.reaping-*` name the next run finishes, never a half-made agent.
 //! Durable agents' secret directories are judged against their unit files under the lock that
@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::reap::{self, Action, DurableUnitFile, Facts, FileFact, UnitFact};
-use crate::supervisor::{now_ms, Supervisor};
+use crate::model::reap::{self, Action, DurableUnitFile, Facts, FileFact, UnitFact};
+use crate::ops::{now_ms, Supervisor};
 
 /// Files younger than this are never reaped: a spawn writes them before its unit exists.
 pub const GRACE: Duration = Duration::from_secs(60);
@@ -56,9 +56,9 @@ impl Supervisor {
     /// One reap; `retention` is how long exit records are kept.
     pub async fn reap(&self, dry_run: bool, retention: Duration) -> Result<ReapReport, Error> {
         let root = self.host.runtime_root()?;
-        crate::host::private_dir(&root)?;
+        crate::io::host::private_dir(&root)?;
         let lock_path = root.join("reap.lock");
-        let _guard = crate::host::lock_file(&lock_path, LOCK_WAIT, "another reap to finish").await?;
+        let _guard = crate::io::host::lock_file(&lock_path, LOCK_WAIT, "another reap to finish").await?;
         // Only once some durable agent was made: the lock would create the directory.
         let _durable = if self.host.durable_root().is_dir() { Some(self.durable_lock().await?) } else { None };
         let facts = self.reap_facts(&root, retention).await?;
@@ -83,7 +83,7 @@ impl Supervisor {
     }
 
     async fn reap_facts(&self, root: &Path, retention: Duration) -> Result<Facts, Error> {
-        let exits_dir = crate::exits::exits_dir(&self.host.state_home);
+        let exits_dir = crate::io::exit_store::exits_dir(&self.host.state_home);
         let prefix = &self.config.tmux_prefix;
         let session_prefix = format!("{prefix}-");
         let agent_dirs = attempt_dirs(&root.join("agents"), &session_prefix);
@@ -93,9 +93,9 @@ impl Supervisor {
         }
         let mut agent_units = Vec::new();
         for s in self.snapshots().await? {
-            let Some(session) = crate::naming::session_of_unit(&s.unit, prefix) else { continue };
+            let Some(session) = crate::model::naming::session_of_unit(&s.unit, prefix) else { continue };
             let exit_recorded =
-                crate::exits::read_session(&exits_dir, session).iter().any(|r| r.is_run(&s.invocation_id));
+                crate::io::exit_store::read_session(&exits_dir, session).iter().any(|r| r.is_run(&s.invocation_id));
             // Only a session with several directories can have a stale one (a spawn killed
             // before its unit started): ask the unit which is its own.
             let agent_dir = if dirs_per_session.get(session).copied().unwrap_or(0) > 1 {
@@ -112,18 +112,18 @@ impl Supervisor {
                 exit_recorded,
             });
         }
-        let guest_pattern = format!("{}{prefix}-guest-*.service", crate::guest::GUEST_UNIT_PREFIX);
+        let guest_pattern = format!("{}{prefix}-guest-*.service", crate::model::guest::GUEST_UNIT_PREFIX);
         let guest_units = self
             .manager()
             .list_units(&[guest_pattern])
             .await?
             .into_iter()
-            .filter_map(|l| crate::guest::guest_of_unit(&l.unit, prefix).map(str::to_string))
+            .filter_map(|l| crate::model::guest::guest_of_unit(&l.unit, prefix).map(str::to_string))
             .collect();
         let durable_dirs = attempt_dirs(&self.host.durable_root().join("agents"), &session_prefix);
         // The manager's own list of unit files, so that the files it would start at boot are the
         // ones judged, whatever directory they are in.
-        let pattern = crate::naming::agent_unit_pattern(prefix);
+        let pattern = crate::model::naming::agent_unit_pattern(prefix);
         let durable_unit_files = self
             .manager()
             .unit_files(std::slice::from_ref(&pattern))
@@ -131,17 +131,17 @@ impl Supervisor {
             .into_iter()
             .filter_map(|(path, _state)| {
                 let path = PathBuf::from(path);
-                let session = crate::naming::session_of_unit(path.file_name()?.to_str()?, prefix)?.to_string();
+                let session = crate::model::naming::session_of_unit(path.file_name()?.to_str()?, prefix)?.to_string();
                 // Unreadable (or masked): names nothing, so every secret dir of the session is kept.
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
-                let secret_dirs = crate::unitfile::environment_files(&text)
+                let secret_dirs = crate::model::unitfile::environment_files(&text)
                     .into_iter()
                     .filter_map(|f| f.parent().map(Path::to_path_buf))
                     .collect();
                 Some(DurableUnitFile { session, secret_dirs })
             })
             .collect();
-        let runner_infos = entries(&crate::plan::runner_info_dir(&self.host.home))
+        let runner_infos = entries(&crate::model::plan::runner_info_dir(&self.host.home))
             .into_iter()
             .filter(|(n, _)| n.starts_with(&session_prefix) && n.ends_with(".json"))
             .filter_map(|(n, p)| {
@@ -149,7 +149,7 @@ impl Supervisor {
             })
             .collect();
         let mut exit_records = Vec::new();
-        for session in crate::exits::sessions(&exits_dir) {
+        for session in crate::io::exit_store::sessions(&exits_dir) {
             for (n, p) in entries(&exits_dir.join(&session)) {
                 // `<recorded_at ms, 16 digits>-<invocation>.json`
                 if let Some(t) = n.split('-').next().and_then(|t| t.parse::<u64>().ok()) {
@@ -159,7 +159,7 @@ impl Supervisor {
         }
         let guest_sockets = entries(&self.host.tmux_socket_dir())
             .into_iter()
-            .filter(|(n, _)| crate::guest::is_guest_name(n, prefix))
+            .filter(|(n, _)| crate::model::guest::is_guest_name(n, prefix))
             .filter_map(|(n, p)| Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner: n }))
             .collect();
         Ok(Facts {
@@ -194,7 +194,7 @@ impl Supervisor {
             Action::ResetFailedUnit(u) => self.manager().reset_failed(u).await,
             Action::EndGuestServer(name) => {
                 let args = ["-L".to_string(), name.clone(), "kill-server".to_string()];
-                let _ = crate::guests::tmux(&self.host.tmux_tmpdir, &args).await;
+                let _ = crate::ops::guests::tmux(&self.host.tmux_tmpdir, &args).await;
                 let _ = std::fs::remove_file(self.host.tmux_socket_dir().join(name));
                 Ok(())
             }

@@ -1,8 +1,8 @@
-//! The unit-file renderer: the very property list [`crate::unit::agent_properties`] gives a
+//! The unit-file renderer: the very property list [`crate::model::unit::agent_properties`] gives a
 //! transient unit → the text of an equivalent unit file, so transient and durable agents never
 //! drift. Quoting follows systemd.syntax(7) and systemd.service(5). Pure: no IO.
 
-use crate::unit::{Property, Value};
+use crate::model::unit::{Property, Value};
 
 /// Where a durable agent's unit file points operators for help.
 pub const DOCUMENTATION: &str = "man:agent-relay-systemd(1)";

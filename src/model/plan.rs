@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::config::Config;
-use crate::meta::AgentMeta;
-use crate::naming;
-use crate::request::{Lifecycle, SpawnRequest, TaskId};
+use crate::model::config::Config;
+use crate::model::meta::AgentMeta;
+use crate::model::naming;
+use crate::model::request::{Lifecycle, SpawnRequest, TaskId};
 
 /// Host facts the plan depends on, gathered by the IO shell.
 #[derive(Debug, Clone)]
@@ -55,7 +55,7 @@ pub struct SpawnPlan {
     pub log_file: PathBuf,
     pub runner_info_file: PathBuf,
     pub lifecycle: Lifecycle,
-    pub limits: crate::limits::Limits,
+    pub limits: crate::model::limits::Limits,
     /// argv of the `ExecStopPost=` that records the exit (`None`: no recorder available).
     pub record_exit_argv: Option<Vec<String>>,
 }
@@ -89,17 +89,17 @@ fn task_text(t: &TaskId) -> String {
 }
 
 /// Builds the plan. Fails only when no usable name can be derived.
-pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, crate::request::InvalidRequest> {
+pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, crate::model::request::InvalidRequest> {
     let cfg = inp.config;
-    let limits =
-        crate::limits::resolve(req.limits.as_ref(), cfg.limits.as_ref()).map_err(crate::request::InvalidRequest)?;
+    let limits = crate::model::limits::resolve(req.limits.as_ref(), cfg.limits.as_ref())
+        .map_err(crate::model::request::InvalidRequest)?;
     let label = effective_label(req, inp.now_ms);
     let uuid8 = &inp.random_hex[..8.min(inp.random_hex.len())];
     let agent_id =
         req.agent_id.clone().unwrap_or_else(|| naming::agent_id(&cfg.hostname, &req.provider, &label, uuid8));
     let unique = req.spawn_request_id.as_deref().unwrap_or(&agent_id);
     let session = naming::session_name(&cfg.tmux_prefix, &req.provider, &label, unique)
-        .map_err(|e| crate::request::InvalidRequest(e.to_string()))?;
+        .map_err(|e| crate::model::request::InvalidRequest(e.to_string()))?;
     let unit = naming::agent_unit_name(&session);
     let approval = req.approval_mode.clone().unwrap_or_else(|| "guarded".into());
     let lifecycle = req.lifecycle.unwrap_or_default();
@@ -301,7 +301,7 @@ fn profile_env(profile: Option<&serde_json::Map<String, serde_json::Value>>) -> 
         return BTreeMap::new();
     };
     env.iter()
-        .filter(|(k, _)| crate::request::env_key_is_valid(k))
+        .filter(|(k, _)| crate::model::request::env_key_is_valid(k))
         .filter_map(|(k, v)| v.as_str().filter(|s| !s.contains('\0')).map(|s| (k.clone(), s.to_string())))
         .collect()
 }

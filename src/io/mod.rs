@@ -1,0 +1,9 @@
+//! The IO shell: everything that touches the outside world. The systemd user manager over D-Bus
+//! (`systemd`), host facts and the one path layout (`host`), the exit-record store, and the
+//! throwaway manager of the tests (`sandbox`). Each boundary's verbs speak the domain and every
+//! call across it is bounded; decisions are the model's.
+
+pub mod exit_store;
+pub mod host;
+pub mod sandbox;
+pub mod systemd;
