@@ -420,7 +420,7 @@ impl Supervisor {
 
 /// Validates a request and plans it against this host; the agent's secret and payload files
 /// go below `files_root` (the runtime dir for transient agents, the state dir for durable ones).
-pub(crate) fn plan_request(
+pub fn plan_request(
     config: &Config,
     host: &HostEnv,
     req: &SpawnRequest,

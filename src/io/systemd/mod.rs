@@ -10,3 +10,4 @@ mod variant;
 pub use bus::{connect, BusOptions};
 pub use manager::{JobOutcome, JobStream, Manager, ManagerInfo};
 pub use start::StartError;
+pub use variant::to_variant;

@@ -4,7 +4,7 @@ use zbus::{OwnedVariant, Variant};
 
 use crate::model::unit::Value;
 
-pub(crate) fn to_variant(value: &Value) -> OwnedVariant {
+pub fn to_variant(value: &Value) -> OwnedVariant {
     let v: Variant<'static> = match value.clone() {
         Value::Str(s) => Variant::new(s),
         Value::Bool(b) => Variant::new(b),
