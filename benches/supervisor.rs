@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use agent_relay_systemd::io::config_file as config;
 use agent_relay_systemd::io::host::HostEnv;
 use agent_relay_systemd::io::sandbox::PrivateManager;
 use agent_relay_systemd::io::systemd::BusOptions;
-use agent_relay_systemd::model::config::{self, ConfigInputs};
+use agent_relay_systemd::model::config::ConfigInputs;
 use agent_relay_systemd::{SpawnRequest, Supervisor};
 use futures_util::StreamExt;
 use serde_json::{json, Value};

@@ -9,9 +9,10 @@ use clap::Parser;
 
 use agent_relay_systemd::cli::args::{Cli, Command, CompletionShell, GuestCommand, Output, TerminalCommand};
 use agent_relay_systemd::cli::render as output;
+use agent_relay_systemd::io::config_file as config;
 use agent_relay_systemd::io::host::HostEnv;
-use agent_relay_systemd::io::sandbox;
-use agent_relay_systemd::model::config::{self, Config, ConfigInputs};
+use agent_relay_systemd::io::{log_file, sandbox};
+use agent_relay_systemd::model::config::{Config, ConfigInputs};
 use agent_relay_systemd::model::{logtext, request};
 use agent_relay_systemd::ops::now_ms;
 use agent_relay_systemd::ops::{diagnose, durable, record_exit as recorder, watch};
@@ -151,7 +152,7 @@ async fn follow_logs(cli: &Cli) -> Result<(), Error> {
     let json = cli.global.output == Output::Json;
     let path = connect(cli).await?.log_file(agent).await?;
     let io = |e| Error::Io { op: "reading log", path: path.clone(), source: e };
-    let (tail, mut offset) = logtext::tail_file(&path, *lines as usize, *raw).map_err(io)?;
+    let (tail, mut offset) = log_file::tail_file(&path, *lines as usize, *raw).map_err(io)?;
     let emit = |l: &str| {
         let line = if json { serde_json::json!({ "line": l }).to_string() } else { l.to_string() };
         let mut out = std::io::stdout().lock();
@@ -344,7 +345,7 @@ async fn run(cli: &Cli) -> Result<String, Error> {
         }
         Command::Logs { agent, lines, raw, .. } => {
             let path = sup.log_file(agent).await?;
-            let (lines, _) = logtext::tail_file(&path, *lines as usize, *raw).map_err(|e| Error::Io {
+            let (lines, _) = log_file::tail_file(&path, *lines as usize, *raw).map_err(|e| Error::Io {
                 op: "reading log",
                 path: path.clone(),
                 source: e,

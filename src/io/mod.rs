@@ -3,7 +3,9 @@
 //! throwaway manager of the tests (`sandbox`). Each boundary's verbs speak the domain and every
 //! call across it is bounded; decisions are the model's.
 
+pub mod config_file;
 pub mod exit_store;
 pub mod host;
+pub mod log_file;
 pub mod sandbox;
 pub mod systemd;

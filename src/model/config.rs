@@ -1,5 +1,5 @@
 //! The orchestrator's config (`~/.agent-relay/orchestrator.json`): parsing, defaults and env
-//! overrides are pure; [`load`] is the one function that reads a file.
+//! overrides, all pure; `io::config_file::load` is the one function that reads the file.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -77,18 +77,6 @@ pub fn config_path(flag: Option<&Path>, inputs: &ConfigInputs<'_>) -> (PathBuf, 
         return (PathBuf::from(p), true);
     }
     (inputs.home.join(".agent-relay").join("orchestrator.json"), false)
-}
-
-/// Reads and resolves the config. A missing default file means defaults; a missing file that
-/// was named explicitly is an error.
-pub fn load(flag: Option<&Path>, inputs: &ConfigInputs<'_>) -> Result<Config, ConfigError> {
-    let (path, explicit) = config_path(flag, inputs);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => Some(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => None,
-        Err(source) => return Err(ConfigError::Read { path, source }),
-    };
-    resolve(text.as_deref(), &path, inputs)
 }
 
 /// Pure: file text (if any) + env overrides + defaults → [`Config`].

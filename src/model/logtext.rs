@@ -1,8 +1,5 @@
 //! Agent log text: the seed's `sanitizeLogText` (terminal escapes out, `ESC[nC` as spaces, CR
-//! as LF, control characters out) and line tails. Pure; reading the file is `tail_file`'s job.
-
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+//! as LF, control characters out) and log lines. Pure; reading the file is `io::log_file`'s job.
 
 /// Tails read at most this much from the end of a log (seed #1571).
 pub const MAX_TAIL_BYTES: u64 = 1024 * 1024;
@@ -102,22 +99,6 @@ fn skip_csi(chars: &[char], mut j: usize, out: &mut String) -> usize {
 pub fn log_lines(text: &str, raw: bool) -> Vec<String> {
     let text = if raw { text.replace("\r\n", "\n").replace('\r', "\n") } else { sanitize(text) };
     text.lines().map(|l| l.trim_end().to_string()).filter(|l| !l.trim().is_empty()).collect()
-}
-
-/// The last `n` lines of a log, reading at most [`MAX_TAIL_BYTES`] from its end.
-pub fn tail_file(path: &Path, n: usize, raw: bool) -> std::io::Result<(Vec<String>, u64)> {
-    let mut f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len();
-    let start = len.saturating_sub(MAX_TAIL_BYTES);
-    f.seek(SeekFrom::Start(start))?;
-    let mut buf = Vec::with_capacity((len - start) as usize);
-    f.take(MAX_TAIL_BYTES).read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf);
-    // A cut in the middle of a line leaves a fragment: drop it.
-    let text = if start > 0 { text.split_once('\n').map(|(_, rest)| rest).unwrap_or("") } else { &text };
-    let lines = log_lines(text, raw);
-    let skip = lines.len().saturating_sub(n);
-    Ok((lines[skip..].to_vec(), len))
 }
 
 #[cfg(test)]

@@ -181,7 +181,7 @@ impl Supervisor {
             }
         };
         if let Ok((lines, bytes)) =
-            crate::model::logtext::tail_file(std::path::Path::new(&d.log_file), DIAGNOSE_LOG_LINES, false)
+            crate::io::log_file::tail_file(std::path::Path::new(&d.log_file), DIAGNOSE_LOG_LINES, false)
         {
             d.log_bytes = bytes;
             d.log_empty = bytes == 0;
