@@ -1,17 +1,58 @@
-//! The library's error type: a caller tells "no such agent", "conflict", "manager unreachable",
-//! "timed out" and "invalid input" apart without parsing strings. Messages say what to do.
+//! The library's error type, composed from the modules' own (`#[from]`): a caller tells "no such
+//! agent", "not running", "conflict", "manager unreachable", "timed out" and "invalid input"
+//! apart by variant, and a systemd refusal by its D-Bus error name, never by message text.
+//! Messages say what to do.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::io::host::HostError;
+use crate::io::runner::RunnerError;
+use crate::model::config::ConfigError;
+use crate::model::naming::NameTooLong;
+use crate::model::request::InvalidRequest;
+use crate::model::unitfile::RenderError;
+
+/// systemd's and the bus's error names this tool tells apart (org.freedesktop.systemd1(5)).
+pub mod dbus_name {
+    pub const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
+    pub const UNIT_EXISTS: &str = "org.freedesktop.systemd1.UnitExists";
+    pub const UNKNOWN_OBJECT: &str = "org.freedesktop.DBus.Error.UnknownObject";
+    pub const UNKNOWN_INTERFACE: &str = "org.freedesktop.DBus.Error.UnknownInterface";
+    pub const UNKNOWN_METHOD: &str = "org.freedesktop.DBus.Error.UnknownMethod";
+    pub const UNKNOWN_PROPERTY: &str = "org.freedesktop.DBus.Error.UnknownProperty";
+    pub const FILE_NOT_FOUND: &str = "org.freedesktop.DBus.Error.FileNotFound";
+}
+
 /// Everything an operation of [`crate::Supervisor`] can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Bad request, bad config, bad reference: nothing was changed.
+    /// The spawn request is malformed: nothing was changed.
+    #[error(transparent)]
+    Request(#[from] InvalidRequest),
+    /// The config file or an override is malformed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A derived name would not fit.
+    #[error(transparent)]
+    Name(#[from] NameTooLong),
+    /// A command-line argument, or input read for it, is not usable.
     #[error("{0}")]
-    Invalid(String),
+    Argument(String),
+    /// The host cannot do what the request needs (runner, cwd, tmux).
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// The runner's control URL or its answer is not usable.
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
+    #[error("{reference:?} is not an agent reference: pass an agent id, session name, unit name or spawn request id")]
+    BadReference { reference: String },
+    #[error("{name:?} is not a guest session (names start with {prefix}-guest-)")]
+    NotAGuest { name: String, prefix: String },
     #[error("no agent matches {reference:?}: check `agent-relay-systemd list`")]
     NotFound { reference: String },
+    #[error("agent {agent_id} is not running; {needs}")]
+    NotRunning { agent_id: String, needs: &'static str },
     #[error("{0}")]
     Conflict(String),
     #[error("unit {unit} is not managed by agent-relay-systemd (prefix {prefix}); refusing to touch it")]
@@ -26,10 +67,14 @@ pub enum Error {
     Survived { unit: String, pids: Vec<u32> },
     #[error("{op} {path}: {source}")]
     Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    /// systemd answered with an error; `name` is its D-Bus error name when it sent one.
     #[error("systemd refused {op}: {message}")]
-    Systemd { op: String, message: String },
+    Systemd { op: String, name: Option<String>, message: String },
     #[error("{op} failed: {message}")]
     Tmux { op: String, message: String },
+    /// A unit file could not be rendered from our own property list: a bug of ours, not input.
+    #[error("rendering the unit file: {0} (a bug: please report it)")]
+    Render(#[from] RenderError),
 }
 
 impl Error {
@@ -37,22 +82,37 @@ impl Error {
         let path = path.into();
         move |source| Error::Io { op, path, source }
     }
-}
 
-impl From<crate::model::request::InvalidRequest> for Error {
-    fn from(e: crate::model::request::InvalidRequest) -> Self {
-        Error::Invalid(e.0)
+    /// The D-Bus error name of a systemd refusal.
+    pub fn dbus_name(&self) -> Option<&str> {
+        match self {
+            Error::Systemd { name, .. } => name.as_deref(),
+            _ => None,
+        }
     }
-}
 
-impl From<crate::model::config::ConfigError> for Error {
-    fn from(e: crate::model::config::ConfigError) -> Self {
-        Error::Invalid(e.to_string())
+    /// systemd no longer knows the unit (or its object) the call was about: it was collected
+    /// between a listing and a read, or never existed.
+    pub fn is_unit_gone(&self) -> bool {
+        use dbus_name::*;
+        matches!(
+            self.dbus_name(),
+            Some(NO_SUCH_UNIT | UNKNOWN_OBJECT | UNKNOWN_INTERFACE | UNKNOWN_METHOD | UNKNOWN_PROPERTY)
+        )
     }
-}
 
-impl From<crate::model::naming::NameTooLong> for Error {
-    fn from(e: crate::model::naming::NameTooLong) -> Self {
-        Error::Invalid(e.to_string())
+    /// The caller's input (request, config, arguments, reference) was at fault: nothing changed.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            Error::Request(_)
+                | Error::Config(_)
+                | Error::Name(_)
+                | Error::Argument(_)
+                | Error::Host(_)
+                | Error::Runner(_)
+                | Error::BadReference { .. }
+                | Error::NotAGuest { .. }
+        )
     }
 }

@@ -1,8 +1,174 @@
-//! Human-readable renderings of records and answers (the JSON forms are their serde forms).
-//! Pure: strings in, strings out; the clock is passed in.
+//! Every answer's rendering in one place: [`Render`] gives each answer its human text, its JSON
+//! form is its serde form, and [`emit`] writes one or the other. The text helpers are pure
+//! (the clock is passed in).
 
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::cli::args::Output;
+use crate::error::Error;
 use crate::model::record::AgentRecord;
-use crate::ops::StopOutcome;
+use crate::ops::diagnose::Diagnosis;
+use crate::ops::durable::{Generated, RemoveOutcome};
+use crate::ops::guests::{Capture, GuestRecord, GuestStop};
+use crate::ops::logs::LogTail;
+use crate::ops::reap::ReapReport;
+use crate::ops::stop::KillOutcome;
+use crate::ops::{now_ms, SpawnOutcome, StopOutcome};
+
+/// An answer the CLI prints: as JSON (its serde form) or as text for people.
+pub trait Render: Serialize {
+    fn text(&self) -> String;
+}
+
+/// Writes an answer to stdout in the chosen form. A closed pipe (`| head`) is not an error; an
+/// answer that does not serialise is a bug of ours, reported as a failure (exit 1).
+pub fn emit<T: Render>(output: Output, answer: &T) -> Result<(), Error> {
+    let text = match output {
+        Output::Json => {
+            let mut s = serde_json::to_string_pretty(answer).map_err(|e| Error::Io {
+                op: "serialising the answer",
+                path: "-".into(),
+                source: e.into(),
+            })?;
+            s.push('\n');
+            s
+        }
+        Output::Text => answer.text(),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+    Ok(())
+}
+
+/// `list`: every agent.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct AgentList(pub Vec<AgentRecord>);
+
+/// `guest list`: every guest.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct GuestList(pub Vec<GuestRecord>);
+
+/// `terminal send`: how many key groups went to the guest.
+#[derive(Serialize)]
+pub struct Sent {
+    pub guest: String,
+    pub keys: usize,
+}
+
+impl Render for SpawnOutcome {
+    fn text(&self) -> String {
+        let verb = if self.created { "spawned" } else { "already running" };
+        format!("{verb}: {}\n{}", self.agent.session_name, agent_details(&self.agent))
+    }
+}
+
+impl Render for Generated {
+    fn text(&self) -> String {
+        self.text.clone()
+    }
+}
+
+impl Render for AgentList {
+    fn text(&self) -> String {
+        agent_table(&self.0, now_ms())
+    }
+}
+
+impl Render for AgentRecord {
+    fn text(&self) -> String {
+        agent_details(self)
+    }
+}
+
+impl Render for StopOutcome {
+    fn text(&self) -> String {
+        stop_summary(self)
+    }
+}
+
+impl Render for RemoveOutcome {
+    fn text(&self) -> String {
+        let mut t = stop_summary(&self.stop);
+        match (&self.unit_file, self.durable) {
+            (Some(f), _) => t.push_str(&format!("disabled; deleted {} and its secret files\n", f.display())),
+            (None, true) => t.push_str("disabled; deleted its secret files (its unit file was already gone)\n"),
+            (None, false) => {}
+        }
+        t
+    }
+}
+
+impl Render for Diagnosis {
+    fn text(&self) -> String {
+        diagnosis(self)
+    }
+}
+
+impl Render for LogTail {
+    fn text(&self) -> String {
+        self.lines.iter().map(|l| format!("{l}\n")).collect()
+    }
+}
+
+impl Render for GuestRecord {
+    fn text(&self) -> String {
+        format!("guest {} started ({}), expires in {}\n", self.guest, self.systemd_unit, age(self.ttl_ms.unwrap_or(0)))
+    }
+}
+
+impl Render for GuestList {
+    fn text(&self) -> String {
+        guest_table(&self.0, now_ms())
+    }
+}
+
+impl Render for GuestStop {
+    fn text(&self) -> String {
+        format!("{} {}\n", self.guest, if self.stopped { "stopped" } else { "was not running" })
+    }
+}
+
+impl Render for Capture {
+    fn text(&self) -> String {
+        self.content.clone()
+    }
+}
+
+impl Render for Sent {
+    fn text(&self) -> String {
+        format!("sent {} key groups to {}\n", self.keys, self.guest)
+    }
+}
+
+impl Render for ReapReport {
+    fn text(&self) -> String {
+        let verb = if self.dry_run { "would" } else { "did" };
+        let mut t = format!("reap {verb}: {} actions\n", self.actions.len());
+        for a in &self.actions {
+            t.push_str(&format!("  {}\n", serde_json::to_string(a).unwrap_or_default()));
+        }
+        for f in &self.failed {
+            t.push_str(&format!("  failed: {f}\n"));
+        }
+        t
+    }
+}
+
+impl Render for KillOutcome {
+    fn text(&self) -> String {
+        format!("sent {} to {} of {}\n", self.signal, self.whom, self.systemd_unit)
+    }
+}
+
+impl Render for crate::doctor::Report {
+    fn text(&self) -> String {
+        crate::doctor::render_text(&self.findings)
+    }
+}
 
 /// A table of agents, one line each.
 pub fn agent_table(agents: &[AgentRecord], now_ms: u64) -> String {
@@ -80,7 +246,7 @@ pub fn agent_details(a: &AgentRecord) -> String {
 }
 
 /// `diagnose` for people: the verdict, the facts, the log tail.
-pub fn diagnosis(d: &crate::ops::diagnose::Diagnosis) -> String {
+pub fn diagnosis(d: &Diagnosis) -> String {
     let e = &d.exit;
     let verdict = match e.kind {
         crate::model::exit::ExitKind::Exited => {
@@ -144,7 +310,7 @@ pub fn watch_line(ev: &crate::ops::watch::WatchEvent) -> String {
 }
 
 /// A table of guest terminals.
-pub fn guest_table(guests: &[crate::ops::guests::GuestRecord], now_ms: u64) -> String {
+pub fn guest_table(guests: &[GuestRecord], now_ms: u64) -> String {
     if guests.is_empty() {
         return "(no guests)\n".into();
     }

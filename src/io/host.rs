@@ -10,6 +10,21 @@ use crate::model::config::Config;
 use crate::model::plan::SpawnPlan;
 use crate::model::record::{parse_proc_stat_state, ProcState};
 
+/// What the host lacks for a request: its runner, its working directory, tmux.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("runnerCommand program {program:?} is not an executable file (nor found on PATH); fix runnerCommand in the config or AGENT_RELAY_RUNNER_COMMAND")]
+    RunnerCommand { program: String },
+    #[error("no runner found for provider {provider:?}: `{program}` is not on PATH; install it or set runnerCommand in the config (or AGENT_RELAY_RUNNER_COMMAND)")]
+    NoRunner { provider: String, program: String },
+    #[error("{0}")]
+    Cwd(String),
+    #[error("tmux is not installed (not on PATH); install tmux for guest terminals")]
+    NoTmux,
+    #[error("the user manager does not read unit files from {} (its search path: {search}); run with the XDG_CONFIG_HOME the manager has", dir.display())]
+    UnitDirNotRead { dir: PathBuf, search: String },
+}
+
 /// Environment facts, read once from the process (or given by a test).
 #[derive(Debug, Clone)]
 pub struct HostEnv {
@@ -96,26 +111,19 @@ fn own_binary(path: &str) -> Option<PathBuf> {
 
 /// The runner's argv prefix, every element absolute where it names a program: the config's
 /// `runnerCommand`, else `<provider>-relay` found on PATH.
-pub fn resolve_launcher(config: &Config, provider: &str, path: &str) -> Result<Vec<String>, Error> {
+pub fn resolve_launcher(config: &Config, provider: &str, path: &str) -> Result<Vec<String>, HostError> {
     match &config.runner_command {
         Some(cmd) => {
-            let exe = find_program(&cmd[0], path).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "runnerCommand program {:?} is not an executable file (nor found on PATH); fix runnerCommand in the config or AGENT_RELAY_RUNNER_COMMAND",
-                    cmd[0]
-                ))
-            })?;
+            let exe =
+                find_program(&cmd[0], path).ok_or_else(|| HostError::RunnerCommand { program: cmd[0].clone() })?;
             let mut out = vec![exe.display().to_string()];
             out.extend(cmd[1..].iter().cloned());
             Ok(out)
         }
         None => {
             let name = format!("{provider}-relay");
-            let exe = find_program(&name, path).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "no runner found for provider {provider:?}: `{name}` is not on PATH; install it or set runnerCommand in the config (or AGENT_RELAY_RUNNER_COMMAND)"
-                ))
-            })?;
+            let exe = find_program(&name, path)
+                .ok_or_else(|| HostError::NoRunner { provider: provider.to_string(), program: name.clone() })?;
             Ok(vec![exe.display().to_string()])
         }
     }
@@ -154,26 +162,26 @@ pub fn is_within(target: &Path, base: &Path) -> bool {
 
 /// The cwd, checked as the seed does: inside baseDir after resolving `..` and symlinks, and
 /// an existing directory. Returns the canonical path.
-pub fn resolve_cwd(cwd: &str, config: &Config, home: &Path) -> Result<PathBuf, Error> {
+pub fn resolve_cwd(cwd: &str, config: &Config, home: &Path) -> Result<PathBuf, HostError> {
     let raw = crate::model::config::expand_home(cwd, home);
     if !raw.is_absolute() {
-        return Err(Error::Invalid(format!("cwd must be an absolute path: {cwd}")));
+        return Err(HostError::Cwd(format!("cwd must be an absolute path: {cwd}")));
     }
     let base = normalize(&config.base_dir);
     let lexical = normalize(&raw);
     if !is_within(&lexical, &base) {
-        return Err(Error::Invalid(format!(
+        return Err(HostError::Cwd(format!(
             "cwd must be within base directory: {cwd} (baseDir is {})",
             base.display()
         )));
     }
-    let real = std::fs::canonicalize(&lexical).map_err(|_| Error::Invalid(format!("cwd does not exist: {cwd}")))?;
+    let real = std::fs::canonicalize(&lexical).map_err(|_| HostError::Cwd(format!("cwd does not exist: {cwd}")))?;
     if !real.is_dir() {
-        return Err(Error::Invalid(format!("cwd is not a directory: {cwd}")));
+        return Err(HostError::Cwd(format!("cwd is not a directory: {cwd}")));
     }
     let real_base = std::fs::canonicalize(&base).unwrap_or(base.clone());
     if !is_within(&real, &real_base) {
-        return Err(Error::Invalid(format!(
+        return Err(HostError::Cwd(format!(
             "cwd must be within base directory: {cwd} resolves to {} outside {}",
             real.display(),
             real_base.display()

@@ -20,3 +20,17 @@ pub fn tail_file(path: &Path, n: usize, raw: bool) -> std::io::Result<(Vec<Strin
     let skip = lines.len().saturating_sub(n);
     Ok((lines[skip..].to_vec(), len))
 }
+
+/// What was appended to `path` since `offset` (at most [`MAX_TAIL_BYTES`]), and the file's length
+/// now; nothing when the file is missing or shorter than `offset` (truncated).
+pub fn read_from(path: &Path, offset: u64) -> std::io::Result<(Vec<u8>, u64)> {
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if len <= offset {
+        return Ok((Vec::new(), len));
+    }
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::new();
+    f.take(MAX_TAIL_BYTES).read_to_end(&mut buf)?;
+    Ok((buf, len))
+}

@@ -7,5 +7,7 @@ pub mod config_file;
 pub mod exit_store;
 pub mod host;
 pub mod log_file;
+pub mod runner;
 pub mod sandbox;
 pub mod systemd;
+pub mod tmux;

@@ -5,7 +5,6 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::model::exit::{self, ExitInfo, ExitKind, LastErrorFacts};
-use crate::model::naming;
 use crate::model::record::Liveness;
 use crate::ops::Supervisor;
 
@@ -90,16 +89,6 @@ impl Diagnosis {
             last_error: None,
         }
     }
-}
-
-/// The answer of `kill`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct KillOutcome {
-    pub agent_id: String,
-    pub systemd_unit: String,
-    pub signal: String,
-    pub whom: String,
 }
 
 impl Supervisor {
@@ -204,62 +193,4 @@ impl Supervisor {
         }
         Ok(d)
     }
-
-    /// Sends `signal` to the agent's main process (`main`) or its whole control group (`all`).
-    pub async fn kill(
-        &self,
-        reference: &str,
-        signal: nix::sys::signal::Signal,
-        whom: &str,
-    ) -> Result<KillOutcome, Error> {
-        if !matches!(whom, "main" | "all") {
-            return Err(Error::Invalid(format!("--whom must be main or all, got {whom:?}")));
-        }
-        let agent = self.resolve(reference).await?;
-        if naming::session_of_unit(&agent.systemd_unit, &self.config.tmux_prefix).is_none() {
-            return Err(Error::NotOurs { unit: agent.systemd_unit, prefix: self.config.tmux_prefix.clone() });
-        }
-        if agent.state != Liveness::Alive {
-            return Err(Error::Invalid(format!(
-                "agent {} is not running ({}/{}); nothing to signal",
-                agent.agent_id, agent.active_state, agent.sub_state
-            )));
-        }
-        self.mgr.kill_unit(&agent.systemd_unit, whom, signal as i32).await?;
-        Ok(KillOutcome {
-            agent_id: agent.agent_id,
-            systemd_unit: agent.systemd_unit,
-            signal: signal.as_str().to_string(),
-            whom: whom.to_string(),
-        })
-    }
-
-    /// The log file of an agent, live or collected.
-    pub async fn log_file(&self, reference: &str) -> Result<std::path::PathBuf, Error> {
-        match self.resolve(reference).await {
-            Ok(agent) => Ok(agent.log_file.into()),
-            Err(Error::NotFound { .. }) => {
-                let dir = crate::io::exit_store::exits_dir(&self.host.state_home);
-                let rec = crate::io::exit_store::find(&dir, reference)
-                    .ok_or_else(|| Error::NotFound { reference: reference.to_string() })?;
-                Ok(rec.log_file.into())
-            }
-            Err(e) => Err(e),
-        }
-    }
-}
-
-/// `TERM`, `SIGTERM` or `15`.
-pub fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal, Error> {
-    use std::str::FromStr;
-    let bad = || Error::Invalid(format!("unknown signal {s:?}: use a name like TERM, KILL, INT, HUP or a number"));
-    if let Ok(n) = s.parse::<i32>() {
-        return nix::sys::signal::Signal::try_from(n).map_err(|_| bad());
-    }
-    let name = if s.to_ascii_uppercase().starts_with("SIG") {
-        s.to_ascii_uppercase()
-    } else {
-        format!("SIG{}", s.to_ascii_uppercase())
-    };
-    nix::sys::signal::Signal::from_str(&name).map_err(|_| bad())
 }

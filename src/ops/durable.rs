@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::io::host::{self, HostEnv};
+use crate::io::host::{self, HostEnv, HostError};
 use crate::model::config::Config;
 use crate::model::meta::AgentMeta;
 use crate::model::plan::SpawnPlan;
@@ -46,7 +46,7 @@ pub struct RemoveOutcome {
 /// The plan of a durable agent (files below [`HostEnv::durable_root`]) and its unit-file text.
 fn durable_plan(config: &Config, host: &HostEnv, req: &SpawnRequest) -> Result<(SpawnPlan, String), Error> {
     let plan = plan_request(config, host, req, &host.durable_root())?;
-    let text = unitfile::render(&unit::agent_properties(&plan)).map_err(|e| Error::Invalid(e.to_string()))?;
+    let text = unitfile::render(&unit::agent_properties(&plan))?;
     Ok((plan, text))
 }
 
@@ -221,6 +221,7 @@ impl Supervisor {
                 s.durable = true;
                 Ok(Some(s))
             }
+            // Gone again, or a unit file systemd cannot make a unit of: either way not an agent.
             Err(Error::Systemd { .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -255,11 +256,7 @@ impl Supervisor {
         if search.iter().any(|p| Path::new(p) == dir) {
             return Ok(());
         }
-        Err(Error::Invalid(format!(
-            "the user manager does not read unit files from {} (its search path: {}); run with the XDG_CONFIG_HOME the manager has",
-            dir.display(),
-            search.join(":")
-        )))
+        Err(HostError::UnitDirNotRead { dir: dir.to_path_buf(), search: search.join(":") }.into())
     }
 
     /// Best-effort undo of a durable spawn that did not start: nothing of it stays.

@@ -193,8 +193,7 @@ impl Supervisor {
             },
             Action::ResetFailedUnit(u) => self.manager().reset_failed(u).await,
             Action::EndGuestServer(name) => {
-                let args = ["-L".to_string(), name.clone(), "kill-server".to_string()];
-                let _ = crate::ops::guests::tmux(&self.host.tmux_tmpdir, &args).await;
+                let _ = crate::io::tmux::Tmux::new(&self.host.tmux_tmpdir).kill_server(name).await;
                 let _ = std::fs::remove_file(self.host.tmux_socket_dir().join(name));
                 Ok(())
             }

@@ -363,10 +363,15 @@ pub fn map_err(what: &str, timeout: Duration, e: zbus::Error) -> Error {
         Some("org.freedesktop.DBus.Error.Timeout") | Some("org.freedesktop.DBus.Error.TimedOut") => {
             Error::Timeout { what: what.to_string(), after: timeout }
         }
-        _ => match e {
-            zbus::Error::MethodError(_, Some(msg), _) => Error::Systemd { op: what.to_string(), message: msg },
-            other => Error::Systemd { op: what.to_string(), message: other.to_string() },
-        },
+        name => {
+            let name = name.map(str::to_string);
+            match e {
+                zbus::Error::MethodError(_, Some(msg), _) => {
+                    Error::Systemd { op: what.to_string(), name, message: msg }
+                }
+                other => Error::Systemd { op: what.to_string(), name, message: other.to_string() },
+            }
+        }
     }
 }
 

@@ -1,0 +1,314 @@
+//! One function per verb: read and check the verb's input before the manager is contacted (bad
+//! input changes nothing), connect, call the one operation, hand the answer to `render::emit`.
+//! Streams (`watch`, `logs --follow`) write as they go.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::args::{Cli, Command, CompletionShell, GuestCommand, Output, TerminalCommand};
+use super::render::{emit, AgentList, GuestList, Render, Sent};
+use super::Failure;
+use crate::error::Error;
+use crate::io::config_file;
+use crate::io::host::HostEnv;
+use crate::model::config::{Config, ConfigInputs};
+use crate::model::request::{self, SpawnRequest};
+use crate::ops::{self, Supervisor};
+
+/// The one dispatch: each verb to its function.
+pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
+    let o = cli.global.output;
+    match &cli.command {
+        Command::Spawn { spec, persist } => answer(o, block_on(spawn(cli, spec.as_deref(), *persist))),
+        Command::Generate { spec } => answer(o, generate(cli, spec.as_deref())),
+        Command::List => answer(o, block_on(async { Ok(AgentList(connect(cli).await?.list().await?)) })),
+        Command::Show { agent } => answer(o, block_on(async { connect(cli).await?.show(agent).await })),
+        Command::Stop { agent, timeout_stop } => answer(o, block_on(stop(cli, agent, *timeout_stop))),
+        Command::Remove { agent, timeout_stop } => answer(o, block_on(remove(cli, agent, *timeout_stop))),
+        Command::Diagnose { agent } => answer(o, block_on(async { connect(cli).await?.diagnose(agent).await })),
+        Command::Logs { agent, lines, raw, follow: false } => {
+            answer(o, block_on(async { connect(cli).await?.logs(agent, *lines as usize, *raw).await }))
+        }
+        Command::Logs { agent, lines, raw, follow: true } => done(block_on(follow(cli, agent, *lines, *raw))),
+        Command::Kill { agent, signal, whom } => answer(o, block_on(kill(cli, agent, signal, whom))),
+        Command::Guest(GuestCommand::Create { agent }) => {
+            answer(o, block_on(async { connect(cli).await?.guest_create(agent).await }))
+        }
+        Command::Guest(GuestCommand::List) => {
+            answer(o, block_on(async { Ok(GuestList(connect(cli).await?.guest_list().await?)) }))
+        }
+        Command::Guest(GuestCommand::Stop { guest }) => {
+            answer(o, block_on(async { connect(cli).await?.guest_stop(guest).await }))
+        }
+        Command::Terminal(TerminalCommand::Capture { guest }) => {
+            answer(o, block_on(async { connect(cli).await?.terminal_capture(guest).await }))
+        }
+        Command::Terminal(TerminalCommand::Send { guest, input }) => answer(o, block_on(send(cli, guest, input))),
+        Command::Reap { dry_run, retention_days } => answer(o, block_on(reap(cli, *dry_run, *retention_days))),
+        Command::Watch { queue } => done(watch(cli, *queue)),
+        Command::Doctor => doctor(cli),
+        Command::RecordExit { dir, unit, session, agent_id, provider, log_file, spawn_request_id } => {
+            let args = ops::record_exit::RecordArgs {
+                dir: dir.clone(),
+                unit: unit.clone(),
+                session: session.clone(),
+                agent_id: agent_id.clone(),
+                provider: provider.clone(),
+                log_file: log_file.clone(),
+                spawn_request_id: spawn_request_id.clone(),
+            };
+            match block_on(ops::record_exit::record_exit(&args, &HostEnv::from_process())) {
+                Ok(_) => Ok(ExitCode::SUCCESS),
+                Err(e) => Err(io_failure(format!("recording the exit of {unit}: {e}"))),
+            }
+        }
+        Command::Sandbox { cmd } => match crate::io::sandbox::run_sandboxed(cmd) {
+            Ok(code) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),
+            Err(e) => Err(Failure { message: format!("sandbox: {e}"), kind: "sandbox", code: 1 }),
+        },
+        Command::Manpage => manpage(),
+        Command::Completions { shell } => completions(*shell),
+    }
+}
+
+fn answer<T: Render>(o: Output, result: Result<T, Error>) -> Result<ExitCode, Failure> {
+    emit(o, &result?)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn done(result: Result<(), Error>) -> Result<ExitCode, Failure> {
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn io_failure(message: String) -> Failure {
+    Failure { message, kind: "io", code: 1 }
+}
+
+/// Runs one verb's future on a single-threaded runtime.
+fn block_on<T>(fut: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Io {
+        op: "starting the async runtime",
+        path: "-".into(),
+        source: e,
+    })?;
+    let result = rt.block_on(fut);
+    // Do not wait for background tasks (a watcher): the verb is over.
+    rt.shutdown_background();
+    result
+}
+
+fn seconds(s: f64, what: &str) -> Result<Duration, Error> {
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| Error::Argument(format!("{what} must be a positive number of seconds, got {s}")))
+}
+
+fn config_inputs<'a>(host: &'a HostEnv, var: &'a dyn Fn(&str) -> Option<String>) -> ConfigInputs<'a> {
+    ConfigInputs { home: &host.home, os_hostname: &host.hostname, var }
+}
+
+/// The environment, the config and the call bound every verb starts from.
+fn setup(cli: &Cli) -> Result<(Config, HostEnv, Duration), Error> {
+    let host = HostEnv::from_process();
+    let var = |k: &str| std::env::var(k).ok();
+    let cfg = config_file::load(cli.global.config.as_deref(), &config_inputs(&host, &var))?;
+    let timeout = seconds(cli.global.timeout, "--timeout")?;
+    Ok((cfg, host, timeout))
+}
+
+async fn connect(cli: &Cli) -> Result<Supervisor, Error> {
+    let (cfg, host, timeout) = setup(cli)?;
+    Supervisor::connect(cfg, host, timeout).await
+}
+
+async fn spawn(cli: &Cli, spec: Option<&Path>, persist: bool) -> Result<ops::SpawnOutcome, Error> {
+    let req = read_request(spec)?;
+    let sup = connect(cli).await?;
+    if persist {
+        sup.spawn_persist(&req).await
+    } else {
+        sup.spawn(&req).await
+    }
+}
+
+/// Needs no manager: a preview of the unit file.
+fn generate(cli: &Cli, spec: Option<&Path>) -> Result<ops::durable::Generated, Error> {
+    let req = read_request(spec)?;
+    let (cfg, host, _) = setup(cli)?;
+    ops::durable::generate(&cfg, &host, &req)
+}
+
+fn stop_timeout(timeout_stop: f64) -> Result<Duration, Error> {
+    Duration::try_from_secs_f64(timeout_stop).map_err(|_| {
+        Error::Argument(format!(
+            "--timeout-stop must be a non-negative number of seconds (capped at 60), got {timeout_stop}"
+        ))
+    })
+}
+
+async fn stop(cli: &Cli, agent: &str, timeout_stop: f64) -> Result<ops::StopOutcome, Error> {
+    let timeout = stop_timeout(timeout_stop)?;
+    connect(cli).await?.stop(agent, timeout).await
+}
+
+async fn remove(cli: &Cli, agent: &str, timeout_stop: f64) -> Result<ops::durable::RemoveOutcome, Error> {
+    let timeout = stop_timeout(timeout_stop)?;
+    connect(cli).await?.remove(agent, timeout).await
+}
+
+async fn kill(cli: &Cli, agent: &str, signal: &str, whom: &str) -> Result<ops::stop::KillOutcome, Error> {
+    let signal = ops::stop::parse_signal(signal)?;
+    connect(cli).await?.kill(agent, signal, whom).await
+}
+
+async fn send(cli: &Cli, guest: &str, input: &str) -> Result<Sent, Error> {
+    let text = if input == "-" {
+        let mut t = String::new();
+        std::io::stdin()
+            .take(4 * 4096 + 1)
+            .read_to_string(&mut t)
+            .map_err(|e| Error::Argument(format!("cannot read the input from stdin: {e}")))?;
+        t
+    } else {
+        input.to_string()
+    };
+    let keys = connect(cli).await?.terminal_send(guest, &text).await?;
+    Ok(Sent { guest: guest.to_string(), keys })
+}
+
+async fn reap(cli: &Cli, dry_run: bool, retention_days: Option<u32>) -> Result<ops::reap::ReapReport, Error> {
+    let sup = connect(cli).await?;
+    let days = retention_days.unwrap_or(sup.config().exit_retention_days);
+    sup.reap(dry_run, Duration::from_secs(days as u64 * 86_400)).await
+}
+
+/// `logs --follow`: the tail, then new lines as they are appended.
+async fn follow(cli: &Cli, agent: &str, lines: u16, raw: bool) -> Result<(), Error> {
+    let json = cli.global.output == Output::Json;
+    let path = connect(cli).await?.log_file(agent).await?;
+    ops::logs::follow(&path, lines as usize, raw, |l| {
+        let line = if json { serde_json::json!({ "line": l }).to_string() } else { l.to_string() };
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}").and_then(|_| out.flush()).is_ok()
+    })
+    .await
+}
+
+/// `watch`: events from the watcher, written by a thread of their own so that a slow reader
+/// blocks only that thread; the watcher drops (and counts) what does not fit in the queue.
+fn watch(cli: &Cli, queue: u32) -> Result<(), Error> {
+    block_on(async {
+        let (cfg, host, timeout) = setup(cli)?;
+        // Fail fast, with the usual one line, when there is no manager at all; the watcher then
+        // starts on this very connection.
+        let first = Supervisor::connect(cfg.clone(), host.clone(), timeout).await?;
+        let json = cli.global.output == Output::Json;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<ops::watch::WatchEvent>(queue as usize);
+        let writer = std::thread::spawn(move || {
+            let mut out = std::io::stdout().lock();
+            while let Some(ev) = rx.blocking_recv() {
+                let line = if json {
+                    serde_json::to_string(&ev).expect("events serialize")
+                } else {
+                    super::render::watch_line(&ev)
+                };
+                if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                    return; // the reader went away
+                }
+            }
+        });
+        let watcher = tokio::spawn(ops::watch::Watcher::new(cfg, host, timeout, tx).run(Some(first)));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(Error::io("installing a SIGTERM handler", "-"))?;
+        let finished = async {
+            // The writer ends when stdout closes; poll it without blocking the runtime.
+            while !writer.is_finished() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            _ = finished => {}
+            _ = watcher => {}
+        }
+        Ok(())
+    })
+}
+
+/// `doctor`: every finding printed, whatever fails; the exit code says whether a required one did.
+fn doctor(cli: &Cli) -> Result<ExitCode, Failure> {
+    let timeout = seconds(cli.global.timeout, "--timeout")?;
+    let host = HostEnv::from_process();
+    let var = |k: &str| std::env::var(k).ok();
+    let default_file = host.home.join(".agent-relay").join("orchestrator.json");
+    let config_source = match &cli.global.config {
+        Some(p) => p.display().to_string(),
+        None if default_file.exists() => default_file.display().to_string(),
+        None => format!("no {} (defaults)", default_file.display()),
+    };
+    let config =
+        config_file::load(cli.global.config.as_deref(), &config_inputs(&host, &var)).map_err(|e| e.to_string());
+    let probe = crate::doctor::probe::ProbeInputs { host, config, config_source, timeout };
+    let facts = block_on(async { Ok(crate::doctor::probe::gather(probe).await) })?;
+    let findings = crate::doctor::evaluate(&facts);
+    let code = crate::doctor::exit_code(&facts, &findings);
+    emit(cli.global.output, &crate::doctor::Report { ok: code == 0, findings })?;
+    if code != 0 {
+        eprintln!("error: doctor: a required check failed; each FAIL finding says how to fix it");
+    }
+    Ok(ExitCode::from(code))
+}
+
+fn manpage() -> Result<ExitCode, Failure> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let mut out = std::io::stdout().lock();
+    clap_mangen::Man::new(cmd).render(&mut out).map_err(|e| io_failure(format!("writing the man page: {e}")))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn completions(shell: CompletionShell) -> Result<ExitCode, Failure> {
+    use clap_complete::Shell;
+    let shell = match shell {
+        CompletionShell::Bash => Shell::Bash,
+        CompletionShell::Zsh => Shell::Zsh,
+        CompletionShell::Fish => Shell::Fish,
+    };
+    // clap_complete offers hidden verbs too; operators should not be offered `record-exit`.
+    let full = <Cli as clap::CommandFactory>::command();
+    let mut cmd = clap::Command::new("agent-relay-systemd")
+        .version(env!("CARGO_PKG_VERSION"))
+        .args(full.get_arguments().cloned())
+        .subcommands(full.get_subcommands().filter(|c| !c.is_hide_set()).cloned());
+    // Into a buffer: clap_complete panics on a failed write (e.g. a closed pipe).
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "agent-relay-systemd", &mut out);
+    std::io::stdout().lock().write_all(&out).map_err(|e| io_failure(format!("writing the completions: {e}")))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The spawn request from `--spec FILE` or stdin, bounded in size.
+fn read_request(spec: Option<&Path>) -> Result<SpawnRequest, Error> {
+    let limit = request::MAX_REQUEST_BYTES as u64 + 1;
+    let mut text = String::new();
+    match spec {
+        Some(path) => {
+            let f = std::fs::File::open(path)
+                .map_err(|e| Error::Argument(format!("cannot read --spec {}: {e}", path.display())))?;
+            f.take(limit)
+                .read_to_string(&mut text)
+                .map_err(|e| Error::Argument(format!("cannot read --spec {}: {e}", path.display())))?;
+        }
+        None => {
+            std::io::stdin()
+                .take(limit)
+                .read_to_string(&mut text)
+                .map_err(|e| Error::Argument(format!("cannot read the spawn request from stdin: {e}")))?;
+        }
+    }
+    Ok(request::parse(&text)?)
+}

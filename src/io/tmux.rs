@@ -1,0 +1,96 @@
+//! tmux, the one wrapper: every guest's tmux server is reached by its socket name (`-L`), never
+//! started from the client side (`-N`: the guest unit owns the only server), and every call is
+//! bounded. Its verbs speak the domain: open a guest's session, read its pane, send it keys.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::model::guest::Key;
+
+/// Bound on every tmux invocation.
+pub const TMUX_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The tmux servers of one user (`$TMUX_TMPDIR/tmux-<uid>/<socket>`).
+#[derive(Debug, Clone)]
+pub struct Tmux {
+    tmpdir: PathBuf,
+}
+
+impl Tmux {
+    pub fn new(tmpdir: &Path) -> Tmux {
+        Tmux { tmpdir: tmpdir.to_path_buf() }
+    }
+
+    /// `new-session -d` on the guest's server: a 200×50 pane in `cwd` running `command`.
+    pub async fn new_session(
+        &self,
+        socket: &str,
+        cwd: &str,
+        env: &[(String, String)],
+        command: &[String],
+    ) -> Result<(), Error> {
+        let mut args = vec![s("-L"), s(socket), s("new-session"), s("-d"), s("-s"), s(socket), s("-x"), s("200")];
+        args.extend([s("-y"), s("50"), s("-c"), s(cwd)]);
+        for (k, v) in env {
+            args.extend([s("-e"), format!("{k}={v}")]);
+        }
+        args.push(s("--"));
+        args.extend(command.iter().cloned());
+        self.run(&args).await.map(drop)
+    }
+
+    /// The pane's content with its escapes, 1000 lines of history.
+    pub async fn capture(&self, socket: &str) -> Result<String, Error> {
+        self.run(&[s("-L"), s(socket), s("capture-pane"), s("-p"), s("-e"), s("-S"), s("-1000"), s("-t"), s(socket)])
+            .await
+    }
+
+    /// The pane's cursor `(x, y)`.
+    pub async fn cursor(&self, socket: &str) -> Result<(u32, u32), Error> {
+        let out = self
+            .run(&[s("-L"), s(socket), s("display-message"), s("-p"), s("-t"), s(socket), s("#{cursor_x} #{cursor_y}")])
+            .await?;
+        let mut it = out.split_whitespace().map(|v| v.parse::<u32>().unwrap_or(0));
+        Ok((it.next().unwrap_or(0), it.next().unwrap_or(0)))
+    }
+
+    /// One `send-keys`: a named key, or literal text.
+    pub async fn send_key(&self, socket: &str, key: &Key) -> Result<(), Error> {
+        let mut args = vec![s("-L"), s(socket), s("send-keys"), s("-t"), s(socket)];
+        match key {
+            Key::Named(n) => args.push(s(n)),
+            Key::Literal(t) => args.extend([s("-l"), s("--"), t.clone()]),
+        }
+        self.run(&args).await.map(drop)
+    }
+
+    /// `kill-server`: ends a guest's server (one no unit owns).
+    pub async fn kill_server(&self, socket: &str) -> Result<(), Error> {
+        self.run(&[s("-L"), s(socket), s("kill-server")]).await.map(drop)
+    }
+
+    /// Runs tmux with a bound; stdout on success, a one-line error otherwise.
+    async fn run(&self, args: &[String]) -> Result<String, Error> {
+        let mut cmd = tokio::process::Command::new("tmux");
+        cmd.env("TMUX_TMPDIR", &self.tmpdir);
+        cmd.arg("-N").args(args).env_remove("TMUX").kill_on_drop(true).stdin(std::process::Stdio::null());
+        let out = match tokio::time::timeout(TMUX_TIMEOUT, cmd.output()).await {
+            Err(_) => return Err(Error::Timeout { what: format!("tmux {}", args.join(" ")), after: TMUX_TIMEOUT }),
+            Ok(Err(e)) => return Err(Error::Io { op: "running", path: "tmux".into(), source: e }),
+            Ok(Ok(out)) => out,
+        };
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            // Every call is `-L <socket> <command> …`.
+            let op = args.get(2).map(String::as_str).unwrap_or("");
+            Err(Error::Tmux { op: format!("tmux {op}"), message: msg })
+        }
+    }
+}
+
+fn s(v: &str) -> String {
+    v.to_string()
+}

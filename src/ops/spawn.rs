@@ -1,0 +1,203 @@
+//! `spawn`: plan the request against this host, write its files while the idempotency lookup is
+//! on the wire, start the transient unit and read its view from the start job's own signals.
+//! One spawnRequestId is one agent: systemd's `UnitExists` settles races.
+
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::io::host::{self, HostEnv};
+use crate::io::systemd::StartError;
+use crate::model::config::Config;
+use crate::model::meta::AgentMeta;
+use crate::model::naming;
+use crate::model::plan::{self, PlanInputs};
+use crate::model::record::AgentRecord;
+use crate::model::request::{self, SpawnRequest};
+use crate::model::unit;
+use crate::ops::{now_ms, to_record, Supervisor};
+use std::time::Duration;
+
+/// The answer of a spawn: the agent, and whether this call started it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpawnOutcome {
+    pub created: bool,
+    pub agent: AgentRecord,
+}
+
+impl Supervisor {
+    /// Starts an agent, or returns the live agent of the same `spawnRequestId`.
+    pub async fn spawn(&self, req: &SpawnRequest) -> Result<SpawnOutcome, Error> {
+        let plan = plan_request(&self.config, &self.host, req, &self.host.runtime_root()?)?;
+
+        // The files are written while the idempotency lookup is on the wire (join polls the
+        // lookup first, which sends it); if it finds the agent, the guard removes them again.
+        let lookup = async {
+            match &req.spawn_request_id {
+                Some(rid) => self.find_live_request(rid, &req.provider).await,
+                None => Ok(None),
+            }
+        };
+        let (found, files) = futures_util::join!(lookup, async { host::write_spawn_files(&plan) });
+        if let Some(agent) = found? {
+            return Ok(SpawnOutcome { created: false, agent });
+        }
+        let files = files?;
+        let props = unit::agent_properties(&plan);
+        for attempt in 0..3 {
+            match self.mgr.start_transient_viewed(&plan.unit, &props, self.mgr.timeout()).await {
+                Ok((job, Some(mut snap))) if job.result == "done" => {
+                    files.keep();
+                    // Everything but the run's pid, invocation, times and limits is what we set.
+                    snap.description = plan.description.clone();
+                    snap.working_directory = plan.cwd.display().to_string();
+                    snap.log_extra_fields = plan.meta.to_log_extra_fields();
+                    let agent = to_record(&snap).ok_or_else(|| Error::SpawnFailed {
+                        unit: plan.unit.clone(),
+                        detail: "the unit carries no agent metadata".into(),
+                    })?;
+                    return Ok(SpawnOutcome { created: true, agent });
+                }
+                Ok((job, None)) if job.result == "done" => {
+                    files.keep();
+                    // Started, but its view could not be read along the way: read it as `show` does.
+                    let agent = self.record_of(&plan.unit).await?.ok_or_else(|| Error::SpawnFailed {
+                        unit: plan.unit.clone(),
+                        detail: "the unit was gone right after it started".into(),
+                    })?;
+                    return Ok(SpawnOutcome { created: true, agent });
+                }
+                Ok((job, _)) => {
+                    let detail = self.start_failure(&plan.unit, &job.result).await;
+                    return Err(Error::SpawnFailed { unit: plan.unit.clone(), detail });
+                }
+                Err(StartError::Other(e @ Error::Timeout { .. })) => {
+                    // Unanswered is not refused: the manager may still start the unit when it
+                    // catches up, and without its env file it would fail, restart and fail again.
+                    // Keep the files; a retry of the request finds the unit, and `reap` removes
+                    // the files if no unit comes of it.
+                    files.keep();
+                    return Err(e);
+                }
+                Err(StartError::Other(e)) => return Err(e),
+                Err(StartError::Exists) => {
+                    let snap = match self.snapshot(&plan.unit).await? {
+                        Some(s) => s,
+                        // A durable agent's unit file takes the name even while its unit is not loaded.
+                        None => match self.unloaded_durable_snapshot(&plan.unit).await? {
+                            Some(s) => s,
+                            None => continue,
+                        },
+                    };
+                    let theirs = AgentMeta::from_log_extra_fields(&snap.log_extra_fields);
+                    let same = match (&theirs, &req.spawn_request_id) {
+                        (Some(m), Some(rid)) => m.spawn_request_id.as_deref() == Some(rid.as_str()),
+                        _ => false,
+                    };
+                    if !same {
+                        let who = theirs.map(|m| {
+                            format!(
+                                "agent {} (spawn request {})",
+                                m.agent_id,
+                                m.spawn_request_id.unwrap_or_else(|| "none".into())
+                            )
+                        });
+                        return Err(Error::Conflict(format!(
+                            "unit {} already exists for {}; pass a different label or spawnRequestId",
+                            plan.unit,
+                            who.unwrap_or_else(|| "something else".into())
+                        )));
+                    }
+                    if snap.durable {
+                        return self.durable_of_the_request(&snap).await;
+                    }
+                    if matches!(snap.active_state.as_str(), "inactive" | "failed") && attempt < 2 {
+                        // A dead incarnation of this very request: clear it and start afresh.
+                        self.mgr.reset_failed(&plan.unit).await?;
+                        continue;
+                    }
+                    let agent = self.await_settled(&plan.unit).await?;
+                    return Ok(SpawnOutcome { created: false, agent });
+                }
+            }
+        }
+        Err(Error::Conflict(format!("unit {} kept reappearing while starting; retry the spawn", plan.unit)))
+    }
+
+    /// A live agent of this spawn request, looked up among units whose name ends like it.
+    pub(crate) async fn find_live_request(&self, rid: &str, provider: &str) -> Result<Option<AgentRecord>, Error> {
+        let pattern = naming::units_ending_like(&self.config.tmux_prefix, Some(provider), rid);
+        let found = self.list_matching(&pattern).await?;
+        let live = found.into_iter().find(|r| {
+            r.spawn_request_id.as_deref() == Some(rid)
+                && matches!(r.active_state.as_str(), "active" | "activating" | "reloading")
+        });
+        match live {
+            Some(r) if r.active_state == "activating" => self.await_settled(&r.systemd_unit).await.map(Some),
+            other => Ok(other),
+        }
+    }
+
+    /// Waits (bounded) until a unit that another spawn is starting has left `activating/start`.
+    pub(crate) async fn await_settled(&self, unit: &str) -> Result<AgentRecord, Error> {
+        let deadline = tokio::time::Instant::now() + self.mgr.timeout();
+        loop {
+            let rec = self.record_of(unit).await?.ok_or_else(|| Error::NotFound { reference: unit.to_string() })?;
+            if !(rec.active_state == "activating" && rec.sub_state == "start")
+                || tokio::time::Instant::now() >= deadline
+            {
+                return Ok(rec);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Explains a failed start job, then stops and clears the unit so it does not restart.
+    pub(crate) async fn start_failure(&self, unit: &str, job_result: &str) -> String {
+        let snap = self.snapshot(unit).await.ok().flatten();
+        let _ = self.mgr.stop_unit(unit).await;
+        let _ = self.mgr.reset_failed(unit).await;
+        match snap {
+            // 203 is systemd's EXIT_EXEC (systemd.exec(5) "Process Exit Codes").
+            Some(s) if s.exec_main_status == 203 => {
+                "the runner could not be executed (status 203/EXEC); check the runner path and that it is executable"
+                    .into()
+            }
+            Some(s) if s.exec_main_status == 200 => {
+                "the working directory could not be entered (status 200/CHDIR)".into()
+            }
+            Some(s) => format!(
+                "start job {job_result}; unit result={} exit status={} ({}/{})",
+                s.result, s.exec_main_status, s.active_state, s.sub_state
+            ),
+            None => format!("start job {job_result}; the unit is gone"),
+        }
+    }
+}
+
+/// Validates a request and plans it against this host; the agent's secret and payload files
+/// go below `files_root` (the runtime dir for transient agents, the state dir for durable ones).
+pub fn plan_request(
+    config: &Config,
+    host: &HostEnv,
+    req: &SpawnRequest,
+    files_root: &std::path::Path,
+) -> Result<plan::SpawnPlan, Error> {
+    request::validate(req)?;
+    let cwd = host::resolve_cwd(&req.cwd, config, &host.home)?;
+    let launcher = host::resolve_launcher(config, &req.provider, &host.path)?;
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    let exits_dir = crate::io::exit_store::exits_dir(&host.state_home);
+    let inputs = PlanInputs {
+        config,
+        home: &host.home,
+        runtime_root: files_root,
+        caller_path: &host.path,
+        launcher: &launcher,
+        cwd: &cwd,
+        now_ms: now_ms(),
+        record_exit: host.self_exe.as_deref().map(|exe| (exe, exits_dir.as_path())),
+        random_hex: &random,
+    };
+    Ok(plan::plan(req, &inputs)?)
+}

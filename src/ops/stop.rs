@@ -1,0 +1,167 @@
+//! `stop` and `kill`: a bounded graceful stop, then SIGKILL to the whole control group; never
+//! "stopped" while a process of the agent lives. Only units of this tool are touched.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::io::host;
+use crate::model::naming;
+use crate::model::record::{self, Liveness};
+use crate::ops::Supervisor;
+
+/// Default and largest graceful stop timeouts (the seed's 10 s and 60 s).
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+pub const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// After SIGKILL to the whole control group, how long the group may take to empty.
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// The answer of a stop. `stopped` is only ever true when nothing of the agent runs.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StopOutcome {
+    pub agent_id: String,
+    pub session_name: String,
+    pub systemd_unit: String,
+    pub stopped: bool,
+    pub was_running: bool,
+    /// SIGKILL was needed because the graceful stop did not finish in time.
+    pub killed: bool,
+}
+
+impl Supervisor {
+    /// Stops an agent: `StopUnit`, up to `timeout` (capped at 60 s), then SIGKILL to the whole
+    /// control group. Never answers `stopped` while a process of the agent lives.
+    pub async fn stop(&self, reference: &str, timeout: Duration) -> Result<StopOutcome, Error> {
+        let timeout = timeout.min(MAX_STOP_TIMEOUT);
+        let agent = self.resolve(reference).await?;
+        let unit = agent.systemd_unit.clone();
+        if naming::session_of_unit(&unit, &self.config.tmux_prefix).is_none() {
+            return Err(Error::NotOurs { unit, prefix: self.config.tmux_prefix.clone() });
+        }
+        let was_running = agent.state == Liveness::Alive
+            || matches!(agent.active_state.as_str(), "active" | "activating" | "deactivating" | "reloading");
+        let killed = self.stop_unit_bounded(&unit, timeout, agent.pid).await?;
+        // A stop is deliberate: clear the failed state SIGKILL leaves, and the agent's secrets.
+        self.mgr.reset_failed(&unit).await?;
+        self.remove_runtime_files(&agent.session_name);
+        Ok(StopOutcome {
+            agent_id: agent.agent_id,
+            session_name: agent.session_name,
+            systemd_unit: unit,
+            stopped: true,
+            was_running,
+            killed,
+        })
+    }
+
+    /// `StopUnit`, wait up to `timeout`, then SIGKILL to the whole control group; returns once
+    /// the unit is inactive, its cgroup empty and `main_pid` gone (whether SIGKILL was needed), or
+    /// fails with [`Error::Survived`]. Shared by agents and guests.
+    pub(crate) async fn stop_unit_bounded(
+        &self,
+        unit: &str,
+        timeout: Duration,
+        main_pid: Option<u32>,
+    ) -> Result<bool, Error> {
+        let mut killed = false;
+        {
+            let mut jobs = self.mgr.job_removed_stream().await?;
+            if let Some(job) = self.mgr.stop_unit(unit).await? {
+                match self.mgr.wait_job(&mut jobs, &job, unit, timeout).await {
+                    Ok(_) => {}
+                    Err(Error::Timeout { .. }) => {
+                        self.mgr.kill_unit(unit, "all", libc_sigkill()).await?;
+                        killed = true;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let deadline = tokio::time::Instant::now() + if killed { KILL_GRACE } else { KILL_GRACE / 2 };
+        loop {
+            // Two cheap reads per round: the cgroup's pids and the unit's state from the listing.
+            let pids = self.mgr.unit_pids(unit).await?;
+            let active = self.mgr.unit_state(unit).await?.filter(|s| !matches!(s.as_str(), "inactive" | "failed"));
+            let main_alive = main_pid.is_some_and(|p| host::proc_state(p) == record::ProcState::Running);
+            if pids.is_empty() && active.is_none() && !main_alive {
+                return Ok(killed);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                if !killed {
+                    self.mgr.kill_unit(unit, "all", libc_sigkill()).await?;
+                    killed = true;
+                    continue;
+                }
+                let mut pids = pids;
+                pids.extend(main_pid.filter(|_| main_alive));
+                return Err(Error::Survived { unit: unit.to_string(), pids });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub(crate) fn remove_runtime_files(&self, session: &str) {
+        if let Ok(root) = self.host.runtime_root() {
+            host::remove_session_dirs(&root.join("agents"), session, None);
+        }
+    }
+}
+
+fn libc_sigkill() -> i32 {
+    nix::sys::signal::Signal::SIGKILL as i32
+}
+
+/// The answer of `kill`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KillOutcome {
+    pub agent_id: String,
+    pub systemd_unit: String,
+    pub signal: String,
+    pub whom: String,
+}
+
+impl Supervisor {
+    /// Sends `signal` to the agent's main process (`main`) or its whole control group (`all`).
+    pub async fn kill(
+        &self,
+        reference: &str,
+        signal: nix::sys::signal::Signal,
+        whom: &str,
+    ) -> Result<KillOutcome, Error> {
+        if !matches!(whom, "main" | "all") {
+            return Err(Error::Argument(format!("--whom must be main or all, got {whom:?}")));
+        }
+        let agent = self.resolve(reference).await?;
+        if naming::session_of_unit(&agent.systemd_unit, &self.config.tmux_prefix).is_none() {
+            return Err(Error::NotOurs { unit: agent.systemd_unit, prefix: self.config.tmux_prefix.clone() });
+        }
+        if agent.state != Liveness::Alive {
+            return Err(Error::NotRunning { agent_id: agent.agent_id, needs: "nothing to signal" });
+        }
+        self.mgr.kill_unit(&agent.systemd_unit, whom, signal as i32).await?;
+        Ok(KillOutcome {
+            agent_id: agent.agent_id,
+            systemd_unit: agent.systemd_unit,
+            signal: signal.as_str().to_string(),
+            whom: whom.to_string(),
+        })
+    }
+}
+
+/// `TERM`, `SIGTERM` or `15`.
+pub fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal, Error> {
+    use std::str::FromStr;
+    let bad = || Error::Argument(format!("unknown signal {s:?}: use a name like TERM, KILL, INT, HUP or a number"));
+    if let Ok(n) = s.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n).map_err(|_| bad());
+    }
+    let name = if s.to_ascii_uppercase().starts_with("SIG") {
+        s.to_ascii_uppercase()
+    } else {
+        format!("SIG{}", s.to_ascii_uppercase())
+    };
+    nix::sys::signal::Signal::from_str(&name).map_err(|_| bad())
+}
