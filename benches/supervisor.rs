@@ -122,7 +122,7 @@ impl Bench {
             random_hex: &random,
         };
         let plan = agent_relay_systemd::model::plan::plan(req, &inputs).unwrap();
-        agent_relay_systemd::io::host::write_spawn_files(&plan).unwrap().keep();
+        agent_relay_systemd::io::files::write_spawn_files(&plan).unwrap().keep();
         let props = agent_relay_systemd::model::unit::agent_properties(&plan)
             .into_iter()
             .map(|(name, value)| (name.to_string(), variant(value)))

@@ -7,7 +7,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::io::host::private_dir;
+use crate::io::files::private_dir;
 use crate::model::exit::ExitRecord;
 
 /// `<state>/agent-relay-systemd/exits`.

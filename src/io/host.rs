@@ -1,13 +1,10 @@
 //! The host: environment facts (home, runtime dir, PATH, bus address), and the filesystem work
 //! of a spawn (resolving the runner and the cwd, writing 0600 files in 0700 directories).
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::error::Error;
 use crate::model::config::Config;
-use crate::model::plan::SpawnPlan;
 use crate::model::record::{parse_proc_stat_state, ProcState};
 
 /// What the host lacks for a request: its runner, its working directory, tmux.
@@ -90,12 +87,10 @@ impl HostEnv {
         self.state_home.join("agent-relay-systemd").join("durable")
     }
 
-    /// `$XDG_RUNTIME_DIR/agent-relay-systemd`, where secrets and payloads live (tmpfs, per user).
-    pub fn runtime_root(&self) -> Result<PathBuf, Error> {
-        self.runtime_dir
-            .as_ref()
-            .map(|d| d.join("agent-relay-systemd"))
-            .ok_or_else(|| Error::ManagerUnreachable { detail: "XDG_RUNTIME_DIR is not set".into() })
+    /// `$XDG_RUNTIME_DIR/agent-relay-systemd`, where secrets and payloads live (tmpfs, per user);
+    /// `None` without a runtime dir (then there is no user manager to talk to either).
+    pub fn runtime_root(&self) -> Option<PathBuf> {
+        self.runtime_dir.as_ref().map(|d| d.join("agent-relay-systemd"))
     }
 }
 
@@ -215,110 +210,4 @@ pub fn runs_in_unit(pid: u32, unit: &str) -> bool {
     let Ok(cgroups) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else { return false };
     let own = format!("/{unit}");
     cgroups.lines().any(|l| l.ends_with(&own) || l.contains(&format!("{own}/")))
-}
-
-/// Takes an exclusive `flock` on `path` (created 0600), retrying for up to `wait`; `what` names
-/// the holder a time-out blames.
-pub async fn lock_file(
-    path: &Path,
-    wait: std::time::Duration,
-    what: &str,
-) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(Error::io("opening", path))?;
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let f = file.try_clone().map_err(Error::io("dup", path))?;
-        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(g) => return Ok(g),
-            Err(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await
-            }
-            Err(_) => return Err(Error::Timeout { what: what.to_string(), after: wait }),
-        }
-    }
-}
-
-/// Creates `dir` and missing parents with mode 0700, and tightens `dir` itself to 0700.
-pub fn private_dir(dir: &Path) -> Result<(), Error> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(Error::io("creating directory", dir))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(Error::io("setting mode of", dir))
-}
-
-/// Writes a new 0600 file (never following or reusing an existing one).
-pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), Error> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(Error::io("creating", path))?;
-    // No fsync: these live in the runtime dir (tmpfs), gone at reboot by design.
-    f.write_all(contents).map_err(Error::io("writing", path))
-}
-
-/// Removes the per-attempt directories `<session>.<attempt>` in `agents_dir`, but `keep`.
-pub fn remove_session_dirs(agents_dir: &Path, session: &str, keep: Option<&Path>) {
-    let Ok(entries) = std::fs::read_dir(agents_dir) else { return };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if name.rsplit_once('.').map(|(s, _)| s) == Some(session) && Some(e.path().as_path()) != keep {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-}
-
-/// Files a spawn made; removed again unless [`SpawnFiles::keep`] is called.
-pub struct SpawnFiles {
-    dir: Option<PathBuf>,
-}
-
-impl SpawnFiles {
-    pub fn keep(mut self) {
-        self.dir = None;
-    }
-}
-
-impl Drop for SpawnFiles {
-    fn drop(&mut self) {
-        if let Some(dir) = self.dir.take() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-/// Writes the env file and payloads of a plan into its fresh agent directory, and makes sure the
-/// log and runner-info directories exist (0700) and the log file is 0600.
-pub fn write_spawn_files(plan: &SpawnPlan) -> Result<SpawnFiles, Error> {
-    if let Some(parent) = plan.agent_dir.parent() {
-        private_dir(parent)?;
-        if let Some(root) = parent.parent() {
-            private_dir(root)?;
-        }
-    }
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&plan.agent_dir)
-        .map_err(Error::io("creating directory", &plan.agent_dir))?;
-    let guard = SpawnFiles { dir: Some(plan.agent_dir.clone()) };
-    write_private_file(&plan.env_file, crate::model::plan::render_env_file(&plan.secret_env).as_bytes())?;
-    for p in &plan.payloads {
-        write_private_file(&p.path, p.contents.as_bytes())?;
-    }
-    for dir in [plan.log_file.parent(), plan.runner_info_file.parent()].into_iter().flatten() {
-        private_dir(dir)?;
-    }
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(&plan.log_file)
-        .map_err(Error::io("creating log file", &plan.log_file))?;
-    Ok(guard)
 }

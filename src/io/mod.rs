@@ -5,6 +5,7 @@
 
 pub mod config_file;
 pub mod exit_store;
+pub mod files;
 pub mod host;
 pub mod log_file;
 pub mod runner;

@@ -43,7 +43,7 @@ pub struct ExitRecord {
 impl ExitRecord {
     /// Whether this record is of the run whose `InvocationID` property is `invocation`.
     pub fn is_run(&self, invocation: &[u8]) -> bool {
-        !invocation.is_empty() && self.invocation_id == crate::model::record::invocation_hex(invocation)
+        !invocation.is_empty() && self.invocation_id == invocation_hex(invocation)
     }
 }
 
@@ -221,6 +221,11 @@ pub fn last_error(f: &LastErrorFacts<'_>, exit: &ExitInfo) -> String {
         s.push_str("; runner info was not written");
     }
     s
+}
+
+/// An `InvocationID` property (16 bytes) as `$INVOCATION_ID` spells it: lowercase hex.
+pub fn invocation_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::model::naming::{sanitize_fs_name, Sanitize, AGENT_SLICE};
-use crate::model::unit::{Property, Value};
+use crate::model::property::{Property, Value};
 
 pub const GUEST_UNIT_PREFIX: &str = "agent-relay-guest-";
 pub const DEFAULT_TTL_MS: u64 = 60 * 60 * 1000;

@@ -91,8 +91,8 @@ pub fn resolve(request: Option<&LimitsSpec>, defaults: Option<&LimitsSpec>) -> R
 }
 
 /// Unit properties for the limits (systemd.resource-control(5)).
-pub fn properties(l: &Limits) -> Vec<crate::model::unit::Property> {
-    use crate::model::unit::Value::U64;
+pub fn properties(l: &Limits) -> Vec<crate::model::property::Property> {
+    use crate::model::property::Value::U64;
     let mut out = Vec::new();
     if let Some(v) = l.memory_max {
         out.push(("MemoryMax", U64(v)));

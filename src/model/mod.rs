@@ -12,6 +12,7 @@ pub mod logtext;
 pub mod meta;
 pub mod naming;
 pub mod plan;
+pub mod property;
 pub mod reap;
 pub mod record;
 pub mod request;

@@ -145,7 +145,7 @@ pub fn agent_record(s: &UnitSnapshot, proc_state: ProcState) -> Option<AgentReco
         label: m.label,
         session_name: m.session,
         systemd_unit: s.unit.clone(),
-        invocation_id: (!s.invocation_id.is_empty()).then(|| invocation_hex(&s.invocation_id)),
+        invocation_id: (!s.invocation_id.is_empty()).then(|| crate::model::exit::invocation_hex(&s.invocation_id)),
         pid: (s.main_pid > 0).then_some(s.main_pid),
         state: liveness(s, proc_state),
         active_state: s.active_state.clone(),
@@ -175,11 +175,6 @@ pub fn agent_record(s: &UnitSnapshot, proc_state: ProcState) -> Option<AgentReco
         description: s.description.clone(),
         durable: s.durable,
     })
-}
-
-/// An `InvocationID` property (16 bytes) as `$INVOCATION_ID` spells it: lowercase hex.
-pub fn invocation_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

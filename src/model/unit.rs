@@ -1,6 +1,8 @@
 //! The unit generator: a [`SpawnPlan`] → the transient unit's properties, as plain data the
 //! D-Bus layer converts. Property names are systemd's (org.freedesktop.systemd1(5)). Pure.
 
+pub use crate::model::property::{find, Property, Value};
+
 use crate::model::naming::AGENT_SLICE;
 use crate::model::plan::SpawnPlan;
 use crate::model::request::Lifecycle;
@@ -12,30 +14,6 @@ pub const RESTART_USEC: u64 = 2_000_000;
 /// Start-rate limit: at most BURST starts per INTERVAL, then the unit stays failed.
 pub const START_LIMIT_BURST: u32 = 5;
 pub const START_LIMIT_INTERVAL_USEC: u64 = 60_000_000;
-
-/// A property value in the D-Bus types systemd expects.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    /// `s`
-    Str(String),
-    /// `b`
-    Bool(bool),
-    /// `u`
-    U32(u32),
-    /// `t`
-    U64(u64),
-    /// `as`
-    Strs(Vec<String>),
-    /// `a(sasb)`: path, argv, ignore-failure
-    Exec(Vec<(String, Vec<String>, bool)>),
-    /// `a(sb)`: path, ignore-missing
-    EnvFiles(Vec<(String, bool)>),
-    /// `aay`
-    Bytes(Vec<Vec<u8>>),
-}
-
-/// One `(name, value)` of a `StartTransientUnit` call.
-pub type Property = (&'static str, Value);
 
 /// The properties of an agent's transient service.
 pub fn agent_properties(plan: &SpawnPlan) -> Vec<Property> {
@@ -74,9 +52,4 @@ pub fn agent_properties(plan: &SpawnPlan) -> Vec<Property> {
         Lifecycle::Ephemeral => props.push(("Restart", s("no"))),
     }
     props
-}
-
-/// Looks a property up by name (tests and the unit-file renderer).
-pub fn find<'a>(props: &'a [Property], name: &str) -> Option<&'a Value> {
-    props.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
 }

@@ -2,7 +2,7 @@
 //! transient unit → the text of an equivalent unit file, so transient and durable agents never
 //! drift. Quoting follows systemd.syntax(7) and systemd.service(5). Pure: no IO.
 
-use crate::model::unit::{Property, Value};
+use crate::model::property::{Property, Value};
 
 /// Where a durable agent's unit file points operators for help.
 pub const DOCUMENTATION: &str = "man:agent-relay-systemd(1)";

@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::io::host::{self, HostEnv, HostError};
+use crate::io::files;
+use crate::io::host::{HostEnv, HostError};
 use crate::model::config::Config;
 use crate::model::meta::AgentMeta;
 use crate::model::plan::SpawnPlan;
@@ -93,7 +94,7 @@ impl Supervisor {
             }
         }
 
-        let files = host::write_spawn_files(&plan)?;
+        let files = files::write_spawn_files(&plan)?;
         sync_dir_tree(&plan)?;
         let unit_file = unit_dir.join(&plan.unit);
         // Replacing a stopped durable agent: its definition comes back if this start fails.
@@ -129,13 +130,13 @@ impl Supervisor {
                 }
                 None => {
                     self.uninstall(&plan.unit, &unit_file).await;
-                    host::remove_session_dirs(&self.host.durable_root().join("agents"), &plan.meta.session, None);
+                    files::remove_session_dirs(&self.host.durable_root().join("agents"), &plan.meta.session, None);
                 }
             }
             return Err(e);
         }
         files.keep();
-        host::remove_session_dirs(&self.host.durable_root().join("agents"), &plan.meta.session, Some(&plan.agent_dir));
+        files::remove_session_dirs(&self.host.durable_root().join("agents"), &plan.meta.session, Some(&plan.agent_dir));
         // Not a hot path: read the whole unit back, as `show` would.
         let snap = self.snapshot(&plan.unit).await?.ok_or_else(|| Error::SpawnFailed {
             unit: plan.unit.clone(),
@@ -184,7 +185,7 @@ impl Supervisor {
             }
             self.mgr.reload().await?;
             self.mgr.reset_failed(&unit).await?;
-            host::remove_session_dirs(&self.host.durable_root().join("agents"), &agent.session_name, None);
+            files::remove_session_dirs(&self.host.durable_root().join("agents"), &agent.session_name, None);
         }
         Ok(RemoveOutcome { stop, durable, unit_file: removed_file })
     }
@@ -271,8 +272,8 @@ impl Supervisor {
     /// Serialises durable spawns and removals of this user (unit files and reloads).
     pub(crate) async fn durable_lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
         let root = self.host.durable_root();
-        host::private_dir(&root)?;
-        host::lock_file(&root.join(".lock"), LOCK_WAIT, "another durable spawn or remove").await
+        files::private_dir(&root)?;
+        files::lock_file(&root.join(".lock"), LOCK_WAIT, "another durable spawn or remove").await
     }
 }
 

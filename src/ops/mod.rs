@@ -52,6 +52,14 @@ impl Supervisor {
         Ok(Supervisor { config: self.config.clone(), host: self.host.clone(), mgr })
     }
 
+    /// Where transient agents' secrets and payloads live; without XDG_RUNTIME_DIR there is no
+    /// user manager to run them either.
+    pub(crate) fn runtime_root(&self) -> Result<std::path::PathBuf, Error> {
+        self.host
+            .runtime_root()
+            .ok_or_else(|| Error::ManagerUnreachable { detail: "XDG_RUNTIME_DIR is not set".into() })
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }

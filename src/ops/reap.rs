@@ -55,10 +55,10 @@ fn attempt_dirs(dir: &Path, session_prefix: &str) -> Vec<FileFact> {
 impl Supervisor {
     /// One reap; `retention` is how long exit records are kept.
     pub async fn reap(&self, dry_run: bool, retention: Duration) -> Result<ReapReport, Error> {
-        let root = self.host.runtime_root()?;
-        crate::io::host::private_dir(&root)?;
+        let root = self.runtime_root()?;
+        crate::io::files::private_dir(&root)?;
         let lock_path = root.join("reap.lock");
-        let _guard = crate::io::host::lock_file(&lock_path, LOCK_WAIT, "another reap to finish").await?;
+        let _guard = crate::io::files::lock_file(&lock_path, LOCK_WAIT, "another reap to finish").await?;
         // Only once some durable agent was made: the lock would create the directory.
         let _durable = if self.host.durable_root().is_dir() { Some(self.durable_lock().await?) } else { None };
         let facts = self.reap_facts(&root, retention).await?;

@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::error::Error;
+use crate::io::files;
 use crate::io::host::{self, HostEnv};
 use crate::io::systemd::StartError;
 use crate::model::config::Config;
@@ -28,7 +29,7 @@ pub struct SpawnOutcome {
 impl Supervisor {
     /// Starts an agent, or returns the live agent of the same `spawnRequestId`.
     pub async fn spawn(&self, req: &SpawnRequest) -> Result<SpawnOutcome, Error> {
-        let plan = plan_request(&self.config, &self.host, req, &self.host.runtime_root()?)?;
+        let plan = plan_request(&self.config, &self.host, req, &self.runtime_root()?)?;
 
         // The files are written while the idempotency lookup is on the wire (join polls the
         // lookup first, which sends it); if it finds the agent, the guard removes them again.
@@ -38,7 +39,7 @@ impl Supervisor {
                 None => Ok(None),
             }
         };
-        let (found, files) = futures_util::join!(lookup, async { host::write_spawn_files(&plan) });
+        let (found, files) = futures_util::join!(lookup, async { files::write_spawn_files(&plan) });
         if let Some(agent) = found? {
             return Ok(SpawnOutcome { created: false, agent });
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::io::host;
+use crate::io::{files, host};
 use crate::model::naming;
 use crate::model::record::{self, Liveness};
 use crate::ops::Supervisor;
@@ -103,8 +103,8 @@ impl Supervisor {
     }
 
     pub(crate) fn remove_runtime_files(&self, session: &str) {
-        if let Ok(root) = self.host.runtime_root() {
-            host::remove_session_dirs(&root.join("agents"), session, None);
+        if let Some(root) = self.host.runtime_root() {
+            files::remove_session_dirs(&root.join("agents"), session, None);
         }
     }
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::unit::Value::*;
+use crate::model::property::Value::*;
 
 #[test]
 fn words_are_quoted_as_systemd_reads_them() {

@@ -1,0 +1,115 @@
+//! Our files and directories: 0700 directories, 0600 files created anew (never following or
+//! reusing what is there), the files of a spawn (removed again unless kept), and lock files.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::model::plan::SpawnPlan;
+
+/// Takes an exclusive `flock` on `path` (created 0600), retrying for up to `wait`; `what` names
+/// the holder a time-out blames.
+pub async fn lock_file(
+    path: &Path,
+    wait: std::time::Duration,
+    what: &str,
+) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(Error::io("opening", path))?;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let f = file.try_clone().map_err(Error::io("dup", path))?;
+        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(g) => return Ok(g),
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            Err(_) => return Err(Error::Timeout { what: what.to_string(), after: wait }),
+        }
+    }
+}
+
+/// Creates `dir` and missing parents with mode 0700, and tightens `dir` itself to 0700.
+pub fn private_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(Error::io("creating directory", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(Error::io("setting mode of", dir))
+}
+
+/// Writes a new 0600 file (never following or reusing an existing one).
+pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), Error> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(Error::io("creating", path))?;
+    // No fsync: these live in the runtime dir (tmpfs), gone at reboot by design.
+    f.write_all(contents).map_err(Error::io("writing", path))
+}
+
+/// Removes the per-attempt directories `<session>.<attempt>` in `agents_dir`, but `keep`.
+pub fn remove_session_dirs(agents_dir: &Path, session: &str, keep: Option<&Path>) {
+    let Ok(entries) = std::fs::read_dir(agents_dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.rsplit_once('.').map(|(s, _)| s) == Some(session) && Some(e.path().as_path()) != keep {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Files a spawn made; removed again unless [`SpawnFiles::keep`] is called.
+pub struct SpawnFiles {
+    dir: Option<PathBuf>,
+}
+
+impl SpawnFiles {
+    pub fn keep(mut self) {
+        self.dir = None;
+    }
+}
+
+impl Drop for SpawnFiles {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Writes the env file and payloads of a plan into its fresh agent directory, and makes sure the
+/// log and runner-info directories exist (0700) and the log file is 0600.
+pub fn write_spawn_files(plan: &SpawnPlan) -> Result<SpawnFiles, Error> {
+    if let Some(parent) = plan.agent_dir.parent() {
+        private_dir(parent)?;
+        if let Some(root) = parent.parent() {
+            private_dir(root)?;
+        }
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&plan.agent_dir)
+        .map_err(Error::io("creating directory", &plan.agent_dir))?;
+    let guard = SpawnFiles { dir: Some(plan.agent_dir.clone()) };
+    write_private_file(&plan.env_file, crate::model::plan::render_env_file(&plan.secret_env).as_bytes())?;
+    for p in &plan.payloads {
+        write_private_file(&p.path, p.contents.as_bytes())?;
+    }
+    for dir in [plan.log_file.parent(), plan.runner_info_file.parent()].into_iter().flatten() {
+        private_dir(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(&plan.log_file)
+        .map_err(Error::io("creating log file", &plan.log_file))?;
+    Ok(guard)
+}
