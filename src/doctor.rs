@@ -14,7 +14,7 @@ pub use crate::io::systemd::ManagerInfo;
 
 /// The reaper's timer and the agents' slice, as shipped in `units/`.
 pub const REAP_TIMER: &str = "agent-relay-reap.timer";
-pub const SLICE: &str = "agent_relay.slice";
+pub const SLICE: &str = crate::model::naming::AGENT_SLICE;
 /// Exit code of `doctor` when a required check fails and the manager itself is fine.
 pub const EXIT_REQUIRED_MISSING: u8 = 8;
 

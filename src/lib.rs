@@ -7,6 +7,9 @@
 //!
 //! Imports run cli → ops → io → model, never back up.
 
+// Only the sandbox (fork/exec into a cgroup, signal masks) needs unsafe; it says why at each use.
+#![deny(unsafe_code)]
+
 pub mod cli;
 pub mod doctor;
 pub mod error;

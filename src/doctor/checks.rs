@@ -262,7 +262,7 @@ pub fn slice(m: &ManagerFact) -> Finding {
                 "{SLICE} is not installed: `systemctl --user status {SLICE}` shows no Description, and fleet-wide \
                  limits have no unit to go in"
             ),
-            install("agent_relay.slice"),
+            install(crate::model::naming::AGENT_SLICE),
         ),
         Some(s @ ("masked" | "masked-runtime")) => warn(
             "slice",

@@ -13,7 +13,7 @@ use crate::model::config::Config;
 
 /// Bound on `tmux -V`.
 const TMUX_TIMEOUT: Duration = Duration::from_secs(3);
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+use crate::io::host::CGROUP_ROOT;
 
 /// What the caller already resolved.
 pub struct ProbeInputs {

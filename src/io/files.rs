@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use crate::error::Error;
 use crate::model::plan::SpawnPlan;
 
+/// How long a run waits for another holding the same lock (a reap, a durable spawn or remove).
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Takes an exclusive `flock` on `path` (created 0600), retrying for up to `wait`; `what` names
 /// the holder a time-out blames.
 pub async fn lock_file(

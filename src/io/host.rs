@@ -7,6 +7,9 @@ use std::path::{Component, Path, PathBuf};
 use crate::model::config::Config;
 use crate::model::record::{parse_proc_stat_state, ProcState};
 
+/// Where the kernel's control groups are mounted.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
 /// What the host lacks for a request: its runner, its working directory, tmux.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {

@@ -1,14 +1,16 @@
 //! The IO shell: everything that touches the outside world. The systemd user manager over D-Bus
-//! (`systemd`), host facts and the one path layout (`host`), the exit-record store, and the
-//! throwaway manager of the tests (`sandbox`). Each boundary's verbs speak the domain and every
-//! call across it is bounded; decisions are the model's.
+//! (`systemd`), host facts and paths (`host`), our files and locks (`files`), the config file,
+//! the exit-record store, agent logs, the runner's files and control URL (`runner`), tmux, and
+//! the throwaway manager of the tests (`sandbox`). Each boundary's verbs speak the domain and
+//! every call across it is bounded; decisions are the model's.
 
 pub mod config_file;
 pub mod exit_store;
 pub mod files;
 pub mod host;
-pub mod log_file;
+pub(crate) mod log_file;
 pub mod runner;
+#[allow(unsafe_code)]
 pub mod sandbox;
 pub mod systemd;
-pub mod tmux;
+pub(crate) mod tmux;

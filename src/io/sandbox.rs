@@ -13,7 +13,7 @@ use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::unistd::Pid;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+use crate::io::host::CGROUP_ROOT;
 
 /// Why a private manager could not be started or a sandboxed command not run.
 #[derive(Debug, thiserror::Error)]

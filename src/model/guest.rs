@@ -107,6 +107,12 @@ pub fn is_guest_name(name: &str, prefix: &str) -> bool {
     })
 }
 
+/// The glob of every guest unit of a prefix (`ListUnitsByPatterns`).
+pub fn guest_unit_pattern(prefix: &str) -> String {
+    format!("{GUEST_UNIT_PREFIX}{prefix}-guest-*.service")
+}
+
+/// The unit of a guest: its tmux server.
 pub fn guest_unit(name: &str) -> String {
     format!("{GUEST_UNIT_PREFIX}{name}.service")
 }

@@ -21,9 +21,6 @@ use crate::model::request::SpawnRequest;
 use crate::model::{naming, unit, unitfile};
 use crate::ops::{plan_request, to_record, SpawnOutcome, StopOutcome, Supervisor};
 
-/// How long a durable spawn or removal waits for another one to finish with the unit files.
-const LOCK_WAIT: Duration = Duration::from_secs(30);
-
 /// What `generate` prints: the unit, where `spawn --persist` would write it, and its text.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -273,7 +270,7 @@ impl Supervisor {
     pub(crate) async fn durable_lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
         let root = self.host.durable_root();
         files::private_dir(&root)?;
-        files::lock_file(&root.join(".lock"), LOCK_WAIT, "another durable spawn or remove").await
+        files::lock_file(&root.join(".lock"), files::LOCK_WAIT, "another durable spawn or remove").await
     }
 }
 

@@ -124,7 +124,7 @@ impl Supervisor {
 
     /// Guests of this prefix, from their units.
     pub async fn guest_list(&self) -> Result<Vec<GuestRecord>, Error> {
-        let pattern = format!("{}{}-guest-*.service", guest::GUEST_UNIT_PREFIX, self.config.tmux_prefix);
+        let pattern = guest::guest_unit_pattern(&self.config.tmux_prefix);
         // Read concurrently, as agents are (one round trip per guest was serial before).
         let snaps = self.snapshots_matching(&pattern).await?;
         let mut out: Vec<GuestRecord> =

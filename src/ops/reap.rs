@@ -17,8 +17,6 @@ use crate::ops::{now_ms, Supervisor};
 
 /// Files younger than this are never reaped: a spawn writes them before its unit exists.
 pub const GRACE: Duration = Duration::from_secs(60);
-/// How long to wait for another reap to finish.
-const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// What a reap did (or, with `--dry-run`, would do).
 #[derive(Debug, Clone, Serialize)]
@@ -58,7 +56,8 @@ impl Supervisor {
         let root = self.runtime_root()?;
         crate::io::files::private_dir(&root)?;
         let lock_path = root.join("reap.lock");
-        let _guard = crate::io::files::lock_file(&lock_path, LOCK_WAIT, "another reap to finish").await?;
+        let _guard =
+            crate::io::files::lock_file(&lock_path, crate::io::files::LOCK_WAIT, "another reap to finish").await?;
         // Only once some durable agent was made: the lock would create the directory.
         let _durable = if self.host.durable_root().is_dir() { Some(self.durable_lock().await?) } else { None };
         let facts = self.reap_facts(&root, retention).await?;
@@ -112,7 +111,7 @@ impl Supervisor {
                 exit_recorded,
             });
         }
-        let guest_pattern = format!("{}{prefix}-guest-*.service", crate::model::guest::GUEST_UNIT_PREFIX);
+        let guest_pattern = crate::model::guest::guest_unit_pattern(prefix);
         let guest_units = self
             .manager()
             .list_units(&[guest_pattern])

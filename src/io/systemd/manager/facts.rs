@@ -4,9 +4,8 @@
 use super::{error_name, Manager};
 use crate::error::Error;
 
-/// `GetUnitFileState` of a unit file that does not exist answers with this error.
-const FILE_NOT_FOUND: &str = "org.freedesktop.DBus.Error.FileNotFound";
-const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
+// `GetUnitFileState` of a unit file that does not exist answers FileNotFound.
+use crate::error::dbus_name::{FILE_NOT_FOUND, NO_SUCH_UNIT};
 
 /// The manager's `Version`, `Features` and `ControlGroup` properties.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
