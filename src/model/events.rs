@@ -8,6 +8,7 @@ use serde::Serialize;
 use zbus::OwnedVariant;
 
 use crate::model::exit::{self, ExitInfo};
+use crate::model::state::ActiveState;
 
 /// Bumped when an event's fields change meaning.
 pub const EVENT_SCHEMA: u32 = 1;
@@ -98,8 +99,16 @@ impl View {
         self.main_pid > 0
     }
 
+    fn state(&self) -> ActiveState {
+        ActiveState::parse(&self.active_state)
+    }
+
     fn ended(&self) -> bool {
-        matches!(self.active_state.as_str(), "inactive" | "failed")
+        self.state().is_ended()
+    }
+
+    fn active(&self) -> bool {
+        self.state() == ActiveState::Active
     }
 }
 
@@ -154,7 +163,7 @@ pub fn transitions(old: Option<&View>, new: Option<&View>) -> Vec<Transition> {
         (None, None) => {}
         (None, Some(n)) => {
             out.push(t(Kind::Spawned));
-            if n.running() && n.active_state == "active" {
+            if n.running() && n.active() {
                 out.push(t(Kind::Started));
             }
         }
@@ -177,8 +186,8 @@ pub fn transitions(old: Option<&View>, new: Option<&View>) -> Vec<Transition> {
             if n.sub_state == "auto-restart" && o.sub_state != "auto-restart" || restarted_between {
                 out.push(t(Kind::Restarting));
             }
-            let now_started = n.running() && n.active_state == "active";
-            if now_started && (o.active_state != "active" || o.main_pid != n.main_pid) {
+            let now_started = n.running() && n.active();
+            if now_started && (!o.active() || o.main_pid != n.main_pid) {
                 out.push(t(Kind::Started));
             }
             if n.ended() && !o.ended() {

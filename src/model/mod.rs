@@ -15,5 +15,6 @@ pub mod plan;
 pub mod reap;
 pub mod record;
 pub mod request;
+pub mod state;
 pub mod unit;
 pub mod unitfile;
