@@ -1,13 +1,11 @@
 //! What `watch` reports: the state of an agent unit as signals describe it, and the events a
-//! change between two states means. Pure: the D-Bus layer feeds it [`Change`]s (decoded here
-//! from a signal's property dictionary, no IO).
-
-use std::collections::HashMap;
+//! change between two states means. Pure: the D-Bus layer (`io::systemd::signals`) decodes a
+//! signal's property dictionary into a [`Change`] and feeds it here.
 
 use serde::Serialize;
-use zbus::OwnedVariant;
 
 use crate::model::exit::{self, ExitInfo};
+use crate::model::state::ActiveState;
 
 /// Bumped when an event's fields change meaning.
 pub const EVENT_SCHEMA: u32 = 1;
@@ -40,27 +38,6 @@ pub struct Change {
 }
 
 impl Change {
-    /// The properties a signal's `changed` dictionary carries; values of another type are ignored.
-    pub fn of_properties(changed: &HashMap<String, OwnedVariant>) -> Change {
-        fn get<T>(changed: &HashMap<String, OwnedVariant>, k: &str) -> Option<T>
-        where
-            T: TryFrom<OwnedVariant>,
-        {
-            changed.get(k).and_then(|v| v.try_clone().ok()).and_then(|v| T::try_from(v).ok())
-        }
-        Change {
-            active_state: get(changed, "ActiveState"),
-            sub_state: get(changed, "SubState"),
-            main_pid: get(changed, "MainPID"),
-            n_restarts: get(changed, "NRestarts"),
-            result: get(changed, "Result"),
-            exec_main_code: get(changed, "ExecMainCode"),
-            exec_main_status: get(changed, "ExecMainStatus"),
-            invocation_id: get(changed, "InvocationID"),
-            exec_main_start_us: get(changed, "ExecMainStartTimestamp"),
-        }
-    }
-
     /// Takes what `newer` carries; keeps the rest.
     pub fn merge(&mut self, newer: Change) {
         fn take<T>(slot: &mut Option<T>, v: Option<T>) {
@@ -98,8 +75,16 @@ impl View {
         self.main_pid > 0
     }
 
+    fn state(&self) -> ActiveState {
+        ActiveState::parse(&self.active_state)
+    }
+
     fn ended(&self) -> bool {
-        matches!(self.active_state.as_str(), "inactive" | "failed")
+        self.state().is_ended()
+    }
+
+    fn active(&self) -> bool {
+        self.state() == ActiveState::Active
     }
 }
 
@@ -154,7 +139,7 @@ pub fn transitions(old: Option<&View>, new: Option<&View>) -> Vec<Transition> {
         (None, None) => {}
         (None, Some(n)) => {
             out.push(t(Kind::Spawned));
-            if n.running() && n.active_state == "active" {
+            if n.running() && n.active() {
                 out.push(t(Kind::Started));
             }
         }
@@ -177,8 +162,8 @@ pub fn transitions(old: Option<&View>, new: Option<&View>) -> Vec<Transition> {
             if n.sub_state == "auto-restart" && o.sub_state != "auto-restart" || restarted_between {
                 out.push(t(Kind::Restarting));
             }
-            let now_started = n.running() && n.active_state == "active";
-            if now_started && (o.active_state != "active" || o.main_pid != n.main_pid) {
+            let now_started = n.running() && n.active();
+            if now_started && (!o.active() || o.main_pid != n.main_pid) {
                 out.push(t(Kind::Started));
             }
             if n.ended() && !o.ended() {
@@ -187,22 +172,6 @@ pub fn transitions(old: Option<&View>, new: Option<&View>) -> Vec<Transition> {
         }
     }
     out
-}
-
-const UNIT_PATH_PREFIX: &str = "/org/freedesktop/systemd1/unit";
-
-/// `agent-relay.…` → `/org/freedesktop/systemd1/unit/agent_2drelay_2e…` (sd_bus_path_encode):
-/// a unit's object path without asking for it.
-pub fn path_of_unit(unit: &str) -> String {
-    let prefix = zbus::ObjectPath::from_static_str_unchecked(UNIT_PATH_PREFIX);
-    zbus_systemd::bus_path_encode(&prefix, unit).to_string()
-}
-
-/// `/org/freedesktop/systemd1/unit/agent_2drelay_2e…` → `agent-relay.…` (sd_bus_path_decode).
-pub fn unit_of_path(path: &str) -> Option<String> {
-    let prefix = zbus::ObjectPath::from_static_str_unchecked(UNIT_PATH_PREFIX);
-    let path = zbus::ObjectPath::try_from(path).ok()?;
-    zbus_systemd::bus_path_decode(&prefix, &path).map(|c| c.into_owned())
 }
 
 #[cfg(test)]
@@ -259,20 +228,5 @@ mod tests {
         let gone = transitions(Some(&v("active", "running", 5)), None);
         assert_eq!(kinds(&gone), [Kind::Exited, Kind::Stopped, Kind::Removed]);
         assert_eq!(gone[0].exit.as_ref().unwrap().kind, ExitKind::Unknown, "vanished is never a success");
-    }
-
-    #[test]
-    fn paths_round_trip() {
-        let u = "agent-relay-managed-ar-claude-x_1.service";
-        assert_eq!(unit_of_path(&path_of_unit(u)).as_deref(), Some(u));
-    }
-
-    #[test]
-    fn paths_decode() {
-        assert_eq!(
-            unit_of_path("/org/freedesktop/systemd1/unit/agent_2drelay_2dmanaged_2dar_2dx_2eservice").as_deref(),
-            Some("agent-relay-managed-ar-x.service")
-        );
-        assert_eq!(unit_of_path("/org/freedesktop/systemd1/job/1"), None);
     }
 }

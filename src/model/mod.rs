@@ -16,5 +16,6 @@ pub mod property;
 pub mod reap;
 pub mod record;
 pub mod request;
+pub mod state;
 pub mod unit;
 pub mod unitfile;

@@ -6,24 +6,20 @@
 //! bound, and the D-Bus connection is never stalled.
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::mpsc;
-use zbus::{MatchRule, MessageStream, OwnedVariant};
 
 use crate::error::Error;
 use crate::io::host::HostEnv;
+use crate::io::systemd::Signal;
 use crate::model::config::Config;
 use crate::model::events::{self, Change, Kind, View, EVENT_SCHEMA};
 use crate::model::exit::ExitInfo;
 use crate::model::naming;
 use crate::model::record::{self, AgentRecord, ProcState, UnitSnapshot};
 use crate::ops::{now_ms, Supervisor};
-
-const SIGNAL_QUEUE: usize = 4096;
 
 /// One line of `watch` output.
 #[derive(Debug, Clone, Serialize)]
@@ -140,34 +136,7 @@ impl Watcher {
 
     /// One connection's life. `Ok` only when the output is closed.
     async fn session(&mut self, sup: Supervisor, first: bool, outage: &mut bool) -> Result<(), Error> {
-        let conn = sup.manager().connection().clone();
-        let rule = |b: zbus::match_rule::Builder<'static>| b.build().map_err(|e| lost(&e));
-        let props = MatchRule::builder()
-            .msg_type(zbus::message::Type::Signal)
-            .interface("org.freedesktop.DBus.Properties")
-            .member("PropertiesChanged")
-            .path_namespace("/org/freedesktop/systemd1/unit");
-        let mgr = MatchRule::builder()
-            .msg_type(zbus::message::Type::Signal)
-            .interface("org.freedesktop.systemd1.Manager")
-            .path("/org/freedesktop/systemd1");
-        let queue = NonZeroUsize::new(SIGNAL_QUEUE);
-        let stream = |r| MessageStream::for_match_rule(r, &conn, queue);
-        let mut props = stream(rule(props)?).await.map_err(|e| lost(&e))?;
-        let mut mgr_sigs = stream(rule(mgr)?).await.map_err(|e| lost(&e))?;
-        let mut owner = if conn.is_bus() {
-            let r = MatchRule::builder()
-                .msg_type(zbus::message::Type::Signal)
-                .sender("org.freedesktop.DBus")
-                .interface("org.freedesktop.DBus")
-                .member("NameOwnerChanged")
-                .arg(0, "org.freedesktop.systemd1")
-                .build()
-                .map_err(|e| lost(&e))?;
-            Some(stream(r).await.map_err(|e| lost(&e))?)
-        } else {
-            None
-        };
+        let mut signals = sup.manager().signals().await?;
         // Reads go on a connection of their own. zbus's reader blocks on a full stream queue, so
         // on one shared connection a burst of signals arriving while we await a reply held up
         // that very reply for a whole --timeout (seen after ~50 daemon-reloads amid spawns).
@@ -187,59 +156,34 @@ impl Watcher {
             if self.out.is_closed() {
                 return Ok(());
             }
-            let next_owner = async {
-                match owner.as_mut() {
-                    Some(s) => s.next().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                m = props.next() => {
-                    let m = m.ok_or_else(|| gone("the signal stream ended"))?.map_err(|e| lost(&e))?;
+            match signals.next().await? {
+                Signal::UnitChanged { unit, change } => {
                     if !reloading {
-                        self.on_properties(&calls, &m).await?;
+                        self.on_properties(&calls, &unit, change).await?;
                     }
                 }
-                m = mgr_sigs.next() => {
-                    let m = m.ok_or_else(|| gone("the signal stream ended"))?.map_err(|e| lost(&e))?;
-                    let member = m.header().member().map(|n| n.to_string()).unwrap_or_default();
-                    match member.as_str() {
-                        "Reloading" => {
-                            let active: bool = m.body().deserialize().unwrap_or(false);
-                            reloading = active;
-                            if !active {
-                                self.reconcile(&calls).await?;
-                            }
-                        }
-                        "UnitNew" if !reloading => {
-                            if let Ok((unit, _)) = m.body().deserialize::<(String, zbus::OwnedObjectPath)>() {
-                                if self.ours(&unit) && !self.tracked.contains_key(&unit) {
-                                    self.refresh(&calls, &unit).await?;
-                                }
-                            }
-                        }
-                        "UnitRemoved" if !reloading => {
-                            if let Ok((unit, _)) = m.body().deserialize::<(String, zbus::OwnedObjectPath)>() {
-                                if self.tracked.contains_key(&unit) {
-                                    self.refresh(&calls, &unit).await?;
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                m = next_owner => {
-                    let m = m.ok_or_else(|| gone("the bus signal stream ended"))?.map_err(|e| lost(&e))?;
-                    let (_, _, new): (String, String, String) = m.body().deserialize().map_err(|e| lost(&e))?;
-                    if !new.is_empty() {
-                        // A re-executed manager may have forgotten our subscription.
-                        match sup.manager().subscribe().await {
-                            Err(Error::Systemd { message, .. }) if message.contains("already subscribed") => {}
-                            other => other?,
-                        }
+                Signal::Reloading { active } => {
+                    reloading = active;
+                    if !active {
                         self.reconcile(&calls).await?;
-                        self.emit(meta("reconnected", Some("the manager re-executed; resubscribed and reconciled".into())));
                     }
+                }
+                Signal::UnitNew { unit } if !reloading => {
+                    if self.ours(&unit) && !self.tracked.contains_key(&unit) {
+                        self.refresh(&calls, &unit).await?;
+                    }
+                }
+                Signal::UnitRemoved { unit } if !reloading => {
+                    if self.tracked.contains_key(&unit) {
+                        self.refresh(&calls, &unit).await?;
+                    }
+                }
+                Signal::UnitNew { .. } | Signal::UnitRemoved { .. } => {}
+                Signal::ManagerRestarted => {
+                    // A re-executed manager may have forgotten our subscription.
+                    sup.manager().resubscribe().await?;
+                    self.reconcile(&calls).await?;
+                    self.emit(meta("reconnected", Some("the manager re-executed; resubscribed and reconciled".into())));
                 }
             }
         }
@@ -269,29 +213,23 @@ impl Watcher {
         });
     }
 
-    async fn on_properties(&mut self, sup: &Supervisor, m: &zbus::Message) -> Result<(), Error> {
-        let Some(unit) = m.header().path().and_then(|p| events::unit_of_path(p.as_str())) else { return Ok(()) };
-        if !self.ours(&unit) {
+    async fn on_properties(&mut self, sup: &Supervisor, unit: &str, change: Change) -> Result<(), Error> {
+        if !self.ours(unit) {
             return Ok(());
         }
-        let Ok((_iface, changed, _invalidated)) =
-            m.body().deserialize::<(String, HashMap<String, OwnedVariant>, Vec<String>)>()
-        else {
-            return Ok(());
+        let Some(old) = self.tracked.get(unit).map(|t| t.view.clone()) else {
+            return self.refresh(sup, unit).await;
         };
-        let Some(old) = self.tracked.get(&unit).map(|t| t.view.clone()) else {
-            return self.refresh(sup, &unit).await;
-        };
-        let new = old.apply(&Change::of_properties(&changed));
+        let new = old.apply(&change);
         let ts = events::transitions(Some(&old), Some(&new));
         if ts.iter().any(|t| matches!(t.kind, Kind::Exited | Kind::Stopped | Kind::Removed)) {
             // Verify against fresh properties: a signal delayed across a reload must not become a
             // false exit.
-            return self.refresh(sup, &unit).await;
+            return self.refresh(sup, unit).await;
         }
-        self.update(&unit, new);
+        self.update(unit, new);
         for t in ts {
-            self.agent_event(&unit, t.kind, t.exit);
+            self.agent_event(unit, t.kind, t.exit);
         }
         Ok(())
     }
@@ -404,12 +342,4 @@ fn view_of(s: &UnitSnapshot) -> View {
         exec_main_code: s.exec_main_code,
         exec_main_status: s.exec_main_status,
     }
-}
-
-fn lost(e: &zbus::Error) -> Error {
-    Error::ManagerUnreachable { detail: format!("connection to the manager lost: {e}") }
-}
-
-fn gone(what: &str) -> Error {
-    Error::ManagerUnreachable { detail: what.to_string() }
 }

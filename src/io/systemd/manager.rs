@@ -3,14 +3,15 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use std::num::NonZeroUsize;
 use zbus::proxy::CacheProperties;
 
-use zbus::{Connection, DBusError, MatchRule, MessageStream, OwnedObjectPath};
+use zbus::{Connection, DBusError, OwnedObjectPath};
 use zbus_systemd::systemd1::{ManagerProxy, ServiceProxy, UnitProxy};
 
 use super::bus::Bus;
+use super::paths::path_of_unit;
+// `install` names it `super::JobOutcome`.
+use super::signals::JobOutcome;
 use crate::error::Error;
 use crate::model::record::UnitSnapshot;
 
@@ -18,6 +19,7 @@ mod facts;
 pub use facts::ManagerInfo;
 
 const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
+const ALREADY_SUBSCRIBED: &str = "org.freedesktop.systemd1.AlreadySubscribed";
 
 /// One row of `ListUnitsByPatterns`.
 #[derive(Debug, Clone)]
@@ -28,15 +30,6 @@ pub struct Listed {
     pub active_state: String,
     pub sub_state: String,
     pub path: OwnedObjectPath,
-}
-
-/// `JobRemoved` signals of the manager.
-pub struct JobStream(pub(super) MessageStream);
-
-/// How a job ended, as `JobRemoved` reports it: `done`, `failed`, `canceled`, `timeout`, ….
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobOutcome {
-    pub result: String,
 }
 
 /// A connection to the user manager, subscribed to its signals.
@@ -74,6 +67,19 @@ impl Manager {
         self.bounded("Subscribe", self.proxy.subscribe()).await
     }
 
+    /// `Subscribe` after the manager re-executed: one that kept this subscription across the
+    /// re-execution answers `AlreadySubscribed`, which is as good as subscribed.
+    pub async fn resubscribe(&self) -> Result<(), Error> {
+        if self.p2p {
+            return Ok(());
+        }
+        match tokio::time::timeout(self.timeout, self.proxy.subscribe()).await {
+            Err(_) => Err(Error::Timeout { what: "Subscribe".to_string(), after: self.timeout }),
+            Ok(Err(e)) if error_name(&e).as_deref() == Some(ALREADY_SUBSCRIBED) => Ok(()),
+            Ok(r) => r.map_err(|e| map_err("Subscribe", self.timeout, e)),
+        }
+    }
+
     /// A unit's `org.freedesktop.systemd1.Unit` interface; never cached: every read asks systemd.
     pub(super) fn unit_proxy(&self, path: &OwnedObjectPath) -> zbus::proxy::Builder<'static, UnitProxy<'static>> {
         UnitProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No)
@@ -105,50 +111,6 @@ impl Manager {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r.map_err(|e| map_err(what, self.timeout, e)),
             Err(_) => Err(Error::Timeout { what: what.to_string(), after: self.timeout }),
-        }
-    }
-
-    /// A stream of `JobRemoved`; create it *before* the call whose job it should see, and drop
-    /// it when done: an unread stream stalls the connection once its queue is full.
-    ///
-    /// The match rule names no sender: on systemd's private socket the sender is not a unique
-    /// name, and a proxy's sender-bound stream would never match there.
-    pub async fn job_removed_stream(&self) -> Result<JobStream, Error> {
-        let rule = MatchRule::builder()
-            .msg_type(zbus::message::Type::Signal)
-            .interface("org.freedesktop.systemd1.Manager")
-            .member("JobRemoved")
-            .path("/org/freedesktop/systemd1")
-            .build();
-        let stream = self
-            .bounded("AddMatch JobRemoved", async {
-                MessageStream::for_match_rule(rule?, &self.conn, NonZeroUsize::new(256)).await
-            })
-            .await?;
-        Ok(JobStream(stream))
-    }
-
-    /// Waits for `JobRemoved` of `job`, at most `wait`.
-    pub async fn wait_job(
-        &self,
-        jobs: &mut JobStream,
-        job: &OwnedObjectPath,
-        unit: &str,
-        wait: Duration,
-    ) -> Result<JobOutcome, Error> {
-        let found = tokio::time::timeout(wait, async {
-            while let Some(msg) = jobs.0.next().await {
-                if let Some(outcome) = msg.ok().and_then(|m| job_removed(&m, job)) {
-                    return Some(outcome);
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(outcome)) => Ok(outcome),
-            Ok(None) => Err(Error::ManagerUnreachable { detail: "the manager's signal stream ended".into() }),
-            Err(_) => Err(Error::Timeout { what: format!("the job of {unit} to finish"), after: wait }),
         }
     }
 
@@ -324,20 +286,13 @@ impl Manager {
 
     /// The unit's `EnvironmentFiles=` paths (empty when the unit is gone).
     pub async fn environment_files(&self, unit: &str) -> Result<Vec<std::path::PathBuf>, Error> {
-        let path = OwnedObjectPath::try_from(crate::model::events::path_of_unit(unit))
-            .map_err(|e| map_err(unit, self.timeout, e))?;
+        let path = OwnedObjectPath::try_from(path_of_unit(unit)).map_err(|e| map_err(unit, self.timeout, e))?;
         let call = async {
             let s = self.service_proxy(&path).build().await?;
             Ok(s.environment_files().await?.into_iter().map(|(p, _)| p.into()).collect())
         };
         self.unit_call(format!("reading EnvironmentFiles of {unit}"), call, Vec::new()).await
     }
-}
-
-/// The outcome of `job`, if `msg` is its `JobRemoved`.
-pub(super) fn job_removed(msg: &zbus::Message, job: &OwnedObjectPath) -> Option<JobOutcome> {
-    let (_id, path, _unit, result) = msg.body().deserialize::<(u32, OwnedObjectPath, String, String)>().ok()?;
-    (path == *job).then_some(JobOutcome { result })
 }
 
 /// The D-Bus error name of a method error reply, if it is one.

@@ -4,14 +4,14 @@
 //! the job's `JobRemoved`), with the applied limits read while the job runs. No round trip after
 //! the job, unless a signal was missed.
 
-use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use futures_util::{FutureExt, StreamExt};
-use zbus::{MatchRule, MessageStream, OwnedObjectPath, OwnedVariant};
+use futures_util::FutureExt;
+use zbus::{OwnedObjectPath, OwnedVariant};
 
-use super::manager::{error_name, job_removed, map_err, JobOutcome, Manager};
+use super::manager::{error_name, map_err, Manager};
+use super::paths::path_of_unit;
+use super::signals::{JobOutcome, JobStep};
 use super::variant::to_variant;
 use crate::error::Error;
 use crate::model::events::Change;
@@ -19,8 +19,6 @@ use crate::model::record::UnitSnapshot;
 use crate::model::unit::Property;
 
 const UNIT_EXISTS: &str = "org.freedesktop.systemd1.UnitExists";
-/// A unit emits a handful of change signals while it starts; the stream is read as they come.
-const CHANGE_QUEUE: usize = 64;
 
 /// Why a transient unit was not started.
 #[derive(Debug)]
@@ -72,7 +70,7 @@ impl Manager {
         wait: Duration,
         follow: bool,
     ) -> Result<(JobOutcome, Option<UnitSnapshot>), StartError> {
-        let path = OwnedObjectPath::try_from(crate::model::events::path_of_unit(unit))
+        let path = OwnedObjectPath::try_from(path_of_unit(unit))
             .map_err(|e| StartError::Other(map_err(unit, self.timeout, e)))?;
         // Both streams exist before the call, so no signal of this start is missed.
         let mut jobs = self.job_removed_stream().await.map_err(StartError::Other)?;
@@ -107,15 +105,11 @@ impl Manager {
                 };
                 tokio::select! {
                     biased;
-                    Some(m) = next_change => apply_change(&mut seen, m),
-                    m = jobs.0.next() => match m {
-                        None => return None,
-                        Some(Ok(m)) => {
-                            if let Some(outcome) = job_removed(&m, &job) {
-                                return Some(outcome);
-                            }
-                        }
-                        Some(Err(_)) => {}
+                    Some(change) = next_change => seen.merge(change),
+                    step = jobs.step(&job) => match step {
+                        JobStep::Ended => return None,
+                        JobStep::Removed(outcome) => return Some(outcome),
+                        JobStep::Other => {}
                     },
                 }
             }
@@ -147,8 +141,8 @@ impl Manager {
             return Ok((outcome, None));
         }
         // Signals sent before JobRemoved are already queued: take them without waiting.
-        while let Some(Some(m)) = changes.next().now_or_never() {
-            apply_change(&mut seen, m);
+        while let Some(Some(change)) = changes.next().now_or_never() {
+            seen.merge(change);
         }
         drop(changes);
         // The unit has started: a failed read from here on is no failed start (the caller then
@@ -192,30 +186,6 @@ impl Manager {
             }),
         ))
     }
-
-    /// `PropertiesChanged` of one unit. Peer to peer this costs nothing (systemd sends every
-    /// signal); on the bus it is one `AddMatch`.
-    async fn unit_changes(&self, path: &OwnedObjectPath) -> Result<MessageStream, Error> {
-        let rule = MatchRule::builder()
-            .msg_type(zbus::message::Type::Signal)
-            .interface("org.freedesktop.DBus.Properties")
-            .member("PropertiesChanged")
-            .path(path.clone())
-            .build();
-        self.bounded("AddMatch PropertiesChanged", async {
-            MessageStream::for_match_rule(rule?, &self.conn, NonZeroUsize::new(CHANGE_QUEUE)).await
-        })
-        .await
-    }
-}
-
-fn apply_change(seen: &mut Change, m: zbus::Result<zbus::Message>) {
-    let Ok(m) = m else { return };
-    if let Ok((_iface, changed, _invalidated)) =
-        m.body().deserialize::<(String, HashMap<String, OwnedVariant>, Vec<String>)>()
-    {
-        seen.merge(Change::of_properties(&changed));
-    }
 }
 
 async fn read_limits(mgr: &Manager, path: &OwnedObjectPath) -> zbus::Result<(u64, u64, u64, u64)> {
@@ -238,6 +208,8 @@ async fn read_run(mgr: &Manager, path: &OwnedObjectPath) -> zbus::Result<(String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::systemd::signals::change_of_properties;
+    use std::collections::HashMap;
     use zbus::Variant as Value;
 
     fn changed(pairs: Vec<(&str, Value<'static>)>) -> HashMap<String, OwnedVariant> {
@@ -247,27 +219,20 @@ mod tests {
     #[test]
     fn later_signals_win_and_absent_keys_keep_what_was_seen() {
         let mut seen = Change::default();
-        seen.merge(Change::of_properties(&changed(vec![
+        seen.merge(change_of_properties(&changed(vec![
             ("ActiveState", Value::from("activating")),
             ("SubState", Value::from("start")),
             ("InvocationID", Value::from(vec![1u8, 2, 3])),
         ])));
         assert_eq!(complete(&seen), None);
-        seen.merge(Change::of_properties(&changed(vec![
+        seen.merge(change_of_properties(&changed(vec![
             ("MainPID", Value::from(42u32)),
             ("ExecMainStartTimestamp", Value::from(7u64)),
         ])));
-        seen.merge(Change::of_properties(&changed(vec![
+        seen.merge(change_of_properties(&changed(vec![
             ("ActiveState", Value::from("active")),
             ("SubState", Value::from("running")),
         ])));
         assert_eq!(complete(&seen), Some(("active".into(), "running".into(), vec![1, 2, 3], 42, 7)));
-    }
-
-    #[test]
-    fn values_of_the_wrong_type_are_ignored() {
-        let seen =
-            Change::of_properties(&changed(vec![("MainPID", Value::from("42")), ("ActiveState", Value::from(1u32))]));
-        assert_eq!(seen, Change::default());
     }
 }
