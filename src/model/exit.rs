@@ -2,6 +2,8 @@
 //! exit code / signal / OOM / crash loop. Pure. "Unknown" is a valid answer; a guessed success
 //! is not (seed #1317).
 
+use crate::model::state::ActiveState;
+
 use serde::{Deserialize, Serialize};
 
 /// Bumped when the record's fields change meaning.
@@ -120,7 +122,7 @@ pub fn normalize_signal(s: &str) -> String {
 pub fn crash_looping(lifecycle: &str, active_state: &str, result: &str) -> bool {
     result == "start-limit-hit"
         || (lifecycle == "persistent"
-            && active_state == "failed"
+            && ActiveState::parse(active_state) == ActiveState::Failed
             && matches!(result, "exit-code" | "signal" | "core-dump" | "oom-kill" | "watchdog"))
 }
 
@@ -145,7 +147,7 @@ pub fn classify_record(r: &ExitRecord) -> ExitInfo {
 /// but our ExecStopPost record may not exist yet). `code` follows siginfo's `CLD_*` (1 exited,
 /// 2 killed, 3 dumped); systemd sets it to 0 whenever a new main process starts.
 pub fn classify_unit(active_state: &str, result: &str, main_pid: u32, code: i32, status: i32) -> ExitInfo {
-    let stopped = matches!(active_state, "inactive" | "failed");
+    let stopped = ActiveState::parse(active_state).is_ended();
     let main_ended = main_pid == 0 && (1..=3).contains(&code);
     if !stopped && !main_ended && result != "start-limit-hit" {
         return ExitInfo::unknown(result);

@@ -5,6 +5,8 @@
 //! (a spawn or guest in flight writes its files before its unit appears), nor the secret directory
 //! a durable agent's unit file names (a stopped durable agent starts again with it at boot).
 
+use crate::model::state::ActiveState;
+
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
@@ -73,7 +75,7 @@ pub enum Action {
 
 /// A failed unit whose exit is recorded: the reap resets it, and with it goes its agent.
 fn to_reset(u: &UnitFact) -> bool {
-    u.active_state == "failed" && u.exit_recorded
+    ActiveState::parse(&u.active_state) == ActiveState::Failed && u.exit_recorded
 }
 
 /// Decides what a reap does.

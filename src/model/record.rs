@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::meta::AgentMeta;
+use crate::model::state::ActiveState;
 
 /// The unit properties an agent record is made of, as read over D-Bus.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,6 +34,13 @@ pub struct UnitSnapshot {
     pub log_extra_fields: Vec<Vec<u8>>,
     /// Loaded from a unit file (`spawn --persist`), not transient: survives a manager restart.
     pub durable: bool,
+}
+
+impl UnitSnapshot {
+    /// Its `ActiveState`, typed.
+    pub fn active(&self) -> ActiveState {
+        ActiveState::parse(&self.active_state)
+    }
 }
 
 /// What `/proc/<pid>/stat` said about a process.
@@ -69,7 +77,7 @@ pub fn liveness(s: &UnitSnapshot, proc_state: ProcState) -> Liveness {
     if s.load_state == "not-found" || s.load_state.is_empty() {
         return Liveness::Unknown;
     }
-    if matches!(s.active_state.as_str(), "inactive" | "failed") {
+    if s.active().is_ended() {
         return Liveness::Dead;
     }
     if s.main_pid > 0 {
@@ -132,6 +140,13 @@ pub struct AgentRecord {
     pub description: String,
     /// A durable agent (`spawn --persist`): an enabled unit file, started with the user manager.
     pub durable: bool,
+}
+
+impl AgentRecord {
+    /// Its unit's `ActiveState`, typed.
+    pub fn active(&self) -> ActiveState {
+        ActiveState::parse(&self.active_state)
+    }
 }
 
 /// Builds the record; `None` when the unit carries no agent metadata (not one of ours).

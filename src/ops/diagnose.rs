@@ -104,7 +104,7 @@ impl Supervisor {
             Some(agent) => {
                 let snap = self.snapshot(&agent.systemd_unit).await?.unwrap_or_default();
                 let records = crate::io::exit_store::read_session(&dir, &agent.session_name);
-                let stopped = matches!(snap.active_state.as_str(), "inactive" | "failed");
+                let stopped = snap.active().is_ended();
                 let this_run = records.iter().rev().find(|r| r.is_run(&snap.invocation_id));
                 // classify_unit also knows an ended main process while the unit still deactivates
                 // (ExecStopPost runs) or waits to restart.

@@ -191,7 +191,7 @@ impl Supervisor {
     /// one is the answer, as for any repeated spawn; a stopped one only `spawn --persist` may
     /// start again (with its unit file and secrets), so that is a conflict saying so.
     pub(crate) async fn durable_of_the_request(&self, snap: &UnitSnapshot) -> Result<SpawnOutcome, Error> {
-        if matches!(snap.active_state.as_str(), "active" | "activating" | "reloading") {
+        if snap.active().is_live() {
             let agent = self.await_settled(&snap.unit).await?;
             return Ok(SpawnOutcome { created: false, agent });
         }

@@ -11,6 +11,7 @@ use crate::io::runner::{self, RunnerError};
 use crate::io::tmux::{Tmux, TMUX_TIMEOUT};
 use crate::model::guest;
 use crate::model::record::Liveness;
+use crate::model::state::ActiveState;
 use crate::ops::{now_ms, Supervisor};
 
 /// A guest terminal, rebuilt from its unit.
@@ -137,7 +138,7 @@ impl Supervisor {
     pub async fn guest_stop(&self, name: &str) -> Result<GuestStop, Error> {
         self.guest_checked(name)?;
         let unit = guest::guest_unit(name);
-        let running = self.mgr.unit_state(&unit).await?.is_some_and(|s| s == "active");
+        let running = self.mgr.unit_state(&unit).await?.is_some_and(|s| ActiveState::parse(&s) == ActiveState::Active);
         self.stop_unit_bounded(&unit, TMUX_TIMEOUT, None).await?;
         self.mgr.reset_failed(&unit).await?;
         Ok(GuestStop { guest: name.to_string(), stopped: running })
@@ -197,7 +198,7 @@ fn guest_record(snap: &crate::model::record::UnitSnapshot, prefix: &str) -> Opti
         agent_id: fields.get("AGENT_RELAY_AGENT_ID").map(|s| s.to_string()).unwrap_or_default(),
         provider: fields.get("AGENT_RELAY_PROVIDER").map(|s| s.to_string()).unwrap_or_default(),
         mode: "guest",
-        running: snap.active_state == "active" && snap.main_pid > 0,
+        running: snap.active() == ActiveState::Active && snap.main_pid > 0,
         active_state: snap.active_state.clone(),
         pid: (snap.main_pid > 0).then_some(snap.main_pid),
         ttl_ms: num("AGENT_RELAY_GUEST_TTL_MS"),

@@ -14,6 +14,7 @@ use crate::model::naming;
 use crate::model::plan::{self, PlanInputs};
 use crate::model::record::AgentRecord;
 use crate::model::request::{self, SpawnRequest};
+use crate::model::state::ActiveState;
 use crate::model::unit;
 use crate::ops::{now_ms, to_record, Supervisor};
 use std::time::Duration;
@@ -112,7 +113,7 @@ impl Supervisor {
                     if snap.durable {
                         return self.durable_of_the_request(&snap).await;
                     }
-                    if matches!(snap.active_state.as_str(), "inactive" | "failed") && attempt < 2 {
+                    if snap.active().is_ended() && attempt < 2 {
                         // A dead incarnation of this very request: clear it and start afresh.
                         self.mgr.reset_failed(&plan.unit).await?;
                         continue;
@@ -129,12 +130,9 @@ impl Supervisor {
     pub(crate) async fn find_live_request(&self, rid: &str, provider: &str) -> Result<Option<AgentRecord>, Error> {
         let pattern = naming::units_ending_like(&self.config.tmux_prefix, Some(provider), rid);
         let found = self.list_matching(&pattern).await?;
-        let live = found.into_iter().find(|r| {
-            r.spawn_request_id.as_deref() == Some(rid)
-                && matches!(r.active_state.as_str(), "active" | "activating" | "reloading")
-        });
+        let live = found.into_iter().find(|r| r.spawn_request_id.as_deref() == Some(rid) && r.active().is_live());
         match live {
-            Some(r) if r.active_state == "activating" => self.await_settled(&r.systemd_unit).await.map(Some),
+            Some(r) if r.active() == ActiveState::Activating => self.await_settled(&r.systemd_unit).await.map(Some),
             other => Ok(other),
         }
     }
@@ -144,7 +142,7 @@ impl Supervisor {
         let deadline = tokio::time::Instant::now() + self.mgr.timeout();
         loop {
             let rec = self.record_of(unit).await?.ok_or_else(|| Error::NotFound { reference: unit.to_string() })?;
-            if !(rec.active_state == "activating" && rec.sub_state == "start")
+            if !(rec.active() == ActiveState::Activating && rec.sub_state == "start")
                 || tokio::time::Instant::now() >= deadline
             {
                 return Ok(rec);

@@ -9,6 +9,7 @@ use crate::error::Error;
 use crate::io::{files, host};
 use crate::model::naming;
 use crate::model::record::{self, Liveness};
+use crate::model::state::ActiveState;
 use crate::ops::Supervisor;
 
 /// Default and largest graceful stop timeouts (the seed's 10 s and 60 s).
@@ -40,8 +41,7 @@ impl Supervisor {
         if naming::session_of_unit(&unit, &self.config.tmux_prefix).is_none() {
             return Err(Error::NotOurs { unit, prefix: self.config.tmux_prefix.clone() });
         }
-        let was_running = agent.state == Liveness::Alive
-            || matches!(agent.active_state.as_str(), "active" | "activating" | "deactivating" | "reloading");
+        let was_running = agent.state == Liveness::Alive || agent.active().is_up();
         let killed = self.stop_unit_bounded(&unit, timeout, agent.pid).await?;
         // A stop is deliberate: clear the failed state SIGKILL leaves, and the agent's secrets.
         self.mgr.reset_failed(&unit).await?;
@@ -83,7 +83,7 @@ impl Supervisor {
         loop {
             // Two cheap reads per round: the cgroup's pids and the unit's state from the listing.
             let pids = self.mgr.unit_pids(unit).await?;
-            let active = self.mgr.unit_state(unit).await?.filter(|s| !matches!(s.as_str(), "inactive" | "failed"));
+            let active = self.mgr.unit_state(unit).await?.filter(|s| !ActiveState::parse(s).is_ended());
             let main_alive = main_pid.is_some_and(|p| host::proc_state(p) == record::ProcState::Running);
             if pids.is_empty() && active.is_none() && !main_alive {
                 return Ok(killed);
