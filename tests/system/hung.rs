@@ -2,11 +2,9 @@
 //! `--timeout` with exit 6 and one line; a `watch` already running stays alive, quiet and idle,
 //! and reports the exit that happened during the hang once the manager is continued.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::util::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};

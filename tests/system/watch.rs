@@ -1,14 +1,12 @@
 //! `watch` against a real manager: deaths reported fast and exactly, nothing false across
 //! daemon-reloads, and a re-executed manager followed.
 
-mod common;
-
 use std::io::BufRead;
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::util::*;
 use serde_json::{json, Value};
 
 /// These tests measure latency; run them one at a time so they do not load each other.

@@ -1,11 +1,9 @@
 //! spawn / list / show / stop against a real private `systemd --user`, checked as an operator
 //! would check them: `systemctl --user show`, `/proc/PID/cmdline`, file modes.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::util::*;
 use serde_json::{json, Value};
 
 const PROMPT: &str = "PROMPT-TEXT-do-not-leak-41";

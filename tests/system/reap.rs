@@ -2,13 +2,11 @@
 //! failures are reset, old exit records pruned; live agents, guests with units and fresh files stay;
 //! a durable agent keeps the secrets its unit file names, however stopped it is.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::util::*;
 use serde_json::{json, Value};
 
 fn age(path: &Path, secs_ago: u64) {

@@ -1,13 +1,11 @@
 //! Load: hundreds of agents alive at once stay correct in `list`, `watch` and `stop`; agents
 //! crash-looping do not hold up the spawns of others.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::util::*;
 use serde_json::{json, Value};
 
 /// These tests measure; run them one at a time.

@@ -1,11 +1,9 @@
 //! Reliability: races settled by systemd, stop and reap racing on one agent, and secrets that
 //! never show where an operator or another user could read them.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::util::*;
 use serde_json::{json, Value};
 
 #[test]

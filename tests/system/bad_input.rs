@@ -1,11 +1,7 @@
 //! Bad input: each case exits non-zero with one line that says what was wrong, starts no unit
-//! and leaves no file behind. Also: an unreachable manager (a hung one: tests/hung.rs).
+//! and leaves no file behind. No manager at all: offline/bad_input.rs; a hung one: hung.rs.
 
-mod common;
-
-use std::process::Command;
-
-use common::*;
+use crate::util::*;
 use serde_json::json;
 
 /// Files under HOME and the runtime dir, to prove a refused spawn wrote none.
@@ -109,24 +105,6 @@ fn malformed_config_names_the_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains(&env.config.display().to_string()), "{err}");
-}
-
-#[test]
-fn no_manager_is_one_line_that_says_what_to_check() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(bin())
-        .env_clear()
-        .env("HOME", dir.path())
-        .env("XDG_RUNTIME_DIR", dir.path())
-        .args(["list"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(5), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    for hint in ["systemctl --user", "XDG_RUNTIME_DIR", "loginctl enable-linger"] {
-        assert!(err.contains(hint), "{err} lacks {hint}");
-    }
 }
 
 #[test]

@@ -1,15 +1,13 @@
 //! The private manager used by the tests and the `sandbox` verb: it runs, it is private, and it
 //! leaves nothing behind.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::util::{bin, pid_alive, wait_until};
 use agent_relay_systemd::io::sandbox::{run_sandboxed, PrivateManager};
-use common::{bin, pid_alive, wait_until};
 
 const STATES: [&str; 4] = ["initializing", "starting", "running", "degraded"];
 

@@ -2,11 +2,9 @@
 //! `diagnose`, also after the unit has been collected and with no watcher running; crash loops
 //! are named as such.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::util::*;
 use proptest::prelude::RngExt;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 use serde_json::{json, Value};

@@ -1,12 +1,10 @@
 //! `doctor` against a real private `systemd --user`: what it finds on a fresh manager, after the
 //! units are installed and the timer enabled, with no manager at all, and with a hung one.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, Env};
+use crate::util::{bin, Env};
 use serde_json::{json, Value};
 
 fn finding<'a>(report: &'a Value, check: &str) -> &'a Value {

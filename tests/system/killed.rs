@@ -2,15 +2,13 @@
 //! Afterwards every agent process belongs to a unit with complete metadata, no unit lacks its
 //! files, and one `reap` removes every leftover: no secret outlives its agent.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::util::*;
 use proptest::prelude::RngExt;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 use serde_json::{json, Value};

@@ -1,6 +1,6 @@
 //! The unit-file generator against golden files in `tests/data/`: the same property list a
 //! transient spawn sets, rendered as a unit file. Regenerate after an intended change with
-//! `UPDATE_GOLDEN=1 cargo test --test unitfile` and review the diff.
+//! `UPDATE_GOLDEN=1 cargo test --test offline` and review the diff.
 
 use std::path::{Path, PathBuf};
 
@@ -54,11 +54,11 @@ fn golden(name: &str, text: &str) {
         return;
     }
     let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; create it with UPDATE_GOLDEN=1 cargo test --test unitfile", path.display())
+        panic!("{}: {e}; create it with UPDATE_GOLDEN=1 cargo test --test offline", path.display())
     });
     assert!(
         want == text,
-        "{} differs from the generated unit; if the change is intended, run UPDATE_GOLDEN=1 cargo test --test unitfile\n--- generated ---\n{text}",
+        "{} differs from the generated unit; if the change is intended, run UPDATE_GOLDEN=1 cargo test --test offline\n--- generated ---\n{text}",
         path.display()
     );
 }

@@ -2,12 +2,10 @@
 //! unit file, the agent comes back after the manager is stopped and started again, `remove`
 //! deletes it for good, and bad input changes nothing. Checked as an operator would check.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::util::*;
 use serde_json::{json, Value};
 
 const PROMPT: &str = "PROMPT-durable-do-not-leak-77";

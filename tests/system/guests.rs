@@ -1,11 +1,9 @@
 //! Guest terminals: a tmux server per guest as its own transient unit, bound to its agent and
 //! ended by systemd at its TTL; attach specs validated; terminal capture and input.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::util::*;
 use serde_json::{json, Value};
 
 fn live_agent(env: &Env, id: &str, extra_env: Value) -> Value {
