@@ -112,11 +112,7 @@ fn more_bad_spawn_requests_and_arguments_change_nothing() {
     let env = Env::new();
     env.spawn(&env.request(json!({"spawnRequestId": "standing"})));
     let app = env.projects.join("app");
-    let spawn = |extra: serde_json::Value| {
-        let mut r = json!({"provider": "claude", "cwd": app});
-        r.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        r.to_string()
-    };
+    let spawn = |extra: serde_json::Value| env.request(extra).to_string();
     let requests: Vec<(String, &str)> = vec![
         ("[]".into(), "invalid spawn request"),
         ("null".into(), "invalid spawn request"),

@@ -1,0 +1,340 @@
+//! A private `systemd --user` per test (DESIGN.md §6), a private HOME with a config that
+//! launches our fake runner, and helpers to run the CLI and `systemctl --user` against it.
+
+use std::cell::Cell;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{mpsc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use agent_relay_systemd::io::sandbox::PrivateManager;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use super::{bin, fake_runner, now_ms};
+
+pub const TOKEN: &str = "tok-TEST-SECRET-9f3e";
+
+/// Every test holds this shared while its managers run ([`share`]); [`serial`] holds it alone.
+static MANAGERS: RwLock<()> = RwLock::new(());
+
+thread_local! {
+    /// This thread holds [`MANAGERS`] alone: its own Envs need no share.
+    static ALONE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Held by a test that must run alone: see [`serial`].
+pub struct Serial(#[allow(dead_code)] RwLockWriteGuard<'static, ()>);
+
+impl Drop for Serial {
+    fn drop(&mut self) {
+        ALONE.with(|a| a.set(false));
+    }
+}
+
+/// For the tests that measure latency or hang a manager: call it first, keep the guard to the
+/// end. While it is held no other test's manager runs (each `cargo test` binary used to run
+/// alone, so such a test shared the machine with none).
+pub fn serial() -> Serial {
+    let guard = MANAGERS.write().unwrap_or_else(|e| e.into_inner());
+    ALONE.with(|a| a.set(true));
+    Serial(guard)
+}
+
+/// Held by a test while its managers run, unless its thread holds [`serial`]'s guard: an
+/// [`Env`] holds one; a test starting managers by other means takes one with [`share`].
+pub struct Share(#[allow(dead_code)] Option<RwLockReadGuard<'static, ()>>);
+
+pub fn share() -> Share {
+    Share((!ALONE.with(Cell::get)).then(|| MANAGERS.read().unwrap_or_else(|e| e.into_inner())))
+}
+
+pub struct Env {
+    pub mgr: Option<PrivateManager>,
+    pub home: PathBuf,
+    pub projects: PathBuf,
+    pub config: PathBuf,
+    /// Released after the manager is stopped (fields drop after `Drop::drop`).
+    _share: Share,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env::with_config(|_| {})
+    }
+
+    /// Starts a private manager and writes a config; `edit` may change the config JSON.
+    pub fn with_config(edit: impl FnOnce(&mut Value)) -> Env {
+        let share = share();
+        let mgr = PrivateManager::start().unwrap_or_else(|e| {
+            panic!(
+                "cannot start a private systemd --user: {e}\n\
+                 These tests need a real systemd user manager: run them as root on a host with \
+                 systemd 252+ and dbus-user-session installed (apt-get install systemd dbus-user-session)."
+            )
+        });
+        let home = mgr.root().join("home");
+        let projects = home.join("projects");
+        std::fs::create_dir_all(projects.join("app")).unwrap();
+        let mut cfg = serde_json::json!({
+            "hostname": "testhost",
+            "relayUrl": "http://127.0.0.1:1",
+            "token": TOKEN,
+            "baseDir": projects,
+            "runnerCommand": [fake_runner()],
+        });
+        edit(&mut cfg);
+        let config = home.join("orchestrator.json");
+        std::fs::write(&config, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+        Env { mgr: Some(mgr), home, projects, config, _share: share }
+    }
+
+    pub fn mgr(&self) -> &PrivateManager {
+        self.mgr.as_ref().unwrap()
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.mgr().runtime_dir().to_path_buf()
+    }
+
+    fn apply_env(&self, c: &mut Command) {
+        c.env_clear();
+        c.env("PATH", std::env::var("PATH").unwrap_or_default());
+        c.env("HOME", &self.home);
+        for (k, v) in self.mgr().env() {
+            c.env(k, v);
+        }
+    }
+
+    /// The CLI with this env and config.
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new(bin());
+        self.apply_env(&mut c);
+        c.arg("--config").arg(&self.config);
+        c
+    }
+
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.run_with(&[], args, stdin)
+    }
+
+    /// Runs the CLI with extra environment variables (e.g. another `XDG_RUNTIME_DIR`).
+    pub fn run_with(&self, vars: &[(&str, &std::ffi::OsStr)], args: &[&str], stdin: Option<&str>) -> Output {
+        let mut c = self.cli();
+        c.envs(vars.iter().copied()).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().expect("run the CLI");
+        let mut pipe = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            // A CLI that refuses an oversized request early closes its stdin: not our failure.
+            let _ = pipe.write_all(text.as_bytes());
+        }
+        drop(pipe);
+        child.wait_with_output().unwrap()
+    }
+
+    /// Makes the config's runner a file that cannot be executed (a missing interpreter).
+    pub fn use_broken_runner(&self) {
+        let broken = self.home.join("broken-runner");
+        std::fs::write(&broken, "#!/nonexistent/interpreter\n").unwrap();
+        std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let mut cfg: Value = serde_json::from_slice(&std::fs::read(&self.config).unwrap()).unwrap();
+        cfg["runnerCommand"] = serde_json::json!([broken]);
+        std::fs::write(&self.config, cfg.to_string()).unwrap();
+    }
+
+    /// Runs and expects success; returns parsed stdout JSON.
+    pub fn json(&self, args: &[&str], stdin: Option<&str>) -> Value {
+        let out = self.run(args, stdin);
+        assert!(out.status.success(), "{args:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    pub fn spawn(&self, request: &Value) -> Value {
+        self.json(&["spawn", "-o", "json"], Some(&request.to_string()))
+    }
+
+    /// `spawn --persist -o json`: a durable agent.
+    pub fn persist(&self, request: &Value) -> Value {
+        self.json(&["spawn", "--persist", "-o", "json"], Some(&request.to_string()))
+    }
+
+    /// A spawn request for the `app` project with the fields of `extra` added.
+    pub fn request(&self, extra: Value) -> Value {
+        let mut req = serde_json::json!({"provider": "claude", "cwd": self.projects.join("app")});
+        if let (Value::Object(r), Value::Object(e)) = (&mut req, extra) {
+            r.extend(e);
+        }
+        req
+    }
+
+    /// `systemctl --user …` against this manager, as an operator would run it.
+    pub fn systemctl(&self, args: &[&str]) -> String {
+        let mut c = Command::new("systemctl");
+        self.apply_env(&mut c);
+        let out = c.arg("--user").args(args).output().expect("systemctl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `systemctl --user show UNIT -p NAME --value`.
+    pub fn prop(&self, unit: &str, name: &str) -> String {
+        self.systemctl(&["show", unit, "-p", name, "--value"]).trim_end().to_string()
+    }
+
+    /// The env file a loaded unit names (`EnvironmentFiles=/path (ignore_errors=no)`).
+    pub fn env_file(&self, unit: &str) -> Option<PathBuf> {
+        let v = self.prop(unit, "EnvironmentFiles");
+        v.split_whitespace().next().filter(|p| p.starts_with('/')).map(PathBuf::from)
+    }
+
+    /// Names of loaded agent units.
+    pub fn agent_units(&self) -> Vec<String> {
+        self.systemctl(&["list-units", "--all", "--plain", "--no-legend", "agent-relay-managed-*"])
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    }
+
+    /// Stops the private manager and starts it again on the same directories, `run/` emptied
+    /// as a reboot empties it ([`PrivateManager::restart`]).
+    pub fn restart_manager(&mut self) {
+        self.mgr.as_mut().unwrap().restart(Duration::from_secs(10)).expect("restart the private manager");
+    }
+
+    /// Stops the manager (`SIGSTOP`) until the returned guard is dropped.
+    pub fn hang(&self) -> Hang {
+        let pid = Pid::from_raw(self.mgr().pid() as i32);
+        kill(pid, Signal::SIGSTOP).unwrap();
+        Hang(pid)
+    }
+
+    /// Transient agents' secret and payload files, a directory per attempt.
+    pub fn agents_dir(&self) -> PathBuf {
+        self.runtime_dir().join("agent-relay-systemd").join("agents")
+    }
+
+    /// Durable agents' secret and payload files, a directory per attempt.
+    pub fn durable_agents_dir(&self) -> PathBuf {
+        self.mgr().root().join("state/agent-relay-systemd/durable/agents")
+    }
+
+    /// Where the user's own unit files go (durable agents' among them).
+    pub fn unit_dir(&self) -> PathBuf {
+        self.mgr().root().join("config/systemd/user")
+    }
+
+    /// The exit records, a directory per session.
+    pub fn exits_dir(&self) -> PathBuf {
+        self.mgr().root().join("state/agent-relay-systemd/exits")
+    }
+
+    /// The runners' info files.
+    pub fn runners_dir(&self) -> PathBuf {
+        self.home.join(".agent-relay/runners")
+    }
+
+    /// The info file the runner of `session` writes once it is up.
+    pub fn runner_info(&self, session: &str) -> PathBuf {
+        self.runners_dir().join(format!("{session}.json"))
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(m) = self.mgr.take() {
+            m.stop();
+        }
+    }
+}
+
+/// A manager stopped by [`Env::hang`]; continued (`SIGCONT`) when dropped, however the test ends.
+pub struct Hang(Pid);
+
+impl Drop for Hang {
+    fn drop(&mut self) {
+        let _ = kill(self.0, Signal::SIGCONT);
+    }
+}
+
+/// Processes in the agents' slice, by the unit (cgroup) they run in.
+pub fn slice_processes(env: &Env) -> std::collections::BTreeMap<String, Vec<u32>> {
+    let slice = env.prop("agent_relay.slice", "ControlGroup");
+    let mut out: std::collections::BTreeMap<String, Vec<u32>> = std::collections::BTreeMap::new();
+    if slice.is_empty() {
+        return out;
+    }
+    let inside = format!("{slice}/");
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cg) = std::fs::read_to_string(e.path().join("cgroup")) else { continue };
+        // The unified hierarchy's line (`0::/…`) exists on both the hybrid and the cgroup2 layout.
+        let Some(path) = cg.lines().find_map(|l| l.strip_prefix("0::")) else { continue };
+        if let Some(rest) = path.strip_prefix(&inside) {
+            let unit = rest.split('/').next().unwrap_or_default().to_string();
+            out.entry(unit).or_default().push(pid);
+        }
+    }
+    out
+}
+
+/// A running `watch -o json`, its lines stamped with the time they were read.
+pub struct Watch {
+    pub child: Child,
+    pub lines: mpsc::Receiver<(u64, Value)>,
+}
+
+impl Watch {
+    pub fn start(env: &Env) -> Watch {
+        let mut child = env.cli().args(["watch", "-o", "json"]).stdout(Stdio::piped()).spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                let v: Value = serde_json::from_str(&line).expect("every watch line is JSON");
+                if tx.send((now_ms(), v)).is_err() {
+                    return;
+                }
+            }
+        });
+        let w = Watch { child, lines: rx };
+        w.until(Duration::from_secs(10), |v| v["type"] == "ready").expect("watch became ready");
+        w
+    }
+
+    /// Events until `pred` matches (that one included), or `None` on timeout.
+    pub fn until(&self, limit: Duration, mut pred: impl FnMut(&Value) -> bool) -> Option<Vec<(u64, Value)>> {
+        let end = Instant::now() + limit;
+        let mut seen = Vec::new();
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok((t, v)) => {
+                    let done = pred(&v);
+                    seen.push((t, v));
+                    if done {
+                        return Some(seen);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    pub fn drain(&self, quiet: Duration) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Ok((_, v)) = self.lines.recv_timeout(quiet) {
+            out.push(v);
+        }
+        out
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
