@@ -99,33 +99,18 @@ impl Bench {
 
     /// The unit name and `StartTransientUnit` properties the library would send for `req`, with
     /// its files written (the unit's `EnvironmentFile=` must exist): for the floor that starts the
-    /// agent's own unit, to tell systemd's cost of that unit from the library's own.
+    /// agent's own unit, to tell systemd's cost of that unit from the library's own. Planned by
+    /// the library itself, its exit recorder the binary under test (`host().self_exe`).
     fn agent_unit(&self, req: &SpawnRequest) -> (String, Vec<(String, OwnedVariant)>) {
         let host = self.host();
         let var = |_: &str| None;
         let inputs = ConfigInputs { home: &self.home, os_hostname: "bench", var: &var };
         let cfg = config::load(Some(&self.config), &inputs).unwrap();
-        let cwd = agent_relay_systemd::io::host::resolve_cwd(&req.cwd, &cfg, &host.home).unwrap();
-        let launcher = agent_relay_systemd::io::host::resolve_launcher(&cfg, &req.provider, &host.path).unwrap();
-        let runtime_root = host.runtime_root().unwrap();
-        let exits = agent_relay_systemd::io::exit_store::exits_dir(&host.state_home);
-        let random = uuid::Uuid::new_v4().simple().to_string();
-        let inputs = agent_relay_systemd::model::plan::PlanInputs {
-            config: &cfg,
-            home: &host.home,
-            runtime_root: &runtime_root,
-            caller_path: &host.path,
-            launcher: &launcher,
-            cwd: &cwd,
-            now_ms: 0,
-            record_exit: Some((&self.bin, &exits)),
-            random_hex: &random,
-        };
-        let plan = agent_relay_systemd::model::plan::plan(req, &inputs).unwrap();
+        let plan = agent_relay_systemd::ops::plan_request(&cfg, &host, req, &host.runtime_root().unwrap()).unwrap();
         agent_relay_systemd::io::files::write_spawn_files(&plan).unwrap().keep();
         let props = agent_relay_systemd::model::unit::agent_properties(&plan)
             .into_iter()
-            .map(|(name, value)| (name.to_string(), variant(value)))
+            .map(|(name, value)| (name.to_string(), agent_relay_systemd::io::systemd::to_variant(&value)))
             .collect();
         (plan.unit, props)
     }
@@ -135,21 +120,6 @@ impl Bench {
         let _ = self.systemctl(&["stop", "agent-relay-managed-*", "bench-*", "seed-*"]).status();
         let _ = self.systemctl(&["reset-failed"]).status();
     }
-}
-
-fn variant(value: agent_relay_systemd::model::unit::Value) -> OwnedVariant {
-    use agent_relay_systemd::model::unit::Value as V;
-    let v: Variant<'static> = match value {
-        V::Str(s) => Variant::new(s),
-        V::Bool(b) => Variant::new(b),
-        V::U32(n) => Variant::new(n),
-        V::U64(n) => Variant::new(n),
-        V::Strs(v) => Variant::new(v),
-        V::Exec(v) => Variant::new(v),
-        V::EnvFiles(v) => Variant::new(v),
-        V::Bytes(v) => Variant::new(v),
-    };
-    OwnedVariant::try_from(v).unwrap()
 }
 
 /// A bare client: one connection, `StartTransientUnit` + wait for `JobRemoved`.

@@ -12,7 +12,7 @@ pub const WANTED_BY: &str = "default.target";
 /// Why a property list has no unit-file form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
-    #[error("unit property {0} has no unit-file form in this renderer; add it to src/unitfile.rs")]
+    #[error("unit property {0} has no unit-file form in this renderer; add it to src/model/unitfile.rs")]
     UnknownProperty(String),
     #[error("unit property {property} has an unexpected value type")]
     WrongType { property: String },

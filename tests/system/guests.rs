@@ -1,16 +1,14 @@
 //! Guest terminals: a tmux server per guest as its own transient unit, bound to its agent and
 //! ended by systemd at its TTL; attach specs validated; terminal capture and input.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::util::*;
 use serde_json::{json, Value};
 
 fn live_agent(env: &Env, id: &str, extra_env: Value) -> Value {
     let a = env.spawn(&env.request(json!({"spawnRequestId": id, "env": extra_env})))["agent"].clone();
-    let info = env.home.join(format!(".agent-relay/runners/{}.json", a["sessionName"].as_str().unwrap()));
+    let info = env.runner_info(a["sessionName"].as_str().unwrap());
     assert!(wait_until(Duration::from_secs(5), || info.exists()), "runner info not written");
     a
 }
@@ -26,8 +24,7 @@ fn a_guest_runs_the_spec_in_its_own_unit_and_ends_with_its_agent() {
     assert_eq!(env.prop(&unit, "ActiveState"), "active");
     assert_eq!(env.prop(&unit, "RuntimeMaxUSec"), "1h");
     assert_eq!(env.prop(&unit, "BindsTo"), agent["systemdUnit"].as_str().unwrap());
-    let main_pid = env.prop(&unit, "MainPID");
-    let cmdline = std::fs::read_to_string(format!("/proc/{main_pid}/cmdline")).unwrap().replace('\0', " ");
+    let cmdline = cmdline(env.prop(&unit, "MainPID").parse().unwrap()).join(" ");
     assert!(cmdline.contains(&format!("-L {name} -D")), "the unit's main process is the tmux server: {cmdline}");
     let status = env.systemctl(&["status", &unit, "--no-pager"]);
     assert!(status.contains("left"), "systemctl status shows the time left: {status}");
@@ -122,7 +119,7 @@ fn bad_attach_specs_start_no_guest() {
 
     // A control URL that is not loopback is refused before any connection is made.
     let a = live_agent(&env, "remote-url", json!({}));
-    let info = env.home.join(format!(".agent-relay/runners/{}.json", a["sessionName"].as_str().unwrap()));
+    let info = env.runner_info(a["sessionName"].as_str().unwrap());
     std::fs::write(&info, json!({"controlUrl": "http://192.0.2.1:80"}).to_string()).unwrap();
     let out = env.run(&["guest", "create", "remote-url"], None);
     assert_eq!(out.status.code(), Some(2));

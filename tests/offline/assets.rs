@@ -1,14 +1,12 @@
 //! The generated assets the packages ship: shell completions and the man page, printed by the
 //! hidden `completions` and `manpage` verbs from the command line definition.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use agent_relay_systemd::cli::args::Cli;
 use clap::CommandFactory;
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_agent-relay-systemd")).args(args).output().expect("run the binary")
-}
+use crate::util::run_cli;
 
 fn visible_verbs() -> Vec<String> {
     let cmd = Cli::command();
@@ -22,7 +20,7 @@ fn visible_verbs() -> Vec<String> {
 fn completions_name_every_visible_verb_and_no_hidden_one() {
     let verbs = visible_verbs();
     for shell in ["bash", "zsh", "fish"] {
-        let out = run(&["completions", shell]);
+        let out = run_cli(&["completions", shell]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{shell}: {stderr}");
         assert!(stderr.is_empty(), "{shell}: {stderr}");
@@ -39,7 +37,7 @@ fn completions_name_every_visible_verb_and_no_hidden_one() {
 
 #[test]
 fn bash_completion_script_parses() {
-    let out = run(&["completions", "bash"]);
+    let out = run_cli(&["completions", "bash"]);
     assert_eq!(out.status.code(), Some(0));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent-relay-systemd");
@@ -50,7 +48,7 @@ fn bash_completion_script_parses() {
 
 #[test]
 fn completions_for_an_unknown_shell_exit_2_and_name_the_choices() {
-    let out = run(&["completions", "tcsh"]);
+    let out = run_cli(&["completions", "tcsh"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -61,7 +59,7 @@ fn completions_for_an_unknown_shell_exit_2_and_name_the_choices() {
 
 #[test]
 fn manpage_is_roff_naming_every_visible_verb() {
-    let out = run(&["manpage"]);
+    let out = run_cli(&["manpage"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let page = String::from_utf8(out.stdout).expect("UTF-8 roff");
     assert!(page.starts_with(".ie") || page.contains(".TH agent-relay-systemd 1"), "{page}");

@@ -2,31 +2,10 @@
 //! `--timeout` with exit 6 and one line; a `watch` already running stays alive, quiet and idle,
 //! and reports the exit that happened during the hang once the manager is continued.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use crate::util::*;
 use serde_json::{json, Value};
-
-/// Continues the manager however the test ends (Env's teardown would too; this is sooner).
-struct Stopped(Pid);
-
-impl Stopped {
-    fn new(pid: u32) -> Stopped {
-        let pid = Pid::from_raw(pid as i32);
-        kill(pid, Signal::SIGSTOP).unwrap();
-        Stopped(pid)
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = kill(self.0, Signal::SIGCONT);
-    }
-}
 
 /// CPU time (user + system) of a process, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
@@ -38,10 +17,11 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 #[test]
 fn a_hung_manager_fails_every_command_in_time_and_watch_rides_it_out() {
+    let _serial = serial();
     let env = Env::new();
     let rid = "lives-through-hang";
     let agent = env.spawn(&env.request(json!({"spawnRequestId": rid})))["agent"].clone();
-    let info = env.home.join(format!(".agent-relay/runners/{}.json", agent["sessionName"].as_str().unwrap()));
+    let info = env.runner_info(agent["sessionName"].as_str().unwrap());
     assert!(wait_until(Duration::from_secs(5), || info.exists()));
     // Exits by itself while the manager is stopped: systemd learns of it only after SIGCONT.
     env.spawn(&env.request(json!({
@@ -52,7 +32,7 @@ fn a_hung_manager_fails_every_command_in_time_and_watch_rides_it_out() {
     let lines = &watch.lines;
 
     let cpu_before = cpu_ticks(watch.child.id());
-    let hang = Stopped::new(env.mgr().pid());
+    let hang = env.hang();
     let hung_at = Instant::now();
     // With a spawnRequestId the spawn first looks for the request's unit; without, it writes its
     // files and calls StartTransientUnit, which the manager may still carry out when continued.
@@ -137,10 +117,12 @@ fn a_hung_manager_fails_every_command_in_time_and_watch_rides_it_out() {
     assert_eq!(env.json(&["show", rid, "-o", "json"], None)["state"], "alive");
     std::thread::sleep(Duration::from_millis(500));
     for u in env.agent_units() {
-        let file = env.prop(&u, "EnvironmentFiles");
-        let file = file.split_whitespace().next().unwrap_or_default();
+        let file = env.env_file(&u);
         let state = env.prop(&u, "ActiveState");
-        assert!(std::path::Path::new(file).exists() || state != "active", "{u} ({state}) lacks its env file {file}");
+        assert!(
+            file.as_ref().is_some_and(|f| f.exists()) || state != "active",
+            "{u} ({state}) lacks its env file {file:?}"
+        );
     }
     env.json(&["spawn", "-o", "json"], Some(&env.request(json!({"spawnRequestId": "after-hang"})).to_string()));
     env.json(&["diagnose", "dies-during-hang", "-o", "json"], None);

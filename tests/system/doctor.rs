@@ -1,12 +1,10 @@
 //! `doctor` against a real private `systemd --user`: what it finds on a fresh manager, after the
 //! units are installed and the timer enabled, with no manager at all, and with a hung one.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, Env};
+use crate::util::{bin, Env};
 use serde_json::{json, Value};
 
 fn finding<'a>(report: &'a Value, check: &str) -> &'a Value {
@@ -55,7 +53,7 @@ fn doctor_on_a_fresh_manager_then_with_the_units_installed_and_the_timer_enabled
 
     // Install the shipped units where this manager looks for a user's own units, as an operator
     // without the package would.
-    let dir = env.mgr().root().join("config").join("systemd").join("user");
+    let dir = env.unit_dir();
     std::fs::create_dir_all(&dir).unwrap();
     let units = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("units");
     for name in ["agent-relay-reap.timer", "agent-relay-reap.service", "agent_relay.slice"] {
@@ -115,12 +113,11 @@ fn doctor_with_a_hung_manager_finishes_within_its_timeout_and_says_so() {
     let env = Env::new();
     // Connect once so the socket-activated bus daemon runs; then only the manager hangs.
     assert_eq!(env.json(&["list", "-o", "json"], None), json!([]));
-    let pid = nix::unistd::Pid::from_raw(env.mgr().pid() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let hang = env.hang();
     let started = Instant::now();
     let out = env.run(&["doctor", "-o", "json", "--timeout", "1"], None);
     let took = started.elapsed();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    drop(hang);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(6), "{report:#}");
     assert!(took < Duration::from_secs(3), "took {took:?}");

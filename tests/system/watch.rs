@@ -1,30 +1,17 @@
 //! `watch` against a real manager: deaths reported fast and exactly, nothing false across
 //! daemon-reloads, and a re-executed manager followed.
 
-mod common;
-
 use std::io::BufRead;
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::util::*;
 use serde_json::{json, Value};
-
-/// These tests measure latency; run them one at a time so they do not load each other.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn exit_at(log: &str) -> Option<u64> {
     let text = std::fs::read_to_string(log).ok()?;
     text.lines().find_map(|l| l.split(" at=").nth(1)?.trim().parse().ok())
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 #[test]
@@ -92,7 +79,7 @@ fn twenty_daemon_reloads_report_nothing_false() {
 #[test]
 fn daemon_reloads_during_concurrent_spawns_report_nothing_false() {
     let _serial = serial();
-    let n = if std::env::var_os("AGENT_RELAY_RELIABILITY_FULL").is_some() { 200 } else { 40 };
+    let n = if reliability_full() { 200 } else { 40 };
     let env = Env::new();
     let watch = Watch::start(&env);
     let spawning = std::sync::atomic::AtomicBool::new(true);
@@ -186,9 +173,8 @@ fn daemon_reloads_during_concurrent_spawns_report_nothing_false() {
     let alive: Vec<&Value> = listed.as_array().unwrap().iter().filter(|r| r["state"] == "alive").collect();
     assert_eq!((listed.as_array().unwrap().len(), alive.len()), (n, n), "after the reloads: {listed}");
     for u in &spawned {
-        let file = env.prop(u, "EnvironmentFiles");
-        let file = file.split_whitespace().next().unwrap_or_default();
-        assert!(std::path::Path::new(file).exists(), "{u} lacks its env file {file}");
+        let file = env.env_file(u);
+        assert!(file.as_ref().is_some_and(|f| f.exists()), "{u} lacks its env file {file:?}");
     }
 }
 

@@ -1,15 +1,13 @@
 //! The private manager used by the tests and the `sandbox` verb: it runs, it is private, and it
 //! leaves nothing behind.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::util::{bin, pid_alive, run_cli, share, wait_until};
 use agent_relay_systemd::io::sandbox::{run_sandboxed, PrivateManager};
-use common::{bin, pid_alive, wait_until};
 
 const STATES: [&str; 4] = ["initializing", "starting", "running", "degraded"];
 
@@ -46,6 +44,7 @@ fn cgroups_of(pid: u32) -> Vec<PathBuf> {
 
 #[test]
 fn a_private_manager_runs_units_and_leaves_nothing_behind() {
+    let _share = share();
     let mgr = start();
     let state = run(&mgr, &["timeout", "10", "systemctl", "--user", "is-system-running", "--wait"]);
     assert!(["running", "degraded"].contains(&state.as_str()), "manager state {state:?}");
@@ -66,6 +65,7 @@ fn a_private_manager_runs_units_and_leaves_nothing_behind() {
 
 #[test]
 fn two_managers_run_side_by_side() {
+    let _share = share();
     let (a, b) = (start(), start());
     assert_ne!(a.runtime_dir(), b.runtime_dir(), "managers side by side are separate");
     assert_ne!(cgroups_of(a.pid()), cgroups_of(b.pid()));
@@ -80,6 +80,7 @@ fn two_managers_run_side_by_side() {
 
 #[test]
 fn run_sandboxed_returns_the_exit_code() {
+    let _share = share();
     let cmd: Vec<String> = ["sh", "-c", "exit 7"].iter().map(|s| s.to_string()).collect();
     assert_eq!(run_sandboxed(&cmd).unwrap(), 7);
     assert!(run_sandboxed(&[]).is_err());
@@ -87,16 +88,14 @@ fn run_sandboxed_returns_the_exit_code() {
 
 #[test]
 fn the_sandbox_verb_passes_the_exit_code_and_the_environment() {
-    let out = Command::new(bin())
-        .args([
-            "sandbox",
-            "--",
-            "sh",
-            "-c",
-            "test -S \"$XDG_RUNTIME_DIR/bus\" && systemctl --user is-system-running; exit 7",
-        ])
-        .output()
-        .unwrap();
+    let _share = share();
+    let out = run_cli(&[
+        "sandbox",
+        "--",
+        "sh",
+        "-c",
+        "test -S \"$XDG_RUNTIME_DIR/bus\" && systemctl --user is-system-running; exit 7",
+    ]);
     assert_eq!(out.status.code(), Some(7), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(STATES.contains(&stdout.trim()), "{stdout}");
@@ -104,6 +103,7 @@ fn the_sandbox_verb_passes_the_exit_code_and_the_environment() {
 
 #[test]
 fn sigterm_to_the_sandbox_verb_still_tears_down() {
+    let _share = share();
     let mut child = Command::new(bin())
         .args(["sandbox", "--", "sh", "-c", "echo \"$XDG_RUNTIME_DIR\"; exec sleep 60"])
         .stdout(Stdio::piped())
@@ -122,6 +122,7 @@ fn sigterm_to_the_sandbox_verb_still_tears_down() {
 
 #[test]
 fn a_manager_not_ready_in_time_is_an_error() {
+    let _share = share();
     let err = PrivateManager::start_with_timeout(Duration::ZERO).err().expect("not ready in no time");
     assert!(err.to_string().contains("not ready within"), "{err}");
 }

@@ -2,24 +2,16 @@
 //! Afterwards every agent process belongs to a unit with complete metadata, no unit lacks its
 //! files, and one `reap` removes every leftover: no secret outlives its agent.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::util::*;
 use proptest::prelude::RngExt;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 use serde_json::{json, Value};
-
-/// The env file a loaded unit names (`EnvironmentFiles=/path (ignore_errors=no)`).
-fn env_file_of(env: &Env, unit: &str) -> Option<PathBuf> {
-    let v = env.prop(unit, "EnvironmentFiles");
-    v.split_whitespace().next().filter(|p| p.starts_with('/')).map(PathBuf::from)
-}
 
 /// Every file under `dir` whose bytes contain `needle`.
 fn files_containing(dir: &Path, needle: &str, out: &mut Vec<PathBuf>) {
@@ -32,13 +24,6 @@ fn files_containing(dir: &Path, needle: &str, out: &mut Vec<PathBuf>) {
             out.push(p);
         }
     }
-}
-
-/// Backdates a file or directory by an hour: a real `utimensat` through touch(1), so that the
-/// reaper's 60 s grace (a spawn writes files before its unit exists) does not make us wait.
-fn backdate(p: &Path) {
-    let ok = Command::new("touch").args(["-h", "-d", "1 hour ago"]).arg(p).status().unwrap();
-    assert!(ok.success(), "touch {}", p.display());
 }
 
 /// Runs the CLI and SIGKILLs it `delay` after start (if still running). True if it was killed.
@@ -63,18 +48,12 @@ fn run_killed(env: &Env, args: &[&str], stdin: Option<&str>, delay: Duration) ->
     killed
 }
 
-fn seed() -> u64 {
-    std::env::var("AGENT_RELAY_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    })
-}
-
 #[test]
 fn a_controller_killed_at_random_points_leaves_nothing_half_made_after_a_reap() {
+    let _serial = serial();
     let started = Instant::now();
-    let full = std::env::var_os("AGENT_RELAY_RELIABILITY_FULL").is_some();
-    let ops = if full { 500 } else { 100 };
-    let seed = seed();
+    let ops = if reliability_full() { 500 } else { 100 };
+    let seed = chaos_seed();
     println!("seed {seed} (rerun with AGENT_RELAY_CHAOS_SEED={seed}), {ops} operations");
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
@@ -147,7 +126,7 @@ fn a_controller_killed_at_random_points_leaves_nothing_half_made_after_a_reap() 
     // No loaded unit lacks its files: a 0600 env file in a 0700 directory.
     let units = env.agent_units();
     for unit in &units {
-        let file = env_file_of(&env, unit).unwrap_or_else(|| panic!("{unit} names no EnvironmentFile"));
+        let file = env.env_file(unit).unwrap_or_else(|| panic!("{unit} names no EnvironmentFile"));
         assert!(file.exists(), "{unit}: its env file {} is gone", file.display());
         assert_eq!(mode(&file), 0o600, "{}", file.display());
         assert_eq!(mode(file.parent().unwrap()), 0o700, "{}", file.display());
@@ -155,17 +134,17 @@ fn a_controller_killed_at_random_points_leaves_nothing_half_made_after_a_reap() 
 
     // Leftovers are older than the reaper's grace period; one reap removes them.
     let agents = env.agents_dir();
-    let runners = env.home.join(".agent-relay/runners");
+    let runners = env.runners_dir();
     for dir in [&agents, &runners] {
         for e in std::fs::read_dir(dir).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default() {
-            backdate(&e.path());
+            backdate(&e.path(), 3600);
         }
     }
     let report = env.json(&["reap", "-o", "json"], None);
     assert_eq!(report["failed"], json!([]), "{report}");
     let loaded: BTreeSet<String> = env.agent_units().into_iter().collect();
     let own_dirs: BTreeSet<PathBuf> =
-        loaded.iter().filter_map(|u| env_file_of(&env, u)).map(|f| f.parent().unwrap().to_path_buf()).collect();
+        loaded.iter().filter_map(|u| env.env_file(u)).map(|f| f.parent().unwrap().to_path_buf()).collect();
     for e in std::fs::read_dir(&agents).unwrap().flatten() {
         assert!(
             own_dirs.contains(&e.path()),

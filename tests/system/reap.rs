@@ -2,23 +2,12 @@
 //! failures are reset, old exit records pruned; live agents, guests with units and fresh files stay;
 //! a durable agent keeps the secrets its unit file names, however stopped it is.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::util::*;
 use serde_json::{json, Value};
-
-fn age(path: &Path, secs_ago: u64) {
-    let ok = Command::new("touch").args(["-h", "-d", &format!("@{}", now_s() - secs_ago)]).arg(path).status().unwrap();
-    assert!(ok.success());
-}
-
-fn now_s() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
-}
 
 fn actions(report: &Value, kind: &str) -> Vec<String> {
     report["actions"]
@@ -35,20 +24,20 @@ fn reap_cleans_what_is_gone_and_nothing_else() {
     let env = Env::new();
     // A live agent whose files are old: untouchable.
     let live = env.spawn(&env.request(json!({"spawnRequestId": "live-1"})))["agent"].clone();
-    let live_info = env.home.join(format!(".agent-relay/runners/{}.json", live["sessionName"].as_str().unwrap()));
+    let live_info = env.runner_info(live["sessionName"].as_str().unwrap());
     assert!(wait_until(Duration::from_secs(5), || live_info.exists()));
     let agents = env.agents_dir();
     let live_dir = std::fs::read_dir(&agents).unwrap().next().unwrap().unwrap().path();
-    age(&live_dir, 3600);
-    age(&live_info, 3600);
+    backdate(&live_dir, 3600);
+    backdate(&live_info, 3600);
     // Leftovers of an agent whose unit is gone (as after a crash of the controller mid-spawn).
     let gone_dir = agents.join("ar-claude-session-gone-1.0badc0de");
     std::fs::create_dir_all(&gone_dir).unwrap();
     std::fs::write(gone_dir.join("env"), "AGENT_RELAY_TOKEN=\"x\"\n").unwrap();
-    age(&gone_dir, 3600);
-    let gone_info = env.home.join(".agent-relay/runners/ar-claude-session-gone-1.json");
+    backdate(&gone_dir, 3600);
+    let gone_info = env.runner_info("ar-claude-session-gone-1");
     std::fs::write(&gone_info, "{}").unwrap();
-    age(&gone_info, 3600);
+    backdate(&gone_info, 3600);
     // A fresh leftover (a spawn in flight): inside the grace period.
     let fresh_dir = agents.join("ar-claude-session-fresh-1.0badc0de");
     std::fs::create_dir_all(&fresh_dir).unwrap();
@@ -62,7 +51,7 @@ fn reap_cleans_what_is_gone_and_nothing_else() {
         .to_string();
     assert!(wait_until(Duration::from_secs(5), || env.prop(&failed, "ActiveState") == "failed"));
     // An old exit record.
-    let exits = env.mgr().root().join("state/agent-relay-systemd/exits/ar-claude-session-old-1");
+    let exits = env.exits_dir().join("ar-claude-session-old-1");
     std::fs::create_dir_all(&exits).unwrap();
     let old_record = exits.join("0000000000001000-deadbeef.json");
     std::fs::write(&old_record, "{}").unwrap();
@@ -97,11 +86,11 @@ fn reap_cleans_what_is_gone_and_nothing_else() {
 fn reap_ends_stray_guest_servers_but_not_guests_with_units() {
     let env = Env::new();
     env.spawn(&env.request(json!({"spawnRequestId": "host-g"})));
-    let info = env.home.join(".agent-relay/runners/ar-claude-session-host-g.json");
+    let info = env.runner_info("ar-claude-session-host-g");
     assert!(wait_until(Duration::from_secs(5), || info.exists()));
     let guest = env.json(&["guest", "create", "host-g", "-o", "json"], None)["guest"].as_str().unwrap().to_string();
     let tmux_dir = env.mgr().root().join("tmux").join(format!("tmux-{}", nix::unistd::getuid()));
-    age(&tmux_dir.join(&guest), 3600);
+    backdate(&tmux_dir.join(&guest), 3600);
     // A stray guest server no unit owns (as left by a crash), with an old socket.
     let stray = format!("ar-guest-claude-stray-{}", &uuid_like());
     let mut server = Command::new("tmux")
@@ -110,7 +99,7 @@ fn reap_ends_stray_guest_servers_but_not_guests_with_units() {
         .spawn()
         .unwrap();
     assert!(wait_until(Duration::from_secs(5), || tmux_dir.join(&stray).exists()));
-    age(&tmux_dir.join(&stray), 3600);
+    backdate(&tmux_dir.join(&stray), 3600);
     let report = env.json(&["reap", "-o", "json"], None);
     assert_eq!(actions(&report, "end-guest-server"), vec![stray.as_str()], "{report}");
     assert!(wait_until(Duration::from_secs(5), || server.try_wait().unwrap().is_some()), "stray server still runs");
@@ -122,13 +111,7 @@ fn reap_ends_stray_guest_servers_but_not_guests_with_units() {
 
 /// The one secret dir of a durable agent's session.
 fn secret_dir(durable: &Path, agent: &Value) -> PathBuf {
-    let prefix = format!("{}.", agent["sessionName"].as_str().unwrap());
-    let dirs: Vec<PathBuf> = std::fs::read_dir(durable)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&prefix))
-        .collect();
+    let dirs = session_dirs(durable, agent["sessionName"].as_str().unwrap());
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     dirs[0].clone()
 }
@@ -141,16 +124,15 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 #[test]
 fn reap_keeps_the_secrets_of_every_durable_agent_with_a_unit_file_and_cleans_orphans() {
     let mut env = Env::new();
-    let durable = env.mgr().root().join("state/agent-relay-systemd/durable/agents");
-    let unit_dir = env.mgr().root().join("config/systemd/user");
+    let durable = env.durable_agents_dir();
+    let unit_dir = env.unit_dir();
     let persist = |rid: &str, extra: Value| {
         let mut req = env.request(extra);
         req["spawnRequestId"] = json!(rid);
-        env.json(&["spawn", "--persist", "-o", "json"], Some(&req.to_string()))["agent"].clone()
+        env.persist(&req)["agent"].clone()
     };
     let unit_of = |a: &Value| a["systemdUnit"].as_str().unwrap().to_string();
-    let info_of =
-        |a: &Value| env.home.join(format!(".agent-relay/runners/{}.json", a["sessionName"].as_str().unwrap()));
+    let info_of = |a: &Value| env.runner_info(a["sessionName"].as_str().unwrap());
 
     let running = persist("dr-run", json!({}));
     assert!(wait_until(Duration::from_secs(5), || info_of(&running).exists()));
@@ -189,10 +171,10 @@ fn reap_keeps_the_secrets_of_every_durable_agent_with_a_unit_file_and_cleans_orp
         [secret_dir(&durable, &running), stopped_dir, secret_dir(&durable, &disabled), secret_dir(&durable, &failed)];
     let orphan = secret_dir(&durable, &gone);
     for d in kept.iter().chain([&orphan, &stale]) {
-        age(d, 300);
+        backdate(d, 300);
     }
-    age(&info_of(&running), 300);
-    age(&info_of(&gone), 300);
+    backdate(&info_of(&running), 300);
+    backdate(&info_of(&gone), 300);
     let pid = running["pid"].as_u64().unwrap();
 
     let want = sorted(vec![orphan.display().to_string(), stale.display().to_string()]);
@@ -231,10 +213,10 @@ fn reap_keeps_the_secrets_of_every_durable_agent_with_a_unit_file_and_cleans_orp
         "the stopped durable agent did not come back: {back}"
     );
     let pid = back["pid"].as_u64().unwrap();
-    let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap()).into_owned();
+    let environ = environ(pid);
     assert!(environ.contains(&format!("AGENT_RELAY_TOKEN={TOKEN}")), "no token after the restart");
 }
 
 fn uuid_like() -> String {
-    format!("{:08x}", std::process::id() ^ (now_s() as u32))
+    format!("{:08x}", std::process::id() ^ ((now_ms() / 1000) as u32))
 }

@@ -1,11 +1,9 @@
 //! Reliability: races settled by systemd, stop and reap racing on one agent, and secrets that
 //! never show where an operator or another user could read them.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::util::*;
 use serde_json::{json, Value};
 
 #[test]
@@ -43,7 +41,7 @@ fn stop_and_reap_racing_on_one_agent_lose_nothing() {
         assert_eq!(v["failed"], json!([]), "{v}");
     }
     // The exit of the stopped run is recorded and still known.
-    let records = env.mgr().root().join("state/agent-relay-systemd/exits").join(&session);
+    let records = env.exits_dir().join(&session);
     assert!(wait_until(Duration::from_secs(5), || std::fs::read_dir(&records).map(|d| d.count()).unwrap_or(0) >= 1));
     let d = env.json(&["diagnose", "contested", "-o", "json"], None);
     assert_eq!(d["exit"]["signal"], "SIGKILL", "{}", d["exit"]);

@@ -1,46 +1,17 @@
 //! The unit-file generator against golden files in `tests/data/`: the same property list a
 //! transient spawn sets, rendered as a unit file. Regenerate after an intended change with
-//! `UPDATE_GOLDEN=1 cargo test --test unitfile` and review the diff.
+//! `UPDATE_GOLDEN=1 cargo test --test offline` and review the diff.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use agent_relay_systemd::model::config::Config;
-use agent_relay_systemd::model::plan::{plan, PlanInputs, SpawnPlan};
+use agent_relay_systemd::model::plan::SpawnPlan;
 use agent_relay_systemd::model::{request, unit, unitfile};
 
-fn config() -> Config {
-    Config {
-        hostname: "box".into(),
-        relay_url: "http://127.0.0.1:4850".into(),
-        token: Some("tok-GOLDEN-SECRET".into()),
-        base_dir: "/home/u/projects".into(),
-        env: [("FROM_CONFIG".to_string(), "config-secret".to_string())].into(),
-        tmux_prefix: "ar".into(),
-        api_port: 4860,
-        runner_command: None,
-        limits: None,
-        exit_retention_days: 7,
-    }
-}
+use crate::util::{plan_example, EXAMPLE_TOKEN};
 
+/// The example config's plan of the request `json`, on the example host.
 fn plan_for(json: &str, record_exit: bool) -> SpawnPlan {
-    let cfg = config();
-    let launcher = vec!["/usr/bin/claude-relay".to_string()];
-    let inputs = PlanInputs {
-        config: &cfg,
-        home: Path::new("/home/u"),
-        runtime_root: Path::new("/home/u/.local/state/agent-relay-systemd/durable"),
-        caller_path: "/usr/bin:/bin",
-        launcher: &launcher,
-        cwd: Path::new("/home/u/projects/my app"),
-        now_ms: 1_700_000_000_000,
-        record_exit: record_exit.then_some((
-            Path::new("/usr/bin/agent-relay-systemd"),
-            Path::new("/home/u/.local/state/agent-relay-systemd/exits"),
-        )),
-        random_hex: "0123456789abcdef0123456789abcdef",
-    };
-    plan(&request::parse(json).unwrap(), &inputs).unwrap()
+    plan_example(&request::parse(json).unwrap(), record_exit).unwrap()
 }
 
 const EPHEMERAL: &str = r#"{"provider":"claude","cwd":"/x","lifecycle":"ephemeral","spawnRequestId":"req-0001"}"#;
@@ -54,11 +25,11 @@ fn golden(name: &str, text: &str) {
         return;
     }
     let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; create it with UPDATE_GOLDEN=1 cargo test --test unitfile", path.display())
+        panic!("{}: {e}; create it with UPDATE_GOLDEN=1 cargo test --test offline", path.display())
     });
     assert!(
         want == text,
-        "{} differs from the generated unit; if the change is intended, run UPDATE_GOLDEN=1 cargo test --test unitfile\n--- generated ---\n{text}",
+        "{} differs from the generated unit; if the change is intended, run UPDATE_GOLDEN=1 cargo test --test offline\n--- generated ---\n{text}",
         path.display()
     );
 }
@@ -81,7 +52,7 @@ fn persistent_agent_with_limits_matches_its_golden_file() {
 fn payloads_and_odd_characters_match_their_golden_file() {
     let text = render(&plan_for(ODD, true));
     golden("odd-characters.service", &text);
-    for secret in ["tok-GOLDEN-SECRET", "config-secret", "request-secret", "PROFILE_SECRET", "NOT-IN-UNIT"] {
+    for secret in [EXAMPLE_TOKEN, "config-secret", "request-secret", "PROFILE_SECRET", "NOT-IN-UNIT"] {
         assert!(!text.contains(secret), "{secret} is in the unit file");
     }
 }

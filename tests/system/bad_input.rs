@@ -1,11 +1,7 @@
 //! Bad input: each case exits non-zero with one line that says what was wrong, starts no unit
-//! and leaves no file behind. Also: an unreachable manager (a hung one: tests/hung.rs).
+//! and leaves no file behind. No manager at all: offline/bad_input.rs; a hung one: hung.rs.
 
-mod common;
-
-use std::process::Command;
-
-use common::*;
+use crate::util::*;
 use serde_json::json;
 
 /// Files under HOME and the runtime dir, to prove a refused spawn wrote none.
@@ -112,33 +108,11 @@ fn malformed_config_names_the_file() {
 }
 
 #[test]
-fn no_manager_is_one_line_that_says_what_to_check() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(bin())
-        .env_clear()
-        .env("HOME", dir.path())
-        .env("XDG_RUNTIME_DIR", dir.path())
-        .args(["list"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(5), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    for hint in ["systemctl --user", "XDG_RUNTIME_DIR", "loginctl enable-linger"] {
-        assert!(err.contains(hint), "{err} lacks {hint}");
-    }
-}
-
-#[test]
 fn more_bad_spawn_requests_and_arguments_change_nothing() {
     let env = Env::new();
     env.spawn(&env.request(json!({"spawnRequestId": "standing"})));
     let app = env.projects.join("app");
-    let spawn = |extra: serde_json::Value| {
-        let mut r = json!({"provider": "claude", "cwd": app});
-        r.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        r.to_string()
-    };
+    let spawn = |extra: serde_json::Value| env.request(extra).to_string();
     let requests: Vec<(String, &str)> = vec![
         ("[]".into(), "invalid spawn request"),
         ("null".into(), "invalid spawn request"),

@@ -1,11 +1,9 @@
 //! spawn / list / show / stop against a real private `systemd --user`, checked as an operator
 //! would check them: `systemctl --user show`, `/proc/PID/cmdline`, file modes.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::util::*;
 use serde_json::{json, Value};
 
 const PROMPT: &str = "PROMPT-TEXT-do-not-leak-41";
@@ -44,13 +42,12 @@ fn spawn_creates_a_transient_unit_an_operator_can_inspect() {
     // The runner's argv holds no prompt; its environment holds the token (from the 0600 file).
     let pid = agent["pid"].as_u64().unwrap();
     assert_eq!(env.prop(unit, "MainPID"), pid.to_string());
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    let cmdline = String::from_utf8_lossy(&cmdline);
+    let cmdline = cmdline(pid).join(" ");
     assert!(
         cmdline.contains("--agent-id") && !cmdline.contains(PROMPT) && !cmdline.contains("APPEND-TEXT"),
         "{cmdline}"
     );
-    let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap()).into_owned();
+    let environ = environ(pid);
     assert!(environ.contains(&format!("AGENT_RELAY_TOKEN={TOKEN}")));
     assert!(environ.contains("EXTRA_SECRET=extra-secret-value"));
 
@@ -74,7 +71,7 @@ fn spawn_creates_a_transient_unit_an_operator_can_inspect() {
     let log_text = std::fs::read_to_string(log).unwrap();
     assert!(log_text.contains(&format!("FAKE-RUNNER PROMPT-BYTES {}", PROMPT.len())), "{log_text}");
     assert_eq!(mode(std::path::Path::new(log)), 0o600);
-    let info = env.home.join(".agent-relay/runners/ar-claude-fix-bug-q-000001.json");
+    let info = env.runner_info("ar-claude-fix-bug-q-000001");
     assert!(wait_until(Duration::from_secs(5), || info.exists()), "runner info {} not written", info.display());
 }
 
@@ -153,7 +150,7 @@ fn records_come_from_units_alone() {
     let invocation = env.prop(got_a["systemdUnit"].as_str().unwrap(), "InvocationID");
     assert_eq!(got_a["invocationId"], json!(invocation));
     let started = got_a["startedAt"].as_u64().unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let now = now_ms();
     assert!(started <= now && now - started < 60_000, "startedAt {started} vs now {now}");
     assert_eq!(got_b["lifecycle"], "persistent");
     assert_eq!(got_b["workspaceMode"], "inherit");

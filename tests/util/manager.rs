@@ -1,28 +1,54 @@
-//! Test harness: a private `systemd --user` per test (DESIGN.md §6), a private HOME with a
-//! config that launches our fake runner, and helpers to run the CLI and `systemctl --user`.
+//! A private `systemd --user` per test (DESIGN.md §6), a private HOME with a config that
+//! launches our fake runner, and helpers to run the CLI and `systemctl --user` against it.
 
-#![allow(dead_code)]
-
+use std::cell::Cell;
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{mpsc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use agent_relay_systemd::io::sandbox::PrivateManager;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use serde_json::Value;
+
+use super::{bin, fake_runner, now_ms};
 
 pub const TOKEN: &str = "tok-TEST-SECRET-9f3e";
 
-pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_agent-relay-systemd"))
+/// Every test holds this shared while its managers run ([`share`]); [`serial`] holds it alone.
+static MANAGERS: RwLock<()> = RwLock::new(());
+
+thread_local! {
+    /// This thread holds [`MANAGERS`] alone: its own Envs need no share.
+    static ALONE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// `target/<profile>/examples/fake-runner`, built by `cargo test` with the other examples.
-pub fn fake_runner() -> PathBuf {
-    let p = bin().parent().unwrap().join("examples").join("fake-runner");
-    assert!(p.exists(), "{} is missing: run the tests with `cargo test` (it builds examples)", p.display());
-    p
+/// Held by a test that must run alone: see [`serial`].
+pub struct Serial(#[allow(dead_code)] RwLockWriteGuard<'static, ()>);
+
+impl Drop for Serial {
+    fn drop(&mut self) {
+        ALONE.with(|a| a.set(false));
+    }
+}
+
+/// For the tests that measure latency or hang a manager: call it first, keep the guard to the
+/// end. While it is held no other test's manager runs (each `cargo test` binary used to run
+/// alone, so such a test shared the machine with none).
+pub fn serial() -> Serial {
+    let guard = MANAGERS.write().unwrap_or_else(|e| e.into_inner());
+    ALONE.with(|a| a.set(true));
+    Serial(guard)
+}
+
+/// Held by a test while its managers run, unless its thread holds [`serial`]'s guard: an
+/// [`Env`] holds one; a test starting managers by other means takes one with [`share`].
+pub struct Share(#[allow(dead_code)] Option<RwLockReadGuard<'static, ()>>);
+
+pub fn share() -> Share {
+    Share((!ALONE.with(Cell::get)).then(|| MANAGERS.read().unwrap_or_else(|e| e.into_inner())))
 }
 
 pub struct Env {
@@ -30,6 +56,8 @@ pub struct Env {
     pub home: PathBuf,
     pub projects: PathBuf,
     pub config: PathBuf,
+    /// Released after the manager is stopped (fields drop after `Drop::drop`).
+    _share: Share,
 }
 
 impl Env {
@@ -39,6 +67,7 @@ impl Env {
 
     /// Starts a private manager and writes a config; `edit` may change the config JSON.
     pub fn with_config(edit: impl FnOnce(&mut Value)) -> Env {
+        let share = share();
         let mgr = PrivateManager::start().unwrap_or_else(|e| {
             panic!(
                 "cannot start a private systemd --user: {e}\n\
@@ -59,7 +88,7 @@ impl Env {
         edit(&mut cfg);
         let config = home.join("orchestrator.json");
         std::fs::write(&config, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
-        Env { mgr: Some(mgr), home, projects, config }
+        Env { mgr: Some(mgr), home, projects, config, _share: share }
     }
 
     pub fn mgr(&self) -> &PrivateManager {
@@ -127,6 +156,12 @@ impl Env {
         self.json(&["spawn", "-o", "json"], Some(&request.to_string()))
     }
 
+    /// `spawn --persist -o json`: a durable agent.
+    pub fn persist(&self, request: &Value) -> Value {
+        self.json(&["spawn", "--persist", "-o", "json"], Some(&request.to_string()))
+    }
+
+    /// A spawn request for the `app` project with the fields of `extra` added.
     pub fn request(&self, extra: Value) -> Value {
         let mut req = serde_json::json!({"provider": "claude", "cwd": self.projects.join("app")});
         if let (Value::Object(r), Value::Object(e)) = (&mut req, extra) {
@@ -148,6 +183,12 @@ impl Env {
         self.systemctl(&["show", unit, "-p", name, "--value"]).trim_end().to_string()
     }
 
+    /// The env file a loaded unit names (`EnvironmentFiles=/path (ignore_errors=no)`).
+    pub fn env_file(&self, unit: &str) -> Option<PathBuf> {
+        let v = self.prop(unit, "EnvironmentFiles");
+        v.split_whitespace().next().filter(|p| p.starts_with('/')).map(PathBuf::from)
+    }
+
     /// Names of loaded agent units.
     pub fn agent_units(&self) -> Vec<String> {
         self.systemctl(&["list-units", "--all", "--plain", "--no-legend", "agent-relay-managed-*"])
@@ -162,8 +203,41 @@ impl Env {
         self.mgr.as_mut().unwrap().restart(Duration::from_secs(10)).expect("restart the private manager");
     }
 
+    /// Stops the manager (`SIGSTOP`) until the returned guard is dropped.
+    pub fn hang(&self) -> Hang {
+        let pid = Pid::from_raw(self.mgr().pid() as i32);
+        kill(pid, Signal::SIGSTOP).unwrap();
+        Hang(pid)
+    }
+
+    /// Transient agents' secret and payload files, a directory per attempt.
     pub fn agents_dir(&self) -> PathBuf {
         self.runtime_dir().join("agent-relay-systemd").join("agents")
+    }
+
+    /// Durable agents' secret and payload files, a directory per attempt.
+    pub fn durable_agents_dir(&self) -> PathBuf {
+        self.mgr().root().join("state/agent-relay-systemd/durable/agents")
+    }
+
+    /// Where the user's own unit files go (durable agents' among them).
+    pub fn unit_dir(&self) -> PathBuf {
+        self.mgr().root().join("config/systemd/user")
+    }
+
+    /// The exit records, a directory per session.
+    pub fn exits_dir(&self) -> PathBuf {
+        self.mgr().root().join("state/agent-relay-systemd/exits")
+    }
+
+    /// The runners' info files.
+    pub fn runners_dir(&self) -> PathBuf {
+        self.home.join(".agent-relay/runners")
+    }
+
+    /// The info file the runner of `session` writes once it is up.
+    pub fn runner_info(&self, session: &str) -> PathBuf {
+        self.runners_dir().join(format!("{session}.json"))
     }
 }
 
@@ -172,6 +246,15 @@ impl Drop for Env {
         if let Some(m) = self.mgr.take() {
             m.stop();
         }
+    }
+}
+
+/// A manager stopped by [`Env::hang`]; continued (`SIGCONT`) when dropped, however the test ends.
+pub struct Hang(Pid);
+
+impl Drop for Hang {
+    fn drop(&mut self) {
+        let _ = kill(self.0, Signal::SIGCONT);
     }
 }
 
@@ -194,34 +277,6 @@ pub fn slice_processes(env: &Env) -> std::collections::BTreeMap<String, Vec<u32>
         }
     }
     out
-}
-
-/// Polls `f` until it is true or `limit` passes.
-pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
-}
-
-pub fn mode(p: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
-}
-
-pub fn pid_alive(pid: u64) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !matches!(s.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()), Some('Z') | Some('X')),
-        Err(_) => false,
-    }
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 /// A running `watch -o json`, its lines stamped with the time they were read.

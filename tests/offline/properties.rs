@@ -1,31 +1,13 @@
 //! Property tests of the pure parsers, naming and the unit generator: whatever comes in, nothing
 //! panics; a refusal is one line; what is accepted yields names systemd and tmux take as they are.
 
-use std::path::Path;
-
-use agent_relay_systemd::model::config::Config;
 use agent_relay_systemd::model::meta::AgentMeta;
 use agent_relay_systemd::model::naming::{self, Sanitize};
-use agent_relay_systemd::model::plan::{plan, render_env_file, PlanInputs};
+use agent_relay_systemd::model::plan::render_env_file;
 use agent_relay_systemd::model::{guest, logtext, request, unit};
 use proptest::prelude::*;
 
-const SECRET: &str = "TOKEN-SECRET-7f3a";
-
-fn config() -> Config {
-    Config {
-        hostname: "host".into(),
-        relay_url: "http://127.0.0.1:1".into(),
-        token: Some(SECRET.into()),
-        base_dir: "/home/u/projects".into(),
-        env: Default::default(),
-        tmux_prefix: "ar".into(),
-        api_port: 4860,
-        runner_command: None,
-        limits: None,
-        exit_retention_days: 7,
-    }
-}
+use crate::util::{plan_example, EXAMPLE_TOKEN as SECRET};
 
 fn unit_name_ok(name: &str) -> bool {
     name.len() <= 255 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@:\\".contains(c))
@@ -52,14 +34,7 @@ proptest! {
         match request::parse(&req.to_string()) {
             Err(e) => prop_assert!(!e.0.contains('\n')),
             Ok(r) => {
-                let launcher = vec!["/usr/bin/r".to_string()];
-                let cfg = config();
-                let inputs = PlanInputs {
-                    config: &cfg, home: Path::new("/home/u"), runtime_root: Path::new("/run/user/0/a"),
-                    caller_path: "/usr/bin", launcher: &launcher, cwd: Path::new("/home/u/projects/a"),
-                    now_ms: 1, record_exit: None, random_hex: "0123456789abcdef0123456789abcdef",
-                };
-                match plan(&r, &inputs) {
+                match plan_example(&r, false) {
                     Err(e) => prop_assert!(!e.0.contains('\n')),
                     Ok(p) => {
                         prop_assert!(unit_name_ok(&p.unit), "{}", p.unit);

@@ -1,47 +1,11 @@
 //! Load: hundreds of agents alive at once stay correct in `list`, `watch` and `stop`; agents
 //! crash-looping do not hold up the spawns of others.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::util::*;
 use serde_json::{json, Value};
-
-/// These tests measure; run them one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn full() -> bool {
-    std::env::var_os("AGENT_RELAY_RELIABILITY_FULL").is_some()
-}
-
-/// Runs `f` over `items` on `workers` threads; results in item order.
-fn parallel<T: Sync, R: Send>(items: &[T], workers: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let next = AtomicUsize::new(0);
-    let mut out: Vec<(usize, R)> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(item) = items.get(i) else { return mine };
-                        mine.push((i, f(item)));
-                    }
-                })
-            })
-            .collect();
-        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    });
-    out.sort_by_key(|(i, _)| *i);
-    out.into_iter().map(|(_, r)| r).collect()
-}
 
 /// Agent events of `watch` about `units`, by type, until `want` of type `kind` were seen.
 fn collect(
@@ -143,7 +107,7 @@ fn three_hundred_live_agents_are_listed_watched_and_stopped_exactly() {
 #[test]
 fn crash_looping_agents_do_not_hold_up_other_spawns() {
     let _serial = serial();
-    let (crashers, others) = if full() { (20, 100) } else { (5, 20) };
+    let (crashers, others) = if reliability_full() { (20, 100) } else { (5, 20) };
     let env = Env::new();
     let spawn_ms = |rid: String| {
         let t = Instant::now();
@@ -168,7 +132,7 @@ fn crash_looping_agents_do_not_hold_up_other_spawns() {
         std::thread::sleep(pause);
     }
     latencies.sort();
-    let p = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    let p = |q: f64| percentile(&latencies, q);
     println!(
         "{others} spawns beside {crashers} crash-looping agents: p50 {} ms, p99 {} ms (10 before them: p50 {} ms, max {} ms)",
         p(0.5),

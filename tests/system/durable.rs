@@ -2,43 +2,14 @@
 //! unit file, the agent comes back after the manager is stopped and started again, `remove`
 //! deletes it for good, and bad input changes nothing. Checked as an operator would check.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::util::*;
 use serde_json::{json, Value};
 
 const PROMPT: &str = "PROMPT-durable-do-not-leak-77";
 const ENV_SECRET: &str = "env-secret-durable-value";
-
-fn unit_dir(env: &Env) -> PathBuf {
-    env.mgr().root().join("config/systemd/user")
-}
-
-fn durable_agents_dir(env: &Env) -> PathBuf {
-    env.mgr().root().join("state/agent-relay-systemd/durable/agents")
-}
-
-/// The directories of the agent's secret files (one per attempt).
-fn secret_dirs(env: &Env, session: &str) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(durable_agents_dir(env)) else { return Vec::new() };
-    rd.flatten()
-        .map(|e| e.path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{session}.")))
-        .collect()
-}
-
-fn persist(env: &Env, req: &Value) -> Value {
-    env.json(&["spawn", "--persist", "-o", "json"], Some(&req.to_string()))
-}
-
-fn cmdline(pid: u64) -> Vec<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    let raw = raw.strip_suffix(b"\0").unwrap_or(&raw);
-    raw.split(|b| *b == 0).map(|w| String::from_utf8_lossy(w).into_owned()).collect()
-}
 
 /// Words that systemd would take apart or expand if the unit file quoted them wrongly.
 fn odd_args() -> Vec<&'static str> {
@@ -65,7 +36,7 @@ fn persist_spawn_installs_an_enabled_unit_file_with_no_secret_in_it() {
         "label": "Odd \"one\" 100% $HOME", "spawnRequestId": "dur-000001", "prompt": PROMPT,
         "env": {"EXTRA_SECRET": ENV_SECRET}, "providerArgs": odd_args(),
     }));
-    let out = persist(&env, &req);
+    let out = env.persist(&req);
     assert_eq!(out["created"], true);
     let agent = &out["agent"];
     assert_eq!(agent["durable"], true);
@@ -74,7 +45,7 @@ fn persist_spawn_installs_an_enabled_unit_file_with_no_secret_in_it() {
     let session = agent["sessionName"].as_str().unwrap().to_string();
 
     // What an operator sees: an enabled unit from a file in the user's unit directory.
-    let file = unit_dir(&env).join(&unit);
+    let file = env.unit_dir().join(&unit);
     assert_eq!(env.systemctl(&["is-enabled", &unit]).trim(), "enabled");
     assert_eq!(env.prop(&unit, "FragmentPath"), file.display().to_string());
     assert_eq!(env.prop(&unit, "UnitFileState"), "enabled");
@@ -89,7 +60,7 @@ fn persist_spawn_installs_an_enabled_unit_file_with_no_secret_in_it() {
     assert!(text.contains("[Install]\nWantedBy=default.target"), "{text}");
 
     // The secrets: 0600 files in a 0700 directory that outlives a reboot (not the runtime dir).
-    let dirs = secret_dirs(&env, &session);
+    let dirs = session_dirs(&env.durable_agents_dir(), &session);
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     assert_eq!(mode(&dirs[0]), 0o700);
     assert_eq!(mode(dirs[0].parent().unwrap()), 0o700);
@@ -104,7 +75,7 @@ fn persist_spawn_installs_an_enabled_unit_file_with_no_secret_in_it() {
     assert_eq!(tail, odd_args(), "{argv:?}");
     let label_at = argv.iter().position(|a| a == "--label").unwrap();
     assert_eq!(argv[label_at + 1], "Odd \"one\" 100% $HOME");
-    let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap()).into_owned();
+    let environ = environ(pid);
     assert!(environ.contains(&format!("AGENT_RELAY_TOKEN={TOKEN}")));
     assert!(environ.contains("AGENT_RELAY_LABEL=Odd \"one\" 100% $HOME"));
 
@@ -126,7 +97,7 @@ fn persist_spawn_installs_an_enabled_unit_file_with_no_secret_in_it() {
     env.json(&["kill", "dur-000001", "--signal", "CONT", "-o", "json"], None);
 
     // Idempotent like a transient spawn.
-    let again = persist(&env, &req);
+    let again = env.persist(&req);
     assert_eq!(again["created"], false);
     assert_eq!(again["agent"]["pid"], agent["pid"]);
 
@@ -136,7 +107,7 @@ fn persist_spawn_installs_an_enabled_unit_file_with_no_secret_in_it() {
     let listed = env.json(&["list", "-o", "json"], None);
     assert_eq!(listed[0]["activeState"], "inactive", "{listed}");
     assert_eq!(listed[0]["durable"], true);
-    assert!(file.exists() && secret_dirs(&env, &session).len() == 1);
+    assert!(file.exists() && session_dirs(&env.durable_agents_dir(), &session).len() == 1);
 
     // Another request mapping to the same unit name is a conflict; the same request starts the
     // stopped agent afresh, with fresh secret files replacing the old ones.
@@ -144,11 +115,11 @@ fn persist_spawn_installs_an_enabled_unit_file_with_no_secret_in_it() {
     other["spawnRequestId"] = json!("xdur-000001");
     let out = env.run(&["spawn", "--persist"], Some(&other.to_string()));
     assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
-    let again = persist(&env, &req);
+    let again = env.persist(&req);
     assert_eq!(again["created"], true);
     assert_eq!(again["agent"]["state"], "alive");
     assert_ne!(again["agent"]["pid"], agent["pid"]);
-    let dirs_now = secret_dirs(&env, &session);
+    let dirs_now = session_dirs(&env.durable_agents_dir(), &session);
     assert_eq!(dirs_now.len(), 1);
     assert_ne!(dirs_now, dirs);
 }
@@ -157,7 +128,7 @@ fn persist_spawn_installs_an_enabled_unit_file_with_no_secret_in_it() {
 fn a_durable_agent_comes_back_after_the_user_manager_restarts() {
     let mut env = Env::new();
     let req = env.request(json!({"label": "survivor", "spawnRequestId": "dur-000002", "prompt": PROMPT}));
-    let first = persist(&env, &req)["agent"].clone();
+    let first = env.persist(&req)["agent"].clone();
     let old_pid = first["pid"].as_u64().unwrap();
 
     env.restart_manager();
@@ -175,7 +146,7 @@ fn a_durable_agent_comes_back_after_the_user_manager_restarts() {
     assert_ne!(new_pid, old_pid);
     assert!(pid_alive(new_pid));
     // Its secrets survived the emptied runtime dir.
-    let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{new_pid}/environ")).unwrap()).into_owned();
+    let environ = environ(new_pid);
     assert!(environ.contains(&format!("AGENT_RELAY_TOKEN={TOKEN}")));
     let listed = env.json(&["list", "-o", "json"], None);
     assert_eq!(listed[0]["agentId"], first["agentId"], "{listed}");
@@ -187,7 +158,7 @@ fn a_durable_agent_comes_back_after_the_user_manager_restarts() {
 fn remove_disables_and_deletes_and_the_agent_stays_gone_after_a_restart() {
     let mut env = Env::new();
     let req = env.request(json!({"label": "goner", "spawnRequestId": "dur-000003", "prompt": PROMPT}));
-    let agent = persist(&env, &req)["agent"].clone();
+    let agent = env.persist(&req)["agent"].clone();
     let unit = agent["systemdUnit"].as_str().unwrap().to_string();
     let session = agent["sessionName"].as_str().unwrap().to_string();
     let pid = agent["pid"].as_u64().unwrap();
@@ -197,9 +168,9 @@ fn remove_disables_and_deletes_and_the_agent_stays_gone_after_a_restart() {
     assert_eq!(out["wasRunning"], true);
     assert_eq!(out["durable"], true);
     assert!(!pid_alive(pid));
-    assert!(!unit_dir(&env).join(&unit).exists());
-    assert!(!unit_dir(&env).join("default.target.wants").join(&unit).exists());
-    assert!(secret_dirs(&env, &session).is_empty());
+    assert!(!env.unit_dir().join(&unit).exists());
+    assert!(!env.unit_dir().join("default.target.wants").join(&unit).exists());
+    assert!(session_dirs(&env.durable_agents_dir(), &session).is_empty());
     assert_ne!(env.systemctl(&["is-enabled", &unit]).trim(), "enabled");
 
     env.restart_manager();
@@ -218,7 +189,7 @@ fn remove_of_a_transient_agent_is_a_stop_and_a_disabled_durable_one_is_still_fou
     assert!(!pid_alive(t["agent"]["pid"].as_u64().unwrap()));
 
     // Disabled by hand and stopped: no longer loaded, but show and remove find it by its file.
-    let agent = persist(&env, &env.request(json!({"label": "hand", "spawnRequestId": "dur-000005"})))["agent"].clone();
+    let agent = env.persist(&env.request(json!({"label": "hand", "spawnRequestId": "dur-000005"})))["agent"].clone();
     let unit = agent["systemdUnit"].as_str().unwrap().to_string();
     env.systemctl(&["disable", "--now", &unit]);
     let shown = env.json(&["show", "dur-000005", "-o", "json"], None);
@@ -226,7 +197,7 @@ fn remove_of_a_transient_agent_is_a_stop_and_a_disabled_durable_one_is_still_fou
     assert_eq!(shown["state"], "dead");
     let out = env.json(&["remove", &unit, "-o", "json"], None);
     assert_eq!(out["durable"], true);
-    assert!(!unit_dir(&env).join(&unit).exists());
+    assert!(!env.unit_dir().join(&unit).exists());
 }
 
 #[test]
@@ -254,7 +225,7 @@ fn bad_input_to_generate_or_persist_changes_nothing() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ExecStart=") && text.contains("EnvironmentFile="), "{text}");
     assert!(!text.contains(TOKEN));
-    assert!(!unit_dir(&env).exists(), "generate wrote a unit file");
+    assert!(!env.unit_dir().exists(), "generate wrote a unit file");
     assert!(!env.mgr().root().join("state/agent-relay-systemd/durable").exists(), "generate wrote files");
     assert!(env.agent_units().is_empty());
 }
@@ -269,8 +240,8 @@ fn a_durable_runner_that_cannot_be_executed_leaves_nothing_behind() {
     assert!(err.contains("could not be executed"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     // No unit file, no enablement link, no secret file.
-    assert_eq!(files_under(&unit_dir(&env)), Vec::<PathBuf>::new());
-    assert_eq!(files_under(&durable_agents_dir(&env)), Vec::<PathBuf>::new());
+    assert_eq!(files_under(&env.unit_dir()), Vec::<PathBuf>::new());
+    assert_eq!(files_under(&env.durable_agents_dir()), Vec::<PathBuf>::new());
     assert!(env.agent_units().is_empty(), "{:?}", env.agent_units());
 }
 
@@ -294,7 +265,7 @@ fn concurrent_persist_spawns_of_one_request_make_one_durable_agent() {
     assert_eq!(created, 1, "{pids:?}");
     assert!(pids.windows(2).all(|w| w[0] == w[1]), "{pids:?}");
     assert_eq!(env.agent_units().len(), 1);
-    assert_eq!(files_under(&durable_agents_dir(&env)).iter().filter(|p| p.ends_with("env")).count(), 1);
+    assert_eq!(files_under(&env.durable_agents_dir()).iter().filter(|p| p.ends_with("env")).count(), 1);
 }
 
 #[test]
@@ -307,7 +278,7 @@ fn a_durable_unit_reads_back_like_the_transient_unit_of_the_same_request() {
     let mut d_req = env.request(base);
     d_req["spawnRequestId"] = json!("twin-0002");
     let t = env.spawn(&t_req)["agent"]["systemdUnit"].as_str().unwrap().to_string();
-    let d = persist(&env, &d_req)["agent"]["systemdUnit"].as_str().unwrap().to_string();
+    let d = env.persist(&d_req)["agent"]["systemdUnit"].as_str().unwrap().to_string();
     for p in [
         "Type",
         "Slice",
@@ -341,15 +312,6 @@ fn a_durable_unit_reads_back_like_the_transient_unit_of_the_same_request() {
     assert_eq!(te.replace(&id(&te), "AID"), de.replace(&id(&de), "AID"));
 }
 
-/// Secret dirs a transient spawn of `session` left in the runtime directory.
-fn runtime_dirs(env: &Env, session: &str) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(env.agents_dir()) else { return Vec::new() };
-    rd.flatten()
-        .map(|e| e.path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{session}.")))
-        .collect()
-}
-
 /// Runs and expects the conflict exit (4) with one line holding every `want`.
 fn conflict(env: &Env, args: &[&str], req: &Value, want: &[&str]) {
     let out = env.run(args, Some(&req.to_string()));
@@ -366,7 +328,7 @@ fn conflict(env: &Env, args: &[&str], req: &Value, want: &[&str]) {
 fn a_transient_spawn_of_a_durable_request_returns_it_when_live_and_says_what_to_do_when_stopped() {
     let env = Env::new();
     let req = env.request(json!({"label": "mixed", "spawnRequestId": "mix-000001"}));
-    let agent = persist(&env, &req)["agent"].clone();
+    let agent = env.persist(&req)["agent"].clone();
     let unit = agent["systemdUnit"].as_str().unwrap().to_string();
     let session = agent["sessionName"].as_str().unwrap().to_string();
 
@@ -382,13 +344,13 @@ fn a_transient_spawn_of_a_durable_request_returns_it_when_live_and_says_what_to_
     assert!(!env.agent_units().contains(&unit));
     conflict(&env, &["spawn"], &req, &["mix-000001", &unit, "spawn --persist", "remove"]);
     // Nothing of the refused transient spawn stays, and the durable agent is as it was.
-    assert!(runtime_dirs(&env, &session).is_empty(), "{:?}", runtime_dirs(&env, &session));
-    assert!(unit_dir(&env).join(&unit).exists());
+    assert!(session_dirs(&env.agents_dir(), &session).is_empty(), "{:?}", session_dirs(&env.agents_dir(), &session));
+    assert!(env.unit_dir().join(&unit).exists());
     assert_eq!(env.prop(&unit, "Transient"), "no");
-    assert_eq!(secret_dirs(&env, &session).len(), 1);
+    assert_eq!(session_dirs(&env.durable_agents_dir(), &session).len(), 1);
 
     // The advice works: --persist starts it again.
-    let back = persist(&env, &req);
+    let back = env.persist(&req);
     assert_eq!(back["created"], true);
     assert_eq!(back["agent"]["state"], "alive");
     assert_eq!(env.systemctl(&["is-enabled", &unit]).trim(), "enabled");
@@ -403,13 +365,13 @@ fn a_persist_spawn_of_a_live_transient_request_is_a_conflict_until_it_is_stopped
     let session = agent["sessionName"].as_str().unwrap().to_string();
 
     conflict(&env, &["spawn", "--persist"], &req, &["mix-000002", "transient", &unit, "stop"]);
-    assert!(!unit_dir(&env).join(&unit).exists(), "a unit file was written");
-    assert!(secret_dirs(&env, &session).is_empty());
+    assert!(!env.unit_dir().join(&unit).exists(), "a unit file was written");
+    assert!(session_dirs(&env.durable_agents_dir(), &session).is_empty());
     assert_eq!(env.json(&["show", "mix-000002", "-o", "json"], None)["pid"], agent["pid"]);
     assert_eq!(env.prop(&unit, "Transient"), "yes");
 
     env.json(&["stop", &unit, "-o", "json"], None);
-    let durable = persist(&env, &req);
+    let durable = env.persist(&req);
     assert_eq!(durable["created"], true);
     assert_eq!(durable["agent"]["durable"], true);
     assert_eq!(env.prop(&unit, "Transient"), "no");
@@ -419,12 +381,12 @@ fn a_persist_spawn_of_a_live_transient_request_is_a_conflict_until_it_is_stopped
 fn a_failed_restart_of_a_stopped_durable_agent_keeps_the_agent_it_was_replacing() {
     let env = Env::new();
     let req = env.request(json!({"spawnRequestId": "keep-1", "label": "keep"}));
-    let first = persist(&env, &req);
+    let first = env.persist(&req);
     let unit = first["agent"]["systemdUnit"].as_str().unwrap().to_string();
     let session = first["agent"]["sessionName"].as_str().unwrap().to_string();
     env.json(&["stop", "keep-1", "-o", "json"], None);
-    let before = std::fs::read_to_string(unit_dir(&env).join(&unit)).unwrap();
-    let dirs_before = secret_dirs(&env, &session);
+    let before = std::fs::read_to_string(env.unit_dir().join(&unit)).unwrap();
+    let dirs_before = session_dirs(&env.durable_agents_dir(), &session);
     assert_eq!(dirs_before.len(), 1, "{dirs_before:?}");
 
     // The same request again, with a runner that cannot start: the spawn fails...
@@ -433,8 +395,8 @@ fn a_failed_restart_of_a_stopped_durable_agent_keeps_the_agent_it_was_replacing(
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
 
     // ...and the stopped agent it was replacing is still defined, enabled, with its secrets.
-    assert_eq!(std::fs::read_to_string(unit_dir(&env).join(&unit)).unwrap(), before);
-    assert_eq!(secret_dirs(&env, &session), dirs_before, "only the failed attempt's files go");
+    assert_eq!(std::fs::read_to_string(env.unit_dir().join(&unit)).unwrap(), before);
+    assert_eq!(session_dirs(&env.durable_agents_dir(), &session), dirs_before, "only the failed attempt's files go");
     assert_eq!(env.systemctl(&["is-enabled", &unit]).trim(), "enabled");
     env.systemctl(&["start", &unit]);
     assert_eq!(env.prop(&unit, "ActiveState"), "active");

@@ -2,11 +2,9 @@
 //! `diagnose`, also after the unit has been collected and with no watcher running; crash loops
 //! are named as such.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::util::*;
 use proptest::prelude::RngExt;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 use serde_json::{json, Value};
@@ -16,22 +14,11 @@ fn ended(env: &Env, unit: &str) -> bool {
     state == "failed" || state == "inactive"
 }
 
-/// Runs `f` over `items` on `workers` threads; results in item order.
-fn parallel<T: Sync, R: Send>(items: &[T], workers: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let chunks: Vec<&[T]> = items.chunks(items.len().div_ceil(workers).max(1)).collect();
-    std::thread::scope(|s| {
-        let hs: Vec<_> = chunks.iter().map(|c| s.spawn(|| c.iter().map(&f).collect::<Vec<R>>())).collect();
-        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    })
-}
-
 #[test]
 fn five_hundred_exits_are_reported_exactly_after_the_units_are_collected() {
     let env = Env::new();
     let signals = ["TERM", "KILL", "SEGV", "ABRT", "INT", "HUP", "USR1", "USR2", "QUIT", "BUS", "FPE", "ALRM", "PIPE"];
-    let seed = std::env::var("AGENT_RELAY_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
+    let seed = chaos_seed();
     println!("seed {seed} (rerun with AGENT_RELAY_CHAOS_SEED={seed})");
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());

@@ -1,0 +1,33 @@
+//! Integration tests against private `systemd --user` managers, each test starting its own
+//! (tests/util): they need root, systemd 252+ and dbus-user-session.
+//! `cargo test --test system`.
+
+#[path = "../util/mod.rs"]
+mod util;
+
+// spawn / list / show / stop as an operator checks them: systemctl, /proc, file modes.
+mod agents;
+// Bad spawn requests and arguments: one line, exit 2, no unit and no file left.
+mod bad_input;
+// `doctor` on a fresh manager, with the units installed, with no manager and a hung one.
+mod doctor;
+// Durable agents (`spawn --persist`): unit files, restarts of the manager, `remove`.
+mod durable;
+// Exit truth: every exit code and signal reported exactly by `diagnose`; crash loops.
+mod exits;
+// Guest terminals: a tmux server per guest in its own unit, bound to its agent, ended at its TTL.
+mod guests;
+// A hung manager (SIGSTOP): every command fails within --timeout; `watch` rides it out.
+mod hung;
+// The CLI SIGKILLed mid-spawn and mid-stop: nothing half made after one `reap`.
+mod killed;
+// Hundreds of live agents in list/watch/stop; crash loops do not hold up other spawns.
+mod load;
+// `reap`: leftovers of gone agents go; live agents, fresh files and durable secrets stay.
+mod reap;
+// Races settled by systemd, stop racing reap, secrets never where others look.
+mod reliability;
+// The private manager itself and the `sandbox` verb: private, and nothing left behind.
+mod sandbox;
+// `watch`: deaths reported fast and exactly, nothing false across reloads and a reexec.
+mod watch;

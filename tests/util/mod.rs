@@ -1,0 +1,175 @@
+//! Fixtures shared by the two integration-test binaries (tests/offline and tests/system), each
+//! defined once: the binary under test, an example config and spawn plan, polling, worker
+//! threads, readers of /proc. The private managers and the CLI run against them: [`manager`].
+
+#![allow(dead_code)]
+
+mod manager;
+
+// tests/offline starts no manager and uses none of it.
+#[allow(unused_imports)]
+pub use manager::*;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use agent_relay_systemd::model::config::Config;
+use agent_relay_systemd::model::plan::{plan, PlanInputs, SpawnPlan};
+use agent_relay_systemd::model::request::InvalidRequest;
+use agent_relay_systemd::SpawnRequest;
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_agent-relay-systemd"))
+}
+
+/// `target/<profile>/examples/fake-runner`, built by `cargo test` with the other examples.
+pub fn fake_runner() -> PathBuf {
+    let p = bin().parent().unwrap().join("examples").join("fake-runner");
+    assert!(p.exists(), "{} is missing: run the tests with `cargo test` (it builds examples)", p.display());
+    p
+}
+
+/// Runs the binary with `args` in the test's own environment (no manager, no config of ours).
+pub fn run_cli(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().expect("run the binary")
+}
+
+/// The token of [`example_config`]: it must never reach a unit's properties.
+pub const EXAMPLE_TOKEN: &str = "tok-GOLDEN-SECRET";
+
+/// A config as a user writes it, built by hand (the golden unit files in tests/data/ are planned
+/// with it): a token and a config `env` value, both secrets.
+pub fn example_config() -> Config {
+    Config {
+        hostname: "box".into(),
+        relay_url: "http://127.0.0.1:4850".into(),
+        token: Some(EXAMPLE_TOKEN.into()),
+        base_dir: "/home/u/projects".into(),
+        env: [("FROM_CONFIG".to_string(), "config-secret".to_string())].into(),
+        tmux_prefix: "ar".into(),
+        api_port: 4860,
+        runner_command: None,
+        limits: None,
+        exit_retention_days: 7,
+    }
+}
+
+/// Plans `req` with [`example_config`] on a fixed example host (user `u`, files in the durable
+/// state dir, fixed time and randomness), with the `ExecStopPost=` exit recorder if `record_exit`.
+pub fn plan_example(req: &SpawnRequest, record_exit: bool) -> Result<SpawnPlan, InvalidRequest> {
+    let cfg = example_config();
+    let launcher = vec!["/usr/bin/claude-relay".to_string()];
+    let inputs = PlanInputs {
+        config: &cfg,
+        home: Path::new("/home/u"),
+        runtime_root: Path::new("/home/u/.local/state/agent-relay-systemd/durable"),
+        caller_path: "/usr/bin:/bin",
+        launcher: &launcher,
+        cwd: Path::new("/home/u/projects/my app"),
+        now_ms: 1_700_000_000_000,
+        record_exit: record_exit.then_some((
+            Path::new("/usr/bin/agent-relay-systemd"),
+            Path::new("/home/u/.local/state/agent-relay-systemd/exits"),
+        )),
+        random_hex: "0123456789abcdef0123456789abcdef",
+    };
+    plan(req, &inputs)
+}
+
+/// Polls `f` until it is true or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+/// Runs `f` over `items` on `workers` threads, each taking the next item when done with one;
+/// results in item order.
+pub fn parallel<T: Sync, R: Send>(items: &[T], workers: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let mut out: Vec<(usize, R)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(item) = items.get(i) else { return mine };
+                        mine.push((i, f(item)));
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// The `p` quantile (0..=1) of sorted samples, nearest rank.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// The seed of a randomised test: `AGENT_RELAY_CHAOS_SEED`, else the clock. Print it.
+pub fn chaos_seed() -> u64 {
+    std::env::var("AGENT_RELAY_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64)
+}
+
+/// `AGENT_RELAY_RELIABILITY_FULL` set: the load and chaos tests run at full size.
+pub fn reliability_full() -> bool {
+    std::env::var_os("AGENT_RELAY_RELIABILITY_FULL").is_some()
+}
+
+pub fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+pub fn pid_alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !matches!(s.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()), Some('Z') | Some('X')),
+        Err(_) => false,
+    }
+}
+
+/// A process's argv, from `/proc/PID/cmdline`.
+pub fn cmdline(pid: u64) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let raw = raw.strip_suffix(b"\0").unwrap_or(&raw);
+    raw.split(|b| *b == 0).map(|w| String::from_utf8_lossy(w).into_owned()).collect()
+}
+
+/// A process's environment as `/proc/PID/environ` holds it (NUL-separated `K=V`).
+pub fn environ(pid: u64) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap()).into_owned()
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Sets a file's or directory's times `secs_ago` into the past: a real `utimensat` through
+/// touch(1), so that the reaper's grace period does not make a test wait.
+pub fn backdate(p: &Path, secs_ago: u64) {
+    let at = format!("@{}", now_ms() / 1000 - secs_ago);
+    let ok = Command::new("touch").args(["-h", "-d", &at]).arg(p).status().unwrap();
+    assert!(ok.success(), "touch {}", p.display());
+}
+
+/// The directories in `dir` of an agent's session (`<session>.<attempt>`: one per attempt).
+pub fn session_dirs(dir: &Path, session: &str) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let prefix = format!("{session}.");
+    rd.flatten().map(|e| e.path()).filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&prefix)).collect()
+}
