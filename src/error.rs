@@ -17,6 +17,7 @@ use crate::model::unitfile::RenderError;
 pub mod dbus_name {
     pub const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
     pub const UNIT_EXISTS: &str = "org.freedesktop.systemd1.UnitExists";
+    pub const ALREADY_SUBSCRIBED: &str = "org.freedesktop.systemd1.AlreadySubscribed";
     pub const UNKNOWN_OBJECT: &str = "org.freedesktop.DBus.Error.UnknownObject";
     pub const UNKNOWN_INTERFACE: &str = "org.freedesktop.DBus.Error.UnknownInterface";
     pub const UNKNOWN_METHOD: &str = "org.freedesktop.DBus.Error.UnknownMethod";
@@ -98,21 +99,6 @@ impl Error {
         matches!(
             self.dbus_name(),
             Some(NO_SUCH_UNIT | UNKNOWN_OBJECT | UNKNOWN_INTERFACE | UNKNOWN_METHOD | UNKNOWN_PROPERTY)
-        )
-    }
-
-    /// The caller's input (request, config, arguments, reference) was at fault: nothing changed.
-    pub fn is_invalid_input(&self) -> bool {
-        matches!(
-            self,
-            Error::Request(_)
-                | Error::Config(_)
-                | Error::Name(_)
-                | Error::Argument(_)
-                | Error::Host(_)
-                | Error::Runner(_)
-                | Error::BadReference { .. }
-                | Error::NotAGuest { .. }
         )
     }
 }

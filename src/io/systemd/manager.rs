@@ -18,8 +18,7 @@ use crate::model::record::UnitSnapshot;
 mod facts;
 pub use facts::ManagerInfo;
 
-const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
-const ALREADY_SUBSCRIBED: &str = "org.freedesktop.systemd1.AlreadySubscribed";
+use crate::error::dbus_name::{ALREADY_SUBSCRIBED, NO_SUCH_UNIT};
 
 /// One row of `ListUnitsByPatterns`.
 #[derive(Debug, Clone)]

@@ -18,7 +18,7 @@ use crate::model::events::Change;
 use crate::model::record::UnitSnapshot;
 use crate::model::unit::Property;
 
-const UNIT_EXISTS: &str = "org.freedesktop.systemd1.UnitExists";
+use crate::error::dbus_name::UNIT_EXISTS;
 
 /// Why a transient unit was not started.
 #[derive(Debug)]
