@@ -1,6 +1,10 @@
 //! The exit-record store: one JSON file per run under
 //! `$XDG_STATE_HOME/agent-relay-systemd/exits/<session>/`, written atomically (temp file, fsync,
 //! rename, fsync of the directory), so an exit survives the unit being collected.
+//!
+//! The runner runs as the same user and can write here: a record is only believed about the
+//! session whose directory it is in (its `sessionName` and `unit` must match that directory), and
+//! no path is ever read from one. Symlinked directories are neither written through nor read.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -15,9 +19,19 @@ pub fn exits_dir(state_home: &Path) -> PathBuf {
     state_home.join("agent-relay-systemd").join("exits")
 }
 
+/// A session name that is one plain path component (what a unit name can carry).
+fn plain_session(session: &str) -> bool {
+    crate::model::naming::session_of_agent_unit(&crate::model::naming::agent_unit_name(session)) == Some(session)
+}
+
 /// Writes one record; never replaces another run's record (names carry time and invocation).
+/// Neither `dir` nor the session's directory may be a symlink.
 pub fn write(dir: &Path, rec: &ExitRecord) -> Result<PathBuf, Error> {
+    if !plain_session(&rec.session_name) {
+        return Err(Error::Argument(format!("{:?} is not a session name", rec.session_name)));
+    }
     let session_dir = dir.join(&rec.session_name);
+    private_dir(dir)?;
     private_dir(&session_dir)?;
     let invocation = if rec.invocation_id.is_empty() { "none" } else { rec.invocation_id.as_str() };
     let name = format!("{:016}-{invocation}.json", rec.recorded_at);
@@ -39,16 +53,24 @@ pub fn write(dir: &Path, rec: &ExitRecord) -> Result<PathBuf, Error> {
     Ok(path)
 }
 
-/// Every record of a session, oldest first. Unreadable or half-written files are skipped.
+/// Every record of a session, oldest first. Unreadable or half-written files are skipped, and
+/// so are records about another session or unit than the directory's, and a symlinked directory.
 pub fn read_session(dir: &Path, session: &str) -> Vec<ExitRecord> {
     let mut out: Vec<(String, ExitRecord)> = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir.join(session)) else { return Vec::new() };
+    let session_dir = dir.join(session);
+    let real_dir = std::fs::symlink_metadata(&session_dir).is_ok_and(|m| m.is_dir());
+    if !plain_session(session) || !real_dir {
+        return Vec::new();
+    }
+    let unit = crate::model::naming::agent_unit_name(session);
+    let Ok(rd) = std::fs::read_dir(&session_dir) else { return Vec::new() };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') || !name.ends_with(".json") {
             continue;
         }
-        if let Some(rec) = std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+        let rec: Option<ExitRecord> = std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(rec) = rec.filter(|r| r.session_name == session && r.unit == unit) {
             out.push((name, rec));
         }
     }
@@ -61,11 +83,14 @@ pub fn latest(dir: &Path, session: &str) -> Option<ExitRecord> {
     read_session(dir, session).pop()
 }
 
-/// Sessions that have records.
+/// Sessions that have records (directories, not symlinks to them).
 pub fn sessions(dir: &Path) -> Vec<String> {
     let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut out: Vec<String> =
-        rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut out: Vec<String> = rd
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     out.sort();
     out
 }

@@ -2,7 +2,7 @@
 //! reusing what is there), the files of a spawn (removed again unless kept), and lock files.
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
@@ -38,10 +38,55 @@ pub async fn lock_file(
     }
 }
 
-/// Creates `dir` and missing parents with mode 0700, and tightens `dir` itself to 0700.
+/// Creates `dir` and missing parents with mode 0700, and tightens `dir` itself to 0700. `dir`
+/// must be a real directory of this user: a symlink planted at its name is refused, never
+/// followed (it is opened with `O_NOFOLLOW | O_DIRECTORY`, checked and chmodded through that
+/// descriptor). Its parents are the user's own business (a symlinked `~/.local` is fine).
 pub fn private_dir(dir: &Path) -> Result<(), Error> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(Error::io("creating directory", dir))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(Error::io("setting mode of", dir))
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(Error::io("creating directory", parent))?;
+    }
+    // mkdir never follows a symlink at the last component: it fails with EEXIST instead.
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::Io { op: "creating directory", path: dir.to_path_buf(), source: e })
+        }
+        _ => {}
+    }
+    let refuse = |why: String| Error::Io {
+        op: "refusing directory",
+        path: dir.to_path_buf(),
+        source: std::io::Error::other(format!("{why}; remove it and retry")),
+    };
+    let meta = std::fs::symlink_metadata(dir).map_err(Error::io("inspecting", dir))?;
+    if meta.file_type().is_symlink() {
+        return Err(refuse("it is a symlink, not our directory".into()));
+    }
+    if !meta.is_dir() {
+        return Err(refuse("it is not a directory".into()));
+    }
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_DIRECTORY).bits())
+        .open(dir);
+    let handle = match opened {
+        Ok(h) => h,
+        // Replaced by a symlink since the look above.
+        Err(e) if matches!(e.raw_os_error(), Some(nix::libc::ELOOP) | Some(nix::libc::ENOTDIR)) => {
+            return Err(refuse("it is a symlink, not our directory".into()))
+        }
+        Err(e) => return Err(Error::Io { op: "opening directory", path: dir.to_path_buf(), source: e }),
+    };
+    let meta = handle.metadata().map_err(Error::io("inspecting", dir))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(refuse(format!("it is owned by uid {}, not by this user (uid {me})", meta.uid())));
+    }
+    handle.set_permissions(std::fs::Permissions::from_mode(0o700)).map_err(Error::io("setting mode of", dir))
 }
 
 /// Writes a new 0600 file (never following or reusing an existing one).
@@ -112,7 +157,8 @@ pub fn write_spawn_files(plan: &SpawnPlan) -> Result<SpawnFiles, Error> {
         .append(true)
         .create(true)
         .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(&plan.log_file)
-        .map_err(Error::io("creating log file", &plan.log_file))?;
+        .map_err(Error::io("creating log file (not through a symlink)", &plan.log_file))?;
     Ok(guard)
 }

@@ -139,10 +139,13 @@ pub struct GuestUnitSpec<'a> {
 /// ended by systemd at its TTL (`RuntimeMaxUSec`) or with its agent (`BindsTo`).
 pub fn guest_properties(g: &GuestUnitSpec<'_>) -> Vec<Property> {
     let tmux = g.tmux.display().to_string();
+    // Encoded as an agent's metadata ([`crate::model::meta`]): the agent id is a caller's and
+    // the provider the runner's text, and a reload must not split them into fields of their own.
+    let enc = crate::model::meta::encode_value;
     let fields = [
-        format!("AGENT_RELAY_GUEST={}", g.name),
-        format!("AGENT_RELAY_AGENT_ID={}", g.agent_id),
-        format!("AGENT_RELAY_PROVIDER={}", g.provider),
+        format!("AGENT_RELAY_GUEST={}", enc(g.name)),
+        format!("AGENT_RELAY_AGENT_ID={}", enc(g.agent_id)),
+        format!("AGENT_RELAY_PROVIDER={}", enc(g.provider)),
         format!("AGENT_RELAY_GUEST_TTL_MS={}", g.ttl_ms),
         format!("AGENT_RELAY_GUEST_EXPIRES_AT={}", g.created_ms + g.ttl_ms),
     ];
@@ -303,5 +306,24 @@ mod tests {
         );
         assert!(tokenize_input(&"x".repeat(MAX_INPUT_CHARS + 1)).is_err());
         assert!(tokenize_input("\x00").is_err());
+    }
+
+    #[test]
+    fn guest_fields_hold_no_space_for_a_reload_to_split() {
+        let props = guest_properties(&GuestUnitSpec {
+            name: "ar-guest-c-a-12345678",
+            tmux: Path::new("/usr/bin/tmux"),
+            tmux_tmpdir: Path::new("/run/user/1/agent-relay-systemd/tmux"),
+            agent_unit: "agent-relay-managed-ar-c-a-1.service",
+            agent_id: "my agent",
+            provider: "c AGENT_RELAY_AGENT_ID=victim",
+            ttl_ms: 60_000,
+            created_ms: 1,
+        });
+        let Some(Value::Bytes(fields)) = crate::model::property::find(&props, "LogExtraFields") else { panic!() };
+        let fields: Vec<String> = fields.iter().map(|f| String::from_utf8(f.clone()).unwrap()).collect();
+        assert!(fields.iter().all(|f| !f.contains(' ')), "{fields:?}");
+        assert!(fields.contains(&"AGENT_RELAY_PROVIDER=c%20AGENT_RELAY_AGENT_ID%3Dvictim".to_string()));
+        assert!(fields.contains(&"AGENT_RELAY_GUEST=ar-guest-c-a-12345678".to_string()));
     }
 }

@@ -134,6 +134,15 @@ pub fn session_of_unit<'a>(unit: &'a str, prefix: &str) -> Option<&'a str> {
     Some(session)
 }
 
+/// The session name inside any agent unit name (`agent-relay-managed-<session>.service`),
+/// whatever its tmux prefix; `None` for other units and for a session that is no plain file name.
+/// An agent's files are named by this, never by its metadata.
+pub fn session_of_agent_unit(unit: &str) -> Option<&str> {
+    let session = unit.strip_prefix(AGENT_UNIT_PREFIX)?.strip_suffix(".service")?;
+    let plain = session.starts_with(|c: char| c.is_ascii_alphanumeric()) && !session.contains('/');
+    plain.then_some(session)
+}
+
 /// A provider names a binary (`<provider>-relay`) and a path component: keep it plain.
 pub fn provider_is_valid(provider: &str) -> bool {
     let mut chars = provider.chars();
@@ -195,6 +204,13 @@ mod tests {
         assert_eq!(session_of_unit(&unit, "zz"), None);
         assert_eq!(session_of_unit("ssh.service", "ar"), None);
         assert_eq!(session_of_unit("agent-relay-managed-ar-guest-x.service", "ar"), None);
+        assert_eq!(session_of_agent_unit(&unit), Some("ar-claude-x-1234"));
+        assert_eq!(session_of_agent_unit("agent-relay-managed-zz-y-1.service"), Some("zz-y-1"));
+        for other in
+            ["ssh.service", "agent-relay-managed-.service", "agent-relay-managed-..service", "agent-relay-managed-x"]
+        {
+            assert_eq!(session_of_agent_unit(other), None, "{other}");
+        }
     }
 
     #[test]

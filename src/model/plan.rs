@@ -70,6 +70,25 @@ pub fn runner_info_dir(home: &Path) -> PathBuf {
     home.join(".agent-relay").join("runners")
 }
 
+// Every file of an agent is named by its session, and its session by its unit name
+// ([`naming::session_of_unit`]): the paths below are derived from those, never read from the
+// unit's metadata, which a caller's text may have forged.
+
+/// An agent's log file: `~/.agent-relay/logs/<session>.log`.
+pub fn log_file(home: &Path, session: &str) -> PathBuf {
+    log_dir(home).join(format!("{session}.log"))
+}
+
+/// An agent's runner-info file: `~/.agent-relay/runners/<session>.json`.
+pub fn runner_info_file(home: &Path, session: &str) -> PathBuf {
+    runner_info_dir(home).join(format!("{session}.json"))
+}
+
+/// One attempt's secret and payload directory: `<root>/agents/<session>.<attempt>`.
+pub fn agent_dir(files_root: &Path, session: &str, attempt: &str) -> PathBuf {
+    files_root.join("agents").join(format!("{session}.{attempt}"))
+}
+
 /// The label used for names: the request's, `task-N[-label]`, or a default. With a
 /// spawnRequestId and no label the default is the fixed `session`, so that every retry of one
 /// request derives the same unit name and systemd's `UnitExists` settles races.
@@ -107,10 +126,10 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, crate
 
     // A directory per attempt: racing spawns of one request never share (or delete) files.
     let attempt = inp.random_hex.get(8..16).unwrap_or("00000000");
-    let agent_dir = inp.runtime_root.join("agents").join(format!("{session}.{attempt}"));
+    let agent_dir = agent_dir(inp.runtime_root, &session, attempt);
     let env_file = agent_dir.join("env");
-    let log_file = log_dir(inp.home).join(format!("{session}.log"));
-    let runner_info_file = runner_info_dir(inp.home).join(format!("{session}.json"));
+    let log_file = log_file(inp.home, &session);
+    let runner_info_file = runner_info_file(inp.home, &session);
 
     let mut payloads = Vec::new();
     let mut payload = |name: &str, contents: String| {

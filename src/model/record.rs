@@ -1,6 +1,8 @@
 //! Unit properties → agent record, and the three-valued liveness verdict. Pure: the snapshot
 //! and the `/proc` observation are read by the IO shell and passed in.
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::meta::AgentMeta;
@@ -149,8 +151,11 @@ impl AgentRecord {
     }
 }
 
-/// Builds the record; `None` when the unit carries no agent metadata (not one of ours).
-pub fn agent_record(s: &UnitSnapshot, proc_state: ProcState) -> Option<AgentRecord> {
+/// Builds the record; `None` when the unit is no agent unit or carries no (or forged) agent
+/// metadata (not one of ours). The session is the unit name's and the log file is derived from
+/// it below `home`: neither is read from the metadata, which is the caller's text.
+pub fn agent_record(s: &UnitSnapshot, proc_state: ProcState, home: &Path) -> Option<AgentRecord> {
+    let session = crate::model::naming::session_of_agent_unit(&s.unit)?;
     let m = AgentMeta::from_log_extra_fields(&s.log_extra_fields)?;
     let crash = crate::model::exit::crash_looping(&m.lifecycle, &s.active_state, &s.result);
     let started_us = if s.exec_main_start_us > 0 { s.exec_main_start_us } else { s.active_enter_us };
@@ -158,7 +163,7 @@ pub fn agent_record(s: &UnitSnapshot, proc_state: ProcState) -> Option<AgentReco
         agent_id: m.agent_id,
         provider: m.provider,
         label: m.label,
-        session_name: m.session,
+        session_name: session.to_string(),
         systemd_unit: s.unit.clone(),
         invocation_id: (!s.invocation_id.is_empty()).then(|| crate::model::exit::invocation_hex(&s.invocation_id)),
         pid: (s.main_pid > 0).then_some(s.main_pid),
@@ -186,7 +191,7 @@ pub fn agent_record(s: &UnitSnapshot, proc_state: ProcState) -> Option<AgentReco
             s.tasks_max,
             s.cpu_quota_per_sec_usec,
         ),
-        log_file: m.log_file,
+        log_file: crate::model::plan::log_file(home, session).display().to_string(),
         description: s.description.clone(),
         durable: s.durable,
     })
@@ -229,6 +234,32 @@ mod tests {
 
     #[test]
     fn foreign_units_are_not_agents() {
-        assert_eq!(agent_record(&snap("active", "running", 1), ProcState::Running), None);
+        assert_eq!(agent_record(&snap("active", "running", 1), ProcState::Running, Path::new("/h")), None);
+        // Metadata on a unit that is not named as an agent's is not an agent either.
+        let meta = AgentMeta { agent_id: "a".into(), ..Default::default() };
+        let s = UnitSnapshot {
+            unit: "other.service".into(),
+            log_extra_fields: meta.to_log_extra_fields(),
+            ..snap("active", "running", 1)
+        };
+        assert_eq!(agent_record(&s, ProcState::Running, Path::new("/h")), None);
+    }
+
+    #[test]
+    fn session_and_log_file_come_from_the_unit_name() {
+        let meta = AgentMeta {
+            agent_id: "a".into(),
+            session: "ar-claude-victim-1".into(),
+            log_file: "/etc/passwd".into(),
+            ..Default::default()
+        };
+        let s = UnitSnapshot {
+            unit: "agent-relay-managed-ar-claude-p-2.service".into(),
+            log_extra_fields: meta.to_log_extra_fields(),
+            ..snap("active", "running", 1)
+        };
+        let r = agent_record(&s, ProcState::Running, Path::new("/h")).unwrap();
+        assert_eq!(r.session_name, "ar-claude-p-2");
+        assert_eq!(r.log_file, "/h/.agent-relay/logs/ar-claude-p-2.log");
     }
 }

@@ -163,7 +163,8 @@ impl Supervisor {
                     active_state: "gone".into(),
                     sub_state: "collected".into(),
                     pid: None,
-                    log_file: rec.log_file.clone(),
+                    // Not the record's own `logFile`: the runner can write to the records.
+                    log_file: crate::model::plan::log_file(&self.host.home, &rec.session_name).display().to_string(),
                 };
                 let previous = records.iter().rev().nth(1).map(exit::classify_record);
                 Diagnosis::of(who, exit, previous, rec.restarts, runtime_ms, records.len())
@@ -176,8 +177,7 @@ impl Supervisor {
             d.log_empty = bytes == 0;
             d.last_log_lines = lines;
         }
-        d.runner_info_present =
-            crate::model::plan::runner_info_dir(&self.host.home).join(format!("{}.json", d.session_name)).exists();
+        d.runner_info_present = crate::model::plan::runner_info_file(&self.host.home, &d.session_name).exists();
         if d.state != Liveness::Alive {
             let facts = LastErrorFacts {
                 provider: &d.provider,

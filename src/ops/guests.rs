@@ -56,8 +56,7 @@ impl Supervisor {
         if agent.state != Liveness::Alive {
             return Err(Error::NotRunning { agent_id: agent.agent_id, needs: "a guest needs a live agent" });
         }
-        let info_path =
-            crate::model::plan::runner_info_dir(&self.host.home).join(format!("{}.json", agent.session_name));
+        let info_path = crate::model::plan::runner_info_file(&self.host.home, &agent.session_name);
         let url = runner::control_url(&info_path)?;
         let body = match tokio::task::spawn_blocking(move || runner::fetch_attach_spec(&url)).await {
             Ok(r) => r?,
@@ -189,14 +188,20 @@ fn not_running(name: &str, e: Error) -> Error {
 
 fn guest_record(snap: &crate::model::record::UnitSnapshot, prefix: &str) -> Option<GuestRecord> {
     let name = guest::guest_of_unit(&snap.unit, prefix)?;
-    let fields: std::collections::HashMap<&str, &str> =
-        snap.log_extra_fields.iter().filter_map(|b| std::str::from_utf8(b).ok()?.split_once('=')).collect();
+    // Values are encoded (meta::encode_value); one of our keys twice is a forgery: no record.
+    let mut fields: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    for (k, v) in snap.log_extra_fields.iter().filter_map(|b| std::str::from_utf8(b).ok()?.split_once('=')) {
+        if k.starts_with("AGENT_RELAY_") && fields.insert(k, v.to_string()).is_some() {
+            return None;
+        }
+    }
+    let text = |k: &str| fields.get(k).and_then(|v| crate::model::meta::decode_value(v)).unwrap_or_default();
     let num = |k: &str| fields.get(k).and_then(|v| v.parse::<u64>().ok());
     Some(GuestRecord {
         guest: name.to_string(),
         systemd_unit: snap.unit.clone(),
-        agent_id: fields.get("AGENT_RELAY_AGENT_ID").map(|s| s.to_string()).unwrap_or_default(),
-        provider: fields.get("AGENT_RELAY_PROVIDER").map(|s| s.to_string()).unwrap_or_default(),
+        agent_id: text("AGENT_RELAY_AGENT_ID"),
+        provider: text("AGENT_RELAY_PROVIDER"),
         mode: "guest",
         running: snap.active() == ActiveState::Active && snap.main_pid > 0,
         active_state: snap.active_state.clone(),

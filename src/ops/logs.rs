@@ -1,5 +1,6 @@
 //! `logs`: an agent's log file (live or collected), its sanitised tail, and `--follow`, which
-//! polls the file for appended lines. The path comes from the agent's record or exit record.
+//! polls the file for appended lines. The path is derived from the agent's session (its unit
+//! name, or the exit record's directory), never read from metadata or a record.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,7 +32,7 @@ impl Supervisor {
                 let dir = crate::io::exit_store::exits_dir(&self.host.state_home);
                 let rec = crate::io::exit_store::find(&dir, reference)
                     .ok_or_else(|| Error::NotFound { reference: reference.to_string() })?;
-                Ok(rec.log_file.into())
+                Ok(crate::model::plan::log_file(&self.host.home, &rec.session_name))
             }
             Err(e) => Err(e),
         }

@@ -54,7 +54,7 @@ impl Supervisor {
                     snap.description = plan.description.clone();
                     snap.working_directory = plan.cwd.display().to_string();
                     snap.log_extra_fields = plan.meta.to_log_extra_fields();
-                    let agent = to_record(&snap).ok_or_else(|| Error::SpawnFailed {
+                    let agent = to_record(&snap, &self.host.home).ok_or_else(|| Error::SpawnFailed {
                         unit: plan.unit.clone(),
                         detail: "the unit carries no agent metadata".into(),
                     })?;

@@ -38,17 +38,18 @@ impl Supervisor {
         let timeout = timeout.min(MAX_STOP_TIMEOUT);
         let agent = self.resolve(reference).await?;
         let unit = agent.systemd_unit.clone();
-        if naming::session_of_unit(&unit, &self.config.tmux_prefix).is_none() {
+        // The files to delete are named by the unit name, never by the unit's metadata.
+        let Some(session) = naming::session_of_unit(&unit, &self.config.tmux_prefix).map(str::to_string) else {
             return Err(Error::NotOurs { unit, prefix: self.config.tmux_prefix.clone() });
-        }
+        };
         let was_running = agent.state == Liveness::Alive || agent.active().is_up();
         let killed = self.stop_unit_bounded(&unit, timeout, agent.pid).await?;
         // A stop is deliberate: clear the failed state SIGKILL leaves, and the agent's secrets.
         self.mgr.reset_failed(&unit).await?;
-        self.remove_runtime_files(&agent.session_name);
+        self.remove_runtime_files(&session);
         Ok(StopOutcome {
             agent_id: agent.agent_id,
-            session_name: agent.session_name,
+            session_name: session,
             systemd_unit: unit,
             stopped: true,
             was_running,

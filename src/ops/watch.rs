@@ -282,9 +282,11 @@ impl Watcher {
         }
         match (snap, new_view) {
             (Some(s), Some(v)) => {
-                let Some(rec) =
-                    record::agent_record(&s, if s.main_pid > 0 { ProcState::Running } else { ProcState::Gone })
-                else {
+                let Some(rec) = record::agent_record(
+                    &s,
+                    if s.main_pid > 0 { ProcState::Running } else { ProcState::Gone },
+                    &self.host.home,
+                ) else {
                     return;
                 };
                 let announced = self.tracked.get(unit).map(|t| t.announced).unwrap_or(0);
@@ -305,8 +307,9 @@ impl Watcher {
 
     fn recorded_exit(&self, unit: &str) -> Option<ExitInfo> {
         let t = self.tracked.get(unit)?;
+        let session = naming::session_of_unit(unit, &self.config.tmux_prefix)?;
         let dir = crate::io::exit_store::exits_dir(&self.host.state_home);
-        let recs = crate::io::exit_store::read_session(&dir, &t.record.session_name);
+        let recs = crate::io::exit_store::read_session(&dir, session);
         recs.iter().rev().find(|r| r.is_run(&t.invocation)).map(crate::model::exit::classify_record)
     }
 
