@@ -18,8 +18,17 @@ pub fn exits_dir(state_home: &Path) -> PathBuf {
 /// Writes one record; never replaces another run's record (names carry time and invocation).
 pub fn write(dir: &Path, rec: &ExitRecord) -> Result<PathBuf, Error> {
     let session_dir = dir.join(&rec.session_name);
+    if rec.session_name.is_empty() || rec.session_name.contains('/') || rec.session_name.starts_with('.') {
+        return Err(Error::Io {
+            op: "naming the exit record of",
+            path: session_dir,
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "the session name is not a file name"),
+        });
+    }
     private_dir(&session_dir)?;
-    let invocation = if rec.invocation_id.is_empty() { "none" } else { rec.invocation_id.as_str() };
+    // Only an invocation id goes into the name: never a path.
+    let invocation =
+        if crate::model::exit::is_invocation_id(&rec.invocation_id) { rec.invocation_id.as_str() } else { "none" };
     let name = format!("{:016}-{invocation}.json", rec.recorded_at);
     let path = session_dir.join(&name);
     let tmp = session_dir.join(format!(".{name}.tmp"));

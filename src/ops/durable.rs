@@ -139,7 +139,7 @@ impl Supervisor {
             unit: plan.unit.clone(),
             detail: "the unit was gone right after it started".into(),
         })?;
-        let agent = to_record(&snap).ok_or_else(|| Error::SpawnFailed {
+        let agent = to_record(&snap, &self.host.home).ok_or_else(|| Error::SpawnFailed {
             unit: plan.unit.clone(),
             detail: "the unit carries no agent metadata".into(),
         })?;
@@ -195,7 +195,7 @@ impl Supervisor {
             let agent = self.await_settled(&snap.unit).await?;
             return Ok(SpawnOutcome { created: false, agent });
         }
-        let agent = to_record(snap);
+        let agent = to_record(snap, &self.host.home);
         Err(Error::Conflict(format!(
             "durable agent {} of spawn request {} ({}) is {}; start it again with `spawn --persist` and the same request, or `remove` it first",
             agent.as_ref().map_or("?", |a| a.agent_id.as_str()),
@@ -242,7 +242,7 @@ impl Supervisor {
             }
             // One odd unit file must not make every lookup fail: it is skipped, as in spawn.
             if let Some(snap) = self.unloaded_durable_snapshot(name).await? {
-                out.extend(to_record(&snap));
+                out.extend(to_record(&snap, &self.host.home));
             }
         }
         Ok(out)

@@ -1,6 +1,8 @@
 //! `list` and `show`: agent records from unit properties alone (read concurrently), and how a
 //! reference (agent id, session, unit, spawn request id, policy name) resolves to one agent.
 
+use std::path::Path;
+
 use futures_util::StreamExt;
 
 use crate::error::Error;
@@ -20,7 +22,7 @@ impl Supervisor {
 
     pub(crate) async fn list_matching(&self, pattern: &str) -> Result<Vec<AgentRecord>, Error> {
         let snaps = self.snapshots_matching(pattern).await?;
-        let mut out: Vec<AgentRecord> = snaps.iter().filter_map(to_record).collect();
+        let mut out: Vec<AgentRecord> = snaps.iter().filter_map(|s| to_record(s, &self.host.home)).collect();
         out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then_with(|| a.session_name.cmp(&b.session_name)));
         Ok(out)
     }
@@ -112,7 +114,7 @@ impl Supervisor {
     }
 
     pub(crate) async fn record_of(&self, unit: &str) -> Result<Option<AgentRecord>, Error> {
-        Ok(self.snapshot(unit).await?.and_then(|s| to_record(&s)))
+        Ok(self.snapshot(unit).await?.and_then(|s| to_record(&s, &self.host.home)))
     }
 }
 
@@ -125,8 +127,16 @@ fn pick<'a>(all: &'a [AgentRecord], reference: &str) -> Option<&'a AgentRecord> 
         .or_else(|| all.iter().rev().find(|r| r.policy_name.as_deref() == Some(reference)))
 }
 
-/// The record of a unit, with its main process observed in /proc.
-pub fn to_record(s: &UnitSnapshot) -> Option<AgentRecord> {
+/// The record of a unit, with its main process observed in /proc and the tmux session its
+/// runner names in its runner-info file (under `home`).
+pub fn to_record(s: &UnitSnapshot, home: &Path) -> Option<AgentRecord> {
     let proc = if s.main_pid > 0 { host::proc_state(s.main_pid) } else { record::ProcState::Gone };
-    record::agent_record(s, proc)
+    let mut r = record::agent_record(s, proc)?;
+    if !r.session_name.contains('/') {
+        let info = crate::model::plan::runner_info_dir(home).join(format!("{}.json", r.session_name));
+        if let Some(tmux) = crate::io::runner::tmux_session(&info, &r.agent_id) {
+            r.tmux_session = tmux;
+        }
+    }
+    Some(r)
 }
