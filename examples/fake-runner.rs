@@ -99,11 +99,15 @@ fn main() {
 fn serve_control(info_path: &str, provider: &str, cwd: &str, pid: u32) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
     let port = listener.local_addr().unwrap().port();
-    let info = serde_json::json!({
+    let mut info = serde_json::json!({
         "agentId": var("AGENT_RELAY_AGENT_ID"), "runnerId": format!("fake-{pid}"), "provider": provider,
         "controlUrl": format!("http://127.0.0.1:{port}"), "pid": pid,
         "startedAt": now_ms() as u64, "registeredAt": now_ms() as u64,
     });
+    // The tmux session a real runner names (tmux renders `.` and `:` of the requested name as `_`).
+    if let Some(tmux) = var("FAKE_RUNNER_TMUX_SESSION") {
+        info["tmuxSession"] = serde_json::Value::String(tmux);
+    }
     let path = std::path::Path::new(info_path);
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);

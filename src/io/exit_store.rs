@@ -33,7 +33,9 @@ pub fn write(dir: &Path, rec: &ExitRecord) -> Result<PathBuf, Error> {
     let session_dir = dir.join(&rec.session_name);
     private_dir(dir)?;
     private_dir(&session_dir)?;
-    let invocation = if rec.invocation_id.is_empty() { "none" } else { rec.invocation_id.as_str() };
+    // Only an invocation id goes into the name: never a path.
+    let invocation =
+        if crate::model::exit::is_invocation_id(&rec.invocation_id) { rec.invocation_id.as_str() } else { "none" };
     let name = format!("{:016}-{invocation}.json", rec.recorded_at);
     let path = session_dir.join(&name);
     let tmp = session_dir.join(format!(".{name}.tmp"));

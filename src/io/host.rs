@@ -41,10 +41,14 @@ pub struct HostEnv {
     pub self_exe: Option<PathBuf>,
     /// `$TMUX_TMPDIR` or `/tmp`: where guest tmux sockets live (`<dir>/tmux-<uid>/<guest>`).
     pub tmux_tmpdir: PathBuf,
+    /// This process's whole environment (entries that are not UTF-8 left out): what a runner
+    /// inherits, as the seed's runners inherit `process.env` (the plan filters it).
+    pub inherited_env: Vec<(String, String)>,
 }
 
 impl HostEnv {
-    /// Reads `HOME`, `XDG_RUNTIME_DIR`, `PATH`, `DBUS_SESSION_BUS_ADDRESS` and the host name.
+    /// Reads `HOME`, `XDG_RUNTIME_DIR`, `PATH`, `DBUS_SESSION_BUS_ADDRESS`, the host name and the
+    /// whole environment.
     pub fn from_process() -> HostEnv {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let home = var("HOME").map(PathBuf::from).unwrap_or_else(|| {
@@ -63,6 +67,9 @@ impl HostEnv {
             config_home: var("XDG_CONFIG_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".config")),
             self_exe: own_binary(&var("PATH").unwrap_or_default()),
             tmux_tmpdir: var("TMUX_TMPDIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp")),
+            inherited_env: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
             home,
             runtime_dir,
             path: var("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),

@@ -28,11 +28,52 @@ pub enum RunnerError {
     BadSpec(String),
 }
 
+/// Largest runner-info file read (a runner writes a few hundred bytes).
+pub const MAX_INFO_BYTES: u64 = 64 * 1024;
+/// Longest tmux session name taken from a runner-info file.
+const MAX_TMUX_SESSION: usize = 256;
+
+/// The runner-info file as a JSON object, read within bounds: a regular file only (a symlink is
+/// not followed, a FIFO or device not waited on), at most [`MAX_INFO_BYTES`]; else `None`.
+pub fn read_info(path: &Path) -> Option<serde_json::Map<String, serde_json::Value>> {
+    use nix::fcntl::OFlag;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
+        .open(path)
+        .ok()?;
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() || meta.len() > MAX_INFO_BYTES {
+        return None;
+    }
+    let mut body = Vec::new();
+    f.take(MAX_INFO_BYTES + 1).read_to_end(&mut body).ok()?;
+    if body.len() as u64 > MAX_INFO_BYTES {
+        return None;
+    }
+    match serde_json::from_slice(&body).ok()? {
+        serde_json::Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
 /// The control URL the runner wrote into its runner-info file.
 pub fn control_url(info_path: &Path) -> Result<String, RunnerError> {
-    let info: serde_json::Value =
-        std::fs::read(info_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or(RunnerError::NoControlUrl)?;
-    Ok(info["controlUrl"].as_str().unwrap_or_default().to_string())
+    let info = read_info(info_path).ok_or(RunnerError::NoControlUrl)?;
+    Ok(info.get("controlUrl").and_then(|v| v.as_str()).unwrap_or_default().to_string())
+}
+
+/// The tmux session the runner of `agent_id` names in its runner-info file, if it names one (a
+/// file that another agent's runner wrote names none for this one).
+pub fn tmux_session(info_path: &Path, agent_id: &str) -> Option<String> {
+    let info = read_info(info_path)?;
+    if matches!(info.get("agentId"), Some(serde_json::Value::String(id)) if id != agent_id) {
+        return None;
+    }
+    let name = info.get("tmuxSession")?.as_str()?;
+    (!name.is_empty() && name.len() <= MAX_TMUX_SESSION && !name.chars().any(char::is_control))
+        .then(|| name.to_string())
 }
 
 /// `GET <controlUrl>/terminal/attach-spec`, loopback only, bounded in time and size.

@@ -6,17 +6,27 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::model::naming;
-
 pub const DEFAULT_TMUX_PREFIX: &str = "ar";
 pub const DEFAULT_API_PORT: u16 = 4860;
 pub const DEFAULT_RELAY_URL: &str = "http://127.0.0.1:4850";
 /// Env var that names the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "AGENT_RELAY_ORCHESTRATOR_CONFIG";
+/// Env var that switches inheriting the caller's environment on (`1`) or off (`0`).
+pub const INHERIT_ENV: &str = "AGENT_RELAY_INHERIT_ENV";
+/// The orchestrator's shared MCP listener (its `shared-callmux.ts`): URL, else host and port.
+pub const SHARED_MCP_URL_ENV: &str = "AGENT_RELAY_SHARED_MCP_URL";
+pub const SHARED_CALLMUX_HOST_ENV: &str = "AGENT_RELAY_SHARED_CALLMUX_HOST";
+pub const SHARED_CALLMUX_PORT_ENV: &str = "AGENT_RELAY_SHARED_CALLMUX_PORT";
+const DEFAULT_SHARED_CALLMUX_PORT: u16 = 4861;
+/// Longest tmuxPrefix: session names are at most 80 bytes and need room for the rest.
+const MAX_TMUX_PREFIX: usize = 32;
 
 /// The effective configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// The orchestrator's id (`id`, else `$AGENT_RELAY_ORCHESTRATOR_ID`, else the host name with
+    /// `.` as `-`): the runner's `AGENT_RELAY_ORCHESTRATOR_ID`.
+    pub id: String,
     pub hostname: String,
     pub relay_url: String,
     pub token: Option<String>,
@@ -30,12 +40,17 @@ pub struct Config {
     pub limits: Option<crate::model::limits::LimitsSpec>,
     /// How many days `reap` keeps exit records (default 7).
     pub exit_retention_days: u32,
+    /// The runner starts with the caller's environment underneath (as the seed's `process.env`).
+    pub inherit_environment: bool,
+    /// The orchestrator's shared MCP listener, the runner's `AGENT_RELAY_SHARED_MCP_URL`.
+    pub shared_mcp_url: String,
 }
 
 /// The file as written by the orchestrator. Unknown keys are the orchestrator's own and ignored.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ConfigFile {
+    id: Option<String>,
     hostname: Option<String>,
     relay_url: Option<String>,
     token: Option<String>,
@@ -46,6 +61,7 @@ struct ConfigFile {
     runner_command: Option<Vec<String>>,
     limits: Option<crate::model::limits::LimitsSpec>,
     exit_retention_days: Option<u32>,
+    inherit_environment: Option<bool>,
 }
 
 /// A config problem; always names the file (or variable) at fault.
@@ -69,17 +85,23 @@ pub struct ConfigInputs<'a> {
 }
 
 /// Where the config lives: `--config`, else `$AGENT_RELAY_ORCHESTRATOR_CONFIG`, else the default.
+/// The flag is `true` only for `--config`: a missing file it names is an error, while a missing
+/// file named by the variable means defaults, as the orchestrator's loader has it.
 pub fn config_path(flag: Option<&Path>, inputs: &ConfigInputs<'_>) -> (PathBuf, bool) {
     if let Some(p) = flag {
         return (p.to_path_buf(), true);
     }
     if let Some(p) = (inputs.var)(CONFIG_ENV).filter(|v| !v.is_empty()) {
-        return (PathBuf::from(p), true);
+        return (PathBuf::from(p), false);
     }
     (inputs.home.join(".agent-relay").join("orchestrator.json"), false)
 }
 
-/// Pure: file text (if any) + env overrides + defaults → [`Config`].
+/// Pure: file text (if any) + env + defaults → [`Config`]. As the orchestrator's `loadConfig`:
+/// a key the file sets (non-empty) wins, the environment is only its fallback
+/// (`AGENT_RELAY_ORCHESTRATOR_ID`/`_HOSTNAME`/`_BASE_DIR`/`_API_PORT`, `AGENT_RELAY_URL`,
+/// `AGENT_RELAY_TOKEN`). Our own settings (`AGENT_RELAY_RUNNER_COMMAND`,
+/// `AGENT_RELAY_INHERIT_ENV`) override the file.
 pub fn resolve(text: Option<&str>, path: &Path, inputs: &ConfigInputs<'_>) -> Result<Config, ConfigError> {
     let malformed = |message: String| ConfigError::Malformed { path: path.to_path_buf(), message };
     let file: ConfigFile = match text {
@@ -87,26 +109,39 @@ pub fn resolve(text: Option<&str>, path: &Path, inputs: &ConfigInputs<'_>) -> Re
         _ => ConfigFile::default(),
     };
     let var = |k: &str| (inputs.var)(k).filter(|v| !v.is_empty());
+    // `raw.x || process.env.X || default`: an empty string in the file falls through too.
+    let pick = |from_file: Option<String>, env: &str| from_file.filter(|v| !v.is_empty()).or_else(|| var(env));
 
-    let hostname = var("AGENT_RELAY_HOSTNAME").or(file.hostname).unwrap_or_else(|| inputs.os_hostname.to_string());
-    let relay_url = var("AGENT_RELAY_URL").or(file.relay_url).unwrap_or_else(|| DEFAULT_RELAY_URL.to_string());
-    let token = var("AGENT_RELAY_TOKEN").or(file.token).filter(|t| !t.is_empty());
-    let base_dir_raw = var("AGENT_RELAY_BASE_DIR").or(file.base_dir).unwrap_or_else(|| "~/projects".to_string());
+    let id = pick(file.id, "AGENT_RELAY_ORCHESTRATOR_ID").unwrap_or_else(|| inputs.os_hostname.replace('.', "-"));
+    let hostname =
+        pick(file.hostname, "AGENT_RELAY_ORCHESTRATOR_HOSTNAME").unwrap_or_else(|| inputs.os_hostname.to_string());
+    let relay_url = pick(file.relay_url, "AGENT_RELAY_URL").unwrap_or_else(|| DEFAULT_RELAY_URL.to_string());
+    let token = pick(file.token, "AGENT_RELAY_TOKEN");
+    if let Some(t) = &token {
+        if let Err(e) = crate::model::request::check_env_var("AGENT_RELAY_TOKEN", t) {
+            return Err(malformed(format!("token: {e}")));
+        }
+    }
+    let base_dir_raw = pick(file.base_dir, "AGENT_RELAY_ORCHESTRATOR_BASE_DIR").unwrap_or_else(|| "~/projects".into());
     let base_dir = expand_home(&base_dir_raw, inputs.home);
     if !base_dir.is_absolute() {
         return Err(malformed(format!("baseDir must be an absolute path or start with ~/, got {base_dir_raw:?}")));
     }
-    let tmux_prefix =
-        var("AGENT_RELAY_TMUX_PREFIX").or(file.tmux_prefix).unwrap_or_else(|| DEFAULT_TMUX_PREFIX.to_string());
-    if !naming::prefix_is_valid(&tmux_prefix) {
-        return Err(malformed(format!("tmuxPrefix {tmux_prefix:?} must be 1-32 characters of a-z, 0-9, _ and -")));
+    for (name, value) in [("id", &id), ("hostname", &hostname), ("relayUrl", &relay_url)] {
+        if value.chars().any(char::is_control) {
+            return Err(malformed(format!("{name} must not contain control characters")));
+        }
     }
-    let api_port = match var("AGENT_RELAY_API_PORT") {
-        Some(v) => v.parse::<u16>().map_err(|_| ConfigError::BadEnv {
-            var: "AGENT_RELAY_API_PORT",
-            message: format!("{v:?} is not a port number"),
-        })?,
-        None => file.api_port.unwrap_or(DEFAULT_API_PORT),
+    let tmux_prefix = file.tmux_prefix.filter(|p| !p.is_empty()).unwrap_or_else(|| DEFAULT_TMUX_PREFIX.to_string());
+    if !tmux_prefix_is_valid(&tmux_prefix) {
+        return Err(malformed(format!(
+            "tmuxPrefix {tmux_prefix:?} must be 1-{MAX_TMUX_PREFIX} characters of A-Z, a-z, 0-9, _ and -, starting with a letter or digit (tmux renders `.` and `:` in session names as `_`)"
+        )));
+    }
+    let api_port = match file.api_port.filter(|p| *p != 0) {
+        Some(p) => p,
+        None => env_port("AGENT_RELAY_ORCHESTRATOR_API_PORT", var("AGENT_RELAY_ORCHESTRATOR_API_PORT"))?
+            .unwrap_or(DEFAULT_API_PORT),
     };
     let runner_command = match var("AGENT_RELAY_RUNNER_COMMAND") {
         Some(v) => Some(parse_command_var(&v)?),
@@ -118,8 +153,10 @@ pub fn resolve(text: Option<&str>, path: &Path, inputs: &ConfigInputs<'_>) -> Re
         }
     }
     let env = file.env.unwrap_or_default();
-    if let Some(bad) = env.keys().find(|k| !crate::model::request::env_key_is_valid(k)) {
-        return Err(malformed(format!("env key {bad:?} is not a valid variable name")));
+    for (key, value) in &env {
+        if let Err(e) = crate::model::request::check_env_var(key, value) {
+            return Err(malformed(format!("env: {e}")));
+        }
     }
     if let Err(e) = crate::model::limits::resolve(None, file.limits.as_ref()) {
         return Err(malformed(e));
@@ -128,7 +165,15 @@ pub fn resolve(text: Option<&str>, path: &Path, inputs: &ConfigInputs<'_>) -> Re
     if exit_retention_days == 0 {
         return Err(malformed("exitRetentionDays must be at least 1".into()));
     }
+    let inherit_environment = match var(INHERIT_ENV) {
+        Some(v) => parse_switch(&v).ok_or_else(|| ConfigError::BadEnv {
+            var: INHERIT_ENV,
+            message: format!("{v:?} is not 1/0, true/false, yes/no or on/off"),
+        })?,
+        None => file.inherit_environment.unwrap_or(true),
+    };
     Ok(Config {
+        id,
         hostname,
         relay_url,
         token,
@@ -139,7 +184,56 @@ pub fn resolve(text: Option<&str>, path: &Path, inputs: &ConfigInputs<'_>) -> Re
         runner_command,
         limits: file.limits,
         exit_retention_days,
+        inherit_environment,
+        shared_mcp_url: shared_mcp_url(&var),
     })
+}
+
+/// tmuxPrefix as the orchestrator takes it, within what a unit name, a file name, a unit glob
+/// and a tmux session name all keep as written: letters of either case, digits, `_` and `-`.
+pub fn tmux_prefix_is_valid(prefix: &str) -> bool {
+    let mut chars = prefix.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && prefix.len() <= MAX_TMUX_PREFIX
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// `Number(value) || fallback` for a port: unset, `0` or not a number means the fallback; a
+/// number that is no port is an error rather than a broken URL.
+fn env_port(name: &'static str, value: Option<String>) -> Result<Option<u16>, ConfigError> {
+    let Some(n) = value.as_deref().and_then(|v| v.trim().parse::<f64>().ok()) else { return Ok(None) };
+    if n == 0.0 || n.is_nan() {
+        return Ok(None);
+    }
+    if n.fract() == 0.0 && (1.0..=65535.0).contains(&n) {
+        return Ok(Some(n as u16));
+    }
+    Err(ConfigError::BadEnv { var: name, message: format!("{:?} is not a port number", value.unwrap_or_default()) })
+}
+
+/// `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`, any case.
+fn parse_switch(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// The orchestrator's `sharedMcpListenerUrl()`: `$AGENT_RELAY_SHARED_MCP_URL`, else
+/// `http://<$AGENT_RELAY_SHARED_CALLMUX_HOST or 127.0.0.1>:<$…_PORT or 4861>/mcp`.
+fn shared_mcp_url(var: &dyn Fn(&str) -> Option<String>) -> String {
+    if let Some(url) = var(SHARED_MCP_URL_ENV).filter(|u| !u.chars().any(char::is_control)) {
+        return url;
+    }
+    let host = var(SHARED_CALLMUX_HOST_ENV)
+        .filter(|h| !h.chars().any(|c| c.is_control() || c == '/'))
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let port = var(SHARED_CALLMUX_PORT_ENV)
+        .and_then(|p| p.trim().parse::<u16>().ok())
+        .filter(|p| *p > 0)
+        .unwrap_or(DEFAULT_SHARED_CALLMUX_PORT);
+    format!("http://{host}:{port}/mcp")
 }
 
 /// `AGENT_RELAY_RUNNER_COMMAND`: a JSON array, or words separated by whitespace.
@@ -170,7 +264,7 @@ mod tests {
     use super::*;
 
     fn inputs<'a>(vars: &'a dyn Fn(&str) -> Option<String>) -> ConfigInputs<'a> {
-        ConfigInputs { home: Path::new("/home/u"), os_hostname: "box", var: vars }
+        ConfigInputs { home: Path::new("/home/u"), os_hostname: "box.lan", var: vars }
     }
 
     #[test]
@@ -180,24 +274,97 @@ mod tests {
         assert_eq!(c.base_dir, PathBuf::from("/home/u/projects"));
         assert_eq!(c.tmux_prefix, "ar");
         assert_eq!(c.api_port, 4860);
-        assert_eq!(c.hostname, "box");
+        assert_eq!(c.hostname, "box.lan");
+        assert_eq!(c.id, "box-lan", "the orchestrator's id: the host name, dots as dashes");
         assert_eq!(c.token, None);
+        assert!(c.inherit_environment);
+        assert_eq!(c.shared_mcp_url, "http://127.0.0.1:4861/mcp");
     }
 
     #[test]
-    fn file_then_env_overrides() {
+    fn the_file_wins_and_the_orchestrators_variables_are_fallbacks() {
         let vars = |k: &str| match k {
             "AGENT_RELAY_TOKEN" => Some("envtok".to_string()),
+            "AGENT_RELAY_URL" => Some("http://env-relay".to_string()),
+            "AGENT_RELAY_ORCHESTRATOR_HOSTNAME" => Some("env-host".to_string()),
+            "AGENT_RELAY_ORCHESTRATOR_ID" => Some("env-id".to_string()),
+            "AGENT_RELAY_ORCHESTRATOR_BASE_DIR" => Some("/env/base".to_string()),
+            "AGENT_RELAY_ORCHESTRATOR_API_PORT" => Some("4999".to_string()),
             "AGENT_RELAY_RUNNER_COMMAND" => Some("/usr/bin/bun run /opt/r.ts".to_string()),
             _ => None,
         };
         let text = r#"{"token":"filetok","baseDir":"/srv/p","tmuxPrefix":"zz","apiPort":1,"unrelated":{"a":1}}"#;
         let c = resolve(Some(text), Path::new("/x.json"), &inputs(&vars)).unwrap();
-        assert_eq!(c.token.as_deref(), Some("envtok"));
+        assert_eq!(c.token.as_deref(), Some("filetok"));
         assert_eq!(c.base_dir, PathBuf::from("/srv/p"));
         assert_eq!(c.tmux_prefix, "zz");
         assert_eq!(c.api_port, 1);
-        assert_eq!(c.runner_command.unwrap(), vec!["/usr/bin/bun", "run", "/opt/r.ts"]);
+        assert_eq!(c.runner_command.unwrap(), vec!["/usr/bin/bun", "run", "/opt/r.ts"], "ours overrides");
+        // Keys the file lacks (or leaves empty) come from the variables.
+        assert_eq!(
+            (c.hostname.as_str(), c.id.as_str(), c.relay_url.as_str()),
+            ("env-host", "env-id", "http://env-relay")
+        );
+        let c = resolve(Some(r#"{"token":"","apiPort":0}"#), Path::new("/x.json"), &inputs(&vars)).unwrap();
+        assert_eq!((c.token.as_deref(), c.api_port), (Some("envtok"), 4999));
+        assert_eq!(c.base_dir, PathBuf::from("/env/base"));
+    }
+
+    #[test]
+    fn ports_from_the_environment_read_like_number() {
+        for (v, want) in [("4999", Some(4999)), (" 80 ", Some(80)), ("x", None), ("0", None), ("", None)] {
+            let vars = move |k: &str| (k == "AGENT_RELAY_ORCHESTRATOR_API_PORT").then(|| v.to_string());
+            let c = resolve(None, Path::new("/x.json"), &inputs(&vars)).unwrap();
+            assert_eq!(c.api_port, want.unwrap_or(DEFAULT_API_PORT), "{v:?}");
+        }
+        let vars = |k: &str| (k == "AGENT_RELAY_ORCHESTRATOR_API_PORT").then(|| "70000".to_string());
+        assert!(resolve(None, Path::new("/x.json"), &inputs(&vars)).is_err());
+    }
+
+    #[test]
+    fn tmux_prefixes_the_orchestrator_takes() {
+        for ok in ["ar", "AR", "Team_A", "dev-ar", "x", "ar-"] {
+            assert!(tmux_prefix_is_valid(ok), "{ok}");
+        }
+        for bad in ["", "-ar", "a.b", "a:b", "a b", "a/b", "a*", &"p".repeat(33)] {
+            assert!(!tmux_prefix_is_valid(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn inheritance_switch() {
+        let none = |_: &str| None;
+        let off = resolve(Some(r#"{"inheritEnvironment":false}"#), Path::new("/x"), &inputs(&none)).unwrap();
+        assert!(!off.inherit_environment);
+        let on = |k: &str| (k == INHERIT_ENV).then(|| "1".to_string());
+        assert!(
+            resolve(Some(r#"{"inheritEnvironment":false}"#), Path::new("/x"), &inputs(&on))
+                .unwrap()
+                .inherit_environment
+        );
+        let zero = |k: &str| (k == INHERIT_ENV).then(|| "off".to_string());
+        assert!(!resolve(None, Path::new("/x"), &inputs(&zero)).unwrap().inherit_environment);
+        let bad = |k: &str| (k == INHERIT_ENV).then(|| "maybe".to_string());
+        assert!(resolve(None, Path::new("/x"), &inputs(&bad)).unwrap_err().to_string().contains(INHERIT_ENV));
+    }
+
+    #[test]
+    fn shared_mcp_url_like_the_orchestrator() {
+        let url = |k: &str| (k == SHARED_MCP_URL_ENV).then(|| "http://h:1/x".to_string());
+        assert_eq!(resolve(None, Path::new("/x"), &inputs(&url)).unwrap().shared_mcp_url, "http://h:1/x");
+        let parts = |k: &str| match k {
+            SHARED_CALLMUX_HOST_ENV => Some("10.0.0.2".to_string()),
+            SHARED_CALLMUX_PORT_ENV => Some("5000".to_string()),
+            _ => None,
+        };
+        assert_eq!(resolve(None, Path::new("/x"), &inputs(&parts)).unwrap().shared_mcp_url, "http://10.0.0.2:5000/mcp");
+    }
+
+    #[test]
+    fn a_missing_file_named_by_the_variable_is_defaults_but_not_one_named_by_the_flag() {
+        let var = |k: &str| (k == CONFIG_ENV).then(|| "/nope.json".to_string());
+        assert_eq!(config_path(None, &inputs(&var)), (PathBuf::from("/nope.json"), false));
+        assert_eq!(config_path(Some(Path::new("/f.json")), &inputs(&var)), (PathBuf::from("/f.json"), true));
     }
 
     #[test]
@@ -209,5 +376,12 @@ mod tests {
         assert!(err.to_string().contains("/etc/o.json"), "{err}");
         let err = resolve(Some(r#"{"env":{"1BAD":"x"}}"#), Path::new("/o.json"), &inputs(&none)).unwrap_err();
         assert!(err.to_string().contains("1BAD"), "{err}");
+        for reserved in ["EXIT_CODE", "INVOCATION_ID", "TRIGGER_UNIT"] {
+            let text = format!(r#"{{"env":{{"{reserved}":"x"}}}}"#);
+            let err = resolve(Some(&text), Path::new("/o.json"), &inputs(&none)).unwrap_err().to_string();
+            assert!(err.contains(reserved) && err.contains("reserved"), "{err}");
+        }
+        let err = resolve(Some(r#"{"env":{"K":"a\ufffeb"}}"#), Path::new("/o.json"), &inputs(&none)).unwrap_err();
+        assert!(err.to_string().contains("noncharacter"), "{err}");
     }
 }

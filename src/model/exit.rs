@@ -225,6 +225,11 @@ pub fn last_error(f: &LastErrorFacts<'_>, exit: &ExitInfo) -> String {
     s
 }
 
+/// Whether `s` is an invocation id as systemd spells it: 32 lowercase hex digits.
+pub fn is_invocation_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// An `InvocationID` property (16 bytes) as `$INVOCATION_ID` spells it: lowercase hex.
 pub fn invocation_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -81,6 +81,17 @@ pub struct AgentMeta {
     pub model: Option<String>,
     pub effort: Option<String>,
     pub profile: Option<String>,
+    /// What the request said, for the record: its `rig`, `taskId`, `tags` and `capabilities`
+    /// (comma-joined: entries hold no comma), and the limits asked for (request over config),
+    /// as decimal numbers in systemd's units.
+    pub rig: Option<String>,
+    pub task_id: Option<String>,
+    pub tags: Option<String>,
+    pub capabilities: Option<String>,
+    pub limit_memory_max: Option<String>,
+    pub limit_memory_high: Option<String>,
+    pub limit_tasks_max: Option<String>,
+    pub limit_cpu_quota: Option<String>,
 }
 
 macro_rules! fields {
@@ -127,7 +138,12 @@ impl AgentMeta {
              "AGENT_RELAY_AUTOMATION_ID" => automation_id,
              "AGENT_RELAY_AUTOMATION_RUN_ID" => automation_run_id,
              "AGENT_RELAY_MODEL" => model, "AGENT_RELAY_EFFORT" => effort,
-             "AGENT_RELAY_PROFILE" => profile
+             "AGENT_RELAY_PROFILE" => profile, "AGENT_RELAY_RIG" => rig, "AGENT_RELAY_TASK_ID" => task_id,
+             "AGENT_RELAY_REQUEST_TAGS" => tags, "AGENT_RELAY_REQUEST_CAPABILITIES" => capabilities,
+             "AGENT_RELAY_LIMIT_MEMORY_MAX" => limit_memory_max,
+             "AGENT_RELAY_LIMIT_MEMORY_HIGH" => limit_memory_high,
+             "AGENT_RELAY_LIMIT_TASKS_MAX" => limit_tasks_max,
+             "AGENT_RELAY_LIMIT_CPU_QUOTA" => limit_cpu_quota
     }
 
     /// The `LogExtraFields=` byte strings, values encoded ([`encode_value`]).
@@ -172,6 +188,10 @@ mod tests {
             log_file: "/l".into(),
             spawn_request_id: Some("r".into()),
             model: Some("opus".into()),
+            rig: Some("r".into()),
+            task_id: Some("7".into()),
+            tags: Some("a,b".into()),
+            limit_memory_max: Some("1024".into()),
             ..Default::default()
         };
         assert_eq!(AgentMeta::from_log_extra_fields(&m.to_log_extra_fields()), Some(m));

@@ -27,6 +27,9 @@ pub struct PlanInputs<'a> {
     pub record_exit: Option<(&'a Path, &'a Path)>,
     /// 32 random hex digits.
     pub random_hex: &'a str,
+    /// The caller's environment (our CLI process's, as the seed's `process.env`): underneath
+    /// everything else when the config inherits it, filtered by [`inheritable`].
+    pub inherited_env: &'a [(String, String)],
 }
 
 /// A file the spawn writes before starting the unit (mode 0600 in a 0700 directory).
@@ -58,6 +61,83 @@ pub struct SpawnPlan {
     pub limits: crate::model::limits::Limits,
     /// argv of the `ExecStopPost=` that records the exit (`None`: no recorder available).
     pub record_exit_argv: Option<Vec<String>>,
+    /// Supervisor-owned keys the config, the agent profile or the request set: not applied.
+    pub dropped_env: Vec<String>,
+}
+
+/// Every variable the supervisor sets for the runner, including the ones it sets only for some
+/// requests, and the inline forms of the payloads it passes as files (a caller's
+/// `AGENT_RELAY_PROMPT` would otherwise reach the runner beside our `AGENT_RELAY_PROMPT_FILE`).
+/// No caller sets these: the inherited environment is filtered, the config, profile and request
+/// env are stripped of them (and told), and the rest is set last (seed #1256, #330).
+pub const SUPERVISOR_OWNED: &[&str] = &[
+    "PATH",
+    "AGENT_RELAY_URL",
+    "AGENT_RELAY_ORCHESTRATOR_ID",
+    "AGENT_RELAY_ORCHESTRATOR_URL",
+    "AGENT_RELAY_ARTIFACT_URL",
+    "AGENT_RELAY_APPROVAL",
+    "AGENT_RELAY_TAGS",
+    "AGENT_RELAY_CAPS",
+    "AGENT_RELAY_CAPABILITIES",
+    "AGENT_RELAY_HEADLESS",
+    "AGENT_RELAY_LOG_FILE",
+    "AGENT_RELAY_TMUX_SESSION",
+    "AGENT_RELAY_TMUX_OWNER",
+    "AGENT_RELAY_LABEL",
+    "AGENT_RELAY_SHARED_MCP_URL",
+    "AGENT_RELAY_LIFECYCLE",
+    "AGENT_RELAY_WORKSPACE_MODE",
+    "AGENT_RELAY_AGENT_ID",
+    "AGENT_RELAY_RUNNER_INFO_FILE",
+    "AGENT_RELAY_AGENT_PROFILE",
+    "AGENT_RELAY_AGENT_PROFILE_JSON",
+    "AGENT_RELAY_AGENT_PROFILE_JSON_FILE",
+    "AGENT_RELAY_POLICY",
+    "AGENT_RELAY_SPAWN_REQUEST_ID",
+    "AGENT_RELAY_TASK_ID",
+    "AGENT_RELAY_WORKSPACE_JSON",
+    "AGENT_RELAY_WORKSPACE_JSON_FILE",
+    "AGENT_RELAY_AUTOMATION_ID",
+    "AGENT_RELAY_AUTOMATION_RUN_ID",
+    "AGENT_RELAY_PROMPT",
+    "AGENT_RELAY_PROMPT_FILE",
+    "AGENT_RELAY_SYSTEM_PROMPT_APPEND",
+    "AGENT_RELAY_SYSTEM_PROMPT_APPEND_FILE",
+    "AGENT_RELAY_INJECTION_EVENTS_JSON",
+    "AGENT_RELAY_INJECTION_EVENTS_JSON_FILE",
+];
+
+/// The caller's own variables that describe it, not the runner: its working directory.
+pub const CALLER_ONLY: &[&str] = &["PWD", "OLDPWD"];
+
+/// Whether the supervisor sets `key` ([`SUPERVISOR_OWNED`]).
+pub fn is_supervisor_owned(key: &str) -> bool {
+    SUPERVISOR_OWNED.contains(&key)
+}
+
+/// Whether a variable of the caller's environment is passed on: a valid name that neither
+/// systemd ([`crate::model::request::SYSTEMD_RUN_VARS`]) nor the supervisor owns, not the
+/// caller's directory, and a value the env file and the runner's exec can carry. The rest is
+/// dropped without a word: the caller did not ask for it.
+pub fn inheritable(key: &str, value: &str) -> bool {
+    use crate::model::request::{env_key_is_valid, env_value_problem, is_systemd_run_var, MAX_ENV_ENTRY};
+    env_key_is_valid(key)
+        && !is_systemd_run_var(key)
+        && !is_supervisor_owned(key)
+        && !CALLER_ONLY.contains(&key)
+        && env_value_problem(value).is_none()
+        && key.len() + 1 + value.len() <= MAX_ENV_ENTRY
+}
+
+/// The orchestrator's `orchestratorStateOwnerId()`: the first 16 hex digits of the SHA-256 of
+/// its state file's path, `~/.agent-relay/orchestrator-sessions.json`. The runner stamps it on
+/// its tmux session, and the orchestrator's wedged-session reaper reaps only sessions with its
+/// own id: the same id keeps ours in its care, as its own.
+pub fn tmux_owner(home: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let state_file = home.join(".agent-relay").join("orchestrator-sessions.json");
+    Sha256::digest(state_file.display().to_string().as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Directory of agent logs, as the seed's `LOG_DIR`.
@@ -89,17 +169,30 @@ pub fn agent_dir(files_root: &Path, session: &str, attempt: &str) -> PathBuf {
     files_root.join("agents").join(format!("{session}.{attempt}"))
 }
 
-/// The label used for names: the request's, `task-N[-label]`, or a default. With a
-/// spawnRequestId and no label the default is the fixed `session`, so that every retry of one
-/// request derives the same unit name and systemd's `UnitExists` settles races.
+/// The agent's label (`AGENT_RELAY_LABEL`, `--label`, the agent id): the request's, else a
+/// default. With a spawnRequestId and no label the default is the fixed `session`, so that every
+/// retry of one request derives the same unit name and systemd's `UnitExists` settles races.
 pub fn effective_label(req: &SpawnRequest, now_ms: u64) -> String {
-    let label = req.label.clone().filter(|l| !l.trim().is_empty());
-    match (&req.task_id, label) {
-        (Some(t), Some(l)) => format!("task-{t}-{l}"),
-        (Some(t), None) => format!("task-{}", task_text(t)),
-        (None, Some(l)) => l,
-        (None, None) if req.spawn_request_id.is_some() => "session".to_string(),
-        (None, None) => naming::default_label(now_ms),
+    match req.label.clone().filter(|l| !l.trim().is_empty()) {
+        Some(l) => l,
+        None if req.spawn_request_id.is_some() => "session".to_string(),
+        None => naming::default_label(now_ms),
+    }
+}
+
+/// The label the session is named by, as the orchestrator's `sessionLabelForSpawn`: with a
+/// `taskId` it is `task-N-<label>`, or `task-N` alone when the label is (or starts with)
+/// `task-N` / `task-N:` already, so a label like "task-7: fix lint" gives no `task-7-task-7`. With
+/// a taskId and no label it is `task-N` (the orchestrator appends its default label).
+pub fn session_label(req: &SpawnRequest, label: &str) -> String {
+    let Some(task) = &req.task_id else { return label.to_string() };
+    let base = format!("task-{}", task_text(task));
+    let given = req.label.as_deref().map(str::trim).unwrap_or_default();
+    let lower = given.to_lowercase();
+    if given.is_empty() || lower == base || lower.starts_with(&format!("{base}:")) {
+        base
+    } else {
+        format!("{base}-{given}")
     }
 }
 
@@ -117,7 +210,7 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, crate
     let agent_id =
         req.agent_id.clone().unwrap_or_else(|| naming::agent_id(&cfg.hostname, &req.provider, &label, uuid8));
     let unique = req.spawn_request_id.as_deref().unwrap_or(&agent_id);
-    let session = naming::session_name(&cfg.tmux_prefix, &req.provider, &label, unique)
+    let session = naming::session_name(&cfg.tmux_prefix, &req.provider, &session_label(req, &label), unique)
         .map_err(|e| crate::model::request::InvalidRequest(e.to_string()))?;
     let unit = naming::agent_unit_name(&session);
     let approval = req.approval_mode.clone().unwrap_or_else(|| "guarded".into());
@@ -146,6 +239,9 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, crate
         .map(|p| payload("agent-profile.json", serde_json::Value::Object(p.clone()).to_string()));
     let workspace_file =
         req.workspace.as_ref().map(|w| payload("workspace.json", serde_json::Value::Object(w.clone()).to_string()));
+    let events_file = (!req.relay_injection_events.is_empty()).then(|| {
+        payload("injection-events.json", serde_json::Value::Array(req.relay_injection_events.clone()).to_string())
+    });
 
     let argv = runner_argv(req, inp, &label, &agent_id, &approval);
 
@@ -165,6 +261,14 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, crate
         model: req.model.clone(),
         effort: req.effort.clone(),
         profile: req.profile.clone(),
+        rig: req.rig.clone(),
+        task_id: req.task_id.as_ref().map(task_text),
+        tags: (!req.tags.is_empty()).then(|| req.tags.join(",")),
+        capabilities: (!req.capabilities.is_empty()).then(|| req.capabilities.join(",")),
+        limit_memory_max: limits.memory_max.map(|v| v.to_string()),
+        limit_memory_high: limits.memory_high.map(|v| v.to_string()),
+        limit_tasks_max: limits.tasks_max.map(|v| v.to_string()),
+        limit_cpu_quota: limits.cpu_quota_percent.map(|v| v.to_string()),
     };
 
     // The supervisor-owned block: set last, never overridable by callers (seed #1256, #330).
@@ -176,8 +280,10 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, crate
     let mut public: Vec<(&str, String)> = vec![
         ("PATH", runner_path(inp.home, inp.caller_path)),
         ("AGENT_RELAY_URL", cfg.relay_url.clone()),
+        ("AGENT_RELAY_ORCHESTRATOR_ID", cfg.id.clone()),
         ("AGENT_RELAY_ORCHESTRATOR_URL", orchestrator_url.clone()),
-        ("AGENT_RELAY_ARTIFACT_URL", format!("{orchestrator_url}/artifacts")),
+        // The orchestrator's artifact proxy (`artifactProxyBaseUrl`).
+        ("AGENT_RELAY_ARTIFACT_URL", format!("{orchestrator_url}/api/artifacts")),
         ("AGENT_RELAY_APPROVAL", approval),
         ("AGENT_RELAY_TAGS", dedupe(tags).join(",")),
         ("AGENT_RELAY_CAPS", caps.clone()),
@@ -185,7 +291,9 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, crate
         ("AGENT_RELAY_HEADLESS", "1".into()),
         ("AGENT_RELAY_LOG_FILE", log_file.display().to_string()),
         ("AGENT_RELAY_TMUX_SESSION", session.clone()),
+        ("AGENT_RELAY_TMUX_OWNER", tmux_owner(inp.home)),
         ("AGENT_RELAY_LABEL", label.clone()),
+        ("AGENT_RELAY_SHARED_MCP_URL", cfg.shared_mcp_url.clone()),
         ("AGENT_RELAY_LIFECYCLE", lifecycle.as_str().into()),
         ("AGENT_RELAY_WORKSPACE_MODE", workspace_mode.clone()),
         ("AGENT_RELAY_AGENT_ID", agent_id.clone()),
@@ -196,34 +304,43 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, crate
         ("AGENT_RELAY_AGENT_PROFILE_JSON_FILE", profile_file),
         ("AGENT_RELAY_POLICY", req.policy_name.clone()),
         ("AGENT_RELAY_SPAWN_REQUEST_ID", req.spawn_request_id.clone()),
+        ("AGENT_RELAY_TASK_ID", req.task_id.as_ref().map(task_text)),
         ("AGENT_RELAY_WORKSPACE_JSON_FILE", workspace_file),
         ("AGENT_RELAY_AUTOMATION_ID", req.automation_id.clone()),
         ("AGENT_RELAY_AUTOMATION_RUN_ID", req.automation_run_id.clone()),
         ("AGENT_RELAY_PROMPT_FILE", prompt_file),
         ("AGENT_RELAY_SYSTEM_PROMPT_APPEND_FILE", append_file),
+        ("AGENT_RELAY_INJECTION_EVENTS_JSON_FILE", events_file),
     ];
     public.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+    debug_assert!(public.iter().all(|(k, _)| is_supervisor_owned(k)), "every key we set is in SUPERVISOR_OWNED");
     let environment: Vec<(String, String)> = public.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
 
-    // Caller-supplied variables, later ones winning: config env, profile env, request env.
+    // Layers, later ones winning: the caller's environment, the token, config env, profile env,
+    // request env (the seed's order). Supervisor-owned keys are in `environment` and never in
+    // the file: an EnvironmentFile= overrides Environment= (systemd.exec(5)).
     let mut secret: BTreeMap<String, String> = BTreeMap::new();
+    if cfg.inherit_environment {
+        secret.extend(inp.inherited_env.iter().filter(|(k, v)| inheritable(k, v)).cloned());
+    }
     if let Some(token) = &cfg.token {
         secret.insert("AGENT_RELAY_TOKEN".into(), token.clone());
     }
-    secret.extend(cfg.env.clone());
-    secret.extend(profile_env(req.agent_profile.as_ref()));
-    secret.extend(req.env.clone());
+    let mut dropped_env: Vec<String> = Vec::new();
+    for layer in [cfg.env.clone(), profile_env(req.agent_profile.as_ref()), req.env.clone()] {
+        for (k, v) in layer {
+            if is_supervisor_owned(&k) {
+                dropped_env.push(k);
+            } else {
+                secret.insert(k, v);
+            }
+        }
+    }
+    dropped_env.sort();
+    dropped_env.dedup();
     if workspace_mode == "isolated" {
         secret.remove("PUBLIC_DIR");
     }
-    // An EnvironmentFile= overrides Environment= (systemd.exec(5)), so authoritative keys are
-    // dropped from the file rather than trusted to lose.
-    for (k, _) in &environment {
-        if k != "PATH" {
-            secret.remove(k);
-        }
-    }
-    secret.remove("PATH");
     let secret_env: Vec<(String, String)> = secret.into_iter().collect();
 
     let record_exit_argv = inp.record_exit.map(|(exe, dir)| {
@@ -265,6 +382,7 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, crate
         lifecycle,
         limits,
         record_exit_argv,
+        dropped_env,
     })
 }
 
@@ -325,8 +443,11 @@ fn profile_env(profile: Option<&serde_json::Map<String, serde_json::Value>>) -> 
         .collect()
 }
 
-/// Text of a systemd `EnvironmentFile=`: one `KEY="value"` per line, with `\`, `"`, `$` and
-/// `` ` `` escaped; newlines stay literal inside the quotes, which systemd accepts.
+/// Text of a systemd `EnvironmentFile=`: one `KEY="value"` per line. In double quotes systemd
+/// (systemd.exec(5), as POSIX sh) keeps every character as written, whitespace at either end and
+/// newlines included, except that `\` escapes exactly `\`, `"`, `$`, `` ` `` and a newline (which
+/// it then drops): those four are escaped here, so a backslash before a newline stays a
+/// backslash. Values must pass [`crate::model::request::env_value_problem`].
 pub fn render_env_file(vars: &[(String, String)]) -> String {
     let mut out = String::new();
     for (k, v) in vars {

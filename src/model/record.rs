@@ -113,10 +113,15 @@ pub struct AgentRecord {
     pub provider: String,
     pub label: String,
     pub session_name: String,
+    /// The runner's tmux session: what its runner info names (tmux renders `.` and `:` of a
+    /// requested name as `_`), else the session name, as the seed reports it.
+    pub tmux_session: String,
     pub systemd_unit: String,
     pub invocation_id: Option<String>,
     pub pid: Option<u32>,
     pub state: Liveness,
+    /// The seed's `alive`: `state` is `alive`.
+    pub alive: bool,
     pub active_state: String,
     pub sub_state: String,
     pub result: String,
@@ -131,13 +136,20 @@ pub struct AgentRecord {
     pub model: Option<String>,
     pub effort: Option<String>,
     pub profile: Option<String>,
+    /// What the request said: its `rig`, `taskId`, `tags` and `capabilities`.
+    pub rig: Option<String>,
+    pub task_id: Option<crate::model::request::TaskId>,
+    pub tags: Vec<String>,
+    pub capabilities: Vec<String>,
     /// ms since the epoch of the current run's exec, else of the unit's activation.
     pub started_at: Option<u64>,
     pub restarts: u32,
     /// Restarted too often: systemd's start limit has stopped it (`Result=start-limit-hit`).
     pub crash_looping: bool,
-    /// Resource limits set on the unit (null where none).
+    /// Resource limits in force on the unit, systemd's defaults included (null where none).
     pub limits: crate::model::limits::Limits,
+    /// The limits the request (or the config's `limits`) asked for: null where none was asked.
+    pub requested_limits: crate::model::limits::Limits,
     pub log_file: String,
     pub description: String,
     /// A durable agent (`spawn --persist`): an enabled unit file, started with the user manager.
@@ -159,15 +171,28 @@ pub fn agent_record(s: &UnitSnapshot, proc_state: ProcState, home: &Path) -> Opt
     let m = AgentMeta::from_log_extra_fields(&s.log_extra_fields)?;
     let crash = crate::model::exit::crash_looping(&m.lifecycle, &s.active_state, &s.result);
     let started_us = if s.exec_main_start_us > 0 { s.exec_main_start_us } else { s.active_enter_us };
+    let list = |v: &Option<String>| -> Vec<String> {
+        v.as_deref().map(|t| t.split(',').filter(|i| !i.is_empty()).map(str::to_string).collect()).unwrap_or_default()
+    };
+    let number = |v: &Option<String>| v.as_deref().and_then(|t| t.parse::<u64>().ok());
+    let requested_limits = crate::model::limits::Limits {
+        memory_max: number(&m.limit_memory_max),
+        memory_high: number(&m.limit_memory_high),
+        tasks_max: number(&m.limit_tasks_max),
+        cpu_quota_percent: number(&m.limit_cpu_quota).and_then(|p| u32::try_from(p).ok()),
+    };
+    let state = liveness(s, proc_state);
     Some(AgentRecord {
         agent_id: m.agent_id,
         provider: m.provider,
         label: m.label,
+        tmux_session: session.to_string(),
         session_name: session.to_string(),
         systemd_unit: s.unit.clone(),
         invocation_id: (!s.invocation_id.is_empty()).then(|| crate::model::exit::invocation_hex(&s.invocation_id)),
         pid: (s.main_pid > 0).then_some(s.main_pid),
-        state: liveness(s, proc_state),
+        state,
+        alive: state == Liveness::Alive,
         active_state: s.active_state.clone(),
         sub_state: s.sub_state.clone(),
         result: s.result.clone(),
@@ -182,6 +207,10 @@ pub fn agent_record(s: &UnitSnapshot, proc_state: ProcState, home: &Path) -> Opt
         model: m.model,
         effort: m.effort,
         profile: m.profile,
+        tags: list(&m.tags),
+        capabilities: list(&m.capabilities),
+        rig: m.rig,
+        task_id: m.task_id.as_deref().map(crate::model::request::TaskId::parse),
         started_at: (started_us > 0).then_some(started_us / 1000),
         restarts: s.n_restarts,
         crash_looping: crash,
@@ -191,6 +220,7 @@ pub fn agent_record(s: &UnitSnapshot, proc_state: ProcState, home: &Path) -> Opt
             s.tasks_max,
             s.cpu_quota_per_sec_usec,
         ),
+        requested_limits,
         log_file: crate::model::plan::log_file(home, session).display().to_string(),
         description: s.description.clone(),
         durable: s.durable,
@@ -230,6 +260,29 @@ mod tests {
         assert_eq!(parse_proc_stat_state("12 (a b) c) S 1 2"), ProcState::Running);
         assert_eq!(parse_proc_stat_state("12 (x) Z 1"), ProcState::Zombie);
         assert_eq!(parse_proc_stat_state("garbage"), ProcState::Unreadable);
+    }
+
+    #[test]
+    fn what_the_request_said_comes_back_from_the_metadata() {
+        let meta = AgentMeta {
+            agent_id: "a".into(),
+            session: "ar-claude-x-1".into(),
+            rig: Some("r".into()),
+            task_id: Some("7".into()),
+            tags: Some("t1,t2".into()),
+            limit_cpu_quota: Some("150".into()),
+            ..Default::default()
+        };
+        let mut s = snap("active", "running", 1);
+        s.unit = "agent-relay-managed-ar-claude-x-1.service".into();
+        s.log_extra_fields = meta.to_log_extra_fields();
+        let r = agent_record(&s, ProcState::Running, Path::new("/h")).unwrap();
+        assert_eq!((r.rig.as_deref(), r.task_id), (Some("r"), Some(crate::model::request::TaskId::Number(7))));
+        assert_eq!((r.tags, r.capabilities), (vec!["t1".to_string(), "t2".to_string()], Vec::<String>::new()));
+        assert_eq!(r.requested_limits.cpu_quota_percent, Some(150));
+        assert_eq!((r.requested_limits.memory_max, r.requested_limits.tasks_max), (None, None));
+        assert!(r.alive);
+        assert_eq!(r.tmux_session, "ar-claude-x-1", "the session name until the runner names its own");
     }
 
     #[test]

@@ -68,14 +68,49 @@ pub struct SpawnRequest {
     /// Resource limits of this agent (over the config's `limits`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<crate::model::limits::LimitsSpec>,
+    /// Events the relay has the runner inject: passed on as the JSON file
+    /// `AGENT_RELAY_INJECTION_EVENTS_JSON_FILE` (the orchestrator: `…_EVENTS_JSON`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relay_injection_events: Vec<Value>,
+    /// The orchestrator prepares workspaces itself before it spawns (symlinks into a worktree,
+    /// resuming one, cloning a project): fields it sends that we accept and ignore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_symlinks: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_workspace: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acquisition: Option<Value>,
+}
+
+impl SpawnRequest {
+    /// The fields given that a spawn accepts but does not act on (the orchestrator's workspace
+    /// preparation), by their JSON names.
+    pub fn ignored_fields(&self) -> Vec<&'static str> {
+        [
+            ("workspaceSymlinks", &self.workspace_symlinks),
+            ("resumeWorkspace", &self.resume_workspace),
+            ("acquisition", &self.acquisition),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(name, _)| name)
+        .collect()
+    }
 }
 
 /// `taskId` arrives as a number or a string; it names the session `task-N[-label]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum TaskId {
     Number(u64),
     Text(String),
+}
+
+impl TaskId {
+    /// The inverse of its text: a number when it reads as one.
+    pub fn parse(text: &str) -> TaskId {
+        text.parse().map(TaskId::Number).unwrap_or_else(|_| TaskId::Text(text.to_string()))
+    }
 }
 
 impl std::fmt::Display for TaskId {
@@ -119,6 +154,92 @@ pub fn env_key_is_valid(key: &str) -> bool {
     let mut chars = key.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Variables systemd sets for one run of a unit's processes (systemd.exec(5) "Environment
+/// Variables in Spawned Processes", systemd.service(5) for `ExecStop*=`, socket and path/timer
+/// activation). A value from an `EnvironmentFile=` overrides systemd's own for the runner and for
+/// our `ExecStopPost=` exit recorder alike, so no request, profile or config may set them, and
+/// the caller's own (it may run in a unit itself) are never passed on.
+pub const SYSTEMD_RUN_VARS: &[&str] = &[
+    "INVOCATION_ID",
+    "JOURNAL_STREAM",
+    "NOTIFY_SOCKET",
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "MANAGERPID",
+    "MAINPID",
+    "SYSTEMD_EXEC_PID",
+    "WATCHDOG_PID",
+    "WATCHDOG_USEC",
+    "EXIT_CODE",
+    "EXIT_STATUS",
+    "SERVICE_RESULT",
+    "CREDENTIALS_DIRECTORY",
+    "RUNTIME_DIRECTORY",
+    "STATE_DIRECTORY",
+    "CACHE_DIRECTORY",
+    "LOGS_DIRECTORY",
+    "CONFIGURATION_DIRECTORY",
+    "MEMORY_PRESSURE_WATCH",
+    "MEMORY_PRESSURE_WRITE",
+    "FDSTORE",
+    "PIDFILE",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+];
+/// Families of such variables: `TRIGGER_UNIT`, `TRIGGER_PATH`, `TRIGGER_TIMER_*` of the unit that
+/// activated this one; `MONITOR_*` of the unit an `OnFailure=`/`OnSuccess=` handler watches.
+pub const SYSTEMD_RUN_PREFIXES: &[&str] = &["TRIGGER_", "MONITOR_"];
+
+/// Whether systemd owns `key` for each run of a unit: see [`SYSTEMD_RUN_VARS`].
+pub fn is_systemd_run_var(key: &str) -> bool {
+    SYSTEMD_RUN_VARS.contains(&key) || SYSTEMD_RUN_PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
+/// The longest `KEY=value` the kernel passes to a program (`MAX_ARG_STRLEN`, 32 pages, less its
+/// NUL): a longer one makes the runner's exec fail (status 203/EXEC).
+pub const MAX_ENV_ENTRY: usize = 32 * 4096 - 1;
+
+/// What makes a value unfit for the runner's environment, if anything: a NUL; control
+/// characters other than tab and newline (systemd before 249 drops such variables); a Unicode
+/// noncharacter (systemd refuses the whole `EnvironmentFile=` and the unit fails to start).
+pub fn env_value_problem(value: &str) -> Option<&'static str> {
+    if value.contains('\0') {
+        return Some("contains a NUL character");
+    }
+    if value.chars().any(|c| c.is_control() && c != '\t' && c != '\n') {
+        return Some("contains control characters (only tab and newline are allowed)");
+    }
+    let nonchar = |c: char| matches!(c as u32, 0xFDD0..=0xFDEF) || (c as u32 & 0xFFFE) == 0xFFFE;
+    if value.chars().any(nonchar) {
+        return Some("contains a Unicode noncharacter (U+FDD0-U+FDEF, U+FFFE, U+FFFF, ...), which systemd refuses");
+    }
+    None
+}
+
+/// A variable a request, an agent profile or the config sets: a valid name, not one of
+/// systemd's per-run variables, a value the runner's environment can carry.
+pub fn check_env_var(key: &str, value: &str) -> Result<(), String> {
+    if !env_key_is_valid(key) {
+        return Err(format!("env key {key:?} is not a valid variable name (use [A-Za-z_][A-Za-z0-9_]*)"));
+    }
+    if is_systemd_run_var(key) {
+        return Err(format!(
+            "env key {key} is reserved: systemd sets it for each run of the agent's unit (and the exit recorder trusts it); use another name"
+        ));
+    }
+    if let Some(problem) = env_value_problem(value) {
+        return Err(format!("env value of {key} {problem}"));
+    }
+    if key.len() + 1 + value.len() > MAX_ENV_ENTRY {
+        return Err(format!(
+            "env variable {key} is {} bytes, at most {MAX_ENV_ENTRY} fit in a process environment; pass it as a file",
+            key.len() + 1 + value.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Parses a request from JSON text. Errors read like
@@ -192,17 +313,15 @@ pub fn validate(req: &SpawnRequest) -> Result<(), InvalidRequest> {
         }
     }
     for (key, value) in &req.env {
-        if !env_key_is_valid(key) {
-            return Err(bad(format!("env key {key:?} is not a valid variable name (use [A-Za-z_][A-Za-z0-9_]*)")));
-        }
-        if value.contains('\0') {
-            return Err(bad(format!("env value of {key} contains a NUL character")));
-        }
-        // systemd silently drops variables whose values hold other control characters.
-        if value.chars().any(|c| c.is_control() && c != '\t' && c != '\n') {
-            return Err(bad(format!(
-                "env value of {key} contains control characters (only tab and newline are allowed)"
-            )));
+        check_env_var(key, value).map_err(bad)?;
+    }
+    // The profile's variables reach the runner like the request's (the seed's `agentProfileEnv`
+    // drops only non-strings; names that are not variable names are dropped too).
+    if let Some(Value::Object(env)) = req.agent_profile.as_ref().and_then(|p| p.get("env")) {
+        for (key, value) in env {
+            if let (true, Some(v)) = (env_key_is_valid(key), value.as_str()) {
+                check_env_var(key, v).map_err(|e| bad(format!("agentProfile.{e}")))?;
+            }
         }
     }
     for (name, text) in [("prompt", &req.prompt), ("systemPromptAppend", &req.system_prompt_append)] {
@@ -252,6 +371,11 @@ mod tests {
             (r#"{"provider":"claude","cwd":"/p","lifecycle":"forever"}"#, "unknown variant"),
             (r#"{"provider":"claude","cwd":"/p","tags":["a,b"]}"#, "comma"),
             (r#"{"provider":"claude","cwd":"/p","spawnRequestId":" "}"#, "spawnRequestId"),
+            (r#"{"provider":"claude","cwd":"/p","env":{"EXIT_CODE":"exited"}}"#, "EXIT_CODE is reserved"),
+            (r#"{"provider":"claude","cwd":"/p","env":{"MONITOR_UNIT":"x"}}"#, "reserved"),
+            (r#"{"provider":"claude","cwd":"/p","agentProfile":{"env":{"SERVICE_RESULT":"x"}}}"#, "agentProfile.env"),
+            (r#"{"provider":"claude","cwd":"/p","env":{"K":"a\uFDD0"}}"#, "noncharacter"),
+            (r#"{"provider":"claude","cwd":"/p","relayInjectionEvents":{}}"#, "invalid type"),
             ("[]", "invalid spawn request"),
         ];
         for (text, want) in cases {
@@ -259,6 +383,31 @@ mod tests {
             assert!(err.contains(want), "{text:?}: {err:?} lacks {want:?}");
             assert!(!err.contains('\n'), "one line: {err:?}");
         }
+    }
+
+    #[test]
+    fn fields_the_orchestrator_sends_are_accepted_and_others_refused_with_the_list() {
+        let r = parse(
+            r#"{"provider":"claude","cwd":"/p","workspaceSymlinks":["a"],"resumeWorkspace":{"branch":"b","mode":"attach"},
+                "acquisition":{"mode":"project-root"},"relayInjectionEvents":[{"t":1}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.ignored_fields(), ["workspaceSymlinks", "resumeWorkspace", "acquisition"]);
+        assert_eq!(r.relay_injection_events.len(), 1);
+        let err = parse(r#"{"provider":"claude","cwd":"/p","bogus":1}"#).unwrap_err().to_string();
+        for valid in ["`provider`", "`relayInjectionEvents`", "`workspaceSymlinks`", "`acquisition`", "`limits`"] {
+            assert!(err.contains(valid), "{err} lacks {valid}");
+        }
+    }
+
+    #[test]
+    fn env_entries_fit_a_process_environment() {
+        assert!(check_env_var("K", &"x".repeat(MAX_ENV_ENTRY - 2)).is_ok());
+        assert!(check_env_var("K", &"x".repeat(MAX_ENV_ENTRY - 1)).unwrap_err().contains("as a file"));
+        assert!(check_env_var("K", "tab\tnew\nline \"$`\\ \u{feff} ünï").is_ok());
+        assert!(check_env_var("K", "\u{10FFFF}").is_err(), "a noncharacter");
+        assert!(check_env_var("TRIGGER_PATH", "x").is_err());
+        assert!(check_env_var("TRIGGERED", "x").is_ok());
     }
 
     #[test]

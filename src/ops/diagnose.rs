@@ -30,6 +30,10 @@ pub struct Diagnosis {
     pub previous_exit: Option<ExitInfo>,
     pub crash_looping: bool,
     pub restarts: Option<u32>,
+    /// ms since the epoch: when the current (or last) run's main process started, and when it
+    /// exited (null while it runs).
+    pub started_at: Option<u64>,
+    pub exited_at: Option<u64>,
     pub runtime_ms: Option<u64>,
     pub log_file: String,
     pub log_bytes: u64,
@@ -53,6 +57,8 @@ struct Who {
     sub_state: String,
     pid: Option<u32>,
     log_file: String,
+    started_at: Option<u64>,
+    exited_at: Option<u64>,
 }
 
 impl Diagnosis {
@@ -79,6 +85,8 @@ impl Diagnosis {
             exit,
             previous_exit: previous,
             restarts,
+            started_at: w.started_at,
+            exited_at: w.exited_at,
             runtime_ms,
             log_file: w.log_file,
             log_bytes: 0,
@@ -140,6 +148,8 @@ impl Supervisor {
                     sub_state: agent.sub_state,
                     pid: agent.pid,
                     log_file: agent.log_file,
+                    started_at: (snap.exec_main_start_us > 0).then_some(snap.exec_main_start_us / 1000),
+                    exited_at: (end > 0).then_some(end / 1000),
                 };
                 Diagnosis::of(who, exit, previous, Some(agent.restarts), runtime_ms, records.len())
             }
@@ -165,6 +175,8 @@ impl Supervisor {
                     pid: None,
                     // Not the record's own `logFile`: the runner can write to the records.
                     log_file: crate::model::plan::log_file(&self.host.home, &rec.session_name).display().to_string(),
+                    started_at: rec.started_at,
+                    exited_at: rec.exited_at,
                 };
                 let previous = records.iter().rev().nth(1).map(exit::classify_record);
                 Diagnosis::of(who, exit, previous, rec.restarts, runtime_ms, records.len())

@@ -1,6 +1,8 @@
 //! `list` and `show`: agent records from unit properties alone (read concurrently), and how a
 //! reference (agent id, session, unit, spawn request id, policy name) resolves to one agent.
 
+use std::path::Path;
+
 use futures_util::StreamExt;
 
 use crate::error::Error;
@@ -125,8 +127,14 @@ fn pick<'a>(all: &'a [AgentRecord], reference: &str) -> Option<&'a AgentRecord> 
         .or_else(|| all.iter().rev().find(|r| r.policy_name.as_deref() == Some(reference)))
 }
 
-/// The record of a unit, with its main process observed in /proc; its files below `home`.
-pub fn to_record(s: &UnitSnapshot, home: &std::path::Path) -> Option<AgentRecord> {
+/// The record of a unit, with its main process observed in /proc, its files below `home`, and
+/// the tmux session its runner names in its runner-info file.
+pub fn to_record(s: &UnitSnapshot, home: &Path) -> Option<AgentRecord> {
     let proc = if s.main_pid > 0 { host::proc_state(s.main_pid) } else { record::ProcState::Gone };
-    record::agent_record(s, proc, home)
+    let mut r = record::agent_record(s, proc, home)?;
+    let info = crate::model::plan::runner_info_file(home, &r.session_name);
+    if let Some(tmux) = crate::io::runner::tmux_session(&info, &r.agent_id) {
+        r.tmux_session = tmux;
+    }
+    Some(r)
 }

@@ -197,6 +197,18 @@ pub fn plan_request(
         now_ms: now_ms(),
         record_exit: host.self_exe.as_deref().map(|exe| (exe, exits_dir.as_path())),
         random_hex: &random,
+        inherited_env: &host.inherited_env,
     };
-    Ok(plan::plan(req, &inputs)?)
+    let plan = plan::plan(req, &inputs)?;
+    if !plan.dropped_env.is_empty() {
+        tracing::warn!(
+            keys = %plan.dropped_env.join(","),
+            "env keys the supervisor sets for the runner were not applied from the config, agent profile or request env"
+        );
+    }
+    let ignored = req.ignored_fields();
+    if !ignored.is_empty() {
+        tracing::debug!(fields = %ignored.join(","), "spawn request fields for the orchestrator's workspace preparation ignored");
+    }
+    Ok(plan)
 }

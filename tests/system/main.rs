@@ -25,6 +25,8 @@ mod hung;
 mod killed;
 // Hundreds of live agents in list/watch/stop; crash loops do not hold up other spawns.
 mod load;
+// Drop-in for the orchestrator: inherited env, its config loader, records, unforgeable exit records.
+mod orchestrator;
 // `reap`: leftovers of gone agents go; live agents, fresh files and durable secrets stay.
 mod reap;
 // Races settled by systemd, stop racing reap, secrets never where others look.

@@ -42,6 +42,7 @@ pub const EXAMPLE_TOKEN: &str = "tok-GOLDEN-SECRET";
 /// with it): a token and a config `env` value, both secrets.
 pub fn example_config() -> Config {
     Config {
+        id: "box".into(),
         hostname: "box".into(),
         relay_url: "http://127.0.0.1:4850".into(),
         token: Some(EXAMPLE_TOKEN.into()),
@@ -52,6 +53,8 @@ pub fn example_config() -> Config {
         runner_command: None,
         limits: None,
         exit_retention_days: 7,
+        inherit_environment: true,
+        shared_mcp_url: "http://127.0.0.1:4861/mcp".into(),
     }
 }
 
@@ -73,6 +76,7 @@ pub fn plan_example(req: &SpawnRequest, record_exit: bool) -> Result<SpawnPlan, 
             Path::new("/home/u/.local/state/agent-relay-systemd/exits"),
         )),
         random_hex: "0123456789abcdef0123456789abcdef",
+        inherited_env: &[],
     };
     plan(req, &inputs)
 }

@@ -4,6 +4,7 @@ use crate::model::unit::{agent_properties, find, Value};
 
 fn config() -> Config {
     Config {
+        id: "box".into(),
         hostname: "Box.Local".into(),
         relay_url: "http://relay".into(),
         token: Some("tok-secret".into()),
@@ -15,6 +16,8 @@ fn config() -> Config {
         runner_command: None,
         limits: None,
         exit_retention_days: 7,
+        inherit_environment: true,
+        shared_mcp_url: "http://127.0.0.1:4861/mcp".into(),
     }
 }
 
@@ -32,6 +35,7 @@ fn plan_for(json: &str) -> SpawnPlan {
         now_ms: 1_700_000_000_000,
         record_exit: Some((Path::new("/usr/bin/agent-relay-systemd"), Path::new("/home/u/.local/state/x"))),
         random_hex: "0123456789abcdef0123456789abcdef",
+        inherited_env: &[],
     };
     plan(&req, &inputs).unwrap()
 }
@@ -60,12 +64,201 @@ fn default_label_is_stable_for_a_spawn_request_and_timed_otherwise() {
     let b = plan_for(r#"{"provider":"claude","cwd":"/x"}"#);
     assert_eq!(b.meta.label, "session-1700000000000");
     let t = plan_for(r#"{"provider":"claude","cwd":"/x","taskId":7,"label":"lint"}"#);
-    assert_eq!(t.meta.label, "task-7-lint");
+    assert_eq!(t.meta.label, "lint", "the label stays the request's");
+    assert!(t.meta.session.starts_with("ar-claude-task-7-lint-"), "{}", t.meta.session);
+}
+
+#[test]
+fn task_sessions_are_named_as_the_orchestrator_names_them() {
+    let session = |json: &str| plan_for(json).meta.session;
+    let base = r#""provider":"claude","cwd":"/x","spawnRequestId":"r-00000001""#;
+    assert_eq!(session(&format!(r#"{{{base},"taskId":7,"label":"task-7: fix lint"}}"#)), "ar-claude-task-7-00000001");
+    assert_eq!(session(&format!(r#"{{{base},"taskId":7,"label":"Task-7"}}"#)), "ar-claude-task-7-00000001");
+    assert_eq!(session(&format!(r#"{{{base},"taskId":7}}"#)), "ar-claude-task-7-00000001");
+    assert_eq!(session(&format!(r#"{{{base},"taskId":7,"label":" lint "}}"#)), "ar-claude-task-7-lint-00000001");
+    let p = plan_for(&format!(r#"{{{base},"taskId":7,"label":"task-7: fix lint"}}"#));
+    assert_eq!(env(&p, "AGENT_RELAY_TASK_ID"), Some("7"));
+    assert_eq!(env(&p, "AGENT_RELAY_LABEL"), Some("task-7: fix lint"));
+    let at = p.argv.iter().position(|a| a == "--label").unwrap();
+    assert_eq!(p.argv[at + 1], "task-7: fix lint");
+    assert_eq!(p.meta.task_id.as_deref(), Some("7"));
+}
+
+#[test]
+fn the_orchestrators_newer_keys() {
+    let p = plan_for(r#"{"provider":"claude","cwd":"/x","relayInjectionEvents":[{"a":"b"}]}"#);
+    assert_eq!(env(&p, "AGENT_RELAY_ORCHESTRATOR_ID"), Some("box"));
+    assert_eq!(env(&p, "AGENT_RELAY_ARTIFACT_URL"), Some("http://127.0.0.1:4860/api/artifacts"));
+    assert_eq!(env(&p, "AGENT_RELAY_SHARED_MCP_URL"), Some("http://127.0.0.1:4861/mcp"));
+    // The orchestrator's owner id: the first 16 hex digits of sha256 of its state file's path.
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(b"/home/u/.agent-relay/orchestrator-sessions.json");
+    let want: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    assert_eq!(env(&p, "AGENT_RELAY_TMUX_OWNER"), Some(want.as_str()));
+    let events = p.payloads.iter().find(|f| f.path.ends_with("injection-events.json")).unwrap();
+    assert_eq!(events.contents, r#"[{"a":"b"}]"#);
+    assert_eq!(env(&p, "AGENT_RELAY_INJECTION_EVENTS_JSON_FILE"), Some(events.path.to_str().unwrap()));
+    assert!(p.environment.iter().all(|(k, _)| k != "AGENT_RELAY_INJECTION_EVENTS_JSON"));
+}
+
+#[test]
+fn every_key_the_plan_sets_is_supervisor_owned_and_every_owned_key_is_kept_from_callers() {
+    let everything = r#"{"provider":"claude","cwd":"/x","label":"l","spawnRequestId":"r","taskId":3,"prompt":"p",
+        "systemPromptAppend":"a","agentProfile":{"x":1},"workspace":{"m":1},"relayInjectionEvents":[1],"profile":"pr",
+        "policyName":"po","automationId":"ai","automationRunId":"ar"}"#;
+    let p = plan_for(everything);
+    for (k, _) in &p.environment {
+        assert!(is_supervisor_owned(k), "{k} is set by the plan but not in SUPERVISOR_OWNED");
+    }
+    let set: Vec<&str> = p.environment.iter().map(|(k, _)| k.as_str()).collect();
+    let inline_only = [
+        "AGENT_RELAY_PROMPT",
+        "AGENT_RELAY_SYSTEM_PROMPT_APPEND",
+        "AGENT_RELAY_AGENT_PROFILE_JSON",
+        "AGENT_RELAY_WORKSPACE_JSON",
+        "AGENT_RELAY_INJECTION_EVENTS_JSON",
+    ];
+    for k in SUPERVISOR_OWNED {
+        assert!(set.contains(k) || inline_only.contains(k), "{k} is owned but never set");
+    }
+    // A caller setting every one of them through every layer: none reaches the file.
+    let owned: BTreeMap<String, String> =
+        SUPERVISOR_OWNED.iter().map(|k| (k.to_string(), "spoof".to_string())).collect();
+    let mut cfg = config();
+    cfg.env.extend(owned.clone());
+    let json = format!(r#"{{"provider":"claude","cwd":"/x","env":{}}}"#, serde_json::to_string(&owned).unwrap());
+    let inherited: Vec<(String, String)> = owned.clone().into_iter().collect();
+    let p = plan_with(&cfg, &parse(&json).unwrap(), &inherited);
+    assert!(p.secret_env.iter().all(|(k, _)| !is_supervisor_owned(k)), "{:?}", p.secret_env);
+    assert_eq!(p.dropped_env.len(), SUPERVISOR_OWNED.len(), "config and request are told: {:?}", p.dropped_env);
+}
+
+fn plan_with(cfg: &Config, req: &SpawnRequest, inherited: &[(String, String)]) -> SpawnPlan {
+    let launcher = vec!["/usr/bin/claude-relay".to_string()];
+    let inputs = PlanInputs {
+        config: cfg,
+        home: Path::new("/home/u"),
+        runtime_root: Path::new("/run/user/0/agent-relay-systemd"),
+        caller_path: "/usr/bin",
+        launcher: &launcher,
+        cwd: Path::new("/home/u/projects/app"),
+        now_ms: 1_700_000_000_000,
+        record_exit: None,
+        random_hex: "0123456789abcdef0123456789abcdef",
+        inherited_env: inherited,
+    };
+    plan(req, &inputs).unwrap()
+}
+
+#[test]
+fn the_callers_environment_is_the_bottom_layer() {
+    let huge = "x".repeat(200_000);
+    let inherited: Vec<(String, String)> = [
+        ("API_KEY", "inherited"),
+        ("FROM_CONFIG", "inherited"),
+        ("ONLY_INHERITED", "i"),
+        ("AGENT_RELAY_TOKEN", "inherited-token"),
+        ("INVOCATION_ID", "0123456789abcdef0123456789abcdef"),
+        ("TRIGGER_UNIT", "x.timer"),
+        ("EXIT_STATUS", "0"),
+        ("PWD", "/caller"),
+        ("AGENT_RELAY_PROMPT", "inline"),
+        ("BAD-NAME", "x"),
+        ("ESCAPE", "a\u{1b}b"),
+        ("NONCHAR", "\u{fffe}"),
+        ("HUGE", huge.as_str()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let mut cfg = config();
+    let req = parse(
+        r#"{"provider":"claude","cwd":"/x","env":{"API_KEY":"request"},"agentProfile":{"env":{"FROM_CONFIG":"profile"}}}"#,
+    )
+    .unwrap();
+    let p = plan_with(&cfg, &req, &inherited);
+    let file: BTreeMap<_, _> = p.secret_env.iter().cloned().collect();
+    let get = |k: &str| file.get(k).map(String::as_str);
+    assert_eq!(get("ONLY_INHERITED"), Some("i"));
+    assert_eq!(get("API_KEY"), Some("request"));
+    assert_eq!(get("FROM_CONFIG"), Some("profile"));
+    assert_eq!(get("AGENT_RELAY_TOKEN"), Some("tok-secret"), "the config's token over the caller's");
+    for gone in [
+        "INVOCATION_ID",
+        "TRIGGER_UNIT",
+        "EXIT_STATUS",
+        "PWD",
+        "AGENT_RELAY_PROMPT",
+        "BAD-NAME",
+        "ESCAPE",
+        "NONCHAR",
+        "HUGE",
+    ] {
+        assert_eq!(get(gone), None, "{gone} was inherited");
+    }
+    assert_eq!(
+        p.dropped_env,
+        ["AGENT_RELAY_AGENT_ID"],
+        "the config's spoof only: the inherited env is filtered silently"
+    );
+    cfg.inherit_environment = false;
+    let p = plan_with(&cfg, &req, &inherited);
+    assert!(p.secret_env.iter().all(|(k, _)| k != "ONLY_INHERITED"));
+}
+
+/// systemd's reading of double-quoted `EnvironmentFile=` values (systemd.exec(5)): `\` escapes
+/// `"`, `\`, `` ` ``, `$` and a newline (dropped); any other backslash stays as written.
+fn systemd_env_file(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(eq) = rest.find("=\"") {
+        let key = rest[..eq].to_string();
+        let mut value = String::new();
+        let mut chars = rest[eq + 2..].char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((i, '"')) => break eq + 2 + i + 1,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, c @ ('"' | '\\' | '`' | '$'))) => value.push(c),
+                    Some((_, '\n')) => {}
+                    Some((_, c)) => {
+                        value.push('\\');
+                        value.push(c);
+                    }
+                    None => panic!("dangling backslash"),
+                },
+                Some((_, c)) => value.push(c),
+                None => panic!("unterminated value of {key}"),
+            }
+        };
+        out.push((key, value));
+        rest = rest[end..].strip_prefix('\n').expect("one assignment per line");
+    }
+    assert!(rest.is_empty(), "left over: {rest:?}");
+    out
+}
+
+#[test]
+fn the_env_file_carries_every_value_exactly() {
+    let values = [
+        "  lead\nmulti \"dq\" 'sq' $HOME ${PATH} `cmd` back\\slash\\\nafter #hash ;semi a=b ünï\ttab end\\",
+        "\\",
+        "\\\\\"",
+        "$",
+        "\n\n",
+        "",
+        "=\"",
+        "\\n is not a newline",
+    ];
+    let vars: Vec<(String, String)> =
+        values.iter().enumerate().map(|(i, v)| (format!("V{i}"), v.to_string())).collect();
+    assert_eq!(systemd_env_file(&render_env_file(&vars)), vars);
 }
 
 #[test]
 fn secrets_and_caller_env_go_to_the_file_never_to_environment() {
     let p = plan_for(r#"{"provider":"claude","cwd":"/x","env":{"API_KEY":"k","AGENT_RELAY_TAGS":"spoof"}}"#);
+    assert_eq!(p.dropped_env, ["AGENT_RELAY_AGENT_ID", "AGENT_RELAY_TAGS"], "the config's and request's spoofs");
     assert!(p.environment.iter().all(|(k, v)| k != "AGENT_RELAY_TOKEN" && !v.contains("tok-secret")));
     assert!(p.environment.iter().all(|(k, _)| k != "API_KEY" && k != "FROM_CONFIG"));
     let file: BTreeMap<_, _> = p.secret_env.iter().cloned().collect();
