@@ -229,10 +229,7 @@ pub fn v1_controllers(proc_cgroups: &str) -> Vec<String> {
 }
 
 /// The leading number of systemd's `Version` (`252.38-1~deb12u1`, `v255`, `255~rc1`).
-pub fn major_version(version: &str) -> Option<u32> {
-    let digits: String = version.trim_start_matches('v').chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
+pub use crate::model::exec::major_version;
 
 /// `tmux -V`'s `tmux 3.3a` / `tmux next-3.4` as (3, 3) / (3, 4).
 pub fn tmux_version(text: &str) -> Option<(u32, u32)> {

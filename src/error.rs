@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::io::host::HostError;
 use crate::io::runner::RunnerError;
 use crate::model::config::ConfigError;
+use crate::model::exec::ExecError;
 use crate::model::naming::NameTooLong;
 use crate::model::request::InvalidRequest;
 use crate::model::unitfile::RenderError;
@@ -73,6 +74,9 @@ pub enum Error {
     Systemd { op: String, name: Option<String>, message: String },
     #[error("{op} failed: {message}")]
     Tmux { op: String, message: String },
+    /// The manager cannot run a command line exactly (see [`crate::model::exec`]).
+    #[error(transparent)]
+    Exec(#[from] ExecError),
     /// A unit file could not be rendered from our own property list: a bug of ours, not input.
     #[error("rendering the unit file: {0} (a bug: please report it)")]
     Render(#[from] RenderError),

@@ -260,6 +260,13 @@ pub enum Command {
         #[arg(long)]
         spawn_request_id: Option<String>,
     },
+    /// Run a percent-encoded command line in place of this process (run by agent units whose words systemd < 254 cannot keep, not by people)
+    #[command(hide = true)]
+    Exec {
+        /// The program, then its argv (argv[0] first), each word percent-encoded (`%24` is `$`, `%3B` is `;`, `%25` is `%`)
+        #[arg(required = true, last = true, value_name = "WORD")]
+        words: Vec<String>,
+    },
 }
 
 /// Shells a completion script is generated for (the ones the packages install one for).

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::error::Error;
+use crate::model::exec::ExecError;
 use args::{Cli, Output};
 
 /// A failed verb: its message, the kind a program matches on, and the exit code.
@@ -50,6 +51,7 @@ pub fn classify(e: &Error) -> (&'static str, u8) {
         | Error::Name(_)
         | Error::Argument(_)
         | Error::Host(_)
+        | Error::Exec(ExecError::NoLauncher { .. })
         | Error::Runner(_)
         | Error::BadReference { .. }
         | Error::NotAGuest { .. } => ("invalid", 2),
@@ -64,7 +66,7 @@ pub fn classify(e: &Error) -> (&'static str, u8) {
         Error::Io { .. } => ("io", 1),
         Error::Systemd { .. } => ("systemd", 1),
         Error::Tmux { .. } => ("tmux", 1),
-        Error::Render(_) => ("internal", 1),
+        Error::Render(_) | Error::Exec(ExecError::Unexpected { .. }) => ("internal", 1),
     }
 }
 

@@ -17,6 +17,9 @@ use crate::model::config::{Config, ConfigInputs};
 use crate::model::request::{self, SpawnRequest};
 use crate::ops::{self, Supervisor};
 
+/// systemd's `EXIT_EXEC` (systemd.exec(5) "Process Exit Codes"): the program could not be executed.
+const EXIT_EXEC: u8 = 203;
+
 /// The one dispatch: each verb to its function.
 pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
     let o = cli.global.output;
@@ -63,6 +66,10 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
                 Ok(_) => Ok(ExitCode::SUCCESS),
                 Err(e) => Err(io_failure(format!("recording the exit of {unit}: {e}"))),
             }
+        }
+        // Returns only when the program could not be executed: systemd's own status for that.
+        Command::Exec { words } => {
+            Err(Failure { message: format!("exec: {}", ops::exec::exec_encoded(words)), kind: "exec", code: EXIT_EXEC })
         }
         Command::Sandbox { cmd } => match crate::io::sandbox::run_sandboxed(cmd) {
             Ok(code) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),

@@ -1,6 +1,7 @@
 //! One pure function per `doctor` check: facts in, a finding (verdict, detail, fix) out.
 
 use super::*;
+use crate::model::exec::EXACT_TRANSIENT_EXEC;
 
 /// Oldest systemd the agent units work on: `Type=exec`, `LogExtraFields=` and
 /// `StandardOutput=append:` (our `StandardOutputFileToAppend`) all arrived in systemd 240.
@@ -88,7 +89,16 @@ pub fn systemd_version(m: &ManagerFact) -> Finding {
         ),
         Some(v) => {
             let tested = if v < TESTED_SYSTEMD { format!("; tested with {TESTED_SYSTEMD}") } else { String::new() };
-            ok("systemd-version", format!("systemd {v} (>= {MIN_SYSTEMD}{tested}){features}"))
+            // How agents' command lines reach the runner exactly (src/model/exec.rs).
+            let exec = if v >= EXACT_TRANSIENT_EXEC {
+                "command lines sent as ExecStartEx= with no-env-expand".to_string()
+            } else {
+                format!(
+                    "systemd < {EXACT_TRANSIENT_EXEC} cannot keep `$` or `;` of a transient command line across a \
+                     reload: such command lines start through `agent-relay-systemd exec`"
+                )
+            };
+            ok("systemd-version", format!("systemd {v} (>= {MIN_SYSTEMD}{tested}){features}; {exec}"))
         }
     }
 }

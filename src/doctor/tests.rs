@@ -109,6 +109,9 @@ fn systemd_older_than_240_is_required_and_exits_8() {
     f.manager = reachable("245.4-4ubuntu3");
     assert_status(&f, "systemd-version", Status::Ok, "");
     assert!(finding(&f, "systemd-version").detail.contains("tested with 252"));
+    assert!(finding(&f, "systemd-version").detail.contains("agent-relay-systemd exec"));
+    f.manager = reachable("254");
+    assert!(finding(&f, "systemd-version").detail.contains("ExecStartEx= with no-env-expand"));
     f.manager = reachable("weird");
     assert_status(&f, "systemd-version", Status::Warn, "systemctl --version");
 }

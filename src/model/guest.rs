@@ -161,7 +161,10 @@ pub fn guest_properties(g: &GuestUnitSpec<'_>) -> Vec<Property> {
         ),
         ("Slice", Value::Str(AGENT_SLICE.into())),
         ("Type", Value::Str("exec".into())),
-        ("ExecStart", Value::Exec(vec![(tmux.clone(), vec![tmux, "-L".into(), g.name.into(), "-D".into()], false)])),
+        (
+            "ExecStartEx",
+            crate::model::exec::exact(&tmux, &[tmux.clone(), "-L".into(), g.name.into(), "-D".into()], false),
+        ),
         ("BindsTo", Value::Strs(vec![g.agent_unit.into()])),
         ("After", Value::Strs(vec![g.agent_unit.into()])),
         ("RuntimeMaxUSec", Value::U64(g.ttl_ms * 1000)),

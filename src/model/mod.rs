@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod events;
+pub mod exec;
 pub mod exit;
 pub mod guest;
 pub mod limits;

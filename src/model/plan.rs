@@ -343,26 +343,20 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, crate
     }
     let secret_env: Vec<(String, String)> = secret.into_iter().collect();
 
+    // `--flag=value`, one word each: a value that begins with `-` (an agentId or spawnRequestId
+    // of `--unit=…`) stays a value and forges no flag of the recorder.
     let record_exit_argv = inp.record_exit.map(|(exe, dir)| {
-        let mut argv: Vec<String> = vec![
-            exe.display().to_string(),
-            "record-exit".into(),
-            "--dir".into(),
-            dir.display().to_string(),
-            "--unit".into(),
-            unit.clone(),
-            "--session".into(),
-            session.clone(),
-            "--agent-id".into(),
-            agent_id.clone(),
-            "--provider".into(),
-            req.provider.clone(),
-            "--log-file".into(),
-            log_file.display().to_string(),
+        let mut argv: Vec<String> = vec![exe.display().to_string(), "record-exit".into()];
+        let rid = req.spawn_request_id.as_ref().map(|rid| ("spawn-request-id", rid.clone()));
+        let flags = [
+            ("dir", dir.display().to_string()),
+            ("unit", unit.clone()),
+            ("session", session.clone()),
+            ("agent-id", agent_id.clone()),
+            ("provider", req.provider.clone()),
+            ("log-file", log_file.display().to_string()),
         ];
-        if let Some(rid) = &req.spawn_request_id {
-            argv.extend(["--spawn-request-id".to_string(), rid.clone()]);
-        }
+        argv.extend(flags.into_iter().chain(rid).map(|(flag, value)| format!("--{flag}={value}")));
         argv
     });
     let description = format!("Agent Relay {} agent \"{}\" ({})", req.provider, label, agent_id);

@@ -15,8 +15,11 @@ pub enum Value {
     U64(u64),
     /// `as`
     Strs(Vec<String>),
-    /// `a(sasb)`: path, argv, ignore-failure
+    /// `a(sasb)`: path, argv, ignore-failure (`ExecStart`…: systemd expands `$VAR` in the argv)
     Exec(Vec<(String, Vec<String>, bool)>),
+    /// `a(sasas)`: path, argv, flags (`ExecStartEx`…, systemd 243+: `no-env-expand`,
+    /// `ignore-failure`, …); see [`crate::model::exec`]
+    ExecEx(Vec<(String, Vec<String>, Vec<String>)>),
     /// `a(sb)`: path, ignore-missing
     EnvFiles(Vec<(String, bool)>),
     /// `aay`

@@ -3,6 +3,7 @@
 
 pub use crate::model::property::{find, Property, Value};
 
+use crate::model::exec;
 use crate::model::naming::AGENT_SLICE;
 use crate::model::plan::SpawnPlan;
 use crate::model::request::Lifecycle;
@@ -23,9 +24,12 @@ pub fn agent_properties(plan: &SpawnPlan) -> Vec<Property> {
         ("Description", s(&plan.description)),
         ("Slice", s(AGENT_SLICE)),
         // exec: the start job fails when the runner cannot be executed, instead of a unit that
-        // "started" and died at once (systemd.service(5)).
+        // "started" and died at once (systemd.service(5)); where a command line goes through
+        // our `exec` launcher (see `exec::for_manager`), only the launcher's execution is known.
         ("Type", s("exec")),
-        ("ExecStart", Exec(vec![(plan.argv[0].clone(), plan.argv.clone(), false)])),
+        // Exactly these words, nothing `$VAR`-expanded: the request's fields are on this argv.
+        // `exec::for_manager` adapts it to a systemd that cannot keep it across a reload.
+        ("ExecStartEx", exec::exact(&plan.argv[0], &plan.argv, false)),
         ("WorkingDirectory", s(&plan.cwd.display().to_string())),
         ("Environment", Strs(plan.environment.iter().map(|(k, v)| format!("{k}={v}")).collect())),
         ("EnvironmentFiles", EnvFiles(vec![(plan.env_file.display().to_string(), false)])),
@@ -42,7 +46,7 @@ pub fn agent_properties(plan: &SpawnPlan) -> Vec<Property> {
     props.extend(crate::model::limits::properties(&plan.limits));
     if let Some(argv) = &plan.record_exit_argv {
         // Ignore-failure: recording must never change how the unit ended.
-        props.push(("ExecStopPost", Exec(vec![(argv[0].clone(), argv.clone(), true)])));
+        props.push(("ExecStopPostEx", exec::exact(&argv[0], argv, true)));
     }
     match plan.lifecycle {
         Lifecycle::Persistent => {

@@ -2,6 +2,7 @@
 //! transient unit → the text of an equivalent unit file, so transient and durable agents never
 //! drift. Quoting follows systemd.syntax(7) and systemd.service(5). Pure: no IO.
 
+use crate::model::exec;
 use crate::model::property::{Property, Value};
 
 /// Where a durable agent's unit file points operators for help.
@@ -43,7 +44,7 @@ enum Kind {
     Percent,
     /// One quoted word per line (`Environment=`, `LogExtraFields=`).
     Words,
-    /// An exec line per command, words quoted and `$` doubled.
+    /// An exec line per command, words quoted and `$` doubled: the words run as written.
     Exec,
     /// `EnvironmentFile=[-]path`.
     EnvFiles,
@@ -59,6 +60,8 @@ const TABLE: &[(&str, Section, &str, Kind)] = &[
     ("Type", Section::Service, "Type", Kind::Keyword),
     ("ExecStart", Section::Service, "ExecStart", Kind::Exec),
     ("ExecStopPost", Section::Service, "ExecStopPost", Kind::Exec),
+    ("ExecStartEx", Section::Service, "ExecStart", Kind::Exec),
+    ("ExecStopPostEx", Section::Service, "ExecStopPost", Kind::Exec),
     ("WorkingDirectory", Section::Service, "WorkingDirectory", Kind::Text),
     ("Environment", Section::Service, "Environment", Kind::Words),
     ("EnvironmentFiles", Section::Service, "EnvironmentFile", Kind::EnvFiles),
@@ -148,6 +151,22 @@ fn lines(name: &str, key: &str, kind: Kind, value: &Value) -> Result<Vec<String>
         (Kind::Exec, Value::Exec(cmds)) => {
             cmds.iter().map(|(path, argv, ignore)| exec_line(key, path, argv, *ignore).map_err(bad)).collect()
         }
+        (Kind::Exec, Value::ExecEx(cmds)) => cmds
+            .iter()
+            .map(|(path, argv, flags)| {
+                // `no-env-expand` is what the doubled `$` already gives, on every systemd since 240
+                // (the `:` prefix would need 242); a command whose words systemd should expand,
+                // or another flag, is nothing our units use.
+                if !flags.iter().any(|f| f == exec::NO_ENV_EXPAND) {
+                    return Err(bad("a command line without no-env-expand"));
+                }
+                if !flags.iter().all(|f| f == exec::NO_ENV_EXPAND || f == exec::IGNORE_FAILURE) {
+                    return Err(bad("an ExecStartEx flag other than no-env-expand and ignore-failure"));
+                }
+                let ignore = flags.iter().any(|f| f == exec::IGNORE_FAILURE);
+                exec_line(key, path, argv, ignore).map_err(bad)
+            })
+            .collect(),
         (Kind::EnvFiles, Value::EnvFiles(files)) => files
             .iter()
             .map(|(path, ignore)| Ok(format!("{key}={}{}", if *ignore { "-" } else { "" }, text(path).map_err(bad)?)))

@@ -80,6 +80,7 @@ impl Supervisor {
             ttl_ms: spec.ttl_ms,
             created_ms: created,
         });
+        let props = self.exact_for(props, &self.mgr.version().await?)?;
         match self.mgr.start_transient(&unit, &props, self.mgr.timeout()).await {
             Ok(job) if job.result == "done" => {}
             Ok(job) => {

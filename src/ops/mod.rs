@@ -4,6 +4,7 @@
 
 pub mod diagnose;
 pub mod durable;
+pub mod exec;
 pub mod guests;
 pub mod logs;
 pub mod reap;

@@ -9,13 +9,14 @@ use crate::io::files;
 use crate::io::host::{self, HostEnv};
 use crate::io::systemd::StartError;
 use crate::model::config::Config;
+use crate::model::exec;
 use crate::model::meta::AgentMeta;
 use crate::model::naming;
 use crate::model::plan::{self, PlanInputs};
 use crate::model::record::AgentRecord;
 use crate::model::request::{self, SpawnRequest};
 use crate::model::state::ActiveState;
-use crate::model::unit;
+use crate::model::unit::{self, Property};
 use crate::ops::{now_ms, to_record, Supervisor};
 use std::time::Duration;
 
@@ -32,20 +33,22 @@ impl Supervisor {
     pub async fn spawn(&self, req: &SpawnRequest) -> Result<SpawnOutcome, Error> {
         let plan = plan_request(&self.config, &self.host, req, &self.runtime_root()?)?;
 
-        // The files are written while the idempotency lookup is on the wire (join polls the
-        // lookup first, which sends it); if it finds the agent, the guard removes them again.
+        // The files are written while the idempotency lookup and the manager's `Version` are on
+        // the wire (join polls them first, which sends them); if the lookup finds the agent, the
+        // guard removes the files again.
         let lookup = async {
             match &req.spawn_request_id {
                 Some(rid) => self.find_live_request(rid, &req.provider).await,
                 None => Ok(None),
             }
         };
-        let (found, files) = futures_util::join!(lookup, async { files::write_spawn_files(&plan) });
+        let (found, version, files) =
+            futures_util::join!(lookup, self.mgr.version(), async { files::write_spawn_files(&plan) });
         if let Some(agent) = found? {
             return Ok(SpawnOutcome { created: false, agent });
         }
         let files = files?;
-        let props = unit::agent_properties(&plan);
+        let props = self.exact_for(unit::agent_properties(&plan), &version?)?;
         for attempt in 0..3 {
             match self.mgr.start_transient_viewed(&plan.unit, &props, self.mgr.timeout()).await {
                 Ok((job, Some(mut snap))) if job.result == "done" => {
@@ -135,6 +138,13 @@ impl Supervisor {
             Some(r) if r.active() == ActiveState::Activating => self.await_settled(&r.systemd_unit).await.map(Some),
             other => Ok(other),
         }
+    }
+
+    /// `props` as the manager of `version` must receive them to run every command line exactly
+    /// as planned ([`exec::for_manager`]); our own binary is the `exec` launcher.
+    pub(crate) fn exact_for(&self, props: Vec<Property>, version: &str) -> Result<Vec<Property>, Error> {
+        let launcher = self.host.self_exe.as_ref().map(|p| p.display().to_string());
+        Ok(exec::for_manager(props, Some(version), launcher.as_deref())?)
     }
 
     /// Waits (bounded) until a unit that another spawn is starting has left `activating/start`.

@@ -47,7 +47,7 @@ proptest! {
                         let props = unit::agent_properties(&p);
                         let fields = AgentMeta::from_log_extra_fields(&p.meta.to_log_extra_fields());
                         prop_assert_eq!(fields.as_ref(), Some(&p.meta));
-                        prop_assert!(unit::find(&props, "ExecStart").is_some());
+                        prop_assert!(unit::find(&props, "ExecStartEx").is_some());
                     }
                 }
             }

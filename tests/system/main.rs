@@ -19,6 +19,8 @@ mod exits;
 mod guests;
 // Hostile callers: metadata forged through LogExtraFields= across a reload; planted symlinks.
 mod hostile_meta;
+// Hostile words on the runner's argv: never expanded by systemd, exact after a reload and a restart.
+mod hostile_exec;
 // A hung manager (SIGSTOP): every command fails within --timeout; `watch` rides it out.
 mod hung;
 // The CLI SIGKILLed mid-spawn and mid-stop: nothing half made after one `reap`.

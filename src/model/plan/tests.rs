@@ -360,3 +360,24 @@ fn unit_properties_carry_what_an_operator_checks() {
     let persistent = agent_properties(&plan_for(r#"{"provider":"claude","cwd":"/x"}"#));
     assert_eq!(find(&persistent, "Restart"), Some(&Value::Str("on-failure".into())));
 }
+
+#[test]
+fn command_lines_are_run_exactly() {
+    let p = plan_for(
+        r#"{"provider":"claude","cwd":"/x","model":"${AGENT_RELAY_TOKEN}","agentId":"--unit=x",
+            "spawnRequestId":"-r;$X","providerArgs":["$INJECT"]}"#,
+    );
+    let props = agent_properties(&p);
+    assert!(find(&props, "ExecStart").is_none() && find(&props, "ExecStopPost").is_none());
+    let no_expand = vec!["no-env-expand".to_string()];
+    assert_eq!(find(&props, "ExecStartEx"), Some(&Value::ExecEx(vec![(p.argv[0].clone(), p.argv.clone(), no_expand)])));
+    assert!(p.argv.contains(&"${AGENT_RELAY_TOKEN}".to_string()) && p.argv.ends_with(&["$INJECT".to_string()]));
+    let Some(Value::ExecEx(post)) = find(&props, "ExecStopPostEx") else { panic!("no ExecStopPostEx") };
+    assert_eq!(post[0].2, ["ignore-failure", "no-env-expand"]);
+    // The recorder's values are `--flag=value` words: one starting with `-` forges no flag.
+    let argv = &post[0].1;
+    assert_eq!(argv[..2], ["/usr/bin/agent-relay-systemd", "record-exit"]);
+    assert!(argv.contains(&"--agent-id=--unit=x".to_string()), "{argv:?}");
+    assert!(argv.contains(&"--spawn-request-id=-r;$X".to_string()), "{argv:?}");
+    assert!(argv[2..].iter().all(|w| w.starts_with("--") && w.contains('=')), "{argv:?}");
+}

@@ -36,6 +36,23 @@ fn exec_lines_carry_prefixes_outside_the_words() {
 }
 
 #[test]
+fn exact_commands_render_as_the_same_exec_lines() {
+    let argv = vec!["/usr/bin/r".to_string(), "${T}".to_string(), "a;b".to_string()];
+    let start = render(&[("ExecStartEx", exec::exact("/usr/bin/r", &argv, false))]).unwrap();
+    assert!(start.contains("\nExecStart=/usr/bin/r \"$${T}\" \"a;b\"\n"), "{start}");
+    let post = render(&[("ExecStopPostEx", exec::exact("/usr/bin/r", &argv, true))]).unwrap();
+    assert!(post.contains("\nExecStopPost=-/usr/bin/r "), "{post}");
+    // Words systemd should expand, or flags our units do not use, have no form here.
+    let ex = |flags: &[&str]| {
+        let flags = flags.iter().map(|f| f.to_string()).collect();
+        render(&[("ExecStartEx", ExecEx(vec![("/usr/bin/r".into(), argv.clone(), flags)]))])
+    };
+    assert!(matches!(ex(&[]), Err(RenderError::Unrepresentable { .. })));
+    assert!(matches!(ex(&["no-env-expand", "privileged"]), Err(RenderError::Unrepresentable { .. })));
+    assert!(ex(&["ignore-failure", "no-env-expand"]).is_ok());
+}
+
+#[test]
 fn one_line_values_refuse_what_a_line_cannot_hold() {
     assert_eq!(text("/home/u/my projects/50%").unwrap(), "/home/u/my projects/50%%");
     assert!(text("a\nb").is_err());

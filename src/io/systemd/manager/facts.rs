@@ -1,5 +1,6 @@
-//! What the manager says about itself and about installed unit files, for `doctor`: read-only
-//! calls, each bounded like every other call of [`Manager`]. Changes nothing.
+//! What the manager says about itself and about installed unit files, for `doctor` (and its
+//! `Version` for `spawn`): read-only calls, each bounded like every other call of [`Manager`].
+//! Changes nothing.
 
 use super::{error_name, Manager};
 use crate::error::Error;
@@ -24,6 +25,11 @@ impl Manager {
             Ok(ManagerInfo { version, features, control_group })
         };
         self.bounded("reading the manager's Version, Features and ControlGroup", read).await
+    }
+
+    /// `Version` alone: which command lines the manager keeps exactly ([`crate::model::exec`]).
+    pub async fn version(&self) -> Result<String, Error> {
+        self.bounded("reading the manager's Version", self.proxy.version()).await
     }
 
     /// `GetUnitFileState`: `enabled`, `disabled`, `static`, …; `None` when no unit file of that
