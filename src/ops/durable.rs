@@ -111,7 +111,7 @@ impl Supervisor {
         let failure = match installed {
             Ok(job) if job.result == "done" => None,
             Ok(job) => {
-                let detail = self.start_failure(&plan.unit, &job.result).await;
+                let detail = self.start_failure(&plan, &job.result).await;
                 Some(Error::SpawnFailed { unit: plan.unit.clone(), detail })
             }
             Err(e) => Some(e),

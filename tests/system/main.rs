@@ -17,6 +17,8 @@ mod durable;
 mod exits;
 // Guest terminals: a tmux server per guest in its own unit, bound to its agent, ended at its TTL.
 mod guests;
+// Hostile callers and runners: oversized requests, planted links, non-files, tmux formats.
+mod hostile_input;
 // A hung manager (SIGSTOP): every command fails within --timeout; `watch` rides it out.
 mod hung;
 // The CLI SIGKILLed mid-spawn and mid-stop: nothing half made after one `reap`.
