@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
 use crate::model::naming;
 
 pub const DEFAULT_TMUX_PREFIX: &str = "ar";
@@ -32,9 +30,9 @@ pub struct Config {
     pub exit_retention_days: u32,
 }
 
-/// The file as written by the orchestrator. Unknown keys are the orchestrator's own and ignored.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// The file as written by the orchestrator ([`parse_file`]). Unknown keys are the orchestrator's
+/// own and ignored.
+#[derive(Debug, Default)]
 struct ConfigFile {
     hostname: Option<String>,
     relay_url: Option<String>,
@@ -83,7 +81,7 @@ pub fn config_path(flag: Option<&Path>, inputs: &ConfigInputs<'_>) -> (PathBuf, 
 pub fn resolve(text: Option<&str>, path: &Path, inputs: &ConfigInputs<'_>) -> Result<Config, ConfigError> {
     let malformed = |message: String| ConfigError::Malformed { path: path.to_path_buf(), message };
     let file: ConfigFile = match text {
-        Some(t) if !t.trim().is_empty() => serde_json::from_str(t).map_err(|e| malformed(e.to_string()))?,
+        Some(t) if !t.trim().is_empty() => parse_file(t).map_err(malformed)?,
         _ => ConfigFile::default(),
     };
     let var = |k: &str| (inputs.var)(k).filter(|v| !v.is_empty());
@@ -94,17 +92,17 @@ pub fn resolve(text: Option<&str>, path: &Path, inputs: &ConfigInputs<'_>) -> Re
     let base_dir_raw = var("AGENT_RELAY_BASE_DIR").or(file.base_dir).unwrap_or_else(|| "~/projects".to_string());
     let base_dir = expand_home(&base_dir_raw, inputs.home);
     if !base_dir.is_absolute() {
-        return Err(malformed(format!("baseDir must be an absolute path or start with ~/, got {base_dir_raw:?}")));
+        return Err(malformed("baseDir must be an absolute path or start with ~/".into()));
     }
     let tmux_prefix =
         var("AGENT_RELAY_TMUX_PREFIX").or(file.tmux_prefix).unwrap_or_else(|| DEFAULT_TMUX_PREFIX.to_string());
     if !naming::prefix_is_valid(&tmux_prefix) {
-        return Err(malformed(format!("tmuxPrefix {tmux_prefix:?} must be 1-32 characters of a-z, 0-9, _ and -")));
+        return Err(malformed("tmuxPrefix must be 1-32 characters of a-z, 0-9, _ and -".into()));
     }
     let api_port = match var("AGENT_RELAY_API_PORT") {
         Some(v) => v.parse::<u16>().map_err(|_| ConfigError::BadEnv {
             var: "AGENT_RELAY_API_PORT",
-            message: format!("{v:?} is not a port number"),
+            message: "must be a port number (0-65535)".into(),
         })?,
         None => file.api_port.unwrap_or(DEFAULT_API_PORT),
     };
@@ -121,8 +119,8 @@ pub fn resolve(text: Option<&str>, path: &Path, inputs: &ConfigInputs<'_>) -> Re
     if let Some(bad) = env.keys().find(|k| !crate::model::request::env_key_is_valid(k)) {
         return Err(malformed(format!("env key {bad:?} is not a valid variable name")));
     }
-    if let Err(e) = crate::model::limits::resolve(None, file.limits.as_ref()) {
-        return Err(malformed(e));
+    if crate::model::limits::resolve(None, file.limits.as_ref()).is_err() {
+        return Err(malformed(format!("limits must be {LIMITS}")));
     }
     let exit_retention_days = file.exit_retention_days.unwrap_or(7);
     if exit_retention_days == 0 {
@@ -142,12 +140,52 @@ pub fn resolve(text: Option<&str>, path: &Path, inputs: &ConfigInputs<'_>) -> Re
     })
 }
 
+/// What `limits` holds, for a message that names no value.
+const LIMITS: &str = "an object of memoryMax and memoryHigh (bytes, or a size like \"4G\"), tasksMax (a whole \
+                      number above 0) and cpuQuota (percent of one CPU, 1 to 100000), memoryHigh not above memoryMax";
+
+/// The file's text → its known keys. A problem names the key and what it must hold, never the
+/// value found (a secret typed into the wrong key would be printed): serde's own messages quote
+/// the value, so each key is read on its own.
+fn parse_file(text: &str) -> Result<ConfigFile, String> {
+    // Syntax errors say where, not what.
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => format!("not JSON: {e}"),
+        _ => format!("not JSON (at line {} column {})", e.line(), e.column()),
+    })?;
+    let serde_json::Value::Object(map) = value else {
+        return Err("the file must hold a JSON object".into());
+    };
+    fn key<T: serde::de::DeserializeOwned>(
+        map: &serde_json::Map<String, serde_json::Value>,
+        name: &str,
+        expected: &str,
+    ) -> Result<Option<T>, String> {
+        match map.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => T::deserialize(v).map(Some).map_err(|_| format!("{name} must be {expected}")),
+        }
+    }
+    Ok(ConfigFile {
+        hostname: key(&map, "hostname", "a string")?,
+        relay_url: key(&map, "relayUrl", "a string")?,
+        token: key(&map, "token", "a string")?,
+        base_dir: key(&map, "baseDir", "a string")?,
+        env: key(&map, "env", "an object of strings")?,
+        tmux_prefix: key(&map, "tmuxPrefix", "a string")?,
+        api_port: key(&map, "apiPort", "a port number (0-65535)")?,
+        runner_command: key(&map, "runnerCommand", "an array of strings")?,
+        limits: key(&map, "limits", &format!("{LIMITS}, no other keys"))?,
+        exit_retention_days: key(&map, "exitRetentionDays", "a whole number of days")?,
+    })
+}
+
 /// `AGENT_RELAY_RUNNER_COMMAND`: a JSON array, or words separated by whitespace.
 fn parse_command_var(v: &str) -> Result<Vec<String>, ConfigError> {
     if v.trim_start().starts_with('[') {
-        serde_json::from_str(v).map_err(|e| ConfigError::BadEnv {
+        serde_json::from_str(v).map_err(|_| ConfigError::BadEnv {
             var: "AGENT_RELAY_RUNNER_COMMAND",
-            message: format!("not a JSON array of strings: {e}"),
+            message: "must be a JSON array of strings (or words separated by whitespace)".into(),
         })
     } else {
         Ok(v.split_whitespace().map(str::to_string).collect())
@@ -209,5 +247,36 @@ mod tests {
         assert!(err.to_string().contains("/etc/o.json"), "{err}");
         let err = resolve(Some(r#"{"env":{"1BAD":"x"}}"#), Path::new("/o.json"), &inputs(&none)).unwrap_err();
         assert!(err.to_string().contains("1BAD"), "{err}");
+    }
+
+    #[test]
+    fn a_value_in_the_wrong_field_is_never_echoed() {
+        let none = |_: &str| None;
+        let secret = "tok-SECRET-123";
+        let cases = [
+            (format!(r#"{{"apiPort":"{secret}"}}"#), "apiPort", "a port number"),
+            (format!(r#"{{"token":["{secret}"]}}"#), "token", "a string"),
+            (format!(r#"{{"env":{{"K":["{secret}"]}}}}"#), "env", "an object of strings"),
+            (format!(r#"{{"runnerCommand":"{secret}"}}"#), "runnerCommand", "an array of strings"),
+            (format!(r#"{{"exitRetentionDays":"{secret}"}}"#), "exitRetentionDays", "a whole number"),
+            (format!(r#"{{"limits":{{"tasksMax":"{secret}"}}}}"#), "limits", "memoryMax"),
+            (format!(r#"{{"tmuxPrefix":"{secret}!"}}"#), "tmuxPrefix", "1-32 characters"),
+            (format!(r#"{{"baseDir":"{secret}"}}"#), "baseDir", "absolute"),
+            (format!(r#"{{"hostname":1, "x": "{secret}"}}"#), "hostname", "a string"),
+            (format!(r#"["{secret}"]"#), "a JSON object", "object"),
+            (format!(r#"{{"token": "{secret}" "#), "line 1", "EOF"),
+        ];
+        for (text, field, expected) in cases {
+            let err = resolve(Some(&text), Path::new("/o.json"), &inputs(&none)).unwrap_err().to_string();
+            assert!(!err.contains("SECRET"), "{text}: the value is echoed: {err}");
+            assert!(err.contains(field) && err.contains(expected), "{text}: {err} lacks {field} / {expected}");
+            assert!(err.contains("/o.json") && !err.contains('\n'), "{err}");
+        }
+        let vars = |k: &str| (k == "AGENT_RELAY_API_PORT").then(|| secret.to_string());
+        let err = resolve(None, Path::new("/o.json"), &inputs(&vars)).unwrap_err().to_string();
+        assert!(!err.contains("SECRET") && err.contains("AGENT_RELAY_API_PORT"), "{err}");
+        let vars = |k: &str| (k == "AGENT_RELAY_RUNNER_COMMAND").then(|| format!(r#"["{secret}", 1]"#));
+        let err = resolve(None, Path::new("/o.json"), &inputs(&vars)).unwrap_err().to_string();
+        assert!(!err.contains("SECRET") && err.contains("AGENT_RELAY_RUNNER_COMMAND"), "{err}");
     }
 }

@@ -66,6 +66,9 @@ pub struct Facts {
     /// Exit records; `mtime_ms` is the record's time.
     pub exit_records: Vec<FileFact>,
     pub guest_sockets: Vec<FileFact>,
+    /// Launch files of guests (`guests/<guest>.json`, the spec's env): their launcher reads and
+    /// removes each as the pane starts, so one older than the grace was never read.
+    pub guest_launch_files: Vec<FileFact>,
     /// Durable agents' secret directories (`<session>.<attempt>`), one per spawn attempt.
     pub durable_dirs: Vec<FileFact>,
     pub durable_unit_files: Vec<DurableUnitFile>,
@@ -81,6 +84,7 @@ pub enum Action {
     ResetFailedUnit(String),
     PruneExitRecord(PathBuf),
     EndGuestServer(String),
+    RemoveGuestLaunchFile(PathBuf),
 }
 
 /// A failed unit whose exit is recorded: the reap resets it, and with it goes its agent.
@@ -142,6 +146,11 @@ pub fn decide(f: &Facts) -> Vec<Action> {
     for s in &f.guest_sockets {
         if !guests.contains(s.owner.as_str()) && old_enough(s) {
             out.push(Action::EndGuestServer(s.owner.clone()));
+        }
+    }
+    for l in &f.guest_launch_files {
+        if old_enough(l) {
+            out.push(Action::RemoveGuestLaunchFile(l.path.clone()));
         }
     }
     out
@@ -246,6 +255,12 @@ mod tests {
                     durable_dirs.retain(|d: &FileFact| seen.insert(d.path.clone()));
                     let mut seen = HashSet::new();
                     durable_unit_files.retain(|u: &DurableUnitFile| seen.insert(u.session.clone()));
+                    let mut seen = HashSet::new();
+                    let guest_launch_files = guest_sockets
+                        .iter()
+                        .map(|s| FileFact { path: PathBuf::from(format!("/g/{}.json", s.owner)), ..s.clone() })
+                        .filter(|l| seen.insert(l.path.clone()))
+                        .collect();
                     Facts {
                         now_ms: now,
                         grace_ms: g,
@@ -256,6 +271,7 @@ mod tests {
                         runner_infos,
                         exit_records,
                         guest_sockets,
+                        guest_launch_files,
                         durable_dirs,
                         durable_unit_files,
                     }
@@ -312,6 +328,10 @@ mod tests {
                     Action::PruneExitRecord(p) => {
                         let fact = f.exit_records.iter().find(|x| x.path == p).unwrap();
                         prop_assert!(f.now_ms - fact.mtime_ms >= f.retention_ms);
+                    }
+                    Action::RemoveGuestLaunchFile(p) => {
+                        let fact = f.guest_launch_files.iter().find(|x| x.path == p).unwrap();
+                        prop_assert!(f.now_ms - fact.mtime_ms >= f.grace_ms, "a launch file younger than the grace");
                     }
                 }
             }

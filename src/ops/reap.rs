@@ -190,6 +190,13 @@ impl Supervisor {
             .filter(|(n, _, t)| crate::model::guest::is_guest_name(n, prefix) && t.is_socket())
             .filter_map(|(n, p, _)| Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner: n }))
             .collect();
+        let guest_launch_files = typed_entries(&root.join("guests"))
+            .into_iter()
+            .filter(|(n, _, t)| n.ends_with(".json") && removable_file(t))
+            .filter_map(|(n, p, _)| {
+                Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner: n.trim_end_matches(".json").into() })
+            })
+            .collect();
         Ok(Facts {
             now_ms: now_ms(),
             grace_ms: GRACE.as_millis() as u64,
@@ -200,6 +207,7 @@ impl Supervisor {
             runner_infos,
             exit_records,
             guest_sockets,
+            guest_launch_files,
             durable_dirs,
             durable_unit_files,
         })
@@ -215,7 +223,7 @@ impl Supervisor {
                 std::fs::rename(p, &doomed).map_err(Error::io("renaming", p))?;
                 crate::io::files::remove_entry(&doomed).map_err(Error::io("removing", &doomed))
             }
-            Action::RemoveRunnerInfo(p) | Action::PruneExitRecord(p) => {
+            Action::RemoveRunnerInfo(p) | Action::PruneExitRecord(p) | Action::RemoveGuestLaunchFile(p) => {
                 // Only files and links were gathered: remove_file never follows a link.
                 match std::fs::symlink_metadata(p) {
                     Ok(m) if m.is_dir() => Ok(()),

@@ -99,6 +99,19 @@ fn oversized_requests_are_refused_before_systemd() {
 }
 
 #[test]
+fn an_exec_too_large_for_linux_is_named_e2big() {
+    // A request cannot get there (its limits); a config `env` value of 200 KB can: execve fails
+    // with E2BIG, which systemd reports as 203/EXEC, as it does a missing runner.
+    let env = Env::with_config(|c| c["env"] = json!({"HUGE": "x".repeat(200_000)}));
+    let out = env.run(&["spawn"], Some(&env.request(json!({"spawnRequestId": "e2big"})).to_string()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("E2BIG") && err.contains("too large") && !err.contains("runner path"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(env.agent_units().is_empty(), "{:?}", env.agent_units());
+}
+
+#[test]
 fn reap_never_follows_a_planted_link() {
     let env = Env::new();
     // Somebody's files, outside every directory of ours.
@@ -280,7 +293,12 @@ fn reap_resets_failed_guest_units() {
     assert!(wait_until(Duration::from_secs(5), || env.prop(&unit, "ActiveState") == "failed"));
     let list = env.json(&["guest", "list", "-o", "json"], None);
     assert_eq!(list[0]["activeState"], "failed", "{list}");
+    // A launch file no pane read (its server died first): it holds the spec's env, and goes.
+    let stale = env.runtime_dir().join("agent-relay-systemd/guests/ar-guest-claude-gone-0badc0de.json");
+    std::fs::write(&stale, "{}").unwrap();
+    backdate(&stale, 3600);
     let report = env.json(&["reap", "-o", "json"], None);
+    assert!(!stale.exists(), "{report}");
     let resets: Vec<&str> = report["actions"]
         .as_array()
         .unwrap()
