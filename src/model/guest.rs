@@ -316,7 +316,7 @@ mod tests {
     fn guest_names_fit_the_socket_directory_or_are_refused() {
         let (p, a) = ("p".repeat(64), "host-claude-a-rather-long-label-0123456789abcdef");
         let full = guest_name("ar", &p, a, "abcd1234", 500).unwrap();
-        assert_eq!(full.len(), 3 + 7 + 64 + 1 + 48 + 1 + 8);
+        assert_eq!(full.len(), "ar-guest-".len() + 64 + 1 + 48 + 1 + 8);
         for max in [full.len() - 1, 60, 40, 27] {
             let n = guest_name("ar", &p, a, "abcd1234", max).unwrap();
             assert!(n.len() <= max, "{n} longer than {max}");
