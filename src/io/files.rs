@@ -181,7 +181,7 @@ impl SpawnFiles {
 impl Drop for SpawnFiles {
     fn drop(&mut self) {
         if let Some(dir) = self.dir.take() {
-            let _ = std::fs::remove_dir_all(dir);
+            let _ = remove_entry(&dir);
         }
     }
 }

@@ -96,8 +96,7 @@ impl Supervisor {
         let unit_file = unit_dir.join(&plan.unit);
         // Replacing a stopped durable agent: its definition comes back if this start fails.
         // Ours, but in a user-writable directory: a regular file of bounded size only.
-        let previous =
-            files::read_regular(&unit_file, 1024 * 1024).ok().and_then(|b| String::from_utf8(b).ok());
+        let previous = files::read_regular(&unit_file, 1024 * 1024).ok().and_then(|b| String::from_utf8(b).ok());
         let installed = async {
             write_unit_file(&unit_dir, &unit_file, &text)?;
             // Enable, then reload, as `systemctl enable` does: the reload makes the manager read
