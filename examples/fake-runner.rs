@@ -116,7 +116,9 @@ fn serve_control(info_path: &str, provider: &str, cwd: &str, pid: u32) {
     if std::fs::write(&tmp, info.to_string()).and_then(|_| std::fs::rename(&tmp, path)).is_err() {
         say("FAKE-RUNNER INFO-WRITE-FAILED");
     }
-    let spec = var("FAKE_RUNNER_ATTACH_SPEC").unwrap_or_else(|| {
+    // A spec larger than a spawn request's env value may be (32 KiB) comes from a file.
+    let from_file = var("FAKE_RUNNER_ATTACH_SPEC_FILE").and_then(|p| std::fs::read_to_string(p).ok());
+    let spec = from_file.or_else(|| var("FAKE_RUNNER_ATTACH_SPEC")).unwrap_or_else(|| {
         serde_json::json!({
             "mode": "guest", "provider": provider, "cwd": cwd,
             "command": ["/bin/sh", "-c", "echo guest-ready; exec sleep 3600"], "env": {"FAKE_GUEST": "1"},

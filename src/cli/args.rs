@@ -242,6 +242,12 @@ pub enum Command {
         #[arg(value_enum)]
         shell: CompletionShell,
     },
+    /// Run a guest's command from its launch file (run by the guest's tmux pane, not by people)
+    #[command(hide = true)]
+    GuestExec {
+        /// The launch file `guest create` wrote
+        file: PathBuf,
+    },
     /// Record how a run ended (run by the agent units' ExecStopPost=, not by people)
     #[command(hide = true)]
     RecordExit {

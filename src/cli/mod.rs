@@ -32,7 +32,10 @@ impl From<Error> for Failure {
 
 /// The binary: parse the command line, run its verb, report.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return parse_failure(&e, std::env::args().skip(1)),
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("AGENT_RELAY_LOG"))
@@ -70,6 +73,54 @@ pub fn classify(e: &Error) -> (&'static str, u8) {
     }
 }
 
+/// A command line clap refused: under `-o json` the JSON error document (kind `invalid`, exit 2)
+/// with clap's one-line reason; otherwise clap's own report. `--help` and `--version` are
+/// printed as clap prints them, exit 0.
+fn parse_failure(e: &clap::Error, args: impl Iterator<Item = String>) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) || !wants_json(args) {
+        e.exit();
+    }
+    let message = match e.kind() {
+        // Its text is the help, not a reason.
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => "a command is required; see --help".to_string(),
+        _ => {
+            // The first paragraph (`error: … not provided:` and the missing arguments under it),
+            // made one line; the usage and tips after it are for people.
+            let text = e.to_string();
+            let para: Vec<&str> = text.trim_start().lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+            let line = para.join(" ");
+            let line = line.strip_prefix("error: ").unwrap_or(&line);
+            if line.is_empty() {
+                "invalid arguments".to_string()
+            } else {
+                line.to_string()
+            }
+        }
+    };
+    fail(Output::Json, &Failure { message, kind: "invalid", code: 2 })
+}
+
+/// `-o json`, `-ojson`, `-o=json`, `--output json` or `--output=json` before any `--`.
+fn wants_json(args: impl Iterator<Item = String>) -> bool {
+    let mut prev = String::new();
+    for a in args {
+        if a == "--" {
+            return false;
+        }
+        let value = match a.as_str() {
+            "-ojson" | "-o=json" | "--output=json" => return true,
+            v if prev == "-o" || prev == "--output" => v,
+            _ => "",
+        };
+        if value == "json" {
+            return true;
+        }
+        prev = a;
+    }
+    false
+}
+
 fn fail(output: Output, f: &Failure) -> ExitCode {
     eprintln!("error: {}", f.message);
     if output == Output::Json {
@@ -77,4 +128,19 @@ fn fail(output: Output, f: &Failure) -> ExitCode {
         println!("{body}");
     }
     ExitCode::from(f.code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_output_is_found_in_any_spelling() {
+        let yes = |a: &[&str]| wants_json(a.iter().map(|s| s.to_string()));
+        assert!(yes(&["list", "-o", "json"]));
+        assert!(yes(&["--output", "json", "list"]));
+        assert!(yes(&["-ojson"]) && yes(&["-o=json"]) && yes(&["--output=json"]));
+        assert!(!yes(&["list", "-o", "text"]) && !yes(&["list"]) && !yes(&["json"]));
+        assert!(!yes(&["sandbox", "--", "x", "-o", "json"]), "the sandboxed command's own");
+    }
 }

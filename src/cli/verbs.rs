@@ -75,6 +75,7 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             Ok(code) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),
             Err(e) => Err(Failure { message: format!("sandbox: {e}"), kind: "sandbox", code: 1 }),
         },
+        Command::GuestExec { file } => Err(ops::guests::guest_exec(file).into()),
         Command::Manpage => manpage(),
         Command::Completions { shell } => completions(*shell),
     }

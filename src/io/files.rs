@@ -1,9 +1,13 @@
 //! Our files and directories: 0700 directories, 0600 files created anew (never following or
 //! reusing what is there), the files of a spawn (removed again unless kept), and lock files.
+//! Our directories are writable by the agents (same user), so nothing in them is trusted: no
+//! link is followed to read, chmod or delete, and only regular files are read, bounded in size.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
 
 use crate::error::Error;
 use crate::model::plan::SpawnPlan;
@@ -23,6 +27,7 @@ pub async fn lock_file(
         .truncate(false)
         .write(true)
         .mode(0o600)
+        .custom_flags(OFlag::O_NOFOLLOW.bits())
         .open(path)
         .map_err(Error::io("opening", path))?;
     let deadline = tokio::time::Instant::now() + wait;
@@ -69,10 +74,8 @@ pub fn private_dir(dir: &Path) -> Result<(), Error> {
     if !meta.is_dir() {
         return Err(refuse("it is not a directory".into()));
     }
-    let opened = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_DIRECTORY).bits())
-        .open(dir);
+    let opened =
+        std::fs::OpenOptions::new().read(true).custom_flags((OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY).bits()).open(dir);
     let handle = match opened {
         Ok(h) => h,
         // Replaced by a symlink since the look above.
@@ -87,6 +90,75 @@ pub fn private_dir(dir: &Path) -> Result<(), Error> {
         return Err(refuse(format!("it is owned by uid {}, not by this user (uid {me})", meta.uid())));
     }
     handle.set_permissions(std::fs::Permissions::from_mode(0o700)).map_err(Error::io("setting mode of", dir))
+}
+
+/// Opens `path` for reading if it is a regular file: not through a link at its last component
+/// (`O_NOFOLLOW`), never blocking on a FIFO or device (`O_NONBLOCK`), checked with `fstat` on
+/// what was opened. The error says what the path is instead.
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
+        .open(path)
+        .map_err(explain)?;
+    let t = f.metadata()?.file_type();
+    if t.is_file() {
+        return Ok(f);
+    }
+    let what = if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "not a file"
+    };
+    Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("not a regular file ({what})")))
+}
+
+/// A regular file of at most `max` bytes, read whole (see [`open_regular`]).
+pub fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let f = open_regular(path)?;
+    let mut buf = Vec::new();
+    f.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("larger than {max} bytes")));
+    }
+    Ok(buf)
+}
+
+const LINK: &str = "a symbolic link, not followed";
+
+/// `O_NOFOLLOW` on a link fails with ELOOP, whose text ("too many levels of symbolic links")
+/// misleads: say what it is.
+fn explain(e: std::io::Error) -> std::io::Error {
+    if e.raw_os_error() == Some(nix::libc::ELOOP) {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, LINK)
+    } else {
+        e
+    }
+}
+
+/// Removes what `path` itself is: a directory tree (whose links are removed, never followed), or
+/// a file, socket or link (the link, not its target). Missing is fine.
+pub fn remove_entry(path: &Path) -> std::io::Result<()> {
+    let r = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether `path` is a directory itself (not a link to one).
+pub fn is_real_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
 }
 
 /// Writes a new 0600 file (never following or reusing an existing one).
@@ -108,7 +180,8 @@ pub fn remove_session_dirs(agents_dir: &Path, session: &str, keep: Option<&Path>
         let name = e.file_name();
         let name = name.to_string_lossy();
         if name.rsplit_once('.').map(|(s, _)| s) == Some(session) && Some(e.path().as_path()) != keep {
-            let _ = std::fs::remove_dir_all(e.path());
+            // A link planted under our name goes, never what it points to.
+            let _ = remove_entry(&e.path());
         }
     }
 }
@@ -127,7 +200,7 @@ impl SpawnFiles {
 impl Drop for SpawnFiles {
     fn drop(&mut self) {
         if let Some(dir) = self.dir.take() {
-            let _ = std::fs::remove_dir_all(dir);
+            let _ = remove_entry(&dir);
         }
     }
 }
@@ -157,8 +230,67 @@ pub fn write_spawn_files(plan: &SpawnPlan) -> Result<SpawnFiles, Error> {
         .append(true)
         .create(true)
         .mode(0o600)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .custom_flags(OFlag::O_NOFOLLOW.bits())
         .open(&plan.log_file)
         .map_err(Error::io("creating log file (not through a symlink)", &plan.log_file))?;
     Ok(guard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn only_regular_files_are_read_and_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("f");
+        std::fs::write(&file, "12345").unwrap();
+        assert_eq!(read_regular(&file, 5).unwrap(), b"12345");
+        assert!(read_regular(&file, 4).unwrap_err().to_string().contains("larger than 4 bytes"));
+        let link = d.path().join("zero");
+        symlink("/dev/zero", &link).unwrap();
+        assert!(read_regular(&link, 1 << 20).unwrap_err().to_string().contains("symbolic link"));
+        assert!(read_regular(Path::new("/dev/zero"), 1 << 20).unwrap_err().to_string().contains("a device"));
+        let fifo = d.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let started = std::time::Instant::now();
+        assert!(read_regular(&fifo, 10).unwrap_err().to_string().contains("a FIFO"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert!(read_regular(d.path(), 10).unwrap_err().to_string().contains("a directory"));
+    }
+
+    #[test]
+    fn links_in_our_directories_are_never_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(outside.join("2024-budget.xlsx"), "precious").unwrap();
+        // chmod: a link where our directory should be is refused, its target untouched.
+        let ours = d.path().join("ours");
+        symlink(&outside, &ours).unwrap();
+        let err = private_dir(&ours).unwrap_err().to_string();
+        assert!(err.contains("symlink"), "{err}");
+        assert_eq!(std::fs::metadata(&outside).unwrap().permissions().mode() & 0o777, 0o755);
+        // delete: a link named like a session's directory goes, not what it points to.
+        let agents = d.path().join("agents");
+        std::fs::create_dir(&agents).unwrap();
+        symlink(&outside, agents.join("ar-claude-s-1.0badc0de")).unwrap();
+        std::fs::create_dir(agents.join("ar-claude-s-1.1badc0de")).unwrap();
+        remove_session_dirs(&agents, "ar-claude-s-1", None);
+        assert_eq!(std::fs::read_dir(&agents).unwrap().count(), 0);
+        assert!(outside.join("2024-budget.xlsx").exists());
+        remove_entry(&ours).unwrap();
+        assert!(outside.join("2024-budget.xlsx").exists() && !ours.exists());
+        // lock files are not opened through a link.
+        let lock = d.path().join("reap.lock");
+        symlink(outside.join("2024-budget.xlsx"), &lock).unwrap();
+        assert!(tokio_test_block_on(lock_file(&lock, std::time::Duration::ZERO, "x")).is_err());
+        assert_eq!(std::fs::read_to_string(outside.join("2024-budget.xlsx")).unwrap(), "precious");
+    }
+
+    fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(f)
+    }
 }

@@ -21,6 +21,10 @@ pub enum HostError {
     Cwd(String),
     #[error("tmux is not installed (not on PATH); install tmux for guest terminals")]
     NoTmux,
+    #[error("agent-relay-systemd is not on PATH; guest terminals start through it (`agent-relay-systemd guest-exec`)")]
+    NoSelfExe,
+    #[error("no guest name fits a tmux socket path in {}/: a socket path holds at most 107 bytes (sun_path is 108 with its NUL); set a shorter TMUX_TMPDIR", dir.display())]
+    SocketPathTooLong { dir: PathBuf },
     #[error("the user manager does not read unit files from {} (its search path: {search}); run with the XDG_CONFIG_HOME the manager has", dir.display())]
     UnitDirNotRead { dir: PathBuf, search: String },
 }

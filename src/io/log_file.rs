@@ -1,13 +1,16 @@
-//! Reading an agent's log file: its tail, bounded in size.
+//! Reading an agent's log file: its tail, bounded in size, and only when it is a regular file.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
+use crate::io::files::open_regular;
 use crate::model::logtext::{log_lines, MAX_TAIL_BYTES};
 
-/// The last `n` lines of a log, reading at most [`MAX_TAIL_BYTES`] from its end.
+/// The last `n` lines of a log, reading at most [`MAX_TAIL_BYTES`] from its end. The log is the
+/// runner's to replace: only a regular file is read (not a link, FIFO or device, which would
+/// never end or never answer).
 pub fn tail_file(path: &Path, n: usize, raw: bool) -> std::io::Result<(Vec<String>, u64)> {
-    let mut f = std::fs::File::open(path)?;
+    let mut f = open_regular(path)?;
     let len = f.metadata()?.len();
     let start = len.saturating_sub(MAX_TAIL_BYTES);
     f.seek(SeekFrom::Start(start))?;
@@ -24,13 +27,41 @@ pub fn tail_file(path: &Path, n: usize, raw: bool) -> std::io::Result<(Vec<Strin
 /// What was appended to `path` since `offset` (at most [`MAX_TAIL_BYTES`]), and the file's length
 /// now; nothing when the file is missing or shorter than `offset` (truncated).
 pub fn read_from(path: &Path, offset: u64) -> std::io::Result<(Vec<u8>, u64)> {
-    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let mut f = match open_regular(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
     if len <= offset {
         return Ok((Vec::new(), len));
     }
-    let mut f = std::fs::File::open(path)?;
     f.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::new();
     f.take(MAX_TAIL_BYTES).read_to_end(&mut buf)?;
     Ok((buf, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_or_device_is_not_read() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("a.log");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let started = std::time::Instant::now();
+        assert!(tail_file(&fifo, 10, false).unwrap_err().to_string().contains("not a regular file"));
+        assert!(read_from(&fifo, 0).is_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "blocked on the FIFO");
+        let link = d.path().join("b.log");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        assert!(tail_file(&link, 10, false).is_err() && read_from(&link, 0).is_err());
+        assert_eq!(read_from(&d.path().join("missing.log"), 0).unwrap(), (Vec::new(), 0));
+        let log = d.path().join("c.log");
+        std::fs::write(&log, "one\ntwo\n").unwrap();
+        assert_eq!(tail_file(&log, 1, false).unwrap(), (vec!["two".to_string()], 8));
+        assert_eq!(read_from(&log, 4).unwrap(), (b"two\n".to_vec(), 8));
+    }
 }

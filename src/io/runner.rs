@@ -10,15 +10,22 @@ use crate::model::guest::MAX_SPEC_BYTES;
 
 /// Bound on the runner's control URL, as the seed.
 pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest runner-info file read (a runner writes a few hundred bytes).
+pub const MAX_RUNNER_INFO_BYTES: u64 = 64 * 1024;
+/// Longest runner error message shown.
+pub const MAX_RUNNER_ERROR_CHARS: usize = 200;
 
 /// Why the runner could not give an attach spec.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
     #[error("runner control URL is unavailable; restart the agent to enable terminal attach")]
     NoControlUrl,
+    #[error("runner info {path} is not usable: {why}; restart the agent to enable terminal attach")]
+    BadInfo { path: String, why: String },
     #[error("runner control URL {0:?} is not http://127.0.0.1:<port>; refusing")]
     NotLoopback(String),
-    #[error("{0}")]
+    /// The runner's own `error` text, made one short line ([`one_line`]).
+    #[error("the runner refused: {0}")]
     Refused(String),
     #[error("the runner did not answer {url} within {ATTACH_TIMEOUT:?}")]
     Timeout { url: String },
@@ -28,52 +35,45 @@ pub enum RunnerError {
     BadSpec(String),
 }
 
-/// Largest runner-info file read (a runner writes a few hundred bytes).
-pub const MAX_INFO_BYTES: u64 = 64 * 1024;
 /// Longest tmux session name taken from a runner-info file.
 const MAX_TMUX_SESSION: usize = 256;
 
-/// The runner-info file as a JSON object, read within bounds: a regular file only (a symlink is
-/// not followed, a FIFO or device not waited on), at most [`MAX_INFO_BYTES`]; else `None`.
-pub fn read_info(path: &Path) -> Option<serde_json::Map<String, serde_json::Value>> {
-    use nix::fcntl::OFlag;
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
-        .open(path)
-        .ok()?;
-    let meta = f.metadata().ok()?;
-    if !meta.is_file() || meta.len() > MAX_INFO_BYTES {
-        return None;
-    }
-    let mut body = Vec::new();
-    f.take(MAX_INFO_BYTES + 1).read_to_end(&mut body).ok()?;
-    if body.len() as u64 > MAX_INFO_BYTES {
-        return None;
-    }
-    match serde_json::from_slice(&body).ok()? {
-        serde_json::Value::Object(m) => Some(m),
-        _ => None,
+/// The runner-info file as a JSON object: a regular file (not a link, FIFO or device) of at most
+/// [`MAX_RUNNER_INFO_BYTES`]. `NoControlUrl` when it is missing or not a JSON object, `BadInfo`
+/// (naming what the path is) when it is not such a file.
+pub fn read_info(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, RunnerError> {
+    let bytes = match crate::io::files::read_regular(path, MAX_RUNNER_INFO_BYTES) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(RunnerError::NoControlUrl),
+        Err(e) => return Err(RunnerError::BadInfo { path: path.display().to_string(), why: e.to_string() }),
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        _ => Err(RunnerError::NoControlUrl),
     }
 }
 
 /// The control URL the runner wrote into its runner-info file.
 pub fn control_url(info_path: &Path) -> Result<String, RunnerError> {
-    let info = read_info(info_path).ok_or(RunnerError::NoControlUrl)?;
+    let info = read_info(info_path)?;
     Ok(info.get("controlUrl").and_then(|v| v.as_str()).unwrap_or_default().to_string())
 }
 
 /// The tmux session the runner of `agent_id` names in its runner-info file, if it names one (a
 /// file that another agent's runner wrote names none for this one).
 pub fn tmux_session(info_path: &Path, agent_id: &str) -> Option<String> {
-    let info = read_info(info_path)?;
+    let info = read_info(info_path).ok()?;
     if matches!(info.get("agentId"), Some(serde_json::Value::String(id)) if id != agent_id) {
         return None;
     }
     let name = info.get("tmuxSession")?.as_str()?;
     (!name.is_empty() && name.len() <= MAX_TMUX_SESSION && !name.chars().any(char::is_control))
         .then(|| name.to_string())
+}
+
+/// A runner's text as one line of ours, at most [`MAX_RUNNER_ERROR_CHARS`] characters.
+pub fn one_line(text: &str) -> String {
+    crate::model::logtext::one_line(text, MAX_RUNNER_ERROR_CHARS)
 }
 
 /// `GET <controlUrl>/terminal/attach-spec`, loopback only, bounded in time and size.
@@ -88,11 +88,11 @@ pub fn fetch_attach_spec(control_url: &str) -> Result<Vec<u8>, RunnerError> {
     let resp = match agent.get(&url).call() {
         Ok(r) => r,
         Err(ureq::Error::Status(code, r)) => {
-            let text = r.into_string().unwrap_or_default();
-            let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            return Err(RunnerError::Refused(
-                body["error"].as_str().map(str::to_string).unwrap_or(format!("runner attach-spec failed with {code}")),
-            ));
+            let mut text = Vec::new();
+            let _ = r.into_reader().take(MAX_SPEC_BYTES as u64).read_to_end(&mut text);
+            let body: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
+            let said = body["error"].as_str().map(one_line).filter(|t| !t.is_empty());
+            return Err(RunnerError::Refused(said.unwrap_or(format!("runner attach-spec failed with {code}"))));
         }
         Err(ureq::Error::Transport(t)) if is_timeout(&t) => return Err(RunnerError::Timeout { url }),
         Err(e) => return Err(RunnerError::Unreachable { url, detail: e.to_string() }),
@@ -117,4 +117,61 @@ fn is_timeout(t: &ureq::Transport) -> bool {
         source = e.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A one-shot HTTP server on 127.0.0.1 answering `status` with `body`.
+    fn serve_once(status: &str, body: String) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let status = status.to_string();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut head = [0u8; 4096];
+            let _ = s.read(&mut head);
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        });
+        format!("http://127.0.0.1:{port}")
+    }
+
+    #[test]
+    fn a_runner_error_is_one_sanitised_short_line() {
+        let said = format!("bad\nthing\r\n\x1b[31mred\x1b[0m \x1b]0;title\x07\u{202e}gnirts {}", "y".repeat(500));
+        let url = serve_once("409 Conflict", serde_json::json!({ "error": said }).to_string());
+        let err = fetch_attach_spec(&url).unwrap_err();
+        assert!(matches!(err, RunnerError::Refused(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(text.starts_with("the runner refused: bad thing red gnirts yyy"), "{text:?}");
+        assert!(!text.chars().any(|c| c.is_control() || c == '\u{202e}'), "{text:?}");
+        assert!(text.chars().count() <= MAX_RUNNER_ERROR_CHARS + 30, "{} chars", text.chars().count());
+        // No usable text: the status.
+        let url = serve_once("500 Internal Server Error", serde_json::json!({ "error": "\x1b[2J" }).to_string());
+        assert_eq!(
+            fetch_attach_spec(&url).unwrap_err().to_string(),
+            "the runner refused: runner attach-spec failed with 500"
+        );
+    }
+
+    #[test]
+    fn runner_info_must_be_a_small_regular_file() {
+        let d = tempfile::tempdir().unwrap();
+        let info = d.path().join("s.json");
+        assert!(matches!(control_url(&info), Err(RunnerError::NoControlUrl)));
+        std::os::unix::fs::symlink("/dev/zero", &info).unwrap();
+        let err = control_url(&info).unwrap_err().to_string();
+        assert!(err.contains("runner info") && err.contains("symbolic link"), "{err}");
+        std::fs::remove_file(&info).unwrap();
+        std::fs::write(&info, vec![b' '; MAX_RUNNER_INFO_BYTES as usize + 1]).unwrap();
+        assert!(control_url(&info).unwrap_err().to_string().contains("larger than"));
+        std::fs::write(&info, r#"{"controlUrl":"http://127.0.0.1:9"}"#).unwrap();
+        assert_eq!(control_url(&info).unwrap(), "http://127.0.0.1:9");
+    }
 }

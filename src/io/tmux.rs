@@ -22,19 +22,14 @@ impl Tmux {
         Tmux { tmpdir: tmpdir.to_path_buf() }
     }
 
-    /// `new-session -d` on the guest's server: a 200×50 pane in `cwd` running `command`.
-    pub async fn new_session(
-        &self,
-        socket: &str,
-        cwd: &str,
-        env: &[(String, String)],
-        command: &[String],
-    ) -> Result<(), Error> {
+    /// `new-session -d` on the guest's server: a 200×50 pane running `command` (our launcher,
+    /// which enters the guest's directory and sets its environment itself). Nothing of an
+    /// attach spec is given to tmux: `-c` is expanded as a format (`#(cmd)` runs a shell
+    /// command, `#{l:/etc}` names another directory) and `-e` values are parsed for separators.
+    pub async fn new_session(&self, socket: &str, command: &[String]) -> Result<(), Error> {
         let mut args = vec![s("-L"), s(socket), s("new-session"), s("-d"), s("-s"), s(socket), s("-x"), s("200")];
-        args.extend([s("-y"), s("50"), s("-c"), s(cwd)]);
-        for (k, v) in env {
-            args.extend([s("-e"), format!("{k}={v}")]);
-        }
+        // A fixed start directory with no format in it: the launcher changes to the guest's.
+        args.extend([s("-y"), s("50"), s("-c"), s("/")]);
         args.push(s("--"));
         args.extend(command.iter().cloned());
         self.run(&args).await.map(drop)
@@ -74,7 +69,10 @@ impl Tmux {
     async fn run(&self, args: &[String]) -> Result<String, Error> {
         let mut cmd = tokio::process::Command::new("tmux");
         cmd.env("TMUX_TMPDIR", &self.tmpdir);
-        cmd.arg("-N").args(args).env_remove("TMUX").kill_on_drop(true).stdin(std::process::Stdio::null());
+        // `-L <socket>` are tmux's own options; what follows is one command's arguments.
+        let (options, command) = args.split_at(args.len().min(2));
+        cmd.arg("-N").args(options).args(command.iter().map(|a| escape_separator(a).into_owned()));
+        cmd.env_remove("TMUX").kill_on_drop(true).stdin(std::process::Stdio::null());
         let out = match tokio::time::timeout(TMUX_TIMEOUT, cmd.output()).await {
             Err(_) => return Err(Error::Timeout { what: format!("tmux {}", args.join(" ")), after: TMUX_TIMEOUT }),
             Ok(Err(e)) => return Err(Error::Io { op: "running", path: "tmux".into(), source: e }),
@@ -93,4 +91,28 @@ impl Tmux {
 
 fn s(v: &str) -> String {
     v.to_string()
+}
+
+/// tmux reads an argument ending in `;` as the end of a command (its separator) and drops the
+/// `;`; one ending in `\;` as the argument with a `;` at the end. So a `\` before a final `;`
+/// makes every argument arrive as it is (`a;` → `a\;`, `a\;` → `a\\;`, `;` → `\;`).
+pub(crate) fn escape_separator(arg: &str) -> std::borrow::Cow<'_, str> {
+    match arg.strip_suffix(';') {
+        Some(head) => format!("{head}\\;").into(),
+        None => arg.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_final_semicolon_is_escaped_once() {
+        assert_eq!(escape_separator("echo hi;"), "echo hi\\;");
+        assert_eq!(escape_separator(";"), "\\;");
+        assert_eq!(escape_separator("a\\;"), "a\\\\;");
+        assert_eq!(escape_separator("a;b"), "a;b");
+        assert_eq!(escape_separator("#{l:/etc}"), "#{l:/etc}");
+    }
 }

@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
 pub const DEFAULT_TMUX_PREFIX: &str = "ar";
 pub const DEFAULT_API_PORT: u16 = 4860;
 pub const DEFAULT_RELAY_URL: &str = "http://127.0.0.1:4850";
@@ -46,9 +44,9 @@ pub struct Config {
     pub shared_mcp_url: String,
 }
 
-/// The file as written by the orchestrator. Unknown keys are the orchestrator's own and ignored.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// The file as written by the orchestrator ([`parse_file`]). Unknown keys are the orchestrator's
+/// own and ignored.
+#[derive(Debug, Default)]
 struct ConfigFile {
     id: Option<String>,
     hostname: Option<String>,
@@ -105,7 +103,7 @@ pub fn config_path(flag: Option<&Path>, inputs: &ConfigInputs<'_>) -> (PathBuf, 
 pub fn resolve(text: Option<&str>, path: &Path, inputs: &ConfigInputs<'_>) -> Result<Config, ConfigError> {
     let malformed = |message: String| ConfigError::Malformed { path: path.to_path_buf(), message };
     let file: ConfigFile = match text {
-        Some(t) if !t.trim().is_empty() => serde_json::from_str(t).map_err(|e| malformed(e.to_string()))?,
+        Some(t) if !t.trim().is_empty() => parse_file(t).map_err(malformed)?,
         _ => ConfigFile::default(),
     };
     let var = |k: &str| (inputs.var)(k).filter(|v| !v.is_empty());
@@ -125,7 +123,7 @@ pub fn resolve(text: Option<&str>, path: &Path, inputs: &ConfigInputs<'_>) -> Re
     let base_dir_raw = pick(file.base_dir, "AGENT_RELAY_ORCHESTRATOR_BASE_DIR").unwrap_or_else(|| "~/projects".into());
     let base_dir = expand_home(&base_dir_raw, inputs.home);
     if !base_dir.is_absolute() {
-        return Err(malformed(format!("baseDir must be an absolute path or start with ~/, got {base_dir_raw:?}")));
+        return Err(malformed("baseDir must be an absolute path or start with ~/".into()));
     }
     for (name, value) in [("id", &id), ("hostname", &hostname), ("relayUrl", &relay_url)] {
         if value.chars().any(char::is_control) {
@@ -135,7 +133,7 @@ pub fn resolve(text: Option<&str>, path: &Path, inputs: &ConfigInputs<'_>) -> Re
     let tmux_prefix = file.tmux_prefix.filter(|p| !p.is_empty()).unwrap_or_else(|| DEFAULT_TMUX_PREFIX.to_string());
     if !tmux_prefix_is_valid(&tmux_prefix) {
         return Err(malformed(format!(
-            "tmuxPrefix {tmux_prefix:?} must be 1-{MAX_TMUX_PREFIX} characters of A-Z, a-z, 0-9, _ and -, starting with a letter or digit (tmux renders `.` and `:` in session names as `_`)"
+            "tmuxPrefix must be 1-{MAX_TMUX_PREFIX} characters of A-Z, a-z, 0-9, _ and -, starting with a letter or digit (tmux renders `.` and `:` in session names as `_`)"
         )));
     }
     let api_port = match file.api_port.filter(|p| *p != 0) {
@@ -158,8 +156,8 @@ pub fn resolve(text: Option<&str>, path: &Path, inputs: &ConfigInputs<'_>) -> Re
             return Err(malformed(format!("env: {e}")));
         }
     }
-    if let Err(e) = crate::model::limits::resolve(None, file.limits.as_ref()) {
-        return Err(malformed(e));
+    if crate::model::limits::resolve(None, file.limits.as_ref()).is_err() {
+        return Err(malformed(format!("limits must be {LIMITS}")));
     }
     let exit_retention_days = file.exit_retention_days.unwrap_or(7);
     if exit_retention_days == 0 {
@@ -208,7 +206,7 @@ fn env_port(name: &'static str, value: Option<String>) -> Result<Option<u16>, Co
     if n.fract() == 0.0 && (1.0..=65535.0).contains(&n) {
         return Ok(Some(n as u16));
     }
-    Err(ConfigError::BadEnv { var: name, message: format!("{:?} is not a port number", value.unwrap_or_default()) })
+    Err(ConfigError::BadEnv { var: name, message: "must be a port number (1-65535)".into() })
 }
 
 /// `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`, any case.
@@ -236,12 +234,54 @@ fn shared_mcp_url(var: &dyn Fn(&str) -> Option<String>) -> String {
     format!("http://{host}:{port}/mcp")
 }
 
+/// What `limits` holds, for a message that names no value.
+const LIMITS: &str = "an object of memoryMax and memoryHigh (bytes, or a size like \"4G\"), tasksMax (a whole \
+                      number above 0) and cpuQuota (percent of one CPU, 1 to 100000), memoryHigh not above memoryMax";
+
+/// The file's text → its known keys. A problem names the key and what it must hold, never the
+/// value found (a secret typed into the wrong key would be printed): serde's own messages quote
+/// the value, so each key is read on its own.
+fn parse_file(text: &str) -> Result<ConfigFile, String> {
+    // Syntax errors say where, not what.
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => format!("not JSON: {e}"),
+        _ => format!("not JSON (at line {} column {})", e.line(), e.column()),
+    })?;
+    let serde_json::Value::Object(map) = value else {
+        return Err("the file must hold a JSON object".into());
+    };
+    fn key<T: serde::de::DeserializeOwned>(
+        map: &serde_json::Map<String, serde_json::Value>,
+        name: &str,
+        expected: &str,
+    ) -> Result<Option<T>, String> {
+        match map.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => T::deserialize(v).map(Some).map_err(|_| format!("{name} must be {expected}")),
+        }
+    }
+    Ok(ConfigFile {
+        id: key(&map, "id", "a string")?,
+        hostname: key(&map, "hostname", "a string")?,
+        relay_url: key(&map, "relayUrl", "a string")?,
+        token: key(&map, "token", "a string")?,
+        base_dir: key(&map, "baseDir", "a string")?,
+        env: key(&map, "env", "an object of strings")?,
+        tmux_prefix: key(&map, "tmuxPrefix", "a string")?,
+        api_port: key(&map, "apiPort", "a port number (0-65535)")?,
+        runner_command: key(&map, "runnerCommand", "an array of strings")?,
+        limits: key(&map, "limits", &format!("{LIMITS}, no other keys"))?,
+        exit_retention_days: key(&map, "exitRetentionDays", "a whole number of days")?,
+        inherit_environment: key(&map, "inheritEnvironment", "true or false")?,
+    })
+}
+
 /// `AGENT_RELAY_RUNNER_COMMAND`: a JSON array, or words separated by whitespace.
 fn parse_command_var(v: &str) -> Result<Vec<String>, ConfigError> {
     if v.trim_start().starts_with('[') {
-        serde_json::from_str(v).map_err(|e| ConfigError::BadEnv {
+        serde_json::from_str(v).map_err(|_| ConfigError::BadEnv {
             var: "AGENT_RELAY_RUNNER_COMMAND",
-            message: format!("not a JSON array of strings: {e}"),
+            message: "must be a JSON array of strings (or words separated by whitespace)".into(),
         })
     } else {
         Ok(v.split_whitespace().map(str::to_string).collect())
@@ -383,5 +423,38 @@ mod tests {
         }
         let err = resolve(Some(r#"{"env":{"K":"a\ufffeb"}}"#), Path::new("/o.json"), &inputs(&none)).unwrap_err();
         assert!(err.to_string().contains("noncharacter"), "{err}");
+    }
+
+    #[test]
+    fn a_value_in_the_wrong_field_is_never_echoed() {
+        let none = |_: &str| None;
+        let secret = "tok-SECRET-123";
+        let cases = [
+            (format!(r#"{{"apiPort":"{secret}"}}"#), "apiPort", "a port number"),
+            (format!(r#"{{"token":["{secret}"]}}"#), "token", "a string"),
+            (format!(r#"{{"env":{{"K":["{secret}"]}}}}"#), "env", "an object of strings"),
+            (format!(r#"{{"runnerCommand":"{secret}"}}"#), "runnerCommand", "an array of strings"),
+            (format!(r#"{{"exitRetentionDays":"{secret}"}}"#), "exitRetentionDays", "a whole number"),
+            (format!(r#"{{"limits":{{"tasksMax":"{secret}"}}}}"#), "limits", "memoryMax"),
+            (format!(r#"{{"tmuxPrefix":"{secret}!"}}"#), "tmuxPrefix", "1-32 characters"),
+            (format!(r#"{{"baseDir":"{secret}"}}"#), "baseDir", "absolute"),
+            (format!(r#"{{"hostname":1, "x": "{secret}"}}"#), "hostname", "a string"),
+            (format!(r#"["{secret}"]"#), "a JSON object", "object"),
+            (format!(r#"{{"token": "{secret}" "#), "line 1", "EOF"),
+        ];
+        for (text, field, expected) in cases {
+            let err = resolve(Some(&text), Path::new("/o.json"), &inputs(&none)).unwrap_err().to_string();
+            assert!(!err.contains("SECRET"), "{text}: the value is echoed: {err}");
+            assert!(err.contains(field) && err.contains(expected), "{text}: {err} lacks {field} / {expected}");
+            assert!(err.contains("/o.json") && !err.contains('\n'), "{err}");
+        }
+        // A number that is no port is refused without being echoed (one that is no number at
+        // all means the default, as the orchestrator's `Number(x) || 4860`).
+        let vars = |k: &str| (k == "AGENT_RELAY_ORCHESTRATOR_API_PORT").then(|| "98765".to_string());
+        let err = resolve(None, Path::new("/o.json"), &inputs(&vars)).unwrap_err().to_string();
+        assert!(!err.contains("98765") && err.contains("AGENT_RELAY_ORCHESTRATOR_API_PORT"), "{err}");
+        let vars = |k: &str| (k == "AGENT_RELAY_RUNNER_COMMAND").then(|| format!(r#"["{secret}", 1]"#));
+        let err = resolve(None, Path::new("/o.json"), &inputs(&vars)).unwrap_err().to_string();
+        assert!(!err.contains("SECRET") && err.contains("AGENT_RELAY_RUNNER_COMMAND"), "{err}");
     }
 }

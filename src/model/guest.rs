@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::naming::{sanitize_fs_name, Sanitize, AGENT_SLICE};
 use crate::model::property::{Property, Value};
@@ -93,11 +93,38 @@ pub fn clamp_ttl(ttl_ms: Option<u64>) -> u64 {
     ttl_ms.unwrap_or(DEFAULT_TTL_MS).clamp(MIN_TTL_MS, MAX_TTL_MS)
 }
 
-/// `<prefix>-guest-<provider>-<agent>-<rand8>`, as the seed.
-pub fn guest_name(prefix: &str, provider: &str, agent_id: &str, rand8: &str) -> String {
+/// A socket path holds at most this many bytes (`sun_path` is 108 with its NUL): a guest's tmux
+/// server listens on `$TMUX_TMPDIR/tmux-<uid>/<guest name>`.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// `<prefix>-guest-<provider>-<agent>-<rand8>`, as the seed, in at most `max_len` bytes (what
+/// the socket directory leaves of [`MAX_SOCKET_PATH`]): a longer `<provider>-<agent>` is cut and
+/// given a `-<sha8>` of the whole, so that the same agent always gets the same name. `None` when
+/// not even `<prefix>-guest-<sha8>-<rand8>` fits.
+pub fn guest_name(prefix: &str, provider: &str, agent_id: &str, rand8: &str, max_len: usize) -> Option<String> {
     let p = sanitize_fs_name(provider, Sanitize { lowercase: true, max_len: 64, fallback: "provider" });
     let a = sanitize_fs_name(agent_id, Sanitize { lowercase: true, max_len: 48, fallback: "agent" });
-    format!("{prefix}-guest-{p}-{a}-{rand8}")
+    let middle = format!("{p}-{a}");
+    let fixed = prefix.len() + "-guest-".len() + 1 + rand8.len();
+    if fixed + middle.len() <= max_len {
+        return Some(format!("{prefix}-guest-{middle}-{rand8}"));
+    }
+    let hash = crate::model::naming::sha8(&middle);
+    let room = max_len.checked_sub(fixed + hash.len())?;
+    // `<cut>-<hash>` when a cut of at least one character fits, else the hash alone.
+    let cut = middle[..room.saturating_sub(1).min(middle.len())].trim_end_matches(['-', '_']);
+    let middle = if cut.is_empty() { hash } else { format!("{cut}-{hash}") };
+    Some(format!("{prefix}-guest-{middle}-{rand8}"))
+}
+
+/// What the pane of a guest runs, handed to its launcher in a 0600 file (never on a command line,
+/// never through tmux, which would read formats in the directory and separators in the values).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestLaunch {
+    /// The spec's `cwd`, resolved (inside baseDir).
+    pub cwd: String,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
 }
 
 /// Only guest names are accepted where a guest is expected.
@@ -283,12 +310,29 @@ mod tests {
 
     #[test]
     fn names() {
-        let n = guest_name("ar", "Claude", "Host-claude-x-12345678", "abcd1234");
+        let n = guest_name("ar", "Claude", "Host-claude-x-12345678", "abcd1234", 80).unwrap();
         assert_eq!(n, "ar-guest-claude-host-claude-x-12345678-abcd1234");
         assert!(is_guest_name(&n, "ar"));
         assert!(!is_guest_name("ar-claude-x", "ar"));
         assert!(!is_guest_name("ar-guest-../x", "ar"));
         assert_eq!(guest_of_unit(&guest_unit(&n), "ar"), Some(n.as_str()));
+    }
+
+    #[test]
+    fn guest_names_fit_the_socket_directory_or_are_refused() {
+        let (p, a) = ("p".repeat(64), "host-claude-a-rather-long-label-0123456789abcdef");
+        let full = guest_name("ar", &p, a, "abcd1234", 500).unwrap();
+        assert_eq!(full.len(), "ar-guest-".len() + 64 + 1 + 48 + 1 + 8);
+        for max in [full.len() - 1, 60, 40, 27] {
+            let n = guest_name("ar", &p, a, "abcd1234", max).unwrap();
+            assert!(n.len() <= max, "{n} longer than {max}");
+            assert!(is_guest_name(&n, "ar") && n.ends_with("-abcd1234"), "{n}");
+            assert_eq!(guest_name("ar", &p, a, "abcd1234", max).unwrap(), n, "deterministic");
+            assert_ne!(guest_name("ar", &p, "another-agent", "abcd1234", max).unwrap(), n, "agents differ");
+        }
+        assert_eq!(guest_name("ar", &p, a, "abcd1234", 27).unwrap().len(), "ar-guest-".len() + 8 + 1 + 8);
+        assert_eq!(guest_name("ar", &p, a, "abcd1234", 25), None);
+        assert_eq!(guest_name("ar", &p, a, "abcd1234", 0), None);
     }
 
     #[test]

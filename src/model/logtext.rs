@@ -34,6 +34,28 @@ pub fn sanitize(text: &str) -> String {
     out
 }
 
+/// Text from elsewhere as one line of ours (an error message): escapes and control characters
+/// gone, bidi overrides too, whitespace runs made one space, at most `max_chars` characters.
+pub fn one_line(text: &str, max_chars: usize) -> String {
+    let clean = sanitize(text);
+    let words = clean.split(char::is_whitespace).filter(|w| !w.is_empty());
+    let mut out = words
+        .map(|w| w.chars().filter(|c| !is_bidi_control(*c)).collect::<String>())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if out.chars().count() > max_chars {
+        out = out.chars().take(max_chars.saturating_sub(1)).collect::<String>() + "…";
+    }
+    out
+}
+
+/// Characters that reorder how a terminal shows what follows (bidi embeddings, overrides,
+/// isolates and marks).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Skips the escape sequence at `chars[i] == ESC`; returns the index after it.
 fn skip_escape(chars: &[char], i: usize, out: &mut String) -> usize {
     match chars.get(i + 1) {

@@ -140,6 +140,28 @@ pub fn tmux_owner(home: &Path) -> String {
     Sha256::digest(state_file.display().to_string().as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
+/// Linux's bound on one argument or variable of an `execve` (`MAX_ARG_STRLEN`, 32 pages): a
+/// longer one fails it with E2BIG.
+pub const MAX_ARG_STRLEN: usize = 32 * 4096;
+/// `ARG_MAX` with the usual 8 MiB stack: argv and environment together.
+pub const TYPICAL_ARG_MAX: usize = 2 * 1024 * 1024;
+
+impl SpawnPlan {
+    /// What the runner's `execve` carries of ours: its largest string and the bytes of all,
+    /// argv and the variables we set (`Environment=` and the env file), NULs included.
+    pub fn exec_size(&self) -> (usize, usize) {
+        let args = self.argv.iter().map(|a| a.len() + 1);
+        let vars = self.environment.iter().chain(&self.secret_env).map(|(k, v)| k.len() + v.len() + 2);
+        args.chain(vars).fold((0, 0), |(largest, total), n| (largest.max(n), total + n))
+    }
+
+    /// The runner's `execve` would fail with E2BIG.
+    pub fn exec_too_large(&self) -> bool {
+        let (largest, total) = self.exec_size();
+        largest > MAX_ARG_STRLEN || total > TYPICAL_ARG_MAX
+    }
+}
+
 /// Directory of agent logs, as the seed's `LOG_DIR`.
 pub fn log_dir(home: &Path) -> PathBuf {
     home.join(".agent-relay").join("logs")

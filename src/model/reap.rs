@@ -1,7 +1,8 @@
 //! The reaper's decisions, pure: given what exists (units, files, sockets) and the time, what to
 //! remove, reset or end. It never selects anything of a loaded agent unit (live, unknown or
 //! dead-but-unrecorded) other than a failed unit with a recorded exit, which it resets and
-//! cleans, nor a guest whose unit exists, nor anything younger than the grace period
+//! cleans, nor a guest whose unit exists other than a failed one, which it resets (a guest whose
+//! server died or whose TTL ran out stays listed failed otherwise), nor anything younger than the grace period
 //! (a spawn or guest in flight writes its files before its unit appears), nor the secret directory
 //! a durable agent's unit file names (a stopped durable agent starts again with it at boot).
 
@@ -23,6 +24,15 @@ pub struct UnitFact {
     /// The agent directory its `EnvironmentFile=` is in, when it was read: another directory of
     /// the same session is what a spawn killed before its unit started left behind.
     pub agent_dir: Option<PathBuf>,
+}
+
+/// A loaded guest unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestUnitFact {
+    /// The guest's name (its tmux socket's).
+    pub name: String,
+    pub unit: String,
+    pub active_state: String,
 }
 
 /// A file or directory that belongs to a session (or a guest, for sockets).
@@ -49,13 +59,16 @@ pub struct Facts {
     pub grace_ms: u64,
     pub retention_ms: u64,
     pub agent_units: Vec<UnitFact>,
-    /// Names of loaded guest units (any state).
-    pub guest_units: Vec<String>,
+    /// Loaded guest units (any state).
+    pub guest_units: Vec<GuestUnitFact>,
     pub agent_dirs: Vec<FileFact>,
     pub runner_infos: Vec<FileFact>,
     /// Exit records; `mtime_ms` is the record's time.
     pub exit_records: Vec<FileFact>,
     pub guest_sockets: Vec<FileFact>,
+    /// Launch files of guests (`guests/<guest>.json`, the spec's env): their launcher reads and
+    /// removes each as the pane starts, so one older than the grace was never read.
+    pub guest_launch_files: Vec<FileFact>,
     /// Durable agents' secret directories (`<session>.<attempt>`), one per spawn attempt.
     pub durable_dirs: Vec<FileFact>,
     pub durable_unit_files: Vec<DurableUnitFile>,
@@ -71,11 +84,17 @@ pub enum Action {
     ResetFailedUnit(String),
     PruneExitRecord(PathBuf),
     EndGuestServer(String),
+    RemoveGuestLaunchFile(PathBuf),
 }
 
 /// A failed unit whose exit is recorded: the reap resets it, and with it goes its agent.
 fn to_reset(u: &UnitFact) -> bool {
     ActiveState::parse(&u.active_state) == ActiveState::Failed && u.exit_recorded
+}
+
+/// A failed guest unit: nothing of it runs, and nothing records it (a guest has no exit record).
+fn guest_to_reset(g: &GuestUnitFact) -> bool {
+    ActiveState::parse(&g.active_state) == ActiveState::Failed
 }
 
 /// Decides what a reap does.
@@ -88,13 +107,20 @@ pub fn decide(f: &Facts) -> Vec<Action> {
         kept().filter_map(|u| Some((u.session.as_str(), u.agent_dir.as_ref()?))).collect();
     let owned =
         |d: &FileFact| loaded.contains(d.owner.as_str()) && dirs.get(d.owner.as_str()).is_none_or(|&p| p == &d.path);
-    let guests: HashSet<&str> = f.guest_units.iter().map(String::as_str).collect();
+    // A failed guest unit (its server killed, or its TTL hit) is reset: systemd would list it
+    // forever otherwise. Its socket, if left, then goes like any stray one.
+    let guests: HashSet<&str> = f.guest_units.iter().filter(|g| !guest_to_reset(g)).map(|g| g.name.as_str()).collect();
     let old_enough = |x: &FileFact| f.now_ms.saturating_sub(x.mtime_ms) >= f.grace_ms;
     let mut out = Vec::new();
     // Resets first: the files of a reset unit go after the unit itself.
     for u in &f.agent_units {
         if to_reset(u) {
             out.push(Action::ResetFailedUnit(u.unit.clone()));
+        }
+    }
+    for g in &f.guest_units {
+        if guest_to_reset(g) {
+            out.push(Action::ResetFailedUnit(g.unit.clone()));
         }
     }
     for d in &f.agent_dirs {
@@ -120,6 +146,11 @@ pub fn decide(f: &Facts) -> Vec<Action> {
     for s in &f.guest_sockets {
         if !guests.contains(s.owner.as_str()) && old_enough(s) {
             out.push(Action::EndGuestServer(s.owner.clone()));
+        }
+    }
+    for l in &f.guest_launch_files {
+        if old_enough(l) {
+            out.push(Action::RemoveGuestLaunchFile(l.path.clone()));
         }
     }
     out
@@ -167,6 +198,11 @@ mod tests {
             }
         });
         let guest = (0u8..8).prop_map(|i| format!("ar-guest-claude-a-{i}"));
+        let guest_unit = (0u8..8, 0usize..6).prop_map(|(i, st)| GuestUnitFact {
+            name: format!("ar-guest-claude-a-{i}"),
+            unit: format!("agent-relay-guest-ar-guest-claude-a-{i}.service"),
+            active_state: STATES[st].into(),
+        });
         let now = 10_000_000u64;
         let f = |s: BoxedStrategy<String>| prop::collection::vec((s, 0..now).prop_map(|(o, m)| file(o, m)), 0..12);
         // Secret dirs `<session>.<attempt>`; a unit file names one of them (under another path to
@@ -187,7 +223,7 @@ mod tests {
         let durable = (prop::collection::vec(durable_dir, 0..12), prop::collection::vec(unit_file, 0..6));
         (
             prop::collection::vec(unit, 0..10),
-            prop::collection::vec(guest.clone(), 0..6),
+            prop::collection::vec(guest_unit, 0..6),
             prop::collection::vec((session.clone(), 0..now).prop_map(|(o, m)| dir(o, m)), 0..12),
             f(session.clone().boxed()),
             f(session.boxed()),
@@ -199,7 +235,7 @@ mod tests {
             .prop_map(
                 move |(
                     mut agent_units,
-                    guest_units,
+                    mut guest_units,
                     mut agent_dirs,
                     runner_infos,
                     exit_records,
@@ -212,11 +248,19 @@ mod tests {
                     let mut seen = HashSet::new();
                     agent_units.retain(|u: &UnitFact| seen.insert(u.unit.clone()));
                     let mut seen = HashSet::new();
+                    guest_units.retain(|g: &GuestUnitFact| seen.insert(g.unit.clone()));
+                    let mut seen = HashSet::new();
                     agent_dirs.retain(|d: &FileFact| seen.insert(d.path.clone()));
                     let mut seen = HashSet::new();
                     durable_dirs.retain(|d: &FileFact| seen.insert(d.path.clone()));
                     let mut seen = HashSet::new();
                     durable_unit_files.retain(|u: &DurableUnitFile| seen.insert(u.session.clone()));
+                    let mut seen = HashSet::new();
+                    let guest_launch_files = guest_sockets
+                        .iter()
+                        .map(|s| FileFact { path: PathBuf::from(format!("/g/{}.json", s.owner)), ..s.clone() })
+                        .filter(|l| seen.insert(l.path.clone()))
+                        .collect();
                     Facts {
                         now_ms: now,
                         grace_ms: g,
@@ -227,6 +271,7 @@ mod tests {
                         runner_infos,
                         exit_records,
                         guest_sockets,
+                        guest_launch_files,
                         durable_dirs,
                         durable_unit_files,
                     }
@@ -258,12 +303,19 @@ mod tests {
                         prop_assert!(f.now_ms - fact.mtime_ms >= f.grace_ms, "files younger than the grace");
                     }
                     Action::ResetFailedUnit(u) => {
-                        let fact = f.agent_units.iter().find(|x| x.unit == u).unwrap();
-                        prop_assert_eq!(fact.active_state.as_str(), "failed");
-                        prop_assert!(fact.exit_recorded, "reset before the exit was recorded");
+                        if let Some(fact) = f.agent_units.iter().find(|x| x.unit == u) {
+                            prop_assert_eq!(fact.active_state.as_str(), "failed");
+                            prop_assert!(fact.exit_recorded, "reset before the exit was recorded");
+                        } else {
+                            let fact = f.guest_units.iter().find(|x| x.unit == u).unwrap();
+                            prop_assert_eq!(fact.active_state.as_str(), "failed", "reset a guest that is not failed");
+                        }
                     }
                     Action::EndGuestServer(g) => {
-                        prop_assert!(!f.guest_units.contains(&g), "guest with a unit: {}", g);
+                        prop_assert!(
+                            !f.guest_units.iter().any(|u| u.name == g && u.active_state != "failed"),
+                            "guest with a unit: {}", g
+                        );
                     }
                     Action::RemoveDurableFiles(p) => {
                         let fact = f.durable_dirs.iter().find(|x| x.path == p).unwrap();
@@ -276,6 +328,10 @@ mod tests {
                     Action::PruneExitRecord(p) => {
                         let fact = f.exit_records.iter().find(|x| x.path == p).unwrap();
                         prop_assert!(f.now_ms - fact.mtime_ms >= f.retention_ms);
+                    }
+                    Action::RemoveGuestLaunchFile(p) => {
+                        let fact = f.guest_launch_files.iter().find(|x| x.path == p).unwrap();
+                        prop_assert!(f.now_ms - fact.mtime_ms >= f.grace_ms, "a launch file younger than the grace");
                     }
                 }
             }
@@ -303,6 +359,11 @@ mod tests {
                 let stale = f.agent_units.iter().any(|u| !to_reset(u) && u.session == d.owner && u.agent_dir.as_ref().is_some_and(|p| p != &d.path));
                 if (!loaded.contains(d.owner.as_str()) || stale) && f.now_ms - d.mtime_ms >= f.grace_ms {
                     prop_assert!(actions.contains(&Action::RemoveAgentFiles(d.path.clone())));
+                }
+            }
+            for g in &f.guest_units {
+                if g.active_state == "failed" {
+                    prop_assert!(actions.contains(&Action::ResetFailedUnit(g.unit.clone())), "failed guest kept: {g:?}");
                 }
             }
             for d in &f.durable_dirs {

@@ -11,6 +11,27 @@ use crate::model::naming;
 /// Largest spawn request accepted on stdin or from `--spec` (prompts can be long, not endless).
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
 const MAX_FIELD: usize = 512;
+/// A path is at most `PATH_MAX` bytes.
+pub const MAX_CWD_BYTES: usize = 4096;
+
+// What reaches the runner's argv, its `Environment=`/`EnvironmentFile=` and so the user manager
+// (one D-Bus message, one unit, one execve) is bounded: 300 000 arguments froze the manager for
+// every unit of the user for ~24 s, 100 000 variables for over 80 s, and one argument over
+// 128 KiB fails execve (E2BIG). The orchestrator sends a handful of each.
+/// Entries of `providerArgs`.
+pub const MAX_PROVIDER_ARGS: usize = 256;
+/// Bytes of one `providerArgs` entry.
+pub const MAX_PROVIDER_ARG_BYTES: usize = 8 * 1024;
+/// Bytes of all `providerArgs` entries together.
+pub const MAX_PROVIDER_ARGS_BYTES: usize = 64 * 1024;
+/// Variables of `env` and `agentProfile.env` together.
+pub const MAX_ENV_VARS: usize = 256;
+/// Bytes of one variable's value.
+pub const MAX_ENV_VALUE_BYTES: usize = 32 * 1024;
+/// Bytes of all variables (`KEY=value`) of `env` and `agentProfile.env` together.
+pub const MAX_ENV_BYTES: usize = 256 * 1024;
+/// Entries of `tags`, and of `capabilities` (each entry at most 512 bytes, as other fields).
+pub const MAX_LIST_ENTRIES: usize = 64;
 
 /// A spawn request. Unknown fields are rejected so that a typo (`lable`) is an error, not a
 /// silently ignored setting.
@@ -299,7 +320,13 @@ pub fn validate(req: &SpawnRequest) -> Result<(), InvalidRequest> {
     if matches!(&req.agent_id, Some(id) if id.trim().is_empty()) {
         return Err(bad("agentId must not be empty when given"));
     }
+    if req.cwd.len() > MAX_CWD_BYTES {
+        return Err(bad(format!("cwd is {} bytes long, at most {MAX_CWD_BYTES}", req.cwd.len())));
+    }
     for (name, list) in [("tags", &req.tags), ("capabilities", &req.capabilities)] {
+        if list.len() > MAX_LIST_ENTRIES {
+            return Err(bad(format!("{name} has {} entries, at most {MAX_LIST_ENTRIES} are accepted", list.len())));
+        }
         for item in list {
             check_one_line(name, item)?;
             if item.contains(',') || item.is_empty() {
@@ -307,11 +334,7 @@ pub fn validate(req: &SpawnRequest) -> Result<(), InvalidRequest> {
             }
         }
     }
-    for arg in &req.provider_args {
-        if arg.contains('\0') {
-            return Err(bad("providerArgs must not contain NUL characters"));
-        }
-    }
+    check_provider_args(&req.provider_args)?;
     for (key, value) in &req.env {
         check_env_var(key, value).map_err(bad)?;
     }
@@ -324,10 +347,73 @@ pub fn validate(req: &SpawnRequest) -> Result<(), InvalidRequest> {
             }
         }
     }
+    check_env_size(req)?;
     for (name, text) in [("prompt", &req.prompt), ("systemPromptAppend", &req.system_prompt_append)] {
         if matches!(text, Some(t) if t.contains('\0')) {
             return Err(bad(format!("{name} must not contain NUL characters")));
         }
+    }
+    Ok(())
+}
+
+/// Counts and sizes of `providerArgs`: they are the runner's argv.
+fn check_provider_args(args: &[String]) -> Result<(), InvalidRequest> {
+    if args.len() > MAX_PROVIDER_ARGS {
+        return Err(bad(format!("providerArgs has {} entries, at most {MAX_PROVIDER_ARGS} are accepted", args.len())));
+    }
+    let mut total = 0;
+    for (i, arg) in args.iter().enumerate() {
+        if arg.contains('\0') {
+            return Err(bad("providerArgs must not contain NUL characters"));
+        }
+        if arg.len() > MAX_PROVIDER_ARG_BYTES {
+            return Err(bad(format!(
+                "providerArgs[{i}] is {} bytes long, at most {MAX_PROVIDER_ARG_BYTES} are accepted (pass long text in a file)",
+                arg.len()
+            )));
+        }
+        total += arg.len();
+    }
+    if total > MAX_PROVIDER_ARGS_BYTES {
+        return Err(bad(format!(
+            "providerArgs hold {total} bytes together, at most {MAX_PROVIDER_ARGS_BYTES} are accepted"
+        )));
+    }
+    Ok(())
+}
+
+/// Counts and sizes of the variables a request adds to the runner's environment: `env` and the
+/// string values of `agentProfile.env` (the keys the planner keeps).
+fn check_env_size(req: &SpawnRequest) -> Result<(), InvalidRequest> {
+    let profile = match req.agent_profile.as_ref().and_then(|p| p.get("env")) {
+        Some(Value::Object(m)) => m.iter().filter_map(|(k, v)| Some((k.as_str(), v.as_str()?))).collect(),
+        _ => Vec::new(),
+    };
+    let vars: Vec<(&str, &str)> = req.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(profile).collect();
+    if vars.len() > MAX_ENV_VARS {
+        return Err(bad(format!(
+            "env and agentProfile.env hold {} variables, at most {MAX_ENV_VARS} are accepted",
+            vars.len()
+        )));
+    }
+    let mut total = 0;
+    for (key, value) in &vars {
+        // A key is no longer than the other one-line fields.
+        if key.len() > MAX_FIELD {
+            return Err(bad(format!("env key of {} bytes is too long, at most {MAX_FIELD}", key.len())));
+        }
+        if value.len() > MAX_ENV_VALUE_BYTES {
+            return Err(bad(format!(
+                "env value of {key} is {} bytes long, at most {MAX_ENV_VALUE_BYTES} are accepted (pass long text in a file)",
+                value.len()
+            )));
+        }
+        total += key.len() + value.len() + 1;
+    }
+    if total > MAX_ENV_BYTES {
+        return Err(bad(format!(
+            "env and agentProfile.env hold {total} bytes together, at most {MAX_ENV_BYTES} are accepted"
+        )));
     }
     Ok(())
 }
@@ -383,6 +469,51 @@ mod tests {
             assert!(err.contains(want), "{text:?}: {err:?} lacks {want:?}");
             assert!(!err.contains('\n'), "one line: {err:?}");
         }
+    }
+
+    /// A request with `field` set to `value`.
+    fn with(field: &str, value: Value) -> Result<SpawnRequest, InvalidRequest> {
+        let mut req = serde_json::json!({"provider": "claude", "cwd": "/p"});
+        req[field] = value;
+        parse(&req.to_string())
+    }
+
+    #[test]
+    fn what_reaches_argv_and_the_environment_is_bounded() {
+        let big = |n: usize| "x".repeat(n);
+        let vars =
+            |n: usize, len: usize| Value::Object((0..n).map(|i| (format!("K{i}"), Value::String(big(len)))).collect());
+        let too_much = [
+            ("providerArgs", serde_json::json!(vec!["-x"; 300_000]), "providerArgs has 300000 entries, at most 256"),
+            ("providerArgs", serde_json::json!([big(200_000)]), "providerArgs[0] is 200000 bytes long, at most 8192"),
+            ("providerArgs", serde_json::json!(vec![big(8192); 9]), "at most 65536"),
+            ("env", vars(257, 1), "257 variables, at most 256"),
+            ("env", vars(1, 32 * 1024 + 1), "env value of K0 is 32769 bytes long, at most 32768"),
+            ("env", vars(9, 30_000), "at most 262144"),
+            ("agentProfile", serde_json::json!({"env": vars(257, 1)}), "257 variables"),
+            ("tags", serde_json::json!(vec!["t"; 65]), "tags has 65 entries, at most 64"),
+            ("capabilities", serde_json::json!(vec!["c"; 65]), "capabilities has 65 entries, at most 64"),
+            ("cwd", serde_json::json!(format!("/{}", big(4096))), "cwd is 4097 bytes long, at most 4096"),
+        ];
+        for (field, value, want) in too_much {
+            let err = with(field, value).unwrap_err().to_string();
+            assert!(err.contains(want), "{field}: {err:?} lacks {want:?}");
+            assert!(!err.contains('\n') && err.len() < 200, "one short line: {err:?}");
+        }
+        let at_limit = [
+            ("providerArgs", serde_json::json!(vec![big(256); 256])),
+            ("providerArgs", serde_json::json!(vec![big(8192); 8])),
+            ("env", vars(256, 1)),
+            ("env", vars(7, 32 * 1024)),
+            ("tags", serde_json::json!(vec!["t"; 64])),
+        ];
+        for (field, value) in at_limit {
+            with(field, value).unwrap_or_else(|e| panic!("{field} at the limit refused: {e}"));
+        }
+        // Together: 200 request variables and 100 of the profile are too many.
+        let mut req = serde_json::json!({"provider": "claude", "cwd": "/p", "env": vars(200, 1)});
+        req["agentProfile"] = serde_json::json!({"env": vars(100, 1)});
+        assert!(parse(&req.to_string()).unwrap_err().to_string().contains("300 variables"));
     }
 
     #[test]

@@ -189,7 +189,9 @@ impl Supervisor {
             d.log_empty = bytes == 0;
             d.last_log_lines = lines;
         }
-        d.runner_info_present = crate::model::plan::runner_info_file(&self.host.home, &d.session_name).exists();
+        // Present means a runner wrote it: a regular file (a link or FIFO put there is not read).
+        let info = crate::model::plan::runner_info_file(&self.host.home, &d.session_name);
+        d.runner_info_present = std::fs::symlink_metadata(info).is_ok_and(|m| m.is_file());
         if d.state != Liveness::Alive {
             let facts = LastErrorFacts {
                 provider: &d.provider,

@@ -95,7 +95,8 @@ impl Supervisor {
         sync_dir_tree(&plan)?;
         let unit_file = unit_dir.join(&plan.unit);
         // Replacing a stopped durable agent: its definition comes back if this start fails.
-        let previous = std::fs::read_to_string(&unit_file).ok();
+        // Ours, but in a user-writable directory: a regular file of bounded size only.
+        let previous = files::read_regular(&unit_file, 1024 * 1024).ok().and_then(|b| String::from_utf8(b).ok());
         let installed = async {
             write_unit_file(&unit_dir, &unit_file, &text)?;
             // Enable, then reload, as `systemctl enable` does: the reload makes the manager read
@@ -111,7 +112,7 @@ impl Supervisor {
         let failure = match installed {
             Ok(job) if job.result == "done" => None,
             Ok(job) => {
-                let detail = self.start_failure(&plan.unit, &job.result).await;
+                let detail = self.start_failure(&plan, &job.result).await;
                 Some(Error::SpawnFailed { unit: plan.unit.clone(), detail })
             }
             Err(e) => Some(e),

@@ -1,6 +1,8 @@
 //! `guest create|list|stop` and `terminal capture|send`: the runner's attach spec (io::runner),
 //! each guest's tmux server as its own transient unit, and its pane through io::tmux.
 
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -65,9 +67,15 @@ impl Supervisor {
         let (cfg, home) = (&self.config, &self.host.home);
         let within = |c: &str| crate::io::host::resolve_cwd(c, cfg, home).is_ok();
         let spec = guest::parse_attach_spec(&body, &within).map_err(RunnerError::BadSpec)?;
+        let cwd = crate::io::host::resolve_cwd(&spec.cwd, cfg, home)?;
         let tmux_bin = crate::io::host::find_program("tmux", &self.host.path).ok_or(HostError::NoTmux)?;
+        let launcher = self.host.self_exe.clone().ok_or(HostError::NoSelfExe)?;
         let rand8 = &uuid::Uuid::new_v4().simple().to_string()[..8];
-        let name = guest::guest_name(&self.config.tmux_prefix, &spec.provider, &agent.agent_id, rand8);
+        // The server's socket is `<socket dir>/<name>`: the name gets what the directory leaves.
+        let socket_dir = self.host.tmux_socket_dir();
+        let room = guest::MAX_SOCKET_PATH.saturating_sub(socket_dir.as_os_str().len() + 1);
+        let name = guest::guest_name(&self.config.tmux_prefix, &spec.provider, &agent.agent_id, rand8, room)
+            .ok_or(HostError::SocketPathTooLong { dir: socket_dir })?;
         let unit = guest::guest_unit(&name);
         let created = now_ms();
         let props = guest::guest_properties(&guest::GuestUnitSpec {
@@ -91,17 +99,28 @@ impl Supervisor {
             }
             Err(crate::io::systemd::StartError::Other(e)) => return Err(e),
         }
-        let env: Vec<(String, String)> = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        // The pane runs our launcher, which takes directory, command and environment from a 0600
+        // file: nothing of the spec reaches tmux (formats, separators) or a command line (`ps`).
+        let launch = guest::GuestLaunch { cwd: cwd.display().to_string(), command: spec.command, env: spec.env };
+        let file = match self.write_launch_file(&name, &launch) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = self.mgr.stop_unit(&unit).await;
+                return Err(e);
+            }
+        };
+        let command = [launcher.display().to_string(), "guest-exec".into(), file.display().to_string()];
         // The server listens a moment after its unit started: retry, bounded.
         let deadline = tokio::time::Instant::now() + TMUX_TIMEOUT;
         let result = loop {
-            match self.tmux().new_session(&name, &spec.cwd, &env, &spec.command).await {
+            match self.tmux().new_session(&name, &command).await {
                 Ok(_) => break Ok(()),
                 Err(e) if tokio::time::Instant::now() >= deadline => break Err(e),
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         };
         if let Err(e) = result {
+            let _ = std::fs::remove_file(&file);
             let _ = self.mgr.stop_unit(&unit).await;
             return Err(Error::SpawnFailed { unit, detail: format!("tmux new-session failed: {e}") });
         }
@@ -121,6 +140,16 @@ impl Supervisor {
 
     fn tmux(&self) -> Tmux {
         Tmux::new(&self.host.tmux_tmpdir)
+    }
+
+    /// `<runtime>/agent-relay-systemd/guests/<name>.json`, 0600 in a 0700 directory, made anew.
+    fn write_launch_file(&self, name: &str, launch: &guest::GuestLaunch) -> Result<PathBuf, Error> {
+        let dir = self.runtime_root()?.join("guests");
+        crate::io::files::private_dir(&dir)?;
+        let file = dir.join(format!("{name}.json"));
+        let body = serde_json::to_vec(launch).expect("a launch serializes");
+        crate::io::files::write_private_file(&file, &body)?;
+        Ok(file)
     }
 
     /// Guests of this prefix, from their units.
@@ -178,6 +207,38 @@ impl Supervisor {
         }
         Ok(keys.len())
     }
+}
+
+/// Largest launch file read (an attach spec is at most 64 KiB).
+const MAX_LAUNCH_BYTES: u64 = 1024 * 1024;
+
+/// `guest-exec FILE`, the pane's launcher: reads and removes the launch file `guest create`
+/// wrote (a regular file of ours, 0600), enters its directory and replaces itself with its
+/// command, its variables added to the pane's environment. Returns only on failure.
+pub fn guest_exec(file: &Path) -> Error {
+    let launch = match read_launch_file(file) {
+        Ok(l) => l,
+        Err(e) => return e,
+    };
+    let _ = std::fs::remove_file(file);
+    let Some((program, args)) = launch.command.split_first() else {
+        return Error::Argument(format!("launch file {} holds no command", file.display()));
+    };
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args).envs(&launch.env).env("PWD", &launch.cwd).current_dir(&launch.cwd);
+    let source = std::os::unix::process::CommandExt::exec(&mut cmd);
+    Error::Io { op: "running the guest command", path: PathBuf::from(program), source }
+}
+
+fn read_launch_file(file: &Path) -> Result<guest::GuestLaunch, Error> {
+    let meta = std::fs::symlink_metadata(file).map_err(Error::io("reading", file))?;
+    let mine = meta.uid() == nix::unistd::getuid().as_raw() && meta.mode() & 0o077 == 0;
+    if !mine {
+        return Err(Error::Argument(format!("{} is not a launch file of ours (0600, our own)", file.display())));
+    }
+    let bytes = crate::io::files::read_regular(file, MAX_LAUNCH_BYTES).map_err(Error::io("reading", file))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|_| Error::Argument(format!("{} is not a launch file of ours", file.display())))
 }
 
 fn not_running(name: &str, e: Error) -> Error {

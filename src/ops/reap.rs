@@ -5,18 +5,20 @@
 //! `spawn --persist` and `remove` hold, so no unit file changes while a reap decides.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::model::reap::{self, Action, DurableUnitFile, Facts, FileFact, UnitFact};
+use crate::model::reap::{self, Action, DurableUnitFile, Facts, FileFact, GuestUnitFact, UnitFact};
 use crate::ops::{now_ms, Supervisor};
 
 /// Files younger than this are never reaped: a spawn writes them before its unit exists.
 pub const GRACE: Duration = Duration::from_secs(60);
+/// Largest unit file read (ours are a few KiB).
+const MAX_UNIT_FILE_BYTES: u64 = 1024 * 1024;
 
 /// What a reap did (or, with `--dry-run`, would do).
 #[derive(Debug, Clone, Serialize)]
@@ -32,18 +34,37 @@ fn mtime_ms(p: &Path) -> Option<u64> {
     Some((m.mtime().max(0) as u64) * 1000 + (m.mtime_nsec().max(0) as u64) / 1_000_000)
 }
 
+/// The entries of one of our directories, with what each is itself (a link is a link). A
+/// directory that is a link is not ours: nothing in it is.
 fn entries(dir: &Path) -> Vec<(String, PathBuf)> {
+    typed_entries(dir).into_iter().map(|(n, p, _)| (n, p)).collect()
+}
+
+fn typed_entries(dir: &Path) -> Vec<(String, PathBuf, std::fs::FileType)> {
+    if !crate::io::files::is_real_dir(dir) {
+        return Vec::new();
+    }
     std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| (e.file_name().to_string_lossy().into_owned(), e.path())).collect())
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| Some((e.file_name().to_string_lossy().into_owned(), e.path(), e.file_type().ok()?)))
+                .collect()
+        })
         .unwrap_or_default()
+}
+
+/// A file of ours that may be removed by name: a regular file, or a link put in its place (the
+/// link itself goes, never its target).
+fn removable_file(t: &std::fs::FileType) -> bool {
+    t.is_file() || t.is_symlink()
 }
 
 /// The per-attempt directories `<session>.<attempt>` in `dir`, owned by their session.
 fn attempt_dirs(dir: &Path, session_prefix: &str) -> Vec<FileFact> {
-    entries(dir)
+    typed_entries(dir)
         .into_iter()
-        .filter(|(n, _)| n.starts_with(session_prefix))
-        .filter_map(|(n, p)| {
+        .filter(|(n, _, t)| n.starts_with(session_prefix) && (t.is_dir() || t.is_symlink()))
+        .filter_map(|(n, p, _)| {
             let owner = n.rsplit_once('.')?.0.to_string();
             Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner })
         })
@@ -73,7 +94,7 @@ impl Supervisor {
             for dir in [root.join("agents"), self.host.durable_root().join("agents")] {
                 for (name, path) in entries(&dir) {
                     if name.starts_with(".reaping-") {
-                        let _ = std::fs::remove_dir_all(path);
+                        let _ = crate::io::files::remove_entry(&path);
                     }
                 }
             }
@@ -117,7 +138,10 @@ impl Supervisor {
             .list_units(&[guest_pattern])
             .await?
             .into_iter()
-            .filter_map(|l| crate::model::guest::guest_of_unit(&l.unit, prefix).map(str::to_string))
+            .filter_map(|l| {
+                let name = crate::model::guest::guest_of_unit(&l.unit, prefix)?.to_string();
+                Some(GuestUnitFact { name, unit: l.unit, active_state: l.active_state })
+            })
             .collect();
         let durable_dirs = attempt_dirs(&self.host.durable_root().join("agents"), &session_prefix);
         // The manager's own list of unit files, so that the files it would start at boot are the
@@ -131,8 +155,12 @@ impl Supervisor {
             .filter_map(|(path, _state)| {
                 let path = PathBuf::from(path);
                 let session = crate::model::naming::session_of_unit(path.file_name()?.to_str()?, prefix)?.to_string();
-                // Unreadable (or masked): names nothing, so every secret dir of the session is kept.
-                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                // Unreadable, masked, not a regular file or too large: names nothing, so every
+                // secret dir of the session is kept.
+                let text = crate::io::files::read_regular(&path, MAX_UNIT_FILE_BYTES)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .unwrap_or_default();
                 let secret_dirs = crate::model::unitfile::environment_files(&text)
                     .into_iter()
                     .filter_map(|f| f.parent().map(Path::to_path_buf))
@@ -140,26 +168,34 @@ impl Supervisor {
                 Some(DurableUnitFile { session, secret_dirs })
             })
             .collect();
-        let runner_infos = entries(&crate::model::plan::runner_info_dir(&self.host.home))
+        let runner_infos = typed_entries(&crate::model::plan::runner_info_dir(&self.host.home))
             .into_iter()
-            .filter(|(n, _)| n.starts_with(&session_prefix) && n.ends_with(".json"))
-            .filter_map(|(n, p)| {
+            .filter(|(n, _, t)| n.starts_with(&session_prefix) && n.ends_with(".json") && removable_file(t))
+            .filter_map(|(n, p, _)| {
                 Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner: n.trim_end_matches(".json").into() })
             })
             .collect();
         let mut exit_records = Vec::new();
+        // Session directories themselves (a link to one is not followed), record names we write.
         for session in crate::io::exit_store::sessions(&exits_dir) {
-            for (n, p) in entries(&exits_dir.join(&session)) {
-                // `<recorded_at ms, 16 digits>-<invocation>.json`
-                if let Some(t) = n.split('-').next().and_then(|t| t.parse::<u64>().ok()) {
-                    exit_records.push(FileFact { path: p, owner: session.clone(), mtime_ms: t });
+            for (n, p, t) in typed_entries(&exits_dir.join(&session)) {
+                if let Some(at) = crate::io::exit_store::record_time(&n).filter(|_| removable_file(&t)) {
+                    exit_records.push(FileFact { path: p, owner: session.clone(), mtime_ms: at });
                 }
             }
         }
-        let guest_sockets = entries(&self.host.tmux_socket_dir())
+        // Sockets only: a link named like a guest could lead `kill-server` to another server.
+        let guest_sockets = typed_entries(&self.host.tmux_socket_dir())
             .into_iter()
-            .filter(|(n, _)| crate::model::guest::is_guest_name(n, prefix))
-            .filter_map(|(n, p)| Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner: n }))
+            .filter(|(n, _, t)| crate::model::guest::is_guest_name(n, prefix) && t.is_socket())
+            .filter_map(|(n, p, _)| Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner: n }))
+            .collect();
+        let guest_launch_files = typed_entries(&root.join("guests"))
+            .into_iter()
+            .filter(|(n, _, t)| n.ends_with(".json") && removable_file(t))
+            .filter_map(|(n, p, _)| {
+                Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner: n.trim_end_matches(".json").into() })
+            })
             .collect();
         Ok(Facts {
             now_ms: now_ms(),
@@ -171,6 +207,7 @@ impl Supervisor {
             runner_infos,
             exit_records,
             guest_sockets,
+            guest_launch_files,
             durable_dirs,
             durable_unit_files,
         })
@@ -181,19 +218,31 @@ impl Supervisor {
             Action::RemoveAgentFiles(p) | Action::RemoveDurableFiles(p) => {
                 let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 let doomed = p.with_file_name(format!(".reaping-{name}"));
+                // rename(2) moves a link itself; what is removed is the directory or the link,
+                // never a link's target.
                 std::fs::rename(p, &doomed).map_err(Error::io("renaming", p))?;
-                std::fs::remove_dir_all(&doomed).map_err(Error::io("removing", &doomed))
+                crate::io::files::remove_entry(&doomed).map_err(Error::io("removing", &doomed))
             }
-            Action::RemoveRunnerInfo(p) | Action::PruneExitRecord(p) => match std::fs::remove_file(p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(Error::Io { op: "removing", path: p.clone(), source: e })
+            Action::RemoveRunnerInfo(p) | Action::PruneExitRecord(p) | Action::RemoveGuestLaunchFile(p) => {
+                // Only files and links were gathered: remove_file never follows a link.
+                match std::fs::symlink_metadata(p) {
+                    Ok(m) if m.is_dir() => Ok(()),
+                    _ => match std::fs::remove_file(p) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            Err(Error::Io { op: "removing", path: p.clone(), source: e })
+                        }
+                        _ => Ok(()),
+                    },
                 }
-                _ => Ok(()),
-            },
+            }
             Action::ResetFailedUnit(u) => self.manager().reset_failed(u).await,
             Action::EndGuestServer(name) => {
-                let _ = crate::io::tmux::Tmux::new(&self.host.tmux_tmpdir).kill_server(name).await;
-                let _ = std::fs::remove_file(self.host.tmux_socket_dir().join(name));
+                let socket = self.host.tmux_socket_dir().join(name);
+                // Still the socket it was when gathered (not a link put in its place since).
+                if std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket()) {
+                    let _ = crate::io::tmux::Tmux::new(&self.host.tmux_tmpdir).kill_server(name).await;
+                }
+                let _ = std::fs::remove_file(socket);
                 Ok(())
             }
         }

@@ -73,7 +73,7 @@ impl Supervisor {
                     return Ok(SpawnOutcome { created: true, agent });
                 }
                 Ok((job, _)) => {
-                    let detail = self.start_failure(&plan.unit, &job.result).await;
+                    let detail = self.start_failure(&plan, &job.result).await;
                     return Err(Error::SpawnFailed { unit: plan.unit.clone(), detail });
                 }
                 Err(StartError::Other(e @ Error::Timeout { .. })) => {
@@ -162,12 +162,25 @@ impl Supervisor {
     }
 
     /// Explains a failed start job, then stops and clears the unit so it does not restart.
-    pub(crate) async fn start_failure(&self, unit: &str, job_result: &str) -> String {
+    pub(crate) async fn start_failure(&self, plan: &plan::SpawnPlan, job_result: &str) -> String {
+        let unit = plan.unit.as_str();
         let snap = self.snapshot(unit).await.ok().flatten();
         let _ = self.mgr.stop_unit(unit).await;
         let _ = self.mgr.reset_failed(unit).await;
         match snap {
-            // 203 is systemd's EXIT_EXEC (systemd.exec(5) "Process Exit Codes").
+            // 203 is systemd's EXIT_EXEC (systemd.exec(5) "Process Exit Codes"): any failed
+            // execve, E2BIG among them. The request's limits keep ours far below Linux's, so
+            // only a huge config `env` or runnerCommand gets here.
+            Some(s) if s.exec_main_status == 203 && plan.exec_too_large() => {
+                let (largest, total) = plan.exec_size();
+                format!(
+                    "the runner could not be executed (status 203/EXEC): its arguments and environment are too \
+                     large for execve (E2BIG: {total} bytes, the largest {largest}; Linux allows {} per string \
+                     and about {} in all); shorten the config's env or runnerCommand",
+                    plan::MAX_ARG_STRLEN,
+                    plan::TYPICAL_ARG_MAX
+                )
+            }
             Some(s) if s.exec_main_status == 203 => {
                 "the runner could not be executed (status 203/EXEC); check the runner path and that it is executable"
                     .into()

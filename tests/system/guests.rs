@@ -109,7 +109,10 @@ fn bad_attach_specs_start_no_guest() {
     ];
     for (i, (spec, want)) in cases.iter().enumerate() {
         let id = format!("bad-spec-{i}");
-        live_agent(&env, &id, json!({"FAKE_RUNNER_ATTACH_SPEC": spec}));
+        // Through a file: a request's env value holds at most 32 KiB.
+        let file = env.home.join(format!("spec-{i}"));
+        std::fs::write(&file, spec).unwrap();
+        live_agent(&env, &id, json!({"FAKE_RUNNER_ATTACH_SPEC_FILE": file}));
         let out = env.run(&["guest", "create", &id], None);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{want}: {err}");

@@ -21,6 +21,8 @@ mod guests;
 mod hostile_meta;
 // Hostile words on the runner's argv: never expanded by systemd, exact after a reload and a restart.
 mod hostile_exec;
+// Hostile callers and runners: oversized requests, planted links, non-files, tmux formats.
+mod hostile_input;
 // A hung manager (SIGSTOP): every command fails within --timeout; `watch` rides it out.
 mod hung;
 // The CLI SIGKILLed mid-spawn and mid-stop: nothing half made after one `reap`.

@@ -381,3 +381,15 @@ fn command_lines_are_run_exactly() {
     assert!(argv.contains(&"--spawn-request-id=-r;$X".to_string()), "{argv:?}");
     assert!(argv[2..].iter().all(|w| w.starts_with("--") && w.contains('=')), "{argv:?}");
 }
+
+#[test]
+fn an_exec_too_large_for_linux_is_told_apart() {
+    let mut p = plan_for(r#"{"provider":"claude","cwd":"/x"}"#);
+    assert!(!p.exec_too_large());
+    let (largest, total) = p.exec_size();
+    assert!(largest < 1024 && total > largest, "{largest} {total}");
+    // A request cannot get there (its limits), a config env value can.
+    p.secret_env.push(("HUGE".into(), "x".repeat(MAX_ARG_STRLEN)));
+    assert!(p.exec_too_large());
+    assert_eq!(p.exec_size().0, MAX_ARG_STRLEN + "HUGE".len() + 2);
+}
