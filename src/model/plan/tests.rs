@@ -43,20 +43,21 @@ fn env<'a>(p: &'a SpawnPlan, k: &str) -> Option<&'a str> {
 #[test]
 fn names_follow_the_seed() {
     let p = plan_for(r#"{"provider":"claude","cwd":"/x","label":"Fix Bug","spawnRequestId":"req-000042"}"#);
-    assert_eq!(p.meta.session, "ar-claude-fix-bug-q-000042");
-    assert_eq!(p.unit, "agent-relay-managed-ar-claude-fix-bug-q-000042.service");
+    let session = format!("ar-claude-fix-bug-{}", naming::unique_suffix(naming::UniqueId::SpawnRequest("req-000042")));
+    assert_eq!(p.meta.session, session);
+    assert_eq!(p.unit, format!("agent-relay-managed-{session}.service"));
     assert_eq!(p.meta.agent_id, "box-local-claude-fix-bug-01234567");
-    assert_eq!(
-        p.agent_dir,
-        PathBuf::from("/run/user/0/agent-relay-systemd/agents/ar-claude-fix-bug-q-000042.89abcdef")
-    );
+    assert_eq!(p.agent_dir, PathBuf::from(format!("/run/user/0/agent-relay-systemd/agents/{session}.89abcdef")));
 }
 
 #[test]
 fn default_label_is_stable_for_a_spawn_request_and_timed_otherwise() {
     let a = plan_for(r#"{"provider":"claude","cwd":"/x","spawnRequestId":"r-1"}"#);
     assert_eq!(a.meta.label, "session");
-    assert_eq!(a.meta.session, "ar-claude-session-r-1");
+    assert_eq!(
+        a.meta.session,
+        format!("ar-claude-session-{}", naming::unique_suffix(naming::UniqueId::SpawnRequest("r-1")))
+    );
     let b = plan_for(r#"{"provider":"claude","cwd":"/x"}"#);
     assert_eq!(b.meta.label, "session-1700000000000");
     let t = plan_for(r#"{"provider":"claude","cwd":"/x","taskId":7,"label":"lint"}"#);
@@ -166,4 +167,14 @@ fn unit_properties_carry_what_an_operator_checks() {
     assert!(fields.contains(&format!("AGENT_RELAY_AGENT_ID={}", p.meta.agent_id).into_bytes()));
     let persistent = agent_properties(&plan_for(r#"{"provider":"claude","cwd":"/x"}"#));
     assert_eq!(find(&persistent, "Restart"), Some(&Value::Str("on-failure".into())));
+}
+
+#[test]
+fn a_description_names_its_agent_id_at_its_end() {
+    let d = description("claude", "fix (x)", "org/agent (7)");
+    assert!(description_may_name(&d, "org/agent (7)"));
+    assert!(!description_may_name(&d, "agent (7)"));
+    assert!(!description_may_name(&d, "org/agent"));
+    let p = plan_for(r#"{"provider":"claude","cwd":"/x","agentId":"a/b"}"#);
+    assert!(description_may_name(&p.description, "a/b"));
 }
