@@ -1,6 +1,7 @@
 //! A fake agent runner for tests and the demo: stands in for `<provider>-relay`. It reports what
 //! it received, writes its runner-info file, serves the control URL on 127.0.0.1, and exits on
-//! request (code, signal) or on SIGTERM. Behaviour is chosen with `FAKE_RUNNER_*` variables.
+//! request (code, signal) or on SIGTERM (at once, or `FAKE_RUNNER_TERM_EXIT_AFTER_MS` later). Behaviour
+//! is chosen with `FAKE_RUNNER_*` variables.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -69,11 +70,19 @@ fn main() {
     let exit_after = var("FAKE_RUNNER_EXIT_AFTER_MS").and_then(|v| v.parse::<u64>().ok());
     let kill_self = var("FAKE_RUNNER_KILL_SELF");
     let deadline = exit_after.map(|ms| std::time::Instant::now() + Duration::from_millis(ms));
+    // A slow shutdown: exit 0 this long after SIGTERM instead of at once.
+    let term_linger = var("FAKE_RUNNER_TERM_EXIT_AFTER_MS").and_then(|v| v.parse::<u64>().ok());
+    let mut term_at: Option<std::time::Instant> = None;
     loop {
         if TERM.load(Ordering::SeqCst) {
-            say("FAKE-RUNNER TERM");
-            say("FAKE-RUNNER EXIT 0");
-            std::process::exit(0);
+            let at = *term_at.get_or_insert_with(|| {
+                say("FAKE-RUNNER TERM");
+                std::time::Instant::now()
+            });
+            if at.elapsed() >= Duration::from_millis(term_linger.unwrap_or(0)) {
+                say(&format!("FAKE-RUNNER EXIT 0 at={}", now_ms()));
+                std::process::exit(0);
+            }
         }
         let due = deadline.map(|d| std::time::Instant::now() >= d).unwrap_or(kill_self.is_some());
         if due {

@@ -1,5 +1,5 @@
 //! The library's error type, composed from the modules' own (`#[from]`): a caller tells "no such
-//! agent", "not running", "conflict", "manager unreachable", "timed out" and "invalid input"
+//! agent", "not running", "conflict", "ambiguous", "manager unreachable", "timed out" and "invalid input"
 //! apart by variant, and a systemd refusal by its D-Bus error name, never by message text.
 //! Messages say what to do.
 
@@ -57,6 +57,9 @@ pub enum Error {
     NotRunning { agent_id: String, needs: &'static str },
     #[error("{0}")]
     Conflict(String),
+    /// The reference names more than one agent (their units in `matches`): none is picked.
+    #[error("{reference:?} matches {} agents: {}; pass one of these unit names instead", matches.len(), matches.join(", "))]
+    Ambiguous { reference: String, matches: Vec<String> },
     #[error("unit {unit} is not managed by agent-relay-systemd (prefix {prefix}); refusing to touch it")]
     NotOurs { unit: String, prefix: String },
     #[error("no systemd user manager reachable ({detail}); check `systemctl --user status`, that XDG_RUNTIME_DIR is set (usually /run/user/$UID), and on a headless host `loginctl enable-linger $USER`")]

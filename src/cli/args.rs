@@ -11,7 +11,8 @@ Exit codes:
   1  failure (the runner could not start, systemd refused a call, a file could not be written)
   2  invalid input: bad arguments, spawn request, config file or agent reference
   3  no such agent
-  4  conflict: the unit name belongs to another agent, or the unit is not ours
+  4  conflict: the unit name belongs to another agent, the unit is not ours, or the reference
+     matches more than one agent (ambiguous: the JSON error lists their units in `matches`)
   5  no systemd user manager reachable
   6  the user manager did not answer in time
   7  the agent survived SIGKILL (not stopped)
@@ -137,8 +138,8 @@ pub enum Command {
     Stop {
         /// Agent id, session name, unit name or spawn request id
         agent: String,
-        /// Seconds to wait for a graceful stop before SIGKILL (at most 60)
-        #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+        /// Seconds to wait for a graceful stop before SIGKILL (0 or less: the default 10; at most 60)
+        #[arg(long, default_value_t = 10.0, value_name = "SECONDS", allow_negative_numbers = true)]
         timeout_stop: f64,
     },
     /// Stop an agent and, when durable, disable it and delete its unit file and secret files
@@ -148,8 +149,8 @@ pub enum Command {
     Remove {
         /// Agent id, session name, unit name or spawn request id
         agent: String,
-        /// Seconds to wait for a graceful stop before SIGKILL (at most 60)
-        #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+        /// Seconds to wait for a graceful stop before SIGKILL (0 or less: the default 10; at most 60)
+        #[arg(long, default_value_t = 10.0, value_name = "SECONDS", allow_negative_numbers = true)]
         timeout_stop: f64,
     },
     /// How an agent ended (or is doing): exit code, signal, OOM, crash loop, log tail, lastError
@@ -177,7 +178,7 @@ pub enum Command {
     },
     /// Stream agent events as NDJSON (one object per line), driven by D-Bus signals
     #[command(
-        after_help = "Events: snapshot and ready at start; spawned, started, exited (with the exit), restarting,\nstopped, removed; disconnected, reconnected and lagged about the stream itself.\nEvery line has `schemaVersion`, `type` and `time` (ms since the epoch).\nExample:\n  agent-relay-systemd watch -o json"
+        after_help = "Events: at start one snapshot per agent, then ready (agents that already ran are never\nannounced as spawned or started); then spawned, started, exited (with the exit), restarting,\nstopped, removed; disconnected, reconnected and lagged about the stream itself.\nEvery line has `schemaVersion`, `seq` (1 for the first line of this watch, one more for each\nline after: a gap means lines were lost on the way), `type` and `time` (ms since the epoch).\nAn event's `agent` is the agent as it is after the change it reports.\nExample:\n  agent-relay-systemd watch -o json"
     )]
     Watch {
         /// Events held for a slow reader; beyond that they are dropped and a `lagged` event says

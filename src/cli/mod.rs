@@ -21,12 +21,24 @@ pub struct Failure {
     pub message: String,
     pub kind: &'static str,
     pub code: u8,
+    /// The units an ambiguous reference matches (`matches` in the JSON error document).
+    pub matches: Vec<String>,
+}
+
+impl Failure {
+    pub fn new(message: String, kind: &'static str, code: u8) -> Failure {
+        Failure { message, kind, code, matches: Vec::new() }
+    }
 }
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
         let (kind, code) = classify(&e);
-        Failure { message: e.to_string(), kind, code }
+        let matches = match &e {
+            Error::Ambiguous { matches, .. } => matches.clone(),
+            _ => Vec::new(),
+        };
+        Failure { message: e.to_string(), kind, code, matches }
     }
 }
 
@@ -61,6 +73,7 @@ pub fn classify(e: &Error) -> (&'static str, u8) {
         Error::NotRunning { .. } => ("not_running", 2),
         Error::NotFound { .. } => ("not_found", 3),
         Error::Conflict(_) => ("conflict", 4),
+        Error::Ambiguous { .. } => ("ambiguous", 4),
         Error::NotOurs { .. } => ("not_ours", 4),
         Error::ManagerUnreachable { .. } => ("manager_unreachable", 5),
         Error::Timeout { .. } => ("timeout", 6),
@@ -98,7 +111,7 @@ fn parse_failure(e: &clap::Error, args: impl Iterator<Item = String>) -> ExitCod
             }
         }
     };
-    fail(Output::Json, &Failure { message, kind: "invalid", code: 2 })
+    fail(Output::Json, &Failure::new(message, "invalid", 2))
 }
 
 /// `-o json`, `-ojson`, `-o=json`, `--output json` or `--output=json` before any `--`.
@@ -124,7 +137,10 @@ fn wants_json(args: impl Iterator<Item = String>) -> bool {
 fn fail(output: Output, f: &Failure) -> ExitCode {
     eprintln!("error: {}", f.message);
     if output == Output::Json {
-        let body = serde_json::json!({ "error": { "kind": f.kind, "message": f.message, "exitCode": f.code } });
+        let mut body = serde_json::json!({ "error": { "kind": f.kind, "message": f.message, "exitCode": f.code } });
+        if !f.matches.is_empty() {
+            body["error"]["matches"] = serde_json::json!(f.matches);
+        }
         println!("{body}");
     }
     ExitCode::from(f.code)

@@ -332,8 +332,8 @@ pub fn guest_table(guests: &[GuestRecord], now_ms: u64) -> String {
 /// One sentence about a stop.
 pub fn stop_summary(s: &StopOutcome) -> String {
     let how = match (s.was_running, s.killed) {
-        (false, _) => "it was not running",
-        (true, false) => "it exited on SIGTERM",
+        (false, _) => return format!("{} ({}) was not running: nothing to stop\n", s.session_name, s.systemd_unit),
+        (true, false) => "it exited within the graceful window",
         (true, true) => "it needed SIGKILL",
     };
     format!("stopped {} ({}): {how}\n", s.session_name, s.systemd_unit)

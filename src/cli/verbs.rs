@@ -69,11 +69,11 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         }
         // Returns only when the program could not be executed: systemd's own status for that.
         Command::Exec { words } => {
-            Err(Failure { message: format!("exec: {}", ops::exec::exec_encoded(words)), kind: "exec", code: EXIT_EXEC })
+            Err(Failure::new(format!("exec: {}", ops::exec::exec_encoded(words)), "exec", EXIT_EXEC))
         }
         Command::Sandbox { cmd } => match crate::io::sandbox::run_sandboxed(cmd) {
             Ok(code) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),
-            Err(e) => Err(Failure { message: format!("sandbox: {e}"), kind: "sandbox", code: 1 }),
+            Err(e) => Err(Failure::new(format!("sandbox: {e}"), "sandbox", 1)),
         },
         Command::GuestExec { file } => Err(ops::guests::guest_exec(file).into()),
         Command::Manpage => manpage(),
@@ -92,7 +92,7 @@ fn done(result: Result<(), Error>) -> Result<ExitCode, Failure> {
 }
 
 fn io_failure(message: String) -> Failure {
-    Failure { message, kind: "io", code: 1 }
+    Failure::new(message, "io", 1)
 }
 
 /// Runs one verb's future on a single-threaded runtime.
@@ -150,10 +150,11 @@ fn generate(cli: &Cli, spec: Option<&Path>) -> Result<ops::durable::Generated, E
     ops::durable::generate(&cfg, &host, &req)
 }
 
+/// The seed's rule: 0 or less means the default 10 s, more than 60 means 60.
 fn stop_timeout(timeout_stop: f64) -> Result<Duration, Error> {
-    Duration::try_from_secs_f64(timeout_stop).map_err(|_| {
+    crate::model::unit::stop_window(timeout_stop).ok_or_else(|| {
         Error::Argument(format!(
-            "--timeout-stop must be a non-negative number of seconds (capped at 60), got {timeout_stop}"
+            "--timeout-stop must be a number of seconds (0 or less: the default 10, at most 60), got {timeout_stop}"
         ))
     })
 }

@@ -122,10 +122,11 @@ pub fn find(dir: &Path, reference: &str) -> Option<ExitRecord> {
     if let Some(r) = latest(dir, reference) {
         return Some(r);
     }
-    // A session name ends with the last 8 characters of its spawn request id (else of its agent
-    // id): read those sessions first, not every session's records for each lookup.
-    let suffix = format!("-{}", crate::model::naming::unique_suffix(reference));
-    let (near, far): (Vec<String>, Vec<String>) = sessions(dir).into_iter().partition(|s| s.ends_with(&suffix));
+    // A session name ends with the unique part derived from its spawn request id (else from its
+    // agent id): read those sessions first, not every session's records for each lookup.
+    let tags = crate::model::naming::unique_suffixes_of(reference).map(|t| format!("-{t}"));
+    let (near, far): (Vec<String>, Vec<String>) =
+        sessions(dir).into_iter().partition(|s| tags.iter().any(|t| s.ends_with(t)));
     newest_of(dir, &near, reference).or_else(|| newest_of(dir, &far, reference))
 }
 

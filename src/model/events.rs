@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::model::exit::{self, ExitInfo};
+use crate::model::record::UnitSnapshot;
 use crate::model::state::ActiveState;
 
 /// Bumped when an event's fields change meaning.
@@ -86,6 +87,28 @@ impl View {
     fn active(&self) -> bool {
         self.state() == ActiveState::Active
     }
+}
+
+/// A unit's properties after a signalled change: what the change carries replaces what was
+/// read, the rest stays. The record of an event is made from this, so it shows the new run's
+/// pid, invocation and start time, not the previous run's.
+pub fn apply_to_snapshot(s: &UnitSnapshot, c: &Change) -> UnitSnapshot {
+    let mut n = s.clone();
+    fn set<T: Clone>(slot: &mut T, v: &Option<T>) {
+        if let Some(v) = v {
+            *slot = v.clone();
+        }
+    }
+    set(&mut n.active_state, &c.active_state);
+    set(&mut n.sub_state, &c.sub_state);
+    set(&mut n.main_pid, &c.main_pid);
+    set(&mut n.n_restarts, &c.n_restarts);
+    set(&mut n.result, &c.result);
+    set(&mut n.exec_main_code, &c.exec_main_code);
+    set(&mut n.exec_main_status, &c.exec_main_status);
+    set(&mut n.invocation_id, &c.invocation_id);
+    set(&mut n.exec_main_start_us, &c.exec_main_start_us);
+    n
 }
 
 /// Event types, in the order they are emitted for one change.
@@ -220,6 +243,32 @@ mod tests {
         assert!(transitions(Some(&running), Some(&running)).is_empty());
         let partial = running.apply(&Change { sub_state: Some("running".into()), ..Default::default() });
         assert!(transitions(Some(&running), Some(&partial)).is_empty());
+    }
+
+    #[test]
+    fn a_change_applies_to_the_snapshot_it_was_signalled_for() {
+        let before = UnitSnapshot {
+            unit: "u.service".into(),
+            active_state: "activating".into(),
+            sub_state: "auto-restart".into(),
+            invocation_id: vec![1],
+            exec_main_start_us: 5,
+            n_restarts: 0,
+            ..Default::default()
+        };
+        let c = Change {
+            active_state: Some("active".into()),
+            sub_state: Some("running".into()),
+            main_pid: Some(42),
+            n_restarts: Some(1),
+            invocation_id: Some(vec![2]),
+            exec_main_start_us: Some(9),
+            ..Default::default()
+        };
+        let after = apply_to_snapshot(&before, &c);
+        assert_eq!((after.main_pid, after.n_restarts, after.exec_main_start_us), (42, 1, 9));
+        assert_eq!((after.invocation_id.as_slice(), after.unit.as_str()), (&[2u8][..], "u.service"));
+        assert_eq!(apply_to_snapshot(&after, &Change::default()), after);
     }
 
     #[test]

@@ -55,15 +55,40 @@ fn slug(input: &str) -> String {
 
 /// First 8 hex digits of SHA-256: a short, stable disambiguator.
 pub fn sha8(input: &str) -> String {
-    let digest = Sha256::digest(input.as_bytes());
-    digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+    sha_hex(input, 4)
 }
 
-/// The last 8 characters of the sanitised unique id (spawn request id or agent id).
-pub fn unique_suffix(unique_id: &str) -> String {
-    let clean = sanitize_fs_name(unique_id, Sanitize { lowercase: true, max_len: 4096, fallback: "x" });
-    let start = clean.len().saturating_sub(8);
-    clean[start..].trim_start_matches('-').to_string()
+fn sha_hex(input: &str, bytes: usize) -> String {
+    let digest = Sha256::digest(input.as_bytes());
+    digest.iter().take(bytes).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hex digits of a session name's unique part.
+pub const UNIQUE_SUFFIX_LEN: usize = 12;
+
+/// What makes an agent's session name its own: its spawn request id, else its agent id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UniqueId<'a> {
+    SpawnRequest(&'a str),
+    Agent(&'a str),
+}
+
+/// The unique part of a session name: the first 12 hex digits (48 bits) of SHA-256 of the whole
+/// unique id, exactly as given, and of which kind it is. The seed took the id's last 8
+/// characters, sanitised, so `alpha-00000001` and `bravo-00000001` (or `req.a` and `req:a`)
+/// shared a unit; a hash of the whole id keeps every request apart (a spawn request id and an
+/// agent id spelled alike too) and every retry of one request on its one unit.
+pub fn unique_suffix(unique: UniqueId<'_>) -> String {
+    let keyed = match unique {
+        UniqueId::SpawnRequest(id) => format!("spawnRequestId\0{id}"),
+        UniqueId::Agent(id) => format!("agentId\0{id}"),
+    };
+    sha_hex(&keyed, UNIQUE_SUFFIX_LEN / 2)
+}
+
+/// The unique parts a reference of unknown kind would give: as a spawn request id, as an agent id.
+pub fn unique_suffixes_of(reference: &str) -> [String; 2] {
+    [unique_suffix(UniqueId::SpawnRequest(reference)), unique_suffix(UniqueId::Agent(reference))]
 }
 
 /// Why a session name could not be derived.
@@ -76,11 +101,11 @@ pub struct NameTooLong {
     pub max: usize,
 }
 
-/// `<prefix>-<provider>-<slug(label)>-<last8(unique)>`, at most 80 bytes; a long slug is cut and
-/// given a `-<sha8>` of the whole slug so that two long labels still differ.
-pub fn session_name(prefix: &str, provider: &str, label: &str, unique_id: &str) -> Result<String, NameTooLong> {
+/// `<prefix>-<provider>-<slug(label)>-<unique_suffix(unique)>`, at most 80 bytes; a long slug is
+/// cut and given a `-<sha8>` of the whole slug (as the newer orchestrator's `boundedSlug`).
+pub fn session_name(prefix: &str, provider: &str, label: &str, unique: UniqueId<'_>) -> Result<String, NameTooLong> {
     let clean = slug(label);
-    let suffix = unique_suffix(unique_id);
+    let suffix = unique_suffix(unique);
     let fixed = prefix.len() + 1 + provider.len() + 1 + 1 + suffix.len();
     if fixed + clean.len() <= MAX_SESSION_NAME {
         return Ok(format!("{prefix}-{provider}-{clean}-{suffix}"));
@@ -116,12 +141,11 @@ pub fn agent_unit_pattern(prefix: &str) -> String {
     format!("{AGENT_UNIT_PREFIX}{prefix}-*.service")
 }
 
-/// Glob of the agent units whose name ends like `unique_id` (a session name ends with the last
-/// 8 characters of its spawn request id, else of its agent id), of one provider or any: a lookup
-/// by id reads these few units instead of every agent.
-pub fn units_ending_like(prefix: &str, provider: Option<&str>, unique_id: &str) -> String {
+/// Glob of the agent units whose session name ends with the unique part derived from `unique`,
+/// of one provider or any: a lookup by id reads these few units instead of every agent.
+pub fn units_ending_like(prefix: &str, provider: Option<&str>, unique: UniqueId<'_>) -> String {
     let provider = provider.map(|p| format!("{p}-")).unwrap_or_default();
-    format!("{AGENT_UNIT_PREFIX}{prefix}-{provider}*-{}.service", unique_suffix(unique_id))
+    format!("{AGENT_UNIT_PREFIX}{prefix}-{provider}*-{}.service", unique_suffix(unique))
 }
 
 /// The session name inside an agent unit name, when the unit is one of ours for `prefix`.
@@ -143,6 +167,28 @@ pub fn session_of_agent_unit(unit: &str) -> Option<&str> {
     plain.then_some(session)
 }
 
+/// The agent unit of `prefix` a reference names as a unit name (with or without `.service`, as
+/// `systemctl` takes it) or as a session name; `None` when it cannot be one.
+pub fn unit_named_by(reference: &str, prefix: &str) -> Option<String> {
+    let unit_chars = |c: char| c.is_ascii_alphanumeric() || ":-_.\\@".contains(c);
+    if reference.len() > 200 || !reference.chars().all(unit_chars) {
+        return None;
+    }
+    let unit = if reference.ends_with(".service") {
+        reference.to_string()
+    } else if reference.starts_with(AGENT_UNIT_PREFIX) {
+        format!("{reference}.service")
+    } else {
+        agent_unit_name(reference)
+    };
+    session_of_unit(&unit, prefix).is_some().then_some(unit)
+}
+
+/// A reference spelled as a unit name (what `stop` refuses when it is not one of ours).
+pub fn looks_like_unit(reference: &str) -> bool {
+    reference.ends_with(".service") || reference.starts_with(AGENT_UNIT_PREFIX)
+}
+
 /// A provider names a binary (`<provider>-relay`) and a path component: keep it plain.
 pub fn provider_is_valid(provider: &str) -> bool {
     let mut chars = provider.chars();
@@ -160,6 +206,10 @@ pub fn prefix_is_valid(prefix: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn rid(id: &str) -> UniqueId<'_> {
+        UniqueId::SpawnRequest(id)
+    }
+
     #[test]
     fn sanitises_like_the_sdk() {
         let o = Sanitize::default();
@@ -171,28 +221,50 @@ mod tests {
     }
 
     #[test]
-    fn session_name_follows_the_seed() {
-        assert_eq!(session_name("ar", "claude", "Fix Bug", "req-12345678abcd").unwrap(), "ar-claude-fix-bug-5678abcd");
-        assert_eq!(session_name("ar", "codex", "x", "ab").unwrap(), "ar-codex-x-ab");
+    fn session_name_follows_the_seed_but_for_its_unique_part() {
+        let tag = unique_suffix(rid("req-12345678abcd"));
+        assert_eq!(tag.len(), UNIQUE_SUFFIX_LEN);
+        assert!(tag.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_eq!(
+            session_name("ar", "claude", "Fix Bug", rid("req-12345678abcd")).unwrap(),
+            format!("ar-claude-fix-bug-{tag}")
+        );
+        assert_eq!(
+            unique_suffix(rid("req-1")),
+            "0f3581ef640e",
+            "a stable derivation: names of running units depend on it"
+        );
+    }
+
+    #[test]
+    fn ids_sharing_a_tail_or_a_sanitised_form_never_share_a_name() {
+        let ids = ["alpha-00000001", "bravo-00000001", "req.a", "req:a", "REQ-A", "req-a", "a/b", "a-b"];
+        let names: std::collections::BTreeSet<String> =
+            ids.iter().map(|id| session_name("ar", "claude", "session", rid(id)).unwrap()).collect();
+        assert_eq!(names.len(), ids.len(), "{names:?}");
+        // A spawn request id and an agent id spelled alike are different ids.
+        assert_ne!(unique_suffix(rid("x-1")), unique_suffix(UniqueId::Agent("x-1")));
+        assert_eq!(unique_suffixes_of("x-1"), [unique_suffix(rid("x-1")), unique_suffix(UniqueId::Agent("x-1"))]);
     }
 
     #[test]
     fn label_that_sanitises_to_nothing_falls_back() {
-        assert_eq!(session_name("ar", "claude", "???", "abcdefgh").unwrap(), "ar-claude-session-abcdefgh");
+        let name = session_name("ar", "claude", "???", rid("abcdefgh")).unwrap();
+        assert_eq!(name, format!("ar-claude-session-{}", unique_suffix(rid("abcdefgh"))));
     }
 
     #[test]
     fn long_labels_are_cut_with_a_hash_and_stay_distinct() {
-        let a = session_name("ar", "claude", &"a".repeat(200), "12345678").unwrap();
-        let b = session_name("ar", "claude", &format!("{}b", "a".repeat(199)), "12345678").unwrap();
+        let a = session_name("ar", "claude", &"a".repeat(200), rid("12345678")).unwrap();
+        let b = session_name("ar", "claude", &format!("{}b", "a".repeat(199)), rid("12345678")).unwrap();
         assert!(a.len() <= MAX_SESSION_NAME && b.len() <= MAX_SESSION_NAME);
         assert_ne!(a, b);
-        assert!(a.ends_with("-12345678"));
+        assert!(a.ends_with(&format!("-{}", unique_suffix(rid("12345678")))));
     }
 
     #[test]
     fn too_long_prefix_is_an_error() {
-        let err = session_name(&"p".repeat(70), "claude", "x", "12345678").unwrap_err();
+        let err = session_name(&"p".repeat(70), "claude", "x", rid("12345678")).unwrap_err();
         assert!(err.to_string().contains("pass a short `label`"));
     }
 
@@ -214,6 +286,18 @@ mod tests {
     }
 
     #[test]
+    fn references_naming_a_unit() {
+        let unit = "agent-relay-managed-ar-claude-x-1.service";
+        assert_eq!(unit_named_by(unit, "ar").as_deref(), Some(unit));
+        assert_eq!(unit_named_by("agent-relay-managed-ar-claude-x-1", "ar").as_deref(), Some(unit));
+        assert_eq!(unit_named_by("ar-claude-x-1", "ar").as_deref(), Some(unit));
+        assert_eq!(unit_named_by("req-1", "ar"), None);
+        assert_eq!(unit_named_by("ar-a/b", "ar"), None);
+        assert_eq!(unit_named_by("ssh.service", "ar"), None);
+        assert!(looks_like_unit("ssh.service") && !looks_like_unit("team/alpha"));
+    }
+
+    #[test]
     fn providers() {
         assert!(provider_is_valid("claude"));
         assert!(provider_is_valid("codex-2"));
@@ -224,11 +308,14 @@ mod tests {
 
     #[test]
     fn units_ending_like_an_id_match_its_units_only() {
-        let any = units_ending_like("ar", None, "req-12345678");
-        assert_eq!(any, "agent-relay-managed-ar-*-12345678.service");
+        let tag = unique_suffix(rid("req-12345678"));
+        let any = units_ending_like("ar", None, rid("req-12345678"));
+        assert_eq!(any, format!("agent-relay-managed-ar-*-{tag}.service"));
         assert_eq!(
-            units_ending_like("ar", Some("claude"), "req-12345678"),
-            "agent-relay-managed-ar-claude-*-12345678.service"
+            units_ending_like("ar", Some("claude"), rid("req-12345678")),
+            format!("agent-relay-managed-ar-claude-*-{tag}.service")
         );
+        let unit = agent_unit_name(&session_name("ar", "claude", "Fix Bug", rid("req-12345678")).unwrap());
+        assert!(unit.ends_with(&format!("-{tag}.service")));
     }
 }

@@ -222,6 +222,18 @@ fn task_text(t: &TaskId) -> String {
     t.to_string()
 }
 
+/// An agent unit's `Description=`: `Agent Relay <provider> agent "<label>" (<agent id>)`.
+pub fn description(provider: &str, label: &str, agent_id: &str) -> String {
+    format!("Agent Relay {provider} agent \"{label}\" ({agent_id})")
+}
+
+/// Whether a unit's description may be that of agent `agent_id`. The description ends with the
+/// agent id (see [`description`]), and a unit listing carries it: a lookup by agent id can narrow
+/// the units to read from a listing alone, then confirm by the unit's metadata.
+pub fn description_may_name(description: &str, agent_id: &str) -> bool {
+    description.strip_suffix(')').is_some_and(|d| d.strip_suffix(agent_id).is_some_and(|d| d.ends_with(" (")))
+}
+
 /// Builds the plan. Fails only when no usable name can be derived.
 pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, crate::model::request::InvalidRequest> {
     let cfg = inp.config;
@@ -231,7 +243,10 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, crate
     let uuid8 = &inp.random_hex[..8.min(inp.random_hex.len())];
     let agent_id =
         req.agent_id.clone().unwrap_or_else(|| naming::agent_id(&cfg.hostname, &req.provider, &label, uuid8));
-    let unique = req.spawn_request_id.as_deref().unwrap_or(&agent_id);
+    let unique = match req.spawn_request_id.as_deref() {
+        Some(rid) => naming::UniqueId::SpawnRequest(rid),
+        None => naming::UniqueId::Agent(&agent_id),
+    };
     let session = naming::session_name(&cfg.tmux_prefix, &req.provider, &session_label(req, &label), unique)
         .map_err(|e| crate::model::request::InvalidRequest(e.to_string()))?;
     let unit = naming::agent_unit_name(&session);
@@ -381,7 +396,7 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, crate
         argv.extend(flags.into_iter().chain(rid).map(|(flag, value)| format!("--{flag}={value}")));
         argv
     });
-    let description = format!("Agent Relay {} agent \"{}\" ({})", req.provider, label, agent_id);
+    let description = description(&req.provider, &label, &agent_id);
     Ok(SpawnPlan {
         meta,
         unit,

@@ -1,6 +1,8 @@
 //! The unit generator: a [`SpawnPlan`] → the transient unit's properties, as plain data the
 //! D-Bus layer converts. Property names are systemd's (org.freedesktop.systemd1(5)). Pure.
 
+use std::time::Duration;
+
 pub use crate::model::property::{find, Property, Value};
 
 use crate::model::exec;
@@ -8,8 +10,27 @@ use crate::model::naming::AGENT_SLICE;
 use crate::model::plan::SpawnPlan;
 use crate::model::request::Lifecycle;
 
-/// How long systemd waits after SIGTERM before its own SIGKILL when an operator stops a unit.
-pub const TIMEOUT_STOP_USEC: u64 = 10_000_000;
+/// The graceful window of a `stop` when the caller names none, or one of 0 or less (the seed's).
+pub const DEFAULT_STOP_WINDOW: Duration = Duration::from_secs(10);
+/// The largest graceful window a caller can ask `stop` for (the seed's cap).
+pub const MAX_STOP_WINDOW: Duration = Duration::from_secs(60);
+/// How long systemd itself waits after SIGTERM before its own SIGKILL: past the largest window
+/// `stop` can be asked for, with a margin for the SIGKILL call to arrive, so that the caller's
+/// window decides and `stop`'s `killed` is the truth. An operator's `systemctl --user stop`
+/// waits this long for an agent that ignores SIGTERM.
+pub const TIMEOUT_STOP_USEC: u64 = MAX_STOP_WINDOW.as_micros() as u64 + 10_000_000;
+
+/// The graceful window of a stop asked for `seconds`, as the seed's `sessionStopTimeoutMs`:
+/// 0 or less is the default (10 s), more than 60 s is 60 s. `None` for NaN.
+pub fn stop_window(seconds: f64) -> Option<Duration> {
+    if seconds.is_nan() {
+        return None;
+    }
+    if seconds <= 0.0 {
+        return Some(DEFAULT_STOP_WINDOW);
+    }
+    Some(Duration::try_from_secs_f64(seconds).map_or(MAX_STOP_WINDOW, |d| d.min(MAX_STOP_WINDOW)))
+}
 /// Delay between a persistent agent's crash and its restart.
 pub const RESTART_USEC: u64 = 2_000_000;
 /// Start-rate limit: at most BURST starts per INTERVAL, then the unit stays failed.
@@ -56,4 +77,27 @@ pub fn agent_properties(plan: &SpawnPlan) -> Vec<Property> {
         Lifecycle::Ephemeral => props.push(("Restart", s("no"))),
     }
     props
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_windows_follow_the_seed() {
+        let s = Duration::from_secs;
+        assert_eq!(stop_window(12.0), Some(s(12)));
+        assert_eq!(stop_window(0.25), Some(Duration::from_millis(250)));
+        assert_eq!(stop_window(0.0), Some(s(10)));
+        assert_eq!(stop_window(-3.0), Some(s(10)));
+        assert_eq!(stop_window(f64::NEG_INFINITY), Some(s(10)));
+        assert_eq!(stop_window(600.0), Some(s(60)));
+        assert_eq!(stop_window(f64::INFINITY), Some(s(60)));
+        assert_eq!(stop_window(f64::NAN), None);
+    }
+
+    #[test]
+    fn systemd_never_kills_before_the_largest_window() {
+        assert!(TIMEOUT_STOP_USEC > MAX_STOP_WINDOW.as_micros() as u64);
+    }
 }

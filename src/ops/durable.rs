@@ -167,7 +167,7 @@ impl Supervisor {
                 agent_id: agent.agent_id.clone(),
                 session_name: agent.session_name.clone(),
                 systemd_unit: unit.clone(),
-                stopped: true,
+                stopped: false,
                 was_running: false,
                 killed: false,
             },

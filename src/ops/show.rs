@@ -1,5 +1,6 @@
 //! `list` and `show`: agent records from unit properties alone (read concurrently), and how a
-//! reference (agent id, session, unit, spawn request id, policy name) resolves to one agent.
+//! reference (unit, session, agent id, spawn request id, policy name) resolves to one agent, or
+//! to an error naming every agent it could mean.
 
 use std::path::Path;
 
@@ -7,8 +8,9 @@ use futures_util::StreamExt;
 
 use crate::error::Error;
 use crate::io::host;
-use crate::model::naming;
+use crate::io::systemd::manager::Listed;
 use crate::model::record::{self, AgentRecord, UnitSnapshot};
+use crate::model::{naming, plan};
 use crate::ops::Supervisor;
 
 /// How many units' properties are read at once.
@@ -34,8 +36,13 @@ impl Supervisor {
 
     /// Properties of every unit matching `pattern`, read concurrently (units gone meanwhile skipped).
     pub(crate) async fn snapshots_matching(&self, pattern: &str) -> Result<Vec<UnitSnapshot>, Error> {
+        self.snapshots_where(pattern, |_| true).await
+    }
+
+    /// Properties of the units matching `pattern` that `keep` chooses from their listing alone.
+    async fn snapshots_where(&self, pattern: &str, keep: impl Fn(&Listed) -> bool) -> Result<Vec<UnitSnapshot>, Error> {
         let units = self.mgr.list_units(&[pattern.to_string()]).await?;
-        let reads = futures_util::stream::iter(units)
+        let reads = futures_util::stream::iter(units.into_iter().filter(|l| keep(l)))
             .map(|l| async move { (self.mgr.snapshot_listed(&l).await, l.unit) })
             .buffer_unordered(READ_CONCURRENCY)
             .collect::<Vec<_>>()
@@ -52,56 +59,63 @@ impl Supervisor {
         Ok(out)
     }
 
-    /// One agent by agent id, session name, unit name or spawn request id.
+    /// One agent by reference: see [`Supervisor::resolve`].
     pub async fn show(&self, reference: &str) -> Result<AgentRecord, Error> {
         self.resolve(reference).await
     }
 
-    /// An agent by reference among loaded units, else among durable unit files not loaded.
+    /// The one agent a reference names. Tried in turn, the first kind that matches deciding:
+    /// 1. a unit name, with or without `.service`, or a session name: one unit at most;
+    /// 2. an agent id or a spawn request id (any text a spawn accepted, `/` included);
+    /// 3. a policy name.
+    ///
+    /// Loaded units first, then durable agents whose unit is not loaded. Two agents or more of
+    /// the deciding kind are [`Error::Ambiguous`], listing their units: nothing is picked.
     pub(crate) async fn resolve(&self, reference: &str) -> Result<AgentRecord, Error> {
-        match self.resolve_loaded(reference).await {
-            Err(Error::NotFound { .. }) => {
-                let unloaded = self.unloaded_durable_agents().await?;
-                pick(&unloaded, reference).cloned().ok_or_else(|| Error::NotFound { reference: reference.to_string() })
-            }
-            other => other,
-        }
-    }
-
-    async fn resolve_loaded(&self, reference: &str) -> Result<AgentRecord, Error> {
-        let prefix = &self.config.tmux_prefix;
-        let not_found = || Error::NotFound { reference: reference.to_string() };
-        if reference.is_empty() || reference.chars().any(|c| c.is_control() || c == '/') {
+        if reference.is_empty() || reference.chars().any(char::is_control) {
             return Err(Error::BadReference { reference: reference.to_string() });
         }
-        if reference.ends_with(".service") {
-            if naming::session_of_unit(reference, prefix).is_none() {
-                return Err(Error::NotOurs {
-                    unit: reference.to_string(),
-                    prefix: format!("{}{prefix}-", naming::AGENT_UNIT_PREFIX),
-                });
-            }
-            return self.record_of(reference).await?.ok_or_else(not_found);
-        }
-        if reference.starts_with(&format!("{prefix}-")) {
-            if let Some(r) = self.record_of(&naming::agent_unit_name(reference)).await? {
+        let prefix = &self.config.tmux_prefix;
+        let unit = naming::unit_named_by(reference, prefix);
+        if let Some(unit) = &unit {
+            if let Some(r) = self.record_of(unit).await? {
                 return Ok(r);
             }
         }
-        // A unit name ends with the last 8 characters of its spawn request id (else of its agent
-        // id): look among those first, so that resolving each of n agents is not a list of all n.
-        let narrowed = naming::units_ending_like(prefix, None, reference);
-        let near = self.list_matching(&narrowed).await?;
-        let found = near
-            .iter()
-            .find(|r| r.agent_id == reference)
-            .or_else(|| near.iter().rev().find(|r| r.spawn_request_id.as_deref() == Some(reference)));
-        if let Some(r) = found {
+        // Every unit spawned under this id ends with the unique part derived from it, and every
+        // agent's description ends with its agent id: the listing alone narrows what is read.
+        let tags = naming::unique_suffixes_of(reference).map(|t| format!("-{t}.service"));
+        let near = self
+            .snapshots_where(&naming::agent_unit_pattern(prefix), |l| {
+                tags.iter().any(|t| l.unit.ends_with(t)) || plan::description_may_name(&l.description, reference)
+            })
+            .await?;
+        let by_id: Vec<AgentRecord> =
+            near.iter().filter_map(|s| to_record(s, &self.host.home)).filter(|r| is_id_of(r, reference)).collect();
+        if let Some(r) = only(reference, by_id)? {
+            return Ok(r);
+        }
+        let unloaded = self.unloaded_durable_agents().await?;
+        if let Some(r) = unloaded.iter().find(|r| unit.as_deref() == Some(r.systemd_unit.as_str())) {
             return Ok(r.clone());
         }
-        // Agent ids of agents spawned with a request id, and policy names: only a full list knows.
-        let all = self.list().await?;
-        pick(&all, reference).cloned().ok_or_else(not_found)
+        if let Some(r) = only(reference, unloaded.iter().filter(|r| is_id_of(r, reference)).cloned().collect())? {
+            return Ok(r);
+        }
+        // Policy names: only a full list knows.
+        let mut by_policy = self.list().await?;
+        by_policy.extend(unloaded);
+        by_policy.retain(|r| r.policy_name.as_deref() == Some(reference));
+        if let Some(r) = only(reference, by_policy)? {
+            return Ok(r);
+        }
+        if unit.is_none() && naming::looks_like_unit(reference) {
+            return Err(Error::NotOurs {
+                unit: reference.to_string(),
+                prefix: format!("{}{prefix}-", naming::AGENT_UNIT_PREFIX),
+            });
+        }
+        Err(Error::NotFound { reference: reference.to_string() })
     }
 
     pub(crate) async fn snapshot(&self, unit: &str) -> Result<Option<UnitSnapshot>, Error> {
@@ -118,13 +132,21 @@ impl Supervisor {
     }
 }
 
-/// The agent a reference names among `all`: unit, session or agent id, else the latest of a
-/// spawn request id or policy name.
-fn pick<'a>(all: &'a [AgentRecord], reference: &str) -> Option<&'a AgentRecord> {
-    all.iter()
-        .find(|r| r.agent_id == reference || r.systemd_unit == reference || r.session_name == reference)
-        .or_else(|| all.iter().rev().find(|r| r.spawn_request_id.as_deref() == Some(reference)))
-        .or_else(|| all.iter().rev().find(|r| r.policy_name.as_deref() == Some(reference)))
+fn is_id_of(r: &AgentRecord, reference: &str) -> bool {
+    r.agent_id == reference || r.spawn_request_id.as_deref() == Some(reference)
+}
+
+/// The one agent of `matches`; `None` for none; [`Error::Ambiguous`] for more.
+fn only(reference: &str, mut matches: Vec<AgentRecord>) -> Result<Option<AgentRecord>, Error> {
+    matches.sort_by(|a, b| a.systemd_unit.cmp(&b.systemd_unit));
+    matches.dedup_by(|a, b| a.systemd_unit == b.systemd_unit);
+    match matches.len() {
+        0 | 1 => Ok(matches.pop()),
+        _ => Err(Error::Ambiguous {
+            reference: reference.to_string(),
+            matches: matches.into_iter().map(|r| r.systemd_unit).collect(),
+        }),
+    }
 }
 
 /// The record of a unit, with its main process observed in /proc, its files below `home`, and
@@ -132,7 +154,7 @@ fn pick<'a>(all: &'a [AgentRecord], reference: &str) -> Option<&'a AgentRecord> 
 pub fn to_record(s: &UnitSnapshot, home: &Path) -> Option<AgentRecord> {
     let proc = if s.main_pid > 0 { host::proc_state(s.main_pid) } else { record::ProcState::Gone };
     let mut r = record::agent_record(s, proc, home)?;
-    let info = crate::model::plan::runner_info_file(home, &r.session_name);
+    let info = plan::runner_info_file(home, &r.session_name);
     if let Some(tmux) = crate::io::runner::tmux_session(&info, &r.agent_id) {
         r.tmux_session = tmux;
     }

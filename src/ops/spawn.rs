@@ -131,7 +131,8 @@ impl Supervisor {
 
     /// A live agent of this spawn request, looked up among units whose name ends like it.
     pub(crate) async fn find_live_request(&self, rid: &str, provider: &str) -> Result<Option<AgentRecord>, Error> {
-        let pattern = naming::units_ending_like(&self.config.tmux_prefix, Some(provider), rid);
+        let pattern =
+            naming::units_ending_like(&self.config.tmux_prefix, Some(provider), naming::UniqueId::SpawnRequest(rid));
         let found = self.list_matching(&pattern).await?;
         let live = found.into_iter().find(|r| r.spawn_request_id.as_deref() == Some(rid) && r.active().is_live());
         match live {

@@ -13,12 +13,12 @@ use crate::model::state::ActiveState;
 use crate::ops::Supervisor;
 
 /// Default and largest graceful stop timeouts (the seed's 10 s and 60 s).
-pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
-pub const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+pub use crate::model::unit::{DEFAULT_STOP_WINDOW as DEFAULT_STOP_TIMEOUT, MAX_STOP_WINDOW as MAX_STOP_TIMEOUT};
 /// After SIGKILL to the whole control group, how long the group may take to empty.
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
 
-/// The answer of a stop. `stopped` is only ever true when nothing of the agent runs.
+/// The answer of a stop. `stopped`: this stop ended a running agent (false for one already dead,
+/// as in the seed); never true while a process of the agent lives.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StopOutcome {
@@ -34,9 +34,17 @@ pub struct StopOutcome {
 impl Supervisor {
     /// Stops an agent: `StopUnit`, up to `timeout` (capped at 60 s), then SIGKILL to the whole
     /// control group. Never answers `stopped` while a process of the agent lives.
+    ///
+    /// An agent already dead is answered `stopped: false, wasRunning: false` (its failed state and
+    /// files are cleared all the same), also when its unit is gone and only its exit record
+    /// knows it.
     pub async fn stop(&self, reference: &str, timeout: Duration) -> Result<StopOutcome, Error> {
         let timeout = timeout.min(MAX_STOP_TIMEOUT);
-        let agent = self.resolve(reference).await?;
+        let agent = match self.resolve(reference).await {
+            Ok(a) => a,
+            Err(e @ Error::NotFound { .. }) => return self.stop_recorded(reference).ok_or(e),
+            Err(e) => return Err(e),
+        };
         let unit = agent.systemd_unit.clone();
         // The files to delete are named by the unit name, never by the unit's metadata.
         let Some(session) = naming::session_of_unit(&unit, &self.config.tmux_prefix).map(str::to_string) else {
@@ -51,9 +59,25 @@ impl Supervisor {
             agent_id: agent.agent_id,
             session_name: session,
             systemd_unit: unit,
-            stopped: true,
+            stopped: was_running,
             was_running,
             killed,
+        })
+    }
+
+    /// An agent whose unit is gone but whose exit was recorded: dead, nothing to stop.
+    fn stop_recorded(&self, reference: &str) -> Option<StopOutcome> {
+        let dir = crate::io::exit_store::exits_dir(&self.host.state_home);
+        let rec = crate::io::exit_store::find(&dir, reference)?;
+        naming::session_of_unit(&rec.unit, &self.config.tmux_prefix)?;
+        self.remove_runtime_files(&rec.session_name);
+        Some(StopOutcome {
+            agent_id: rec.agent_id,
+            session_name: rec.session_name,
+            systemd_unit: rec.unit,
+            stopped: false,
+            was_running: false,
+            killed: false,
         })
     }
 

@@ -26,6 +26,9 @@ use crate::ops::{now_ms, Supervisor};
 #[serde(rename_all = "camelCase")]
 pub struct WatchEvent {
     pub schema_version: u32,
+    /// 1 for the first event this watcher emits, then one more for each: a reader that sees a gap
+    /// lost lines (the watcher itself never skips a number; what it drops, `lagged` counts).
+    pub seq: u64,
     /// spawned, started, exited, restarting, stopped, removed; and snapshot, ready,
     /// disconnected, reconnected, lagged about the stream itself.
     #[serde(rename = "type")]
@@ -44,6 +47,7 @@ pub struct WatchEvent {
 fn meta(kind: &str, detail: Option<String>) -> WatchEvent {
     WatchEvent {
         schema_version: EVENT_SCHEMA,
+        seq: 0,
         kind: kind.into(),
         time: now_ms(),
         unit: None,
@@ -54,9 +58,11 @@ fn meta(kind: &str, detail: Option<String>) -> WatchEvent {
 }
 
 struct Tracked {
+    /// The unit's properties as last read, with every change signalled since applied: the
+    /// record of an event is made from it after the change.
+    snap: UnitSnapshot,
     view: View,
     record: AgentRecord,
-    invocation: Vec<u8>,
     /// The main pid last reported as `started`: one run, one `started`.
     announced: u32,
 }
@@ -68,12 +74,16 @@ pub struct Watcher {
     timeout: Duration,
     out: mpsc::Sender<WatchEvent>,
     dropped: u64,
+    /// The `seq` of the last event emitted.
+    seq: u64,
+    /// `snapshot` and `ready` were emitted: later sessions reconcile and say `reconnected`.
+    ready: bool,
     tracked: HashMap<String, Tracked>,
 }
 
 impl Watcher {
     pub fn new(config: Config, host: HostEnv, timeout: Duration, out: mpsc::Sender<WatchEvent>) -> Watcher {
-        Watcher { config, host, timeout, out, dropped: 0, tracked: HashMap::new() }
+        Watcher { config, host, timeout, out, dropped: 0, seq: 0, ready: false, tracked: HashMap::new() }
     }
 
     /// Runs until the receiver is dropped. Connection problems are reported as events and
@@ -82,7 +92,6 @@ impl Watcher {
     /// `connected` is used for the first session (the caller has usually just connected to fail
     /// fast); later sessions connect anew.
     pub async fn run(mut self, mut connected: Option<Supervisor>) {
-        let mut first = true;
         let mut backoff = Duration::from_millis(100);
         let mut outage = false;
         while !self.out.is_closed() {
@@ -90,7 +99,7 @@ impl Watcher {
                 Some(sup) => Ok(sup),
                 None => Supervisor::connect(self.config.clone(), self.host.clone(), self.timeout).await,
             };
-            match async { self.session(sup?, first, &mut outage).await }.await {
+            match async { self.session(sup?, &mut outage).await }.await {
                 Ok(()) => return,
                 Err(e) => {
                     // One event per outage, not one per retry.
@@ -102,7 +111,6 @@ impl Watcher {
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
-            first = false;
         }
     }
 
@@ -112,14 +120,28 @@ impl Watcher {
                 "lagged",
                 Some(format!("{} events dropped: the reader is slow; run `list` to resync", self.dropped)),
             );
-            if self.out.try_send(lag).is_err() {
+            if !self.send(lag) {
                 self.dropped += 1;
                 return;
             }
             self.dropped = 0;
         }
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.out.try_send(ev) {
+        if !self.send(ev) {
             self.dropped += 1;
+        }
+    }
+
+    /// Queues one event with the next `seq`; false when the queue is full (or closed).
+    fn send(&mut self, mut ev: WatchEvent) -> bool {
+        ev.seq = self.seq + 1;
+        match self.out.try_send(ev) {
+            Ok(()) => {
+                self.seq += 1;
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => false,
+            // Nobody reads any more: `run` notices and ends.
+            Err(mpsc::error::TrySendError::Closed(_)) => true,
         }
     }
 
@@ -135,20 +157,24 @@ impl Watcher {
     }
 
     /// One connection's life. `Ok` only when the output is closed.
-    async fn session(&mut self, sup: Supervisor, first: bool, outage: &mut bool) -> Result<(), Error> {
+    async fn session(&mut self, sup: Supervisor, outage: &mut bool) -> Result<(), Error> {
         let mut signals = sup.manager().signals().await?;
         // Reads go on a connection of their own. zbus's reader blocks on a full stream queue, so
         // on one shared connection a burst of signals arriving while we await a reply held up
         // that very reply for a whole --timeout (seen after ~50 daemon-reloads amid spawns).
         let calls = sup.connect_for_calls().await?;
-        self.reconcile(&calls).await?;
-        *outage = false;
-        if first {
+        if !self.ready {
+            // What runs already is the snapshot, not news: no `spawned` or `started` for it.
+            self.reconcile_as(&calls, Announce::Quietly).await?;
+            *outage = false;
             for unit in self.sorted_units() {
                 self.agent_event_named(&unit, "snapshot", None);
             }
             self.emit(meta("ready", Some(format!("{} agents", self.tracked.len()))));
+            self.ready = true;
         } else {
+            self.reconcile(&calls).await?;
+            *outage = false;
             self.emit(meta("reconnected", Some("resubscribed and reconciled from a fresh list".into())));
         }
         let mut reloading = false;
@@ -199,11 +225,12 @@ impl Watcher {
         units
     }
 
-    /// An event about one agent, carrying its current record.
+    /// An event about one agent, carrying its record as it is now (after the change).
     fn agent_event_named(&mut self, unit: &str, kind: &str, exit: Option<ExitInfo>) {
         let agent = self.tracked.get(unit).map(|t| t.record.clone());
         self.emit(WatchEvent {
             schema_version: EVENT_SCHEMA,
+            seq: 0,
             kind: kind.into(),
             time: now_ms(),
             unit: Some(unit.to_string()),
@@ -217,7 +244,7 @@ impl Watcher {
         if !self.ours(unit) {
             return Ok(());
         }
-        let Some(old) = self.tracked.get(unit).map(|t| t.view.clone()) else {
+        let Some((old, snap)) = self.tracked.get(unit).map(|t| (t.view.clone(), t.snap.clone())) else {
             return self.refresh(sup, unit).await;
         };
         let new = old.apply(&change);
@@ -227,7 +254,7 @@ impl Watcher {
             // false exit.
             return self.refresh(sup, unit).await;
         }
-        self.update(unit, new);
+        self.track(unit, events::apply_to_snapshot(&snap, &change));
         for t in ts {
             self.agent_event(unit, t.kind, t.exit);
         }
@@ -243,18 +270,38 @@ impl Watcher {
 
     /// Reads every agent unit and reports differences from what is tracked.
     async fn reconcile(&mut self, sup: &Supervisor) -> Result<(), Error> {
+        self.reconcile_as(sup, Announce::Changes).await
+    }
+
+    async fn reconcile_as(&mut self, sup: &Supervisor, announce: Announce) -> Result<(), Error> {
         let snaps = sup.snapshots().await?;
         let mut seen = std::collections::HashSet::new();
         for s in snaps {
             seen.insert(s.unit.clone());
             let unit = s.unit.clone();
-            self.settle(&unit, Some(s));
+            match announce {
+                Announce::Changes => self.settle(&unit, Some(s)),
+                Announce::Quietly => {
+                    self.track(&unit, s);
+                }
+            }
         }
         let vanished: Vec<String> = self.tracked.keys().filter(|u| !seen.contains(*u)).cloned().collect();
         for unit in vanished {
             self.settle(&unit, None);
         }
         Ok(())
+    }
+
+    /// Tracks a unit's properties (and its record made from them) without reporting anything;
+    /// false when the unit carries no agent metadata.
+    fn track(&mut self, unit: &str, snap: UnitSnapshot) -> bool {
+        let proc = if snap.main_pid > 0 { ProcState::Running } else { ProcState::Gone };
+        let Some(record) = record::agent_record(&snap, proc, &self.host.home) else { return false };
+        let announced = self.tracked.get(unit).map(|t| t.announced).unwrap_or(0);
+        let view = view_of(&snap);
+        self.tracked.insert(unit.to_string(), Tracked { snap, view, record, announced });
+        true
     }
 
     fn settle(&mut self, unit: &str, snap: Option<UnitSnapshot>) {
@@ -280,23 +327,25 @@ impl Watcher {
                 }
             }
         }
-        match (snap, new_view) {
-            (Some(s), Some(v)) => {
-                let Some(rec) = record::agent_record(
-                    &s,
-                    if s.main_pid > 0 { ProcState::Running } else { ProcState::Gone },
-                    &self.host.home,
-                ) else {
+        match snap {
+            Some(s) => {
+                if !self.track(unit, s) {
                     return;
-                };
-                let announced = self.tracked.get(unit).map(|t| t.announced).unwrap_or(0);
-                self.tracked
-                    .insert(unit.to_string(), Tracked { view: v, record: rec, invocation: s.invocation_id, announced });
+                }
                 for t in ts {
                     self.agent_event(unit, t.kind, t.exit);
                 }
             }
-            _ => {
+            None => {
+                // Gone from systemd, and no process of it runs there (see above): the events
+                // carry the agent as it is now, dead and unloaded.
+                if let Some(t) = self.tracked.get_mut(unit) {
+                    let r = &mut t.record;
+                    r.active_state = "inactive".into();
+                    r.sub_state = "dead".into();
+                    r.pid = None;
+                    r.state = record::Liveness::Dead;
+                }
                 for t in ts {
                     self.agent_event(unit, t.kind, t.exit);
                 }
@@ -310,29 +359,15 @@ impl Watcher {
         let session = naming::session_of_unit(unit, &self.config.tmux_prefix)?;
         let dir = crate::io::exit_store::exits_dir(&self.host.state_home);
         let recs = crate::io::exit_store::read_session(&dir, session);
-        recs.iter().rev().find(|r| r.is_run(&t.invocation)).map(crate::model::exit::classify_record)
+        recs.iter().rev().find(|r| r.is_run(&t.snap.invocation_id)).map(crate::model::exit::classify_record)
     }
+}
 
-    fn update(&mut self, unit: &str, view: View) {
-        if let Some(t) = self.tracked.get_mut(unit) {
-            let r = &mut t.record;
-            r.active_state = view.active_state.clone();
-            r.sub_state = view.sub_state.clone();
-            r.pid = (view.main_pid > 0).then_some(view.main_pid);
-            r.restarts = view.n_restarts;
-            r.result = view.result.clone();
-            r.crash_looping = crate::model::exit::crash_looping(&r.lifecycle, &view.active_state, &view.result);
-            let snap = UnitSnapshot {
-                load_state: "loaded".into(),
-                active_state: view.active_state.clone(),
-                sub_state: view.sub_state.clone(),
-                main_pid: view.main_pid,
-                ..Default::default()
-            };
-            r.state = record::liveness(&snap, if view.main_pid > 0 { ProcState::Running } else { ProcState::Gone });
-            t.view = view;
-        }
-    }
+/// Whether a reconcile reports what it finds (after a reconnect) or only takes it in (at start).
+#[derive(Clone, Copy)]
+enum Announce {
+    Changes,
+    Quietly,
 }
 
 fn view_of(s: &UnitSnapshot) -> View {

@@ -11,6 +11,8 @@ mod assets;
 mod bad_input;
 // Every visible command's `--help` ends with an example an operator can copy.
 mod help;
+// The log sanitiser line for line against a transcription of the seed's regexes, on generated input.
+mod logtext;
 // Property tests of the parsers, naming and the unit generator: no panic, one-line refusals.
 mod properties;
 // The unit-file generator against the golden files in tests/data/.

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::util::*;
+use agent_relay_systemd::model::naming::{unique_suffix, UniqueId};
 use serde_json::{json, Value};
 
 const PROMPT: &str = "PROMPT-TEXT-do-not-leak-41";
@@ -19,7 +20,8 @@ fn spawn_creates_a_transient_unit_an_operator_can_inspect() {
     assert_eq!(out["created"], true);
     let agent = &out["agent"];
     let unit = agent["systemdUnit"].as_str().unwrap();
-    assert_eq!(unit, "agent-relay-managed-ar-claude-fix-bug-q-000001.service");
+    let session = format!("ar-claude-fix-bug-{}", unique_suffix(UniqueId::SpawnRequest("req-000001")));
+    assert_eq!(unit, format!("agent-relay-managed-{session}.service"));
     assert_eq!(agent["state"], "alive");
 
     assert_eq!(env.prop(unit, "Type"), "exec");
@@ -71,7 +73,7 @@ fn spawn_creates_a_transient_unit_an_operator_can_inspect() {
     let log_text = std::fs::read_to_string(log).unwrap();
     assert!(log_text.contains(&format!("FAKE-RUNNER PROMPT-BYTES {}", PROMPT.len())), "{log_text}");
     assert_eq!(mode(std::path::Path::new(log)), 0o600);
-    let info = env.runner_info("ar-claude-fix-bug-q-000001");
+    let info = env.runner_info(&session);
     assert!(wait_until(Duration::from_secs(5), || info.exists()), "runner info {} not written", info.display());
 }
 
@@ -189,12 +191,14 @@ fn concurrent_spawns_of_one_request_make_one_unit() {
 #[test]
 fn a_different_request_mapping_to_an_existing_unit_is_a_conflict() {
     let env = Env::new();
-    env.spawn(&env.request(json!({"label": "same", "spawnRequestId": "aaaa-12345678"})));
-    let out = env
-        .run(&["spawn"], Some(&env.request(json!({"label": "same", "spawnRequestId": "bbbb-12345678"})).to_string()));
+    // Without a spawnRequestId the unit is named after the agent id: a second request with the
+    // same agentId maps to the first one's unit. (Different spawnRequestIds never share a unit:
+    // tests/system/seams.rs.)
+    env.spawn(&env.request(json!({"label": "same", "agentId": "dup-agent"})));
+    let out = env.run(&["spawn"], Some(&env.request(json!({"label": "same", "agentId": "dup-agent"})).to_string()));
     assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("already exists") && err.contains("aaaa-12345678"), "{err}");
+    assert!(err.contains("already exists") && err.contains("dup-agent"), "{err}");
     assert_eq!(env.agent_units().len(), 1);
     assert_eq!(std::fs::read_dir(env.agents_dir()).unwrap().count(), 1, "the refused spawn left no files");
 }
@@ -229,9 +233,11 @@ fn stop_kills_an_agent_that_ignores_sigterm_within_timeout_plus_two_seconds() {
     assert!(env.agent_units().is_empty(), "unit left: {:?}", env.agent_units());
     assert_eq!(std::fs::read_dir(env.agents_dir()).unwrap().count(), 0, "secrets removed after stop");
 
-    // Stopping again: the agent is gone, which is not a success.
-    let again = env.run(&["stop", "stubborn-1"], None);
-    assert_eq!(again.status.code(), Some(3));
+    // Stopping again: the agent is dead (its exit record says so), so nothing is stopped, as
+    // the seed answers; a reference nothing knows is not found.
+    let again = env.json(&["stop", "stubborn-1", "-o", "json"], None);
+    assert_eq!((&again["stopped"], &again["wasRunning"]), (&json!(false), &json!(false)), "{again}");
+    assert_eq!(env.run(&["stop", "never-spawned"], None).status.code(), Some(3));
 }
 
 #[test]

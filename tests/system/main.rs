@@ -37,5 +37,8 @@ mod reap;
 mod reliability;
 // The private manager itself and the `sandbox` verb: private, and nothing left behind.
 mod sandbox;
+// The orchestrator's seams: stop's window and `killed`, one unit per request, every id
+// addressable and ambiguity refused, `watch` from a snapshot with numbered events.
+mod seams;
 // `watch`: deaths reported fast and exactly, nothing false across reloads and a reexec.
 mod watch;

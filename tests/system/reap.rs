@@ -85,8 +85,8 @@ fn reap_cleans_what_is_gone_and_nothing_else() {
 #[test]
 fn reap_ends_stray_guest_servers_but_not_guests_with_units() {
     let env = Env::new();
-    env.spawn(&env.request(json!({"spawnRequestId": "host-g"})));
-    let info = env.runner_info("ar-claude-session-host-g");
+    let host = env.spawn(&env.request(json!({"spawnRequestId": "host-g"})));
+    let info = env.runner_info(host["agent"]["sessionName"].as_str().unwrap());
     assert!(wait_until(Duration::from_secs(5), || info.exists()));
     let guest = env.json(&["guest", "create", "host-g", "-o", "json"], None)["guest"].as_str().unwrap().to_string();
     let tmux_dir = env.mgr().root().join("tmux").join(format!("tmux-{}", nix::unistd::getuid()));

@@ -287,6 +287,11 @@ pub struct Watch {
 
 impl Watch {
     pub fn start(env: &Env) -> Watch {
+        Watch::start_with_preamble(env).0
+    }
+
+    /// Starts `watch` and returns it with every event up to and including `ready`.
+    pub fn start_with_preamble(env: &Env) -> (Watch, Vec<Value>) {
         let mut child = env.cli().args(["watch", "-o", "json"]).stdout(Stdio::piped()).spawn().unwrap();
         let out = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -300,8 +305,8 @@ impl Watch {
             }
         });
         let w = Watch { child, lines: rx };
-        w.until(Duration::from_secs(10), |v| v["type"] == "ready").expect("watch became ready");
-        w
+        let preamble = w.until(Duration::from_secs(10), |v| v["type"] == "ready").expect("watch became ready");
+        (w, preamble.into_iter().map(|(_, v)| v).collect())
     }
 
     /// Events until `pred` matches (that one included), or `None` on timeout.

@@ -47,20 +47,21 @@ fn env<'a>(p: &'a SpawnPlan, k: &str) -> Option<&'a str> {
 #[test]
 fn names_follow_the_seed() {
     let p = plan_for(r#"{"provider":"claude","cwd":"/x","label":"Fix Bug","spawnRequestId":"req-000042"}"#);
-    assert_eq!(p.meta.session, "ar-claude-fix-bug-q-000042");
-    assert_eq!(p.unit, "agent-relay-managed-ar-claude-fix-bug-q-000042.service");
+    let session = format!("ar-claude-fix-bug-{}", naming::unique_suffix(naming::UniqueId::SpawnRequest("req-000042")));
+    assert_eq!(p.meta.session, session);
+    assert_eq!(p.unit, format!("agent-relay-managed-{session}.service"));
     assert_eq!(p.meta.agent_id, "box-local-claude-fix-bug-01234567");
-    assert_eq!(
-        p.agent_dir,
-        PathBuf::from("/run/user/0/agent-relay-systemd/agents/ar-claude-fix-bug-q-000042.89abcdef")
-    );
+    assert_eq!(p.agent_dir, PathBuf::from(format!("/run/user/0/agent-relay-systemd/agents/{session}.89abcdef")));
 }
 
 #[test]
 fn default_label_is_stable_for_a_spawn_request_and_timed_otherwise() {
     let a = plan_for(r#"{"provider":"claude","cwd":"/x","spawnRequestId":"r-1"}"#);
     assert_eq!(a.meta.label, "session");
-    assert_eq!(a.meta.session, "ar-claude-session-r-1");
+    assert_eq!(
+        a.meta.session,
+        format!("ar-claude-session-{}", naming::unique_suffix(naming::UniqueId::SpawnRequest("r-1")))
+    );
     let b = plan_for(r#"{"provider":"claude","cwd":"/x"}"#);
     assert_eq!(b.meta.label, "session-1700000000000");
     let t = plan_for(r#"{"provider":"claude","cwd":"/x","taskId":7,"label":"lint"}"#);
@@ -72,10 +73,12 @@ fn default_label_is_stable_for_a_spawn_request_and_timed_otherwise() {
 fn task_sessions_are_named_as_the_orchestrator_names_them() {
     let session = |json: &str| plan_for(json).meta.session;
     let base = r#""provider":"claude","cwd":"/x","spawnRequestId":"r-00000001""#;
-    assert_eq!(session(&format!(r#"{{{base},"taskId":7,"label":"task-7: fix lint"}}"#)), "ar-claude-task-7-00000001");
-    assert_eq!(session(&format!(r#"{{{base},"taskId":7,"label":"Task-7"}}"#)), "ar-claude-task-7-00000001");
-    assert_eq!(session(&format!(r#"{{{base},"taskId":7}}"#)), "ar-claude-task-7-00000001");
-    assert_eq!(session(&format!(r#"{{{base},"taskId":7,"label":" lint "}}"#)), "ar-claude-task-7-lint-00000001");
+    let sfx = naming::unique_suffix(naming::UniqueId::SpawnRequest("r-00000001"));
+    let task7 = format!("ar-claude-task-7-{sfx}");
+    assert_eq!(session(&format!(r#"{{{base},"taskId":7,"label":"task-7: fix lint"}}"#)), task7);
+    assert_eq!(session(&format!(r#"{{{base},"taskId":7,"label":"Task-7"}}"#)), task7);
+    assert_eq!(session(&format!(r#"{{{base},"taskId":7}}"#)), task7);
+    assert_eq!(session(&format!(r#"{{{base},"taskId":7,"label":" lint "}}"#)), format!("ar-claude-task-7-lint-{sfx}"));
     let p = plan_for(&format!(r#"{{{base},"taskId":7,"label":"task-7: fix lint"}}"#));
     assert_eq!(env(&p, "AGENT_RELAY_TASK_ID"), Some("7"));
     assert_eq!(env(&p, "AGENT_RELAY_LABEL"), Some("task-7: fix lint"));
@@ -392,4 +395,14 @@ fn an_exec_too_large_for_linux_is_told_apart() {
     p.secret_env.push(("HUGE".into(), "x".repeat(MAX_ARG_STRLEN)));
     assert!(p.exec_too_large());
     assert_eq!(p.exec_size().0, MAX_ARG_STRLEN + "HUGE".len() + 2);
+}
+
+#[test]
+fn a_description_names_its_agent_id_at_its_end() {
+    let d = description("claude", "fix (x)", "org/agent (7)");
+    assert!(description_may_name(&d, "org/agent (7)"));
+    assert!(!description_may_name(&d, "agent (7)"));
+    assert!(!description_may_name(&d, "org/agent"));
+    let p = plan_for(r#"{"provider":"claude","cwd":"/x","agentId":"a/b"}"#);
+    assert!(description_may_name(&p.description, "a/b"));
 }
