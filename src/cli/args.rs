@@ -266,6 +266,9 @@ pub enum Command {
         log_file: String,
         #[arg(long)]
         spawn_request_id: Option<String>,
+        /// The run's prompt file, emptied once the run is over (a restart does not replay it)
+        #[arg(long)]
+        prompt_file: Option<PathBuf>,
     },
     /// Run a percent-encoded command line in place of this process (run by agent units whose words systemd < 254 cannot keep, not by people)
     #[command(hide = true)]

@@ -52,7 +52,7 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         Command::Reap { dry_run, retention_days } => answer(o, block_on(reap(cli, *dry_run, *retention_days))),
         Command::Watch { queue } => done(watch(cli, *queue)),
         Command::Doctor => doctor(cli),
-        Command::RecordExit { dir, unit, session, agent_id, provider, log_file, spawn_request_id } => {
+        Command::RecordExit { dir, unit, session, agent_id, provider, log_file, spawn_request_id, prompt_file } => {
             let args = ops::record_exit::RecordArgs {
                 dir: dir.clone(),
                 unit: unit.clone(),
@@ -61,6 +61,7 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
                 provider: provider.clone(),
                 log_file: log_file.clone(),
                 spawn_request_id: spawn_request_id.clone(),
+                prompt_file: prompt_file.clone(),
             };
             match block_on(ops::record_exit::record_exit(&args, &HostEnv::from_process())) {
                 Ok(_) => Ok(ExitCode::SUCCESS),

@@ -119,6 +119,42 @@ pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
     Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("not a regular file ({what})")))
 }
 
+/// Truncates `path` to nothing if it is a regular file (not through a link, never blocking).
+pub fn empty_regular(path: &Path) -> std::io::Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
+        .open(path)
+        .map_err(explain)?;
+    if !f.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    f.set_len(0)
+}
+
+/// Makes a new run of a reused session name start clean (the seed deletes the runner info and
+/// truncates the log): the previous runner info goes (a link is removed, not followed), and the
+/// previous log is kept readable as `<log>.1` (replacing an older one) while the new run gets an
+/// empty 0600 log. Called only once no live agent has the name.
+pub fn fresh_run(plan: &SpawnPlan) -> Result<(), Error> {
+    remove_entry(&plan.runner_info_file)
+        .map_err(Error::io("removing the previous runner info", &plan.runner_info_file))?;
+    let previous = std::fs::symlink_metadata(&plan.log_file).is_ok_and(|m| m.is_file() && m.len() > 0);
+    if previous {
+        let mut kept = plan.log_file.clone().into_os_string();
+        kept.push(".1");
+        std::fs::rename(&plan.log_file, &kept).map_err(Error::io("keeping the previous log", &plan.log_file))?;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(OFlag::O_NOFOLLOW.bits())
+            .open(&plan.log_file)
+            .map_err(Error::io("creating log file (not through a symlink)", &plan.log_file))?;
+    }
+    Ok(())
+}
+
 /// A regular file of at most `max` bytes, read whole (see [`open_regular`]).
 pub fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     let f = open_regular(path)?;

@@ -186,6 +186,19 @@ pub fn runner_info_file(home: &Path, session: &str) -> PathBuf {
     runner_info_dir(home).join(format!("{session}.json"))
 }
 
+/// The prompt's file in an attempt's directory.
+pub const PROMPT_FILE_NAME: &str = "prompt";
+
+/// Whether `path` can be the prompt file of `session`: `…/<session>.<attempt>/prompt`, where
+/// the attempt is hex (what [`agent_dir`] names). The recorder empties only such a file.
+pub fn is_prompt_file_of(path: &Path, session: &str) -> bool {
+    let dir = path.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str());
+    let attempt = dir.and_then(|d| d.strip_prefix(session)).and_then(|rest| rest.strip_prefix('.'));
+    path.file_name().is_some_and(|n| n == PROMPT_FILE_NAME)
+        && path.is_absolute()
+        && attempt.is_some_and(|a| !a.is_empty() && a.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
 /// One attempt's secret and payload directory: `<root>/agents/<session>.<attempt>`.
 pub fn agent_dir(files_root: &Path, session: &str, attempt: &str) -> PathBuf {
     files_root.join("agents").join(format!("{session}.{attempt}"))
@@ -267,7 +280,8 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, crate
         payloads.push(PayloadFile { path: path.clone(), contents });
         path.display().to_string()
     };
-    let prompt_file = req.prompt.clone().filter(|p| !p.is_empty()).map(|p| payload("prompt", p));
+    let prompt_file = req.prompt.clone().filter(|p| !p.is_empty()).map(|p| payload(PROMPT_FILE_NAME, p));
+    let prompt_path = prompt_file.as_ref().map(|_| agent_dir.join(PROMPT_FILE_NAME));
     let append_file =
         req.system_prompt_append.clone().filter(|p| !p.is_empty()).map(|p| payload("system-prompt-append", p));
     let profile_file = req
@@ -385,6 +399,12 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, crate
     let record_exit_argv = inp.record_exit.map(|(exe, dir)| {
         let mut argv: Vec<String> = vec![exe.display().to_string(), "record-exit".into()];
         let rid = req.spawn_request_id.as_ref().map(|rid| ("spawn-request-id", rid.clone()));
+        // The first run reads the prompt; the recorder empties the file after every run, so a
+        // restart does not do the task again, unless the request asks for a replay.
+        let prompt = prompt_path
+            .clone()
+            .filter(|_| !req.replay_prompt_on_restart)
+            .map(|p| ("prompt-file", p.display().to_string()));
         let flags = [
             ("dir", dir.display().to_string()),
             ("unit", unit.clone()),
@@ -393,7 +413,7 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, crate
             ("provider", req.provider.clone()),
             ("log-file", log_file.display().to_string()),
         ];
-        argv.extend(flags.into_iter().chain(rid).map(|(flag, value)| format!("--{flag}={value}")));
+        argv.extend(flags.into_iter().chain(rid).chain(prompt).map(|(flag, value)| format!("--{flag}={value}")));
         argv
     });
     let description = description(&req.provider, &label, &agent_id);

@@ -89,6 +89,10 @@ pub struct SpawnRequest {
     /// Resource limits of this agent (over the config's `limits`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<crate::model::limits::LimitsSpec>,
+    /// The prompt file is read by the first run only; a restart (systemd's, or a durable agent's
+    /// start with the user manager) finds it empty unless this is true. Ours, not the seed's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replay_prompt_on_restart: bool,
     /// Events the relay has the runner inject: passed on as the JSON file
     /// `AGENT_RELAY_INJECTION_EVENTS_JSON_FILE` (the orchestrator: `…_EVENTS_JSON`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -66,7 +66,7 @@ impl Supervisor {
         self.check_unit_dir(&unit_dir).await?;
         let _lock = self.durable_lock().await?;
         if let Some(rid) = &req.spawn_request_id {
-            match self.find_live_request(rid, &req.provider).await? {
+            match self.find_live_request(rid).await? {
                 Some(agent) if agent.durable => return Ok(SpawnOutcome { created: false, agent }),
                 // Returning it would answer a durable request with an agent that does not come back.
                 Some(agent) => {
@@ -92,6 +92,8 @@ impl Supervisor {
         }
 
         let files = files::write_spawn_files(&plan)?;
+        // No live agent has the name (looked up above, under the durable lock): start clean.
+        files::fresh_run(&plan)?;
         sync_dir_tree(&plan)?;
         let unit_file = unit_dir.join(&plan.unit);
         // Replacing a stopped durable agent: its definition comes back if this start fails.

@@ -26,6 +26,9 @@ pub struct RecordArgs {
     pub provider: String,
     pub log_file: String,
     pub spawn_request_id: Option<String>,
+    /// The run's prompt file, emptied after the record is written (a restart does not replay
+    /// the task); only a file of this session's directory ([`plan::is_prompt_file_of`]).
+    pub prompt_file: Option<PathBuf>,
 }
 
 /// Builds the record (pure). The unit's properties, read while our `ExecStopPost=` runs, are this
@@ -121,7 +124,26 @@ pub async fn record_exit(args: &RecordArgs, host: &HostEnv) -> Result<PathBuf, E
         }
     };
     let rec = record_from(args, snap.as_ref(), &var, crate::ops::now_ms());
-    crate::io::exit_store::write(&args.dir, &rec)
+    let written = crate::io::exit_store::write(&args.dir, &rec);
+    if let Some(prompt) = &args.prompt_file {
+        consume_prompt(prompt, &args.session);
+    }
+    written
+}
+
+/// Empties the run's prompt file so that a restart does not do the task again. Only a prompt
+/// file of this session's own directory, only a regular file (a link is not followed).
+fn consume_prompt(path: &std::path::Path, session: &str) {
+    if !crate::model::plan::is_prompt_file_of(path, session) {
+        tracing::warn!(path = %path.display(), "not this session's prompt file; left alone");
+        return;
+    }
+    if let Err(e) = crate::io::files::empty_regular(path) {
+        // Gone already (a removed agent) is fine; anything else is worth a line in the log.
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %e, "the prompt file could not be emptied");
+        }
+    }
 }
 
 async fn read_unit(host: &HostEnv, unit: &str) -> Result<UnitSnapshot, Error> {
@@ -148,6 +170,7 @@ mod tests {
             provider: "claude".into(),
             log_file: "/l".into(),
             spawn_request_id: None,
+            prompt_file: None,
         }
     }
 

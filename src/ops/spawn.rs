@@ -20,6 +20,9 @@ use crate::model::unit::{self, Property};
 use crate::ops::{now_ms, to_record, Supervisor};
 use std::time::Duration;
 
+/// Where the per-request lock files live, below the runtime root.
+pub const REQUEST_LOCK_DIR: &str = "requests";
+
 /// The answer of a spawn: the agent, and whether this call started it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -32,13 +35,20 @@ impl Supervisor {
     /// Starts an agent, or returns the live agent of the same `spawnRequestId`.
     pub async fn spawn(&self, req: &SpawnRequest) -> Result<SpawnOutcome, Error> {
         let plan = plan_request(&self.config, &self.host, req, &self.runtime_root()?)?;
+        // One spawnRequestId is one agent, whatever else the request says (provider, label): its
+        // spawns take turns on a lock named after it, and each looks for a live agent of it under
+        // any name before it starts one. systemd's `UnitExists` still settles a same-name race.
+        let _turn = match &req.spawn_request_id {
+            Some(rid) => Some(self.request_lock(rid).await?),
+            None => None,
+        };
 
         // The files are written while the idempotency lookup and the manager's `Version` are on
         // the wire (join polls them first, which sends them); if the lookup finds the agent, the
         // guard removes the files again.
         let lookup = async {
             match &req.spawn_request_id {
-                Some(rid) => self.find_live_request(rid, &req.provider).await,
+                Some(rid) => self.find_live_request(rid).await,
                 None => Ok(None),
             }
         };
@@ -48,6 +58,16 @@ impl Supervisor {
             return Ok(SpawnOutcome { created: false, agent });
         }
         let files = files?;
+        // A reused name starts clean: not the previous run's runner info, nor its log lines. For a
+        // request, the lookup above (under its lock) found no live agent; without one, the unit
+        // of this name must not be live either (its start then fails as a conflict).
+        let live = match req.spawn_request_id {
+            Some(_) => false,
+            None => self.mgr.unit_state(&plan.unit).await?.is_some_and(|s| ActiveState::parse(&s).is_live()),
+        };
+        if !live {
+            files::fresh_run(&plan)?;
+        }
         let props = self.exact_for(unit::agent_properties(&plan), &version?)?;
         for attempt in 0..3 {
             match self.mgr.start_transient_viewed(&plan.unit, &props, self.mgr.timeout()).await {
@@ -129,10 +149,20 @@ impl Supervisor {
         Err(Error::Conflict(format!("unit {} kept reappearing while starting; retry the spawn", plan.unit)))
     }
 
-    /// A live agent of this spawn request, looked up among units whose name ends like it.
-    pub(crate) async fn find_live_request(&self, rid: &str, provider: &str) -> Result<Option<AgentRecord>, Error> {
-        let pattern =
-            naming::units_ending_like(&self.config.tmux_prefix, Some(provider), naming::UniqueId::SpawnRequest(rid));
+    /// The turn of one spawn request: an exclusive lock on
+    /// `<runtime>/agent-relay-systemd/requests/<unique part>.lock`, waited for at most the call
+    /// bound. Lock files are tiny, on the runtime tmpfs; `reap` removes old ones.
+    async fn request_lock(&self, rid: &str) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
+        let dir = self.runtime_root()?.join(REQUEST_LOCK_DIR);
+        files::private_dir(&dir)?;
+        let path = dir.join(format!("{}.lock", naming::unique_suffix(naming::UniqueId::SpawnRequest(rid))));
+        files::lock_file(&path, self.mgr.timeout(), &format!("another spawn of spawn request {rid:?}")).await
+    }
+
+    /// A live agent of this spawn request, whatever its provider and label: looked up among the
+    /// units whose name ends with the request's unique part.
+    pub(crate) async fn find_live_request(&self, rid: &str) -> Result<Option<AgentRecord>, Error> {
+        let pattern = naming::units_ending_like(&self.config.tmux_prefix, None, naming::UniqueId::SpawnRequest(rid));
         let found = self.list_matching(&pattern).await?;
         let live = found.into_iter().find(|r| r.spawn_request_id.as_deref() == Some(rid) && r.active().is_live());
         match live {

@@ -100,9 +100,20 @@ fn oversized_requests_are_refused_before_systemd() {
 
 #[test]
 fn an_exec_too_large_for_linux_is_named_e2big() {
-    // A request cannot get there (its limits); a config `env` value of 200 KB can: execve fails
-    // with E2BIG, which systemd reports as 203/EXEC, as it does a missing runner.
+    // One config `env` value over what one variable may hold (128 KiB) is refused with the
+    // config, before anything starts.
     let env = Env::with_config(|c| c["env"] = json!({"HUGE": "x".repeat(200_000)}));
+    let out = env.run(&["spawn"], Some(&env.request(json!({"spawnRequestId": "e2big-1"})).to_string()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("HUGE") && err.contains("131071"), "{err}");
+    assert!(env.agent_units().is_empty(), "{:?}", env.agent_units());
+    // A request cannot get there (its limits); config `env` values that are each small enough
+    // but together over what execve takes can: execve fails with E2BIG, which systemd reports as
+    // 203/EXEC, as it does a missing runner.
+    let many: serde_json::Map<String, Value> =
+        (0..30).map(|i| (format!("BIG_{i}"), json!("x".repeat(100_000)))).collect();
+    let env = Env::with_config(|c| c["env"] = Value::Object(many));
     let out = env.run(&["spawn"], Some(&env.request(json!({"spawnRequestId": "e2big"})).to_string()));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::util::*;
+use agent_relay_systemd::model::naming;
 use serde_json::{json, Value};
 
 /// Characters systemd's unit-file parser treats specially, and some it does not.
@@ -145,7 +146,9 @@ fn symlinks_planted_at_our_directory_names_are_not_followed() {
 
     // exits/<session>: the recorder refuses to write through it; the agent still runs and stops.
     let target = elsewhere(&env, "exits");
-    let session = "ar-claude-sym-sym00001";
+    let unique = naming::unique_suffix(naming::UniqueId::SpawnRequest("req-sym00001"));
+    let session = format!("ar-claude-sym-{unique}");
+    let session = session.as_str();
     plant(&env.exits_dir().join(session), &target);
     let agent = env.spawn(&env.request(json!({"label": "sym", "spawnRequestId": "req-sym00001"})))["agent"].clone();
     assert_eq!(agent["sessionName"], session);

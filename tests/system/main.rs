@@ -17,6 +17,8 @@ mod durable;
 mod exits;
 // Guest terminals: a tmux server per guest in its own unit, bound to its agent, ended at its TTL.
 mod guests;
+// One spawnRequestId is one agent, a reused name starts clean, a restart replays no prompt.
+mod dropin;
 // Hostile callers: metadata forged through LogExtraFields= across a reload; planted symlinks.
 mod hostile_meta;
 // Hostile words on the runner's argv: never expanded by systemd, exact after a reload and a restart.
