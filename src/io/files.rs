@@ -43,6 +43,21 @@ pub async fn lock_file(
     }
 }
 
+/// Removes a lock file that no one holds: taken without waiting first (a holder keeps it), never
+/// through a link (a link at its name is removed itself).
+pub fn remove_idle_lock(path: &Path) -> std::io::Result<()> {
+    let file = match std::fs::OpenOptions::new().write(true).custom_flags(OFlag::O_NOFOLLOW.bits()).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => return remove_entry(path),
+    };
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        // Removed while held, so a spawn that opened it before sees it gone only after this.
+        Ok(_held) => remove_entry(path),
+        Err(_) => Ok(()),
+    }
+}
+
 /// Creates `dir` and missing parents with mode 0700, and tightens `dir` itself to 0700. `dir`
 /// must be a real directory of this user: a symlink planted at its name is refused, never
 /// followed (it is opened with `O_NOFOLLOW | O_DIRECTORY`, checked and chmodded through that

@@ -72,7 +72,12 @@ pub struct Facts {
     /// Durable agents' secret directories (`<session>.<attempt>`), one per spawn attempt.
     pub durable_dirs: Vec<FileFact>,
     pub durable_unit_files: Vec<DurableUnitFile>,
+    /// Per-request lock files (`requests/<hash>.lock`); a spawn touches its own as it takes it.
+    pub request_locks: Vec<FileFact>,
 }
+
+/// A request lock no spawn took for this long is removed (when no spawn holds it then).
+pub const REQUEST_LOCK_IDLE_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// One thing to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -85,6 +90,8 @@ pub enum Action {
     PruneExitRecord(PathBuf),
     EndGuestServer(String),
     RemoveGuestLaunchFile(PathBuf),
+    /// Removed only if no spawn holds it at that moment.
+    RemoveRequestLock(PathBuf),
 }
 
 /// A failed unit whose exit is recorded: the reap resets it, and with it goes its agent.
@@ -153,6 +160,11 @@ pub fn decide(f: &Facts) -> Vec<Action> {
             out.push(Action::RemoveGuestLaunchFile(l.path.clone()));
         }
     }
+    for l in &f.request_locks {
+        if f.now_ms.saturating_sub(l.mtime_ms) >= REQUEST_LOCK_IDLE_MS.max(f.grace_ms) {
+            out.push(Action::RemoveRequestLock(l.path.clone()));
+        }
+    }
     out
 }
 
@@ -175,6 +187,18 @@ mod tests {
     use proptest::prelude::*;
 
     const STATES: [&str; 6] = ["active", "activating", "deactivating", "reloading", "failed", "inactive"];
+
+    #[test]
+    fn only_request_locks_idle_for_a_day_go() {
+        let day = REQUEST_LOCK_IDLE_MS;
+        let f = Facts {
+            now_ms: 10 * day,
+            grace_ms: 60_000,
+            request_locks: vec![file("fresh".into(), 10 * day - 1000), file("idle".into(), 9 * day)],
+            ..Default::default()
+        };
+        assert_eq!(decide(&f), vec![Action::RemoveRequestLock(PathBuf::from(format!("/x/idle/{}", 9 * day)))]);
+    }
 
     fn file(owner: String, mtime_ms: u64) -> FileFact {
         FileFact { path: PathBuf::from(format!("/x/{owner}/{mtime_ms}")), owner, mtime_ms }
@@ -274,6 +298,7 @@ mod tests {
                         guest_launch_files,
                         durable_dirs,
                         durable_unit_files,
+                        request_locks: Vec::new(),
                     }
                 },
             )
@@ -332,6 +357,10 @@ mod tests {
                     Action::RemoveGuestLaunchFile(p) => {
                         let fact = f.guest_launch_files.iter().find(|x| x.path == p).unwrap();
                         prop_assert!(f.now_ms - fact.mtime_ms >= f.grace_ms, "a launch file younger than the grace");
+                    }
+                    Action::RemoveRequestLock(p) => {
+                        let fact = f.request_locks.iter().find(|x| x.path == p).unwrap();
+                        prop_assert!(f.now_ms - fact.mtime_ms >= REQUEST_LOCK_IDLE_MS);
                     }
                 }
             }

@@ -197,6 +197,11 @@ impl Supervisor {
                 Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner: n.trim_end_matches(".json").into() })
             })
             .collect();
+        let request_locks = typed_entries(&root.join(crate::ops::spawn::REQUEST_LOCK_DIR))
+            .into_iter()
+            .filter(|(n, _, t)| n.ends_with(".lock") && removable_file(t))
+            .filter_map(|(n, p, _)| Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner: n }))
+            .collect();
         Ok(Facts {
             now_ms: now_ms(),
             grace_ms: GRACE.as_millis() as u64,
@@ -210,6 +215,7 @@ impl Supervisor {
             guest_launch_files,
             durable_dirs,
             durable_unit_files,
+            request_locks,
         })
     }
 
@@ -235,6 +241,7 @@ impl Supervisor {
                     },
                 }
             }
+            Action::RemoveRequestLock(p) => crate::io::files::remove_idle_lock(p).map_err(Error::io("removing", p)),
             Action::ResetFailedUnit(u) => self.manager().reset_failed(u).await,
             Action::EndGuestServer(name) => {
                 let socket = self.host.tmux_socket_dir().join(name);

@@ -156,7 +156,11 @@ impl Supervisor {
         let dir = self.runtime_root()?.join(REQUEST_LOCK_DIR);
         files::private_dir(&dir)?;
         let path = dir.join(format!("{}.lock", naming::unique_suffix(naming::UniqueId::SpawnRequest(rid))));
-        files::lock_file(&path, self.mgr.timeout(), &format!("another spawn of spawn request {rid:?}")).await
+        let lock =
+            files::lock_file(&path, self.mgr.timeout(), &format!("another spawn of spawn request {rid:?}")).await?;
+        // Its time says when a spawn of this request last took it (`reap` removes idle ones).
+        let _ = lock.set_modified(std::time::SystemTime::now());
+        Ok(lock)
     }
 
     /// A live agent of this spawn request, whatever its provider and label: looked up among the
