@@ -91,6 +91,7 @@ impl Supervisor {
             }
         }
 
+        self.refuse_another_requests_unit(&plan, req).await?;
         let files = files::write_spawn_files(&plan)?;
         // No live agent has the name (looked up above, under the durable lock): start clean.
         files::fresh_run(&plan)?;
@@ -210,6 +211,32 @@ impl Supervisor {
 
     /// The unit of a durable agent whose unit file exists but which is not loaded, loaded from
     /// its file (`LoadUnit`); `None` when there is no such file.
+    /// A stopped durable agent of another request keeps its unit (name): replacing its unit file
+    /// silently would lose that agent, so it is a conflict (exit 4); `remove` it first.
+    async fn refuse_another_requests_unit(&self, plan: &SpawnPlan, req: &SpawnRequest) -> Result<(), Error> {
+        let snap = match self.snapshot(&plan.unit).await? {
+            Some(s) => Some(s),
+            None => self.unloaded_durable_snapshot(&plan.unit).await?,
+        };
+        let Some(theirs) = snap.and_then(|s| AgentMeta::from_log_extra_fields(&s.log_extra_fields)) else {
+            return Ok(());
+        };
+        let same = match (&req.spawn_request_id, &theirs.spawn_request_id) {
+            (Some(ours), Some(theirs)) => ours == theirs,
+            (None, None) => theirs.agent_id == plan.meta.agent_id,
+            _ => false,
+        };
+        if same {
+            return Ok(());
+        }
+        Err(Error::Conflict(format!(
+            "unit {} belongs to agent {} (spawn request {}); `remove` it first, or pass another spawnRequestId",
+            plan.unit,
+            theirs.agent_id,
+            theirs.spawn_request_id.as_deref().unwrap_or("none")
+        )))
+    }
+
     pub(crate) async fn unloaded_durable_snapshot(&self, unit: &str) -> Result<Option<UnitSnapshot>, Error> {
         if !self.host.user_unit_dir().join(unit).exists() {
             return Ok(None);

@@ -109,3 +109,19 @@ fn a_restart_does_not_replay_the_initial_prompt() {
     assert_eq!(got.0.as_deref(), Some("FAKE-RUNNER PROMPT-BYTES 0"), "the restart got the prompt again");
     assert_eq!(got.1.as_deref(), Some(want.as_str()), "replayPromptOnRestart: the restart gets the prompt");
 }
+
+#[test]
+fn another_requests_stopped_durable_agent_is_never_replaced() {
+    let env = Env::new();
+    // Two requests whose ids share their tail (the seed's names took the last 8 characters).
+    let alpha = env.persist(&env.request(json!({"spawnRequestId": "alpha-00000001"})))["agent"].clone();
+    env.json(&["stop", alpha["sessionName"].as_str().unwrap(), "-o", "json"], None);
+    let bravo = env.persist(&env.request(json!({"spawnRequestId": "bravo-00000001"})));
+    assert_eq!(bravo["created"], true, "{bravo}");
+    assert_ne!(bravo["agent"]["systemdUnit"], alpha["systemdUnit"], "bravo took alpha's unit");
+    // alpha's unit file is still alpha's, and `show` still finds the stopped agent.
+    let unit_file = env.unit_dir().join(alpha["systemdUnit"].as_str().unwrap());
+    let text = std::fs::read_to_string(&unit_file).unwrap();
+    assert!(text.contains("AGENT_RELAY_SPAWN_REQUEST_ID=alpha-00000001"), "{text}");
+    assert_eq!(env.json(&["show", "alpha-00000001", "-o", "json"], None)["agentId"], alpha["agentId"]);
+}
