@@ -9,6 +9,7 @@ pub mod exit_store;
 pub mod files;
 pub mod host;
 pub(crate) mod log_file;
+pub mod nofollow;
 pub mod runner;
 #[allow(unsafe_code)]
 pub mod sandbox;

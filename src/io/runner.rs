@@ -42,7 +42,7 @@ const MAX_TMUX_SESSION: usize = 256;
 /// [`MAX_RUNNER_INFO_BYTES`]. `NoControlUrl` when it is missing or not a JSON object, `BadInfo`
 /// (naming what the path is) when it is not such a file.
 pub fn read_info(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, RunnerError> {
-    let bytes = match crate::io::files::read_regular(path, MAX_RUNNER_INFO_BYTES) {
+    let bytes = match crate::io::nofollow::read_regular(path, MAX_RUNNER_INFO_BYTES) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(RunnerError::NoControlUrl),
         Err(e) => return Err(RunnerError::BadInfo { path: path.display().to_string(), why: e.to_string() }),

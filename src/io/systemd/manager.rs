@@ -10,8 +10,6 @@ use zbus_systemd::systemd1::{ManagerProxy, ServiceProxy, UnitProxy};
 
 use super::bus::Bus;
 use super::paths::path_of_unit;
-// `install` names it `super::JobOutcome`.
-use super::signals::JobOutcome;
 use crate::error::Error;
 use crate::model::record::UnitSnapshot;
 

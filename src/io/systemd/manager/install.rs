@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use zbus::OwnedObjectPath;
 
-use super::{JobOutcome, Manager};
+use super::Manager;
 use crate::error::Error;
+use crate::io::systemd::signals::JobOutcome;
 
 impl Manager {
     /// `Reload` (daemon-reload): systemd answers once the unit files are read again.
