@@ -26,7 +26,7 @@ pub mod dbus_name {
     pub const FILE_NOT_FOUND: &str = "org.freedesktop.DBus.Error.FileNotFound";
 }
 
-/// Everything an operation of [`crate::Supervisor`] can fail with.
+/// Everything an operation of [`crate::ops::Supervisor`] can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The spawn request is malformed: nothing was changed.

@@ -257,7 +257,7 @@ impl Supervisor {
 
     /// Records of durable agents whose unit file is in our unit directory but whose unit is not
     /// loaded (disabled by hand, or half removed), so that `show` and `remove` still find them.
-    pub(crate) async fn unloaded_durable_agents(&self) -> Result<Vec<crate::AgentRecord>, Error> {
+    pub(crate) async fn unloaded_durable_agents(&self) -> Result<Vec<crate::model::record::AgentRecord>, Error> {
         let dir = self.host.user_unit_dir();
         let pattern = naming::agent_unit_pattern(&self.config.tmux_prefix);
         let files = self.mgr.unit_files(std::slice::from_ref(&pattern)).await?;
