@@ -88,8 +88,21 @@ fn records_come_from_units_alone() {
         .clone();
     let b = env.spawn(&env.request(json!({"label": "beta"})))["agent"].clone();
 
-    // No state file: wipe ~/.agent-relay and ask a fresh process.
-    std::fs::remove_dir_all(env.home.join(".agent-relay")).unwrap();
+    // No state of ours anywhere: wipe ~/.agent-relay, our runtime dir (the agents' env and
+    // payload files) and our state dir (exit records, durable files), and ask a fresh process.
+    let ours = [
+        env.home.join(".agent-relay"),
+        env.runtime_dir().join("agent-relay-systemd"),
+        env.mgr().root().join("state/agent-relay-systemd"),
+    ];
+    assert!(ours[..2].iter().all(|d| d.is_dir()), "the spawns made {ours:?}");
+    for dir in &ours {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            r => r.unwrap_or_else(|e| panic!("remove {}: {e}", dir.display())),
+        }
+        assert!(!dir.exists(), "{}", dir.display());
+    }
     let list = env.json(&["list", "-o", "json"], None);
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 2);
@@ -171,6 +184,60 @@ fn records_come_from_units_alone() {
     }
 }
 
+/// Request env values with every character a shell, systemd's `EnvironmentFile=` parser or its
+/// specifier expansion treats specially.
+fn awkward_env() -> serde_json::Map<String, Value> {
+    let values = [
+        ("DQUOTE", "say \"hi\" \"\""),
+        ("SQUOTE", "it's 'quoted'"),
+        ("BACKSLASH", "a\\b \\\\ \\n \\t \\"),
+        ("DOLLAR", "$HOME ${HOME} $$ $1 $ ${"),
+        ("BACKTICK", "`id` $(id) `"),
+        ("SPACES", "  lead, inner  two,  trail  "),
+        ("PERCENT", "%h %n %% %i 100%"),
+        ("HASH", "#not a comment # ;neither"),
+        ("NEWLINES", "line1\nline2\n\nline4\n"),
+        ("BACKSLASH_NEWLINE", "ends\\\nnext"),
+        ("TAB", "a\tb\t"),
+        ("EQUALS", "a=b==c="),
+        ("ONLY_NEWLINE", "\n"),
+        ("EMPTY", ""),
+        ("UNICODE", "ünïcödé € \u{feff} 🦀"),
+        ("EVERYTHING", " \"'\\$`%#\n\t;&|<>*?~ "),
+    ];
+    values.into_iter().map(|(k, v)| (format!("AWKWARD_{k}"), json!(v))).collect()
+}
+
+#[test]
+fn request_env_values_reach_the_runner_exactly() {
+    let env = Env::new();
+    let vars = awkward_env();
+    for (how, rid) in [("spawn", "awkward-transient"), ("spawn --persist", "awkward-durable")] {
+        let req = env.request(json!({"spawnRequestId": rid, "env": vars}));
+        let out = match how {
+            "spawn" => env.spawn(&req),
+            _ => env.persist(&req),
+        };
+        let unit = out["agent"]["systemdUnit"].as_str().unwrap().to_string();
+        let pid = out["agent"]["pid"].as_u64().unwrap();
+        assert_eq!(env.prop(&unit, "MainPID"), pid.to_string(), "{how}");
+        // The runner's environment as the kernel holds it: NUL-separated KEY=value.
+        let got: std::collections::BTreeMap<String, String> = environ(pid)
+            .split('\0')
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect();
+        for (k, v) in &vars {
+            assert_eq!(got.get(k).map(String::as_str), v.as_str(), "{how}: {k} differs in /proc/{pid}/environ");
+        }
+        // Secrets: none of them is on the unit (Environment=, Description, …) or the argv.
+        let show = env.systemctl(&["show", &unit]);
+        let argv = cmdline(pid).join(" ");
+        for v in ["say \"hi\"", "`id` $(id)", "%h %n %%", "#not a comment"] {
+            assert!(!show.contains(v) && !argv.contains(v), "{how}: {v:?} visible");
+        }
+    }
+}
+
 #[test]
 fn concurrent_spawns_of_one_request_make_one_unit() {
     let env = Env::new();
@@ -206,6 +273,9 @@ fn a_different_request_mapping_to_an_existing_unit_is_a_conflict() {
 #[test]
 fn stop_kills_an_agent_that_ignores_sigterm_within_timeout_plus_two_seconds() {
     let env = Env::new();
+    // No agent yet: the slice has no control group and no directory.
+    assert_eq!(env.prop("agent_relay.slice", "ControlGroup"), "");
+    assert_eq!(slice_processes(&env), Default::default());
     let agent = env.spawn(&env.request(json!({
         "spawnRequestId": "stubborn-1",
         "env": {"FAKE_RUNNER_IGNORE_SIGTERM": "1", "FAKE_RUNNER_CHILD": "1"}
@@ -219,6 +289,13 @@ fn stop_kills_an_agent_that_ignores_sigterm_within_timeout_plus_two_seconds() {
         .contains("FAKE-RUNNER CHILD")));
     let cgroup_pids = cgroup_pids(&env, &unit);
     assert!(cgroup_pids.len() >= 2, "runner and its child: {cgroup_pids:?}");
+    // The slice's process tree, read the way the "no process left" checks read it, sees them.
+    let in_slice = slice_processes(&env);
+    let mut seen: Vec<u64> = in_slice.get(&unit).into_iter().flatten().map(|p| u64::from(*p)).collect();
+    seen.sort();
+    let mut want = cgroup_pids.clone();
+    want.sort();
+    assert_eq!((in_slice.len(), seen), (1, want), "{in_slice:?}");
 
     let started = Instant::now();
     let out = env.json(&["stop", "stubborn-1", "--timeout-stop", "2", "-o", "json"], None);
@@ -231,6 +308,7 @@ fn stop_kills_an_agent_that_ignores_sigterm_within_timeout_plus_two_seconds() {
         assert!(!pid_alive(*p), "pid {p} survived the stop");
     }
     assert!(env.agent_units().is_empty(), "unit left: {:?}", env.agent_units());
+    assert_eq!(slice_processes(&env), Default::default(), "processes left in agent_relay.slice");
     assert_eq!(std::fs::read_dir(env.agents_dir()).unwrap().count(), 0, "secrets removed after stop");
 
     // Stopping again: the agent is dead (its exit record says so), so nothing is stopped, as
@@ -256,12 +334,13 @@ fn stop_of_a_cooperative_agent_is_graceful() {
     assert!(std::fs::read_to_string(&log).unwrap().contains("FAKE-RUNNER TERM"));
 }
 
-/// Pids in the unit's control group, read from cgroupfs as an operator would.
+/// Pids in the unit's control group, read from cgroupfs as an operator would (panics unless the
+/// group was read).
 fn cgroup_pids(env: &Env, unit: &str) -> Vec<u64> {
     let cg = env.prop(unit, "ControlGroup");
-    let candidates = [format!("/sys/fs/cgroup/unified{cg}/cgroup.procs"), format!("/sys/fs/cgroup{cg}/cgroup.procs")];
-    let text = candidates.iter().find_map(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
-    text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+    assert!(!cg.is_empty(), "{unit} has no control group");
+    let procs = cgroup_tree_processes(&cg).unwrap_or_else(|| panic!("{unit}'s control group {cg} has no directory"));
+    procs.into_values().flatten().map(u64::from).collect()
 }
 
 #[test]

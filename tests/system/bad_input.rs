@@ -86,15 +86,22 @@ fn no_runner_found_is_a_clear_error() {
 #[test]
 fn unknown_or_foreign_agents_are_refused() {
     let env = Env::new();
-    for verb in ["show", "stop"] {
+    // The foreign unit the verbs are pointed at, running (it is socket-activated): a stop or a
+    // restart of it would change its state or its invocation id.
+    env.systemctl(&["start", "dbus.service"]);
+    let foreign =
+        || env.systemctl(&["show", "-p", "ActiveState", "-p", "SubState", "-p", "InvocationID", "dbus.service"]);
+    let before = foreign();
+    assert!(before.contains("ActiveState=active\n") && !before.contains("InvocationID=\n"), "{before}");
+    for verb in ["show", "stop", "kill", "remove"] {
         let out = env.run(&[verb, "no-such-agent"], None);
         assert_eq!(out.status.code(), Some(3), "{verb}: {}", String::from_utf8_lossy(&out.stderr));
         let out = env.run(&[verb, "dbus.service"], None);
-        assert_eq!(out.status.code(), Some(4), "{verb} of a unit not ours");
+        assert_eq!(out.status.code(), Some(4), "{verb} of a unit not ours: {}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stderr).contains("not managed by agent-relay-systemd"));
+        // The foreign unit is untouched: the same run of it, still active.
+        assert_eq!(foreign(), before, "{verb} dbus.service touched it");
     }
-    // The foreign unit is untouched.
-    assert_eq!(env.prop("dbus.socket", "ActiveState"), "active");
 }
 
 #[test]

@@ -167,7 +167,10 @@ fn remove_disables_and_deletes_and_the_agent_stays_gone_after_a_restart() {
     assert!(!env.unit_dir().join(&unit).exists());
     assert!(!env.unit_dir().join("default.target.wants").join(&unit).exists());
     assert!(session_dirs(&env.durable_agents_dir(), &session).is_empty());
-    assert_ne!(env.systemctl(&["is-enabled", &unit]).trim(), "enabled");
+    // The unit file is gone: systemctl cannot say it is enabled, or anything.
+    let gone = env.systemctl_fails(&["is-enabled", &unit]);
+    let err = String::from_utf8_lossy(&gone.stderr);
+    assert!(err.contains("No such file or directory"), "is-enabled {unit}: {err}");
 
     env.restart_manager();
     assert!(env.agent_units().is_empty(), "{:?}", env.agent_units());

@@ -1,6 +1,7 @@
 //! The private manager used by the tests and the `sandbox` verb: it runs, it is private, and it
 //! leaves nothing behind.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -15,9 +16,36 @@ fn start() -> PrivateManager {
     PrivateManager::start().expect("start a private systemd --user (needs root, systemd and dbus-user-session)")
 }
 
+/// Runs a command against `mgr`: its stdout, trimmed. Panics, with its stderr, unless it succeeds.
 fn run(mgr: &PrivateManager, args: &[&str]) -> String {
     let out = Command::new(args[0]).args(&args[1..]).envs(mgr.env()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim_end()
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `systemctl --user is-system-running` of `mgr` (`--wait`ing up to 10 s if `wait`): the state it
+/// prints. Its exit status is 0 for `running` alone, so the state is what is checked.
+fn system_state(mgr: &PrivateManager, wait: bool) -> String {
+    let args: &[&str] = if wait {
+        &["timeout", "10", "systemctl", "--user", "is-system-running", "--wait"]
+    } else {
+        &["systemctl", "--user", "is-system-running"]
+    };
+    let out = Command::new(args[0]).args(&args[1..]).envs(mgr.env()).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `LoadState`, `ActiveState` and `MainPID` of `unit` in `mgr`.
+fn unit_state(mgr: &PrivateManager, unit: &str) -> BTreeMap<String, String> {
+    run(mgr, &["systemctl", "--user", "show", unit, "-p", "LoadState", "-p", "ActiveState", "-p", "MainPID"])
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect()
 }
 
 /// The manager's cgroup directories, as the kernel reports them in /proc/PID/cgroup.
@@ -46,7 +74,7 @@ fn cgroups_of(pid: u32) -> Vec<PathBuf> {
 fn a_private_manager_runs_units_and_leaves_nothing_behind() {
     let _share = share();
     let mgr = start();
-    let state = run(&mgr, &["timeout", "10", "systemctl", "--user", "is-system-running", "--wait"]);
+    let state = system_state(&mgr, true);
     assert!(["running", "degraded"].contains(&state.as_str()), "manager state {state:?}");
     run(&mgr, &["systemd-run", "--user", "--unit=sbx-probe", "-p", "Type=exec", "/bin/sleep", "60"]);
     let pid: u64 =
@@ -67,15 +95,32 @@ fn a_private_manager_runs_units_and_leaves_nothing_behind() {
 fn two_managers_run_side_by_side() {
     let _share = share();
     let (a, b) = (start(), start());
-    assert_ne!(a.runtime_dir(), b.runtime_dir(), "managers side by side are separate");
+    assert_ne!(a.runtime_dir(), b.runtime_dir());
     assert_ne!(cgroups_of(a.pid()), cgroups_of(b.pid()));
     for m in [&a, &b] {
-        assert!(STATES.contains(&run(m, &["systemctl", "--user", "is-system-running"]).as_str()));
+        assert!(STATES.contains(&system_state(m, false).as_str()));
     }
+    // Separate: a unit started in one is not seen by the other, and its process is in the
+    // cgroup of the one that started it.
+    run(&a, &["systemd-run", "--user", "--unit=sbx-only-in-a", "-p", "Type=exec", "/bin/sleep", "60"]);
+    let in_a = unit_state(&a, "sbx-only-in-a.service");
+    assert_eq!((in_a["LoadState"].as_str(), in_a["ActiveState"].as_str()), ("loaded", "active"), "{in_a:?}");
+    let in_b = unit_state(&b, "sbx-only-in-a.service");
+    let none = [("ActiveState", "inactive"), ("LoadState", "not-found"), ("MainPID", "0")];
+    assert_eq!(in_b, none.map(|(k, v)| (k.to_string(), v.to_string())).into(), "b sees a's unit");
+    let listed =
+        |m: &PrivateManager| run(m, &["systemctl", "--user", "list-units", "--all", "--plain", "--no-legend", "sbx-*"]);
+    assert!(listed(&a).contains("sbx-only-in-a.service"), "{}", listed(&a));
+    assert_eq!(listed(&b), "", "b lists a's unit");
+    let pid: u32 = in_a["MainPID"].parse().unwrap();
+    assert!(pid > 0 && pid_alive(pid.into()), "{in_a:?}");
+    let pid_cgroups = cgroups_of(pid);
+    assert_eq!(pid_cgroups, cgroups_of(a.pid()), "the unit's process is not in a's cgroup");
+    assert!(cgroups_of(b.pid()).iter().all(|c| !pid_cgroups.contains(c)));
     let root = a.root().to_path_buf();
     a.stop();
     assert!(!root.exists());
-    assert!(STATES.contains(&run(&b, &["systemctl", "--user", "is-system-running"]).as_str()), "b outlives a");
+    assert!(STATES.contains(&system_state(&b, false).as_str()), "b outlives a");
 }
 
 #[test]

@@ -170,12 +170,40 @@ impl Env {
         req
     }
 
-    /// `systemctl --user …` against this manager, as an operator would run it.
+    /// `systemctl --user …` against this manager, as an operator would run it: its stdout.
+    /// Panics, with systemctl's stderr, unless it succeeds: a call that failed must not read as
+    /// an empty answer ("nothing is there"), nor a `daemon-reload` attempt as a reload. (`show`
+    /// and `list-units` succeed for units that are not loaded; a call that must fail:
+    /// [`Env::systemctl_fails`].)
     pub fn systemctl(&self, args: &[&str]) -> String {
+        let out = self.systemctl_output(args);
+        assert!(
+            out.status.success(),
+            "systemctl --user {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `systemctl --user …` that must fail (a unit file that is gone, a unit not loaded):
+    /// panics if it succeeds; returns its output for the caller to check why it failed.
+    pub fn systemctl_fails(&self, args: &[&str]) -> Output {
+        let out = self.systemctl_output(args);
+        assert!(
+            !out.status.success(),
+            "systemctl --user {} succeeded, expected a failure: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout).trim_end()
+        );
+        out
+    }
+
+    fn systemctl_output(&self, args: &[&str]) -> Output {
         let mut c = Command::new("systemctl");
         self.apply_env(&mut c);
-        let out = c.arg("--user").args(args).output().expect("systemctl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        c.arg("--user").args(args).output().expect("run systemctl")
     }
 
     /// `systemctl --user show UNIT -p NAME --value`.
@@ -258,25 +286,106 @@ impl Drop for Hang {
     }
 }
 
-/// Processes in the agents' slice, by the unit (cgroup) they run in.
+/// Processes in the agents' slice, by the unit (child cgroup) they run in (processes in the
+/// slice's own group under the slice's name), read from the `cgroup.procs` of the slice's
+/// control group and of every group below it, in each hierarchy systemd keeps it in.
+///
+/// Empty means the group was read and holds no process, or the slice is gone: systemd names no
+/// control group for it and no directory of it exists (the kernel removes a cgroup only once it
+/// holds no process, so a slice that is gone holds none). Anything else panics: systemctl
+/// failing, a control group systemd names that has no directory, a group that cannot be read.
 pub fn slice_processes(env: &Env) -> std::collections::BTreeMap<String, Vec<u32>> {
-    let slice = env.prop("agent_relay.slice", "ControlGroup");
-    let mut out: std::collections::BTreeMap<String, Vec<u32>> = std::collections::BTreeMap::new();
-    if slice.is_empty() {
-        return out;
-    }
-    let inside = format!("{slice}/");
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cg) = std::fs::read_to_string(e.path().join("cgroup")) else { continue };
-        // The unified hierarchy's line (`0::/…`) exists on both the hybrid and the cgroup2 layout.
-        let Some(path) = cg.lines().find_map(|l| l.strip_prefix("0::")) else { continue };
-        if let Some(rest) = path.strip_prefix(&inside) {
-            let unit = rest.split('/').next().unwrap_or_default().to_string();
-            out.entry(unit).or_default().push(pid);
+    let slice = "agent_relay.slice";
+    let cg = env.prop(slice, "ControlGroup");
+    if cg.is_empty() {
+        // Gone: no directory of it either, where the manager would make it.
+        let own = std::fs::read_to_string(format!("/proc/{}/cgroup", env.mgr().pid())).expect("the manager's cgroup");
+        let own = own.lines().find_map(|l| l.strip_prefix("0::")).expect("the manager's unified cgroup line");
+        let root = own.strip_suffix("/init.scope").unwrap_or_else(|| panic!("the manager is in {own}, not init.scope"));
+        assert!(cgroup_dirs(root).iter().all(|d| d.is_dir()), "the manager's cgroup {root} has no directory");
+        for dir in cgroup_dirs(&format!("{root}/{slice}")) {
+            assert!(!dir.exists(), "systemd names no control group for {slice}, yet {} exists", dir.display());
         }
+        return Default::default();
+    }
+    let mut out = match cgroup_tree_processes(&cg) {
+        Some(procs) => procs,
+        // Removed between the two looks: gone only if systemd now says so too.
+        None => {
+            assert_eq!(env.prop(slice, "ControlGroup"), "", "{slice}'s control group {cg} has no directory");
+            return Default::default();
+        }
+    };
+    if let Some(own) = out.remove("") {
+        out.insert(slice.to_string(), own);
     }
     out
+}
+
+/// The directories of the control group `cg` (as systemd's `ControlGroup` names it): in the
+/// unified hierarchy, and on a hybrid host also in the `name=systemd` one.
+pub fn cgroup_dirs(cg: &str) -> Vec<PathBuf> {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let roots: Vec<PathBuf> = if root.join("cgroup.controllers").exists() {
+        vec![root.to_path_buf()]
+    } else {
+        ["unified", "systemd"].iter().map(|h| root.join(h)).filter(|h| h.join("cgroup.procs").exists()).collect()
+    };
+    assert!(!roots.is_empty(), "no cgroup hierarchy with cgroup.procs under {}", root.display());
+    roots.into_iter().map(|r| r.join(cg.trim_start_matches('/'))).collect()
+}
+
+/// The processes in control group `cg` and every group below it, by the first path component
+/// below `cg` (`""`: `cg` itself), read from `cgroup.procs` in every hierarchy of
+/// [`cgroup_dirs`]. `None` when `cg` has no directory (in none of them, or it went while read);
+/// panics when it is missing from some, or cannot be read. A group below `cg` that vanishes while it is read held no process.
+pub fn cgroup_tree_processes(cg: &str) -> Option<std::collections::BTreeMap<String, Vec<u32>>> {
+    use std::io::ErrorKind::NotFound;
+    let mut out: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+    let tops = cgroup_dirs(cg);
+    let found: Vec<bool> = tops.iter().map(|t| t.exists()).collect();
+    if !found.contains(&true) {
+        return None;
+    }
+    assert!(!found.contains(&false), "{cg} is in some hierarchies, not all: {tops:?}");
+    for top in tops {
+        let mut stack = vec![(top.clone(), String::new())];
+        while let Some((dir, unit)) = stack.pop() {
+            let is_top = dir == top;
+            let procs = match std::fs::read_to_string(dir.join("cgroup.procs")) {
+                Ok(text) => text,
+                // Removed meanwhile: a group below `cg` (its unit stopped) held no process; `cg`
+                // itself is gone.
+                Err(e) if e.kind() == NotFound && !dir.exists() => match is_top {
+                    true => return None,
+                    false => continue,
+                },
+                Err(e) => panic!("cannot read {}: {e}", dir.join("cgroup.procs").display()),
+            };
+            for pid in procs.lines().map(|l| l.trim().parse::<u32>().unwrap_or_else(|e| panic!("{l:?}: {e}"))) {
+                let pids = out.entry(unit.clone()).or_default();
+                if !pids.contains(&pid) {
+                    pids.push(pid);
+                }
+            }
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == NotFound && !dir.exists() => match is_top {
+                    true => return None,
+                    false => continue,
+                },
+                Err(e) => panic!("cannot list {}: {e}", dir.display()),
+            };
+            for e in entries {
+                let e = e.unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let below = if is_top { e.file_name().to_string_lossy().into_owned() } else { unit.clone() };
+                    stack.push((e.path(), below));
+                }
+            }
+        }
+    }
+    Some(out)
 }
 
 /// A running `watch -o json`, its lines stamped with the time they were read.
