@@ -181,8 +181,13 @@ impl Supervisor {
             Action::RemoveAgentFiles(p) | Action::RemoveDurableFiles(p) => {
                 let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 let doomed = p.with_file_name(format!(".reaping-{name}"));
-                std::fs::rename(p, &doomed).map_err(Error::io("renaming", p))?;
-                std::fs::remove_dir_all(&doomed).map_err(Error::io("removing", &doomed))
+                match std::fs::rename(p, &doomed) {
+                    Ok(()) => std::fs::remove_dir_all(&doomed).map_err(Error::io("removing", &doomed)),
+                    // Already gone: a `stop` of the agent (which does not take the reap lock)
+                    // removed it after this run decided. What the action wanted.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(Error::Io { op: "renaming", path: p.clone(), source: e }),
+                }
             }
             Action::RemoveRunnerInfo(p) | Action::PruneExitRecord(p) => match std::fs::remove_file(p) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
