@@ -5,6 +5,20 @@
 //!     cargo bench --bench supervisor            # BENCH_SCALE=0.2 for a quick run
 //!
 //! Writes a table to stdout and `target/bench-supervisor.json`.
+//!
+//! The ratio targets (BENCHMARKS.md), each a ratio of two medians (or wall-time sums) of this run:
+//!
+//! - CLI spawn ≥ 3× faster than the seed's path (`systemctl stop` + `systemd-run` + show poll);
+//! - library spawn ≤ 1.3× the floor (the faster transport);
+//! - 200 concurrent spawns ≤ 1.5× the floor's wall time;
+//! - list of 500 ≥ 20× faster than one `systemctl show` per agent;
+//! - list of 500 ≤ 1.5× the floor.
+//!
+//! At full size (no `BENCH_SCALE`), the program exits with status 1 when a ratio target is missed
+//! (after printing every figure); a scaled run reports the targets and gates nothing.
+//! The absolute targets — exit detection p99 ≤ 50 ms, `watch` peak RSS ≤ 16 MiB with 500 agents —
+//! are reported with the others but decide nothing: absolute times depend on the machine and its
+//! load, ratios within one run do not. None of this runs under `cargo test`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -476,24 +490,106 @@ fn main() {
     };
     let by = |prefix: &str| best(prefix, |r| r.median_ms);
     let total = |prefix: &str| best(prefix, |r| r.total_ms);
-    let ratios = json!({
-        "seedPath/cli (spawn, ≥3 wanted)": by("spawn seq: seed") / by("spawn seq: CLI"),
-        "library/floor (spawn, ≤1.3 wanted)": by("spawn seq: library") / by("spawn seq: floor"),
-        "library/floor (concurrent, ≤1.5 wanted)": total(&format!("spawn {conc} concurrent: library")) / total(&format!("spawn {conc} concurrent: floor")),
-        "seed/cli (list, ≥20 wanted)": total(&format!("list {many}: seed")) / by(&format!("list {many}: CLI")),
-        "cli/floor (list, ≤1.5 wanted)": by(&format!("list {many}: CLI")) / by(&format!("list {many}: floor")),
-    });
+    let exit_p99 = best("exit detection", |r| r.p99_ms);
+    let watch_rss_mib = extra["watchPeakRssKiB"].as_f64().unwrap_or(f64::NAN) / 1024.0;
+    let targets = [
+        Target::at_least(
+            "CLI spawn vs seed path (seed median / CLI median)",
+            by("spawn seq: seed") / by("spawn seq: CLI"),
+            3.0,
+        ),
+        Target::at_most(
+            "library spawn vs floor (library median / floor median)",
+            by("spawn seq: library") / by("spawn seq: floor"),
+            1.3,
+        ),
+        Target::at_most(
+            "concurrent spawn vs floor (library wall / floor wall, summed over rounds)",
+            total(&format!("spawn {conc} concurrent: library")) / total(&format!("spawn {conc} concurrent: floor")),
+            1.5,
+        ),
+        Target::at_least(
+            "list vs per-agent systemctl show (seed total / CLI median)",
+            total(&format!("list {many}: seed")) / by(&format!("list {many}: CLI")),
+            20.0,
+        ),
+        Target::at_most(
+            "list vs floor (CLI median / floor median)",
+            by(&format!("list {many}: CLI")) / by(&format!("list {many}: floor")),
+            1.5,
+        ),
+    ];
+    let absolute = [
+        Target::at_most("exit detection p99, ms (reported, not gated)", exit_p99, 50.0),
+        Target::at_most("watch peak RSS, MiB (reported, not gated)", watch_rss_mib, 16.0),
+    ];
     println!("{:<74} {:>5} {:>10} {:>10} {:>10}", "measurement", "n", "median ms", "p99 ms", "total ms");
     for r in &rows {
         println!("{:<74} {:>5} {:>10.2} {:>10.2} {:>10.1}", r.name, r.n, r.median_ms, r.p99_ms, r.total_ms);
     }
-    println!("ratios: {}", serde_json::to_string_pretty(&ratios).unwrap());
     println!("memory: {}", Value::Object(extra.clone()));
+    println!();
+    println!("{:<74} {:>10} {:>8}  result", "target", "measured", "wanted");
+    for t in targets.iter().chain(&absolute) {
+        println!("{:<74} {:>10.2} {:>8}  {}", t.name, t.value, t.wanted(), if t.met() { "met" } else { "MISSED" });
+    }
+    let missed: Vec<&Target> = targets.iter().filter(|t| !t.met()).collect();
     let report = json!({
         "rows": rows.iter().map(|r| json!({"name": r.name, "n": r.n, "medianMs": r.median_ms, "p99Ms": r.p99_ms, "totalMs": r.total_ms})).collect::<Vec<_>>(),
-        "ratios": ratios, "memory": extra, "profile": profile, "scale": scale,
+        "targets": targets.iter().map(Target::json).collect::<Vec<_>>(),
+        "absolute": absolute.iter().map(Target::json).collect::<Vec<_>>(),
+        "memory": extra, "profile": profile, "scale": scale,
     });
     std::fs::write(target.join("bench-supervisor.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
     drop(sup);
     b.mgr.stop();
+    if scale != 1.0 {
+        eprintln!("BENCH_SCALE={scale}: the targets are defined at full size (BENCH_SCALE=1); nothing gated");
+    } else if !missed.is_empty() {
+        eprintln!(
+            "{} of {} ratio targets missed: {}",
+            missed.len(),
+            targets.len(),
+            missed
+                .iter()
+                .map(|t| format!("{} = {:.2} (wanted {})", t.name, t.value, t.wanted()))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        std::process::exit(1);
+    }
+}
+
+/// A target: `value` at least or at most `bound`. NaN (a measurement missing) misses it.
+struct Target {
+    name: &'static str,
+    value: f64,
+    at_least: bool,
+    bound: f64,
+}
+
+impl Target {
+    fn at_least(name: &'static str, value: f64, bound: f64) -> Target {
+        Target { name, value, at_least: true, bound }
+    }
+
+    fn at_most(name: &'static str, value: f64, bound: f64) -> Target {
+        Target { name, value, at_least: false, bound }
+    }
+
+    fn met(&self) -> bool {
+        if self.at_least {
+            self.value >= self.bound
+        } else {
+            self.value <= self.bound
+        }
+    }
+
+    fn wanted(&self) -> String {
+        format!("{} {}", if self.at_least { "≥" } else { "≤" }, self.bound)
+    }
+
+    fn json(&self) -> Value {
+        json!({"name": self.name, "value": self.value, "wanted": self.wanted(), "met": self.met()})
+    }
 }

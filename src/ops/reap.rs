@@ -226,8 +226,13 @@ impl Supervisor {
                 let doomed = p.with_file_name(format!(".reaping-{name}"));
                 // rename(2) moves a link itself; what is removed is the directory or the link,
                 // never a link's target.
-                std::fs::rename(p, &doomed).map_err(Error::io("renaming", p))?;
-                crate::io::files::remove_entry(&doomed).map_err(Error::io("removing", &doomed))
+                match std::fs::rename(p, &doomed) {
+                    Ok(()) => crate::io::files::remove_entry(&doomed).map_err(Error::io("removing", &doomed)),
+                    // Already gone: a `stop` of the agent (which does not take the reap lock)
+                    // removed it after this run decided. What the action wanted.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(Error::Io { op: "renaming", path: p.clone(), source: e }),
+                }
             }
             Action::RemoveRunnerInfo(p) | Action::PruneExitRecord(p) | Action::RemoveGuestLaunchFile(p) => {
                 // Only files and links were gathered: remove_file never follows a link.

@@ -132,6 +132,28 @@ fn a_controller_killed_at_random_points_leaves_nothing_half_made_after_a_reap() 
         assert_eq!(mode(file.parent().unwrap()), 0o700, "{}", file.display());
     }
 
+    // What each loaded unit has before the reap: its env file, and for a running agent the
+    // runner info its runner writes once up (waited for, so that the check below has something
+    // to lose).
+    let runner_info_of =
+        |unit: &str| env.runner_info(unit.trim_start_matches("agent-relay-managed-").trim_end_matches(".service"));
+    let running = |unit: &str| env.prop(unit, "ActiveState") == "active";
+    assert!(
+        wait_until(Duration::from_secs(15), || units.iter().all(|u| !running(u) || runner_info_of(u).exists())),
+        "a running agent wrote no runner info"
+    );
+    let before: BTreeMap<String, (PathBuf, Option<PathBuf>, String)> = units
+        .iter()
+        .map(|u| {
+            let info = Some(runner_info_of(u)).filter(|p| p.exists());
+            (u.clone(), (env.env_file(u).unwrap(), info, env.prop(u, "ActiveState")))
+        })
+        .collect();
+    assert!(
+        before.values().any(|(_, info, _)| info.is_some()),
+        "no loaded unit has runner info: the survival check would prove nothing"
+    );
+
     // Leftovers are older than the reaper's grace period; one reap removes them.
     let agents = env.agents_dir();
     let runners = env.runners_dir();
@@ -143,6 +165,38 @@ fn a_controller_killed_at_random_points_leaves_nothing_half_made_after_a_reap() 
     let report = env.json(&["reap", "-o", "json"], None);
     assert_eq!(report["failed"], json!([]), "{report}");
     let loaded: BTreeSet<String> = env.agent_units().into_iter().collect();
+    // The reap reset only failed units with a recorded exit (their files go with them); every
+    // unit still loaded kept its env file and its runner info, old as they are.
+    let reset: BTreeSet<String> = report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "reset-failed-unit")
+        .map(|a| a["target"].as_str().unwrap().to_string())
+        .collect();
+    for (unit, (file, info, state)) in &before {
+        if reset.contains(unit) {
+            assert_eq!(state, "failed", "the reap reset {unit}, which was {state}");
+            assert!(!loaded.contains(unit), "{unit} was reset and is still loaded");
+            continue;
+        }
+        assert!(loaded.contains(unit), "{unit} ({state}) is gone after the reap, which did not reset it ({report})");
+        assert!(file.exists(), "the reap removed the env file {} of the loaded {unit} ({state})", file.display());
+        if let Some(info) = info {
+            assert!(
+                info.exists(),
+                "the reap removed the runner info {} of the loaded {unit} ({state})",
+                info.display()
+            );
+        }
+    }
+    assert!(loaded.is_subset(&before.keys().cloned().collect()), "units appeared during the reap: {loaded:?}");
+    println!(
+        "the reap reset {} failed units; {} loaded units kept their env files, {} of them their runner info",
+        reset.len(),
+        loaded.len(),
+        before.iter().filter(|(u, (_, info, _))| loaded.contains(*u) && info.is_some()).count()
+    );
     let own_dirs: BTreeSet<PathBuf> =
         loaded.iter().filter_map(|u| env.env_file(u)).map(|f| f.parent().unwrap().to_path_buf()).collect();
     for e in std::fs::read_dir(&agents).unwrap().flatten() {

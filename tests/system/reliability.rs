@@ -1,6 +1,8 @@
 //! Reliability: races settled by systemd, stop and reap racing on one agent, and secrets that
 //! never show where an operator or another user could read them.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::util::*;
@@ -27,24 +29,81 @@ fn stop_and_reap_racing_on_one_agent_lose_nothing() {
     let env = Env::new();
     let a = env.spawn(&env.request(json!({"spawnRequestId": "contested", "env": {"FAKE_RUNNER_IGNORE_SIGTERM": "1"}})));
     let session = a["agent"]["sessionName"].as_str().unwrap().to_string();
+    // A gone agent's leftovers for the reaps to contend over: an ephemeral agent that ended by
+    // itself (a failed unit, its exit recorded, its files still there).
+    let e = env.spawn(&env.request(json!({
+        "spawnRequestId": "ended", "lifecycle": "ephemeral",
+        "env": {"FAKE_RUNNER_EXIT_AFTER_MS": "300", "FAKE_RUNNER_EXIT_CODE": "3"}
+    })));
+    let ended_unit = e["agent"]["systemdUnit"].as_str().unwrap().to_string();
+    let ended_session = e["agent"]["sessionName"].as_str().unwrap().to_string();
+    assert!(wait_until(Duration::from_secs(10), || env.prop(&ended_unit, "ActiveState") == "failed"
+        && std::fs::read_dir(env.exits_dir().join(&ended_session)).map(|d| d.count()).unwrap_or(0) == 1));
+    assert!(wait_until(Duration::from_secs(5), || env.runner_info(&session).exists()));
+    // Every file older than the reaper's grace (a fresh file is never reaped, whoever holds the
+    // lock): each reap acts on what it finds, and the lock is all that keeps two from acting on
+    // the same thing, or one from acting on what the stop is removing.
+    let agents = env.agents_dir();
+    let runners = env.runners_dir();
+    let ended_dirs = session_dirs(&agents, &ended_session);
+    assert_eq!(ended_dirs.len(), 1, "{ended_dirs:?}");
+    assert_eq!(session_dirs(&agents, &session).len(), 1);
+    for dir in [&agents, &runners] {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            backdate(&e.path(), 3600);
+        }
+    }
+
+    // The stop needs SIGKILL after 1 s; three reapers reap in a loop until it has returned.
+    let stopping = AtomicBool::new(true);
     let (stop, reaps) = std::thread::scope(|s| {
-        let stop = s.spawn(|| env.run(&["stop", "contested", "--timeout-stop", "1", "-o", "json"], None));
-        let reaps: Vec<_> = (0..3).map(|_| s.spawn(|| env.run(&["reap", "-o", "json"], None))).collect();
-        (stop.join().unwrap(), reaps.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>())
+        let stop = s.spawn(|| {
+            let out = env.run(&["stop", "contested", "--timeout-stop", "1", "-o", "json"], None);
+            stopping.store(false, Ordering::SeqCst);
+            out
+        });
+        let reapers: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = vec![env.run(&["reap", "-o", "json"], None)];
+                    while stopping.load(Ordering::SeqCst) {
+                        mine.push(env.run(&["reap", "-o", "json"], None));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        (stop.join().unwrap(), reapers.into_iter().flat_map(|h| h.join().unwrap()).collect::<Vec<_>>())
     });
     assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
     let stopped: Value = serde_json::from_slice(&stop.stdout).unwrap();
     assert_eq!((stopped["stopped"].clone(), stopped["killed"].clone()), (json!(true), json!(true)));
-    for r in reaps {
+    let mut done: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &reaps {
         assert!(r.status.success(), "a reap failed: {}", String::from_utf8_lossy(&r.stderr));
         let v: Value = serde_json::from_slice(&r.stdout).unwrap();
         assert_eq!(v["failed"], json!([]), "{v}");
+        for a in v["actions"].as_array().unwrap() {
+            *done.entry(format!("{} {}", a["action"].as_str().unwrap(), a["target"].as_str().unwrap())).or_default() +=
+                1;
+        }
     }
+    println!("{} reaps raced the stop; what they did: {done:?}", reaps.len());
+    // The ended agent was reaped exactly once, by one of the reaps: reset, its files removed.
+    let once = |what: String| assert_eq!(done.get(&what), Some(&1), "{what}: {done:?}");
+    once(format!("reset-failed-unit {ended_unit}"));
+    once(format!("remove-agent-files {}", ended_dirs[0].display()));
+    // Nothing was done twice.
+    assert!(done.values().all(|n| *n == 1), "two reaps did the same: {done:?}");
+    assert!(wait_until(Duration::from_secs(5), || env.agent_units().is_empty()), "{:?}", env.agent_units());
+    assert_eq!(std::fs::read_dir(&agents).unwrap().count(), 0, "files left in {}", agents.display());
     // The exit of the stopped run is recorded and still known.
     let records = env.exits_dir().join(&session);
     assert!(wait_until(Duration::from_secs(5), || std::fs::read_dir(&records).map(|d| d.count()).unwrap_or(0) >= 1));
     let d = env.json(&["diagnose", "contested", "-o", "json"], None);
     assert_eq!(d["exit"]["signal"], "SIGKILL", "{}", d["exit"]);
+    let d = env.json(&["diagnose", "ended", "-o", "json"], None);
+    assert_eq!(d["exit"]["exitCode"], 3, "{}", d["exit"]);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `watch` against a real manager: deaths reported fast and exactly, nothing false across
 //! daemon-reloads, and a re-executed manager followed.
 
+use std::collections::HashMap;
 use std::io::BufRead;
 use std::process::Stdio;
 use std::sync::mpsc;
@@ -14,13 +15,95 @@ fn exit_at(log: &str) -> Option<u64> {
     text.lines().find_map(|l| l.split(" at=").nth(1)?.trim().parse().ok())
 }
 
+/// The D-Bus object path of a unit (systemd's bus label escaping).
+fn unit_path(unit: &str) -> String {
+    let mut p = String::from("/org/freedesktop/systemd1/unit/");
+    for (i, b) in unit.bytes().enumerate() {
+        if b.is_ascii_alphabetic() || (b.is_ascii_digit() && i > 0) {
+            p.push(b as char);
+        } else {
+            p.push_str(&format!("_{b:02x}"));
+        }
+    }
+    p
+}
+
+/// The floor `watch` is measured against: a bare D-Bus client (no code of ours) on the
+/// manager's session bus, subscribed, that notes when systemd announced each unit's main
+/// process ended (`ExecMainCode` set in a `PropertiesChanged` of the Service interface).
+struct Floor {
+    seen: mpsc::Receiver<(String, u64)>,
+    first: HashMap<String, u64>,
+}
+
+impl Floor {
+    fn start(env: &Env) -> Floor {
+        use futures_util::StreamExt;
+        use zbus::OwnedVariant;
+        let addr = env.mgr().bus_address();
+        let (tx, seen) = mpsc::channel();
+        let (ready_tx, ready) = mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let conn = zbus::connection::Builder::address(addr.as_str()).build().await.unwrap();
+                let rule = zbus::MatchRule::builder()
+                    .msg_type(zbus::message::Type::Signal)
+                    .sender("org.freedesktop.systemd1")
+                    .interface("org.freedesktop.DBus.Properties")
+                    .member("PropertiesChanged")
+                    .path_namespace("/org/freedesktop/systemd1/unit")
+                    .build()
+                    .unwrap();
+                let mut stream = zbus::MessageStream::for_match_rule(rule, &conn, None).await.unwrap();
+                zbus_systemd::systemd1::ManagerProxy::new(&conn).await.unwrap().subscribe().await.unwrap();
+                ready_tx.send(()).unwrap();
+                while let Some(Ok(m)) = stream.next().await {
+                    let at = now_ms();
+                    let Some(path) = m.header().path().map(|p| p.to_string()) else { continue };
+                    let body = m.body();
+                    let Ok((iface, changed, _)) =
+                        body.deserialize::<(String, HashMap<String, OwnedVariant>, Vec<String>)>()
+                    else {
+                        continue;
+                    };
+                    let code = changed.get("ExecMainCode").and_then(|v| i32::try_from(v).ok());
+                    if iface == "org.freedesktop.systemd1.Service"
+                        && code.is_some_and(|c| c != 0)
+                        && tx.send((path, at)).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        });
+        ready.recv_timeout(Duration::from_secs(10)).expect("the floor client subscribed to the manager");
+        Floor { seen, first: HashMap::new() }
+    }
+
+    /// When the floor first heard that `unit`'s main process ended.
+    fn ended_at(&mut self, unit: &str, limit: Duration) -> Option<u64> {
+        let path = unit_path(unit);
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(t) = self.first.get(&path) {
+                return Some(*t);
+            }
+            let (p, t) = self.seen.recv_timeout(end.saturating_duration_since(Instant::now())).ok()?;
+            self.first.entry(p).or_insert(t);
+        }
+    }
+}
+
 #[test]
 fn watch_reports_each_death_fast_and_exactly() {
     let _serial = serial();
     let n: usize = std::env::var("AGENT_RELAY_TEST_EXITS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
     let env = Env::new();
     let watch = Watch::start(&env);
+    let mut floor = Floor::start(&env);
     let mut latencies = Vec::new();
+    let mut floor_latencies = Vec::new();
     for i in 0..n {
         let code = (i * 37) % 256;
         let a = env.spawn(&env.request(json!({
@@ -38,17 +121,33 @@ fn watch_reports_each_death_fast_and_exactly() {
         assert_eq!(ev["agent"]["agentId"], a["agent"]["agentId"]);
         let died_at = exit_at(&log).expect("the runner logged its exit time");
         latencies.push(seen_at.saturating_sub(died_at));
+        let floor_at =
+            floor.ended_at(&unit, Duration::from_secs(10)).unwrap_or_else(|| panic!("the floor missed {unit}"));
+        floor_latencies.push(floor_at.saturating_sub(died_at));
     }
     latencies.sort();
+    floor_latencies.sort();
     let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
-    let report = json!({"exits": n, "p50Ms": p50, "p99Ms": p99, "maxMs": latencies.last()});
-    println!("exit detection latency: {report}");
+    let (f50, f99) = (percentile(&floor_latencies, 0.5), percentile(&floor_latencies, 0.99));
+    let report = json!({"exits": n, "p50Ms": p50, "p99Ms": p99, "maxMs": latencies.last(),
+        "floorP50Ms": f50, "floorP99Ms": f99, "floorMaxMs": floor_latencies.last()});
+    println!("exit detection latency (death → watch line; floor: death → systemd's signal at a bare client): {report}");
     let _ = std::fs::write(bin().parent().unwrap().join("watch-latency.json"), report.to_string());
-    // Measured from the runner's last instant to our reading the event line. The 50 ms p99 target
-    // is the benchmark's to measure on a quiet machine (benches/supervisor.rs); a test shares the
-    // machine with the rest of the suite, so it only pins what a regression to polling would break.
-    assert!(p99 <= 500, "p99 {p99} ms over {n} exits (p50 {p50} ms): is watch polling?");
+    // Measured from the runner's last instant to our reading the event line, against the floor
+    // measured on the same deaths in the same run: what systemd's own signal takes to reach a
+    // bare subscriber. `watch` reacts to that same signal (one re-read of the unit before an
+    // exit is reported), so it stays within a small multiple of the floor however loaded the
+    // machine is; polling (every 500 ms: ~250 ms at the median) does not. The 50 ms p99 target
+    // itself is the benchmark's to measure on a quiet machine (benches/supervisor.rs).
+    let (b50, b99) = (3 * f50 + P50_SLACK_MS, 3 * f99 + P99_SLACK_MS);
+    assert!(p50 <= b50, "watch p50 {p50} ms over {n} exits, floor p50 {f50} ms (bound {b50} ms): is watch polling?");
+    assert!(p99 <= b99, "watch p99 {p99} ms over {n} exits, floor p99 {f99} ms (bound {b99} ms): is watch polling?");
 }
+
+/// Absolute slack over 3× the floor's median and p99 (a debug build's re-read of the unit and
+/// its JSON line, and scheduling on a loaded machine).
+const P50_SLACK_MS: u64 = 30;
+const P99_SLACK_MS: u64 = 100;
 
 #[test]
 fn twenty_daemon_reloads_report_nothing_false() {

@@ -2,7 +2,7 @@
 //! launches our fake runner, and helpers to run the CLI and `systemctl --user` against it.
 
 use std::cell::Cell;
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{mpsc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -116,22 +116,19 @@ impl Env {
         c
     }
 
+    /// Runs the CLI, bounded by [`super::cli_deadline`] (a hang fails the test, naming the run).
     pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
         self.run_with(&[], args, stdin)
     }
 
+    /// [`Env::run`] with a deadline of its own instead of [`super::cli_deadline`].
+    pub fn run_within(&self, deadline: Duration, args: &[&str], stdin: Option<&str>) -> Output {
+        super::output_within(self.cli().args(args), stdin, deadline)
+    }
+
     /// Runs the CLI with extra environment variables (e.g. another `XDG_RUNTIME_DIR`).
     pub fn run_with(&self, vars: &[(&str, &std::ffi::OsStr)], args: &[&str], stdin: Option<&str>) -> Output {
-        let mut c = self.cli();
-        c.envs(vars.iter().copied()).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c.spawn().expect("run the CLI");
-        let mut pipe = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            // A CLI that refuses an oversized request early closes its stdin: not our failure.
-            let _ = pipe.write_all(text.as_bytes());
-        }
-        drop(pipe);
-        child.wait_with_output().unwrap()
+        super::output_within(self.cli().envs(vars.iter().copied()).args(args), stdin, super::cli_deadline())
     }
 
     /// Makes the config's runner a file that cannot be executed (a missing interpreter).

@@ -30,9 +30,84 @@ pub fn fake_runner() -> PathBuf {
     p
 }
 
-/// Runs the binary with `args` in the test's own environment (no manager, no config of ours).
+/// Runs the binary with `args` in the test's own environment (no manager, no config of ours),
+/// bounded by [`cli_deadline`].
 pub fn run_cli(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).output().expect("run the binary")
+    output_within(Command::new(bin()).args(args), None, cli_deadline())
+}
+
+/// How long one CLI run of the harness may take before it is killed and the test fails:
+/// `AGENT_RELAY_TEST_CLI_DEADLINE_S` (seconds, fractions allowed), else 120 s.
+pub fn cli_deadline() -> Duration {
+    std::env::var("AGENT_RELAY_TEST_CLI_DEADLINE_S")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map_or(Duration::from_secs(120), Duration::from_secs_f64)
+}
+
+/// Runs `c` with `stdin` (then closed) and its stdout and stderr captured, in a process group of
+/// its own. A run still going after `deadline` is a hang: its group and itself are SIGKILLed (by
+/// pid) and the test panics naming what ran, with what it had printed. A hung CLI fails the test
+/// instead of hanging the suite.
+pub fn output_within(c: &mut Command, stdin: Option<&str>, deadline: Duration) -> Output {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    let args: Vec<_> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    let what = format!("{} {args:?} (the whole command: {c:?})", c.get_program().to_string_lossy());
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    let mut child = c.spawn().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let pid = child.id() as i32;
+    // Every pipe on a thread of its own: a CLI that never reads its stdin, or fills a pipe, must
+    // not block the harness past the deadline.
+    let mut pipe = child.stdin.take().unwrap();
+    let text = stdin.unwrap_or_default().as_bytes().to_vec();
+    // A CLI that refuses an oversized request early closes its stdin: not our failure.
+    let writer = std::thread::spawn(move || drop(pipe.write_all(&text)));
+    let reader = |mut r: Box<dyn Read + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            let _ = tx.send(buf);
+        });
+        rx
+    };
+    let out = reader(Box::new(child.stdout.take().unwrap()));
+    let err = reader(Box::new(child.stderr.take().unwrap()));
+    // The waiter owns the child: the pid stays ours (unreaped) until it has ended.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait();
+        let _ = tx.send(());
+        status
+    });
+    let ended = rx.recv_timeout(deadline).is_ok();
+    if !ended {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let status = waiter.join().unwrap().unwrap_or_else(|e| panic!("waiting for {what}: {e}"));
+    let _ = writer.join();
+    // Readers end when every holder of the pipes has: a grandchild that left the group and
+    // keeps them open must not hang us either.
+    let collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
+        rx.recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| b"<pipe still held open by another process>".to_vec())
+    };
+    let (stdout, stderr) = (collect(out), collect(err));
+    if !ended {
+        panic!(
+            "the CLI did not end within its deadline of {deadline:?} and was killed (set \
+             AGENT_RELAY_TEST_CLI_DEADLINE_S to change the default): {what}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        );
+    }
+    Output { status, stdout, stderr }
 }
 
 /// The token of [`example_config`]: it must never reach a unit's properties.
