@@ -97,15 +97,27 @@ pub fn sessions(dir: &Path) -> Vec<String> {
     out
 }
 
-/// The newest record whose session, unit, agent id or spawn request id is `reference`.
-pub fn find(dir: &Path, reference: &str) -> Option<ExitRecord> {
-    if let Some(r) = latest(dir, reference) {
-        return Some(r);
+/// Sessions of agents of tmux prefix `prefix` that have records: another prefix's agents are
+/// another orchestrator's.
+pub fn sessions_of(dir: &Path, prefix: &str) -> Vec<String> {
+    let ours =
+        |s: &String| crate::model::naming::session_of_unit(&crate::model::naming::agent_unit_name(s), prefix).is_some();
+    sessions(dir).into_iter().filter(ours).collect()
+}
+
+/// The newest record of an agent of tmux prefix `prefix` whose session, unit, agent id or spawn
+/// request id is `reference`.
+pub fn find(dir: &Path, prefix: &str, reference: &str) -> Option<ExitRecord> {
+    let sessions = sessions_of(dir, prefix);
+    if sessions.iter().any(|s| s == reference) {
+        if let Some(r) = latest(dir, reference) {
+            return Some(r);
+        }
     }
     // A session name ends with the last 8 characters of its spawn request id (else of its agent
     // id): read those sessions first, not every session's records for each lookup.
     let suffix = format!("-{}", crate::model::naming::unique_suffix(reference));
-    let (near, far): (Vec<String>, Vec<String>) = sessions(dir).into_iter().partition(|s| s.ends_with(&suffix));
+    let (near, far): (Vec<String>, Vec<String>) = sessions.into_iter().partition(|s| s.ends_with(&suffix));
     newest_of(dir, &near, reference).or_else(|| newest_of(dir, &far, reference))
 }
 

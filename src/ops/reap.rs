@@ -148,7 +148,7 @@ impl Supervisor {
             })
             .collect();
         let mut exit_records = Vec::new();
-        for session in crate::io::exit_store::sessions(&exits_dir) {
+        for session in crate::io::exit_store::sessions_of(&exits_dir, prefix) {
             for (n, p) in entries(&exits_dir.join(&session)) {
                 // `<recorded_at ms, 16 digits>-<invocation>.json`
                 if let Some(t) = n.split('-').next().and_then(|t| t.parse::<u64>().ok()) {

@@ -69,11 +69,14 @@ pub struct Watcher {
     out: mpsc::Sender<WatchEvent>,
     dropped: u64,
     tracked: HashMap<String, Tracked>,
+    /// Reading the agents that are there at start: they are reported as `snapshot`, not as
+    /// just `spawned` and `started`.
+    quiet: bool,
 }
 
 impl Watcher {
     pub fn new(config: Config, host: HostEnv, timeout: Duration, out: mpsc::Sender<WatchEvent>) -> Watcher {
-        Watcher { config, host, timeout, out, dropped: 0, tracked: HashMap::new() }
+        Watcher { config, host, timeout, out, dropped: 0, tracked: HashMap::new(), quiet: false }
     }
 
     /// Runs until the receiver is dropped. Connection problems are reported as events and
@@ -141,7 +144,10 @@ impl Watcher {
         // on one shared connection a burst of signals arriving while we await a reply held up
         // that very reply for a whole --timeout (seen after ~50 daemon-reloads amid spawns).
         let calls = sup.connect_for_calls().await?;
-        self.reconcile(&calls).await?;
+        self.quiet = first;
+        let reconciled = self.reconcile(&calls).await;
+        self.quiet = false;
+        reconciled?;
         *outage = false;
         if first {
             for unit in self.sorted_units() {
@@ -201,6 +207,9 @@ impl Watcher {
 
     /// An event about one agent, carrying its current record.
     fn agent_event_named(&mut self, unit: &str, kind: &str, exit: Option<ExitInfo>) {
+        if self.quiet {
+            return;
+        }
         let agent = self.tracked.get(unit).map(|t| t.record.clone());
         self.emit(WatchEvent {
             schema_version: EVENT_SCHEMA,
