@@ -43,8 +43,11 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Orchestrator config file [default: ~/.agent-relay/orchestrator.json]
-    #[arg(long, global = true, env = "AGENT_RELAY_ORCHESTRATOR_CONFIG", value_name = "PATH")]
+    /// Orchestrator config file; it must exist [default: $AGENT_RELAY_ORCHESTRATOR_CONFIG, else
+    /// ~/.agent-relay/orchestrator.json; either missing means defaults]
+    // Not `env = …`: clap would make the variable look like the flag, and a missing file it
+    // names means defaults (the orchestrator's loader), not an error (`config_path`).
+    #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Output format: `json` for programs (stdout holds only JSON), `text` for people
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Text)]

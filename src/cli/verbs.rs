@@ -255,11 +255,11 @@ fn doctor(cli: &Cli) -> Result<ExitCode, Failure> {
     let timeout = seconds(cli.global.timeout, "--timeout")?;
     let host = HostEnv::from_process();
     let var = |k: &str| std::env::var(k).ok();
-    let default_file = host.home.join(".agent-relay").join("orchestrator.json");
-    let config_source = match &cli.global.config {
-        Some(p) => p.display().to_string(),
-        None if default_file.exists() => default_file.display().to_string(),
-        None => format!("no {} (defaults)", default_file.display()),
+    let (file, explicit) = crate::model::config::config_path(cli.global.config.as_deref(), &config_inputs(&host, &var));
+    let config_source = if explicit || file.exists() {
+        file.display().to_string()
+    } else {
+        format!("no {} (defaults)", file.display())
     };
     let config =
         config_file::load(cli.global.config.as_deref(), &config_inputs(&host, &var)).map_err(|e| e.to_string());

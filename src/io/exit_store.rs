@@ -117,16 +117,28 @@ pub fn sessions(dir: &Path) -> Vec<String> {
     out
 }
 
-/// The newest record whose session, unit, agent id or spawn request id is `reference`.
-pub fn find(dir: &Path, reference: &str) -> Option<ExitRecord> {
-    if let Some(r) = latest(dir, reference) {
-        return Some(r);
+/// Sessions of agents of tmux prefix `prefix` that have records: another prefix's agents are
+/// another orchestrator's.
+pub fn sessions_of(dir: &Path, prefix: &str) -> Vec<String> {
+    let ours =
+        |s: &String| crate::model::naming::session_of_unit(&crate::model::naming::agent_unit_name(s), prefix).is_some();
+    sessions(dir).into_iter().filter(ours).collect()
+}
+
+/// The newest record of an agent of tmux prefix `prefix` whose session, unit, agent id or spawn
+/// request id is `reference`.
+pub fn find(dir: &Path, prefix: &str, reference: &str) -> Option<ExitRecord> {
+    let sessions = sessions_of(dir, prefix);
+    if sessions.iter().any(|s| s == reference) {
+        if let Some(r) = latest(dir, reference) {
+            return Some(r);
+        }
     }
     // A session name ends with the unique part derived from its spawn request id (else from its
     // agent id): read those sessions first, not every session's records for each lookup.
     let tags = crate::model::naming::unique_suffixes_of(reference).map(|t| format!("-{t}"));
     let (near, far): (Vec<String>, Vec<String>) =
-        sessions(dir).into_iter().partition(|s| tags.iter().any(|t| s.ends_with(t)));
+        sessions.into_iter().partition(|s| tags.iter().any(|t| s.ends_with(t)));
     newest_of(dir, &near, reference).or_else(|| newest_of(dir, &far, reference))
 }
 

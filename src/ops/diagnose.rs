@@ -154,7 +154,7 @@ impl Supervisor {
                 Diagnosis::of(who, exit, previous, Some(agent.restarts), runtime_ms, records.len())
             }
             None => {
-                let rec = crate::io::exit_store::find(&dir, reference)
+                let rec = crate::io::exit_store::find(&dir, &self.config.tmux_prefix, reference)
                     .ok_or_else(|| Error::NotFound { reference: reference.to_string() })?;
                 let records = crate::io::exit_store::read_session(&dir, &rec.session_name);
                 let exit = exit::classify_record(&rec);

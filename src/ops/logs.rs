@@ -30,7 +30,7 @@ impl Supervisor {
             Ok(agent) => Ok(agent.log_file.into()),
             Err(Error::NotFound { .. }) => {
                 let dir = crate::io::exit_store::exits_dir(&self.host.state_home);
-                let rec = crate::io::exit_store::find(&dir, reference)
+                let rec = crate::io::exit_store::find(&dir, &self.config.tmux_prefix, reference)
                     .ok_or_else(|| Error::NotFound { reference: reference.to_string() })?;
                 Ok(crate::model::plan::log_file(&self.host.home, &rec.session_name))
             }

@@ -177,7 +177,7 @@ impl Supervisor {
             .collect();
         let mut exit_records = Vec::new();
         // Session directories themselves (a link to one is not followed), record names we write.
-        for session in crate::io::exit_store::sessions(&exits_dir) {
+        for session in crate::io::exit_store::sessions_of(&exits_dir, prefix) {
             for (n, p, t) in typed_entries(&exits_dir.join(&session)) {
                 if let Some(at) = crate::io::exit_store::record_time(&n).filter(|_| removable_file(&t)) {
                     exit_records.push(FileFact { path: p, owner: session.clone(), mtime_ms: at });

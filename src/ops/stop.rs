@@ -68,7 +68,7 @@ impl Supervisor {
     /// An agent whose unit is gone but whose exit was recorded: dead, nothing to stop.
     fn stop_recorded(&self, reference: &str) -> Option<StopOutcome> {
         let dir = crate::io::exit_store::exits_dir(&self.host.state_home);
-        let rec = crate::io::exit_store::find(&dir, reference)?;
+        let rec = crate::io::exit_store::find(&dir, &self.config.tmux_prefix, reference)?;
         naming::session_of_unit(&rec.unit, &self.config.tmux_prefix)?;
         self.remove_runtime_files(&rec.session_name);
         Some(StopOutcome {

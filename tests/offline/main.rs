@@ -7,6 +7,8 @@ mod util;
 
 // `completions` and `manpage`: the shell completions and the man page the packages ship.
 mod assets;
+// Claims that need no manager: a missing --config file, every config variable, a strict fake runner.
+mod claims;
 // Commands with no manager to reach: one line that says what to check.
 mod bad_input;
 // Every visible command's `--help` ends with an example an operator can copy.

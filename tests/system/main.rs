@@ -9,6 +9,9 @@ mod util;
 mod agents;
 // Bad spawn requests and arguments: one line, exit 2, no unit and no file left.
 mod bad_input;
+// Claims of the README and RELIABILITY.md with no other test: logs, kill, terminal, timeouts,
+// exit 7, the stop cap, config variables, file modes, prefixes, watch's stream events.
+mod claims;
 // `doctor` on a fresh manager, with the units installed, with no manager and a hung one.
 mod doctor;
 // Durable agents (`spawn --persist`): unit files, restarts of the manager, `remove`.

@@ -268,8 +268,15 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
+        // The fake runner exits on anything unexpected (a bad knob, a runner-info directory we
+        // did not make): whatever else the test checked, that is a failure. Read before the
+        // manager's directory (and the home in it) goes.
+        let fatal = super::fake_runner_fatal_lines(&self.home);
         if let Some(m) = self.mgr.take() {
             m.stop();
+        }
+        if !fatal.is_empty() && !std::thread::panicking() {
+            panic!("the fake runner gave up:\n{}", fatal.join("\n"));
         }
     }
 }

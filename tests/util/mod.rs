@@ -4,11 +4,15 @@
 
 #![allow(dead_code)]
 
+mod claims_support;
 mod manager;
 
 // tests/offline starts no manager and uses none of it.
 #[allow(unused_imports)]
 pub use manager::*;
+// Used by the claim tests of both binaries.
+#[allow(unused_imports)]
+pub use claims_support::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
