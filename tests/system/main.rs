@@ -9,6 +9,8 @@ mod util;
 mod agents;
 // Bad spawn requests and arguments: one line, exit 2, no unit and no file left.
 mod bad_input;
+// The JSON contract: every verb's `-o json` output valid against its schema in schema/.
+mod contract;
 // `doctor` on a fresh manager, with the units installed, with no manager and a hung one.
 mod doctor;
 // Durable agents (`spawn --persist`): unit files, restarts of the manager, `remove`.

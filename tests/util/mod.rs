@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 mod manager;
+pub mod schema;
 
 // tests/offline starts no manager and uses none of it.
 #[allow(unused_imports)]
