@@ -9,9 +9,9 @@ use crate::model::exit::{self, ExitInfo};
 use crate::model::record::UnitSnapshot;
 use crate::model::state::ActiveState;
 
-/// The `type` of a `watch` line: a change of an agent ([`Kind`]), one agent as it was when the
-/// stream started (`snapshot`), or news about the stream itself (`ready`, `disconnected`,
-/// `reconnected`, `lagged`).
+/// The `type` of a `watch` line: a change of one agent (`spawned` … `removed`), one agent as it
+/// was when the stream started (`snapshot`), or news about the stream itself (`ready`,
+/// `disconnected`, `reconnected`, `lagged`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum EventType {
@@ -19,12 +19,17 @@ pub enum EventType {
     Snapshot,
     /// Every snapshot was sent; `agents` says how many.
     Ready,
+    /// A new agent unit appeared (never one of the snapshot).
     Spawned,
+    /// Its runner started (a restart's too, with its new pid).
     Started,
     /// Its main process ended; `exit` says how.
     Exited,
+    /// systemd will start it again (a persistent agent after a failure).
     Restarting,
+    /// Its unit stopped (inactive or failed).
     Stopped,
+    /// Its unit is no longer loaded.
     Removed,
     /// The connection to the manager was lost; `detail` says why.
     Disconnected,

@@ -24,11 +24,12 @@ use crate::model::record::{self, AgentRecord, ProcState, UnitSnapshot};
 use crate::ops::{now_ms, Supervisor};
 
 /// One line of `watch` output. `unit` and `agent` come with the events about one agent, `exit`
-/// with `exited` (and `restarting`), `agents` with `ready`, `dropped` with `lagged`, `detail`
-/// (text for people) with `ready`, `disconnected`, `reconnected` and `lagged`.
+/// with `exited`, `agents` with `ready`, `dropped` with `lagged`, `detail` (text for people) with
+/// `ready`, `disconnected`, `reconnected` and `lagged`.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WatchEvent {
+    /// The JSON contract's version.
     pub schema_version: SchemaVersion,
     /// 1 for the first event this watcher emits, then one more for each: a reader that sees a gap
     /// lost lines (the watcher itself never skips a number; what it drops, `lagged` counts).
