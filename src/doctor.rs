@@ -8,6 +8,7 @@ mod tests;
 
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 pub use crate::io::systemd::ManagerInfo;
@@ -135,7 +136,7 @@ pub enum RunnerFact {
     Default { found: Vec<String> },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Ok,
@@ -144,17 +145,25 @@ pub enum Status {
 }
 
 /// One check's verdict and, unless it is ok, what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Finding {
+    /// The check's name, kebab-case: `manager`, `systemd-version`, `credentials`, `runtime-dir`,
+    /// `session-bus`, `private-socket`, `linger`, `cgroup`, `reaper-timer`, `slice`, `tmux`,
+    /// `config`, `runner`.
     pub check: &'static str,
     pub status: Status,
+    /// What was found, one line for people.
     pub detail: String,
+    /// What to do about it; null when the check is ok.
     pub fix: Option<String>,
 }
 
-/// `doctor -o json`'s document.
-#[derive(Debug, Clone, Serialize)]
+/// `doctor -o json`'s document: `ok` is false when a required check failed (exit 5, 6 or 8).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Report {
+    /// The JSON contract's version.
+    pub schema_version: crate::model::contract::SchemaVersion,
     pub ok: bool,
     pub findings: Vec<Finding>,
 }

@@ -5,30 +5,110 @@
 
 pub mod args;
 pub mod render;
+pub mod schema;
 mod verbs;
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::error::Error;
 use crate::model::exec::ExecError;
 use args::{Cli, Output};
 
+/// What went wrong, for programs to match on: `kind` in the JSON error document. Each kind has
+/// one exit code (README "Exit codes"), except `io`, `systemd`, `tmux`, `spawn-failed` and
+/// `internal`, which are all 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// Exit 2: bad arguments, spawn request, config file or agent reference.
+    Invalid,
+    /// Exit 2: the verb needs a live agent (`guest create`, `terminal …` on a stopped guest).
+    NotRunning,
+    /// Exit 3: no such agent (or guest).
+    NotFound,
+    /// Exit 4: the unit name belongs to another agent.
+    Conflict,
+    /// Exit 4: the reference matches more than one agent; `matches` lists their units.
+    Ambiguous,
+    /// Exit 4: the unit is not one of ours.
+    NotOurs,
+    /// Exit 5: no systemd user manager reachable.
+    ManagerUnreachable,
+    /// Exit 6: the user manager did not answer in time.
+    Timeout,
+    /// Exit 7: the agent survived SIGKILL.
+    Survived,
+    /// Exit 1: the runner could not be started.
+    SpawnFailed,
+    /// Exit 1: a file could not be read or written.
+    Io,
+    /// Exit 1: systemd refused a call.
+    Systemd,
+    /// Exit 1: tmux failed.
+    Tmux,
+    /// Exit 1: a bug of ours.
+    Internal,
+    /// Exit 203: the hidden `exec` launcher could not execute its program.
+    Exec,
+    /// Exit 1: `sandbox` could not start or tear down its private manager.
+    Sandbox,
+}
+
 /// A failed verb: its message, the kind a program matches on, and the exit code.
 #[derive(Debug)]
 pub struct Failure {
     pub message: String,
-    pub kind: &'static str,
+    pub kind: ErrorKind,
     pub code: u8,
     /// The units an ambiguous reference matches (`matches` in the JSON error document).
     pub matches: Vec<String>,
 }
 
 impl Failure {
-    pub fn new(message: String, kind: &'static str, code: u8) -> Failure {
+    pub fn new(message: String, kind: ErrorKind, code: u8) -> Failure {
         Failure { message, kind, code, matches: Vec::new() }
     }
+
+    /// The JSON error document printed under `-o json`.
+    pub fn document(&self) -> ErrorDocument {
+        ErrorDocument {
+            schema_version: Default::default(),
+            error: ErrorBody {
+                kind: self.kind,
+                message: self.message.clone(),
+                exit_code: self.code,
+                matches: self.matches.clone(),
+            },
+        }
+    }
+}
+
+/// What `-o json` prints on stdout when a verb fails (command-line errors included), one line;
+/// the exit code is `error.exitCode`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDocument {
+    /// The JSON contract's version.
+    pub schema_version: crate::model::contract::SchemaVersion,
+    pub error: ErrorBody,
+}
+
+/// The failure itself.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    pub kind: ErrorKind,
+    /// One line for people (also on stderr).
+    pub message: String,
+    /// The process's exit code.
+    pub exit_code: u8,
+    /// `ambiguous` only: the units the reference matches (absent otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<String>,
 }
 
 impl From<Error> for Failure {
@@ -59,7 +139,7 @@ pub fn main() -> ExitCode {
 }
 
 /// Maps an error to its kind (for JSON) and exit code (see `--help`).
-pub fn classify(e: &Error) -> (&'static str, u8) {
+pub fn classify(e: &Error) -> (ErrorKind, u8) {
     match e {
         Error::Request(_)
         | Error::Config(_)
@@ -69,20 +149,20 @@ pub fn classify(e: &Error) -> (&'static str, u8) {
         | Error::Exec(ExecError::NoLauncher { .. })
         | Error::Runner(_)
         | Error::BadReference { .. }
-        | Error::NotAGuest { .. } => ("invalid", 2),
-        Error::NotRunning { .. } => ("not_running", 2),
-        Error::NotFound { .. } => ("not_found", 3),
-        Error::Conflict(_) => ("conflict", 4),
-        Error::Ambiguous { .. } => ("ambiguous", 4),
-        Error::NotOurs { .. } => ("not_ours", 4),
-        Error::ManagerUnreachable { .. } => ("manager_unreachable", 5),
-        Error::Timeout { .. } => ("timeout", 6),
-        Error::Survived { .. } => ("survived", 7),
-        Error::SpawnFailed { .. } => ("spawn_failed", 1),
-        Error::Io { .. } => ("io", 1),
-        Error::Systemd { .. } => ("systemd", 1),
-        Error::Tmux { .. } => ("tmux", 1),
-        Error::Render(_) | Error::Exec(ExecError::Unexpected { .. }) => ("internal", 1),
+        | Error::NotAGuest { .. } => (ErrorKind::Invalid, 2),
+        Error::NotRunning { .. } => (ErrorKind::NotRunning, 2),
+        Error::NotFound { .. } => (ErrorKind::NotFound, 3),
+        Error::Conflict(_) => (ErrorKind::Conflict, 4),
+        Error::Ambiguous { .. } => (ErrorKind::Ambiguous, 4),
+        Error::NotOurs { .. } => (ErrorKind::NotOurs, 4),
+        Error::ManagerUnreachable { .. } => (ErrorKind::ManagerUnreachable, 5),
+        Error::Timeout { .. } => (ErrorKind::Timeout, 6),
+        Error::Survived { .. } => (ErrorKind::Survived, 7),
+        Error::SpawnFailed { .. } => (ErrorKind::SpawnFailed, 1),
+        Error::Io { .. } => (ErrorKind::Io, 1),
+        Error::Systemd { .. } => (ErrorKind::Systemd, 1),
+        Error::Tmux { .. } => (ErrorKind::Tmux, 1),
+        Error::Render(_) | Error::Exec(ExecError::Unexpected { .. }) => (ErrorKind::Internal, 1),
     }
 }
 
@@ -111,7 +191,7 @@ fn parse_failure(e: &clap::Error, args: impl Iterator<Item = String>) -> ExitCod
             }
         }
     };
-    fail(Output::Json, &Failure::new(message, "invalid", 2))
+    fail(Output::Json, &Failure::new(message, self::ErrorKind::Invalid, 2))
 }
 
 /// `-o json`, `-ojson`, `-o=json`, `--output json` or `--output=json` before any `--`.
@@ -137,11 +217,10 @@ fn wants_json(args: impl Iterator<Item = String>) -> bool {
 fn fail(output: Output, f: &Failure) -> ExitCode {
     eprintln!("error: {}", f.message);
     if output == Output::Json {
-        let mut body = serde_json::json!({ "error": { "kind": f.kind, "message": f.message, "exitCode": f.code } });
-        if !f.matches.is_empty() {
-            body["error"]["matches"] = serde_json::json!(f.matches);
+        // One line; a document that does not serialise cannot happen (strings and numbers).
+        if let Ok(line) = serde_json::to_string(&f.document()) {
+            println!("{line}");
         }
-        println!("{body}");
     }
     ExitCode::from(f.code)
 }

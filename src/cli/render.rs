@@ -4,6 +4,7 @@
 
 use std::io::Write;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::cli::args::Output;
@@ -42,21 +43,35 @@ pub fn emit<T: Render>(output: Output, answer: &T) -> Result<(), Error> {
     Ok(())
 }
 
-/// `list`: every agent.
-#[derive(Serialize)]
+/// `list`: every agent. A bare array, as the orchestrator parses it; each record carries
+/// `schemaVersion`.
+#[derive(Serialize, JsonSchema)]
 #[serde(transparent)]
 pub struct AgentList(pub Vec<AgentRecord>);
 
-/// `guest list`: every guest.
-#[derive(Serialize)]
+/// `guest list`: every guest. A bare array; each record carries `schemaVersion`.
+#[derive(Serialize, JsonSchema)]
 #[serde(transparent)]
 pub struct GuestList(pub Vec<GuestRecord>);
 
 /// `terminal send`: how many key groups went to the guest.
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Sent {
+    /// The JSON contract's version.
+    pub schema_version: crate::model::contract::SchemaVersion,
     pub guest: String,
     pub keys: usize,
+}
+
+/// One line of `logs --follow -o json` (NDJSON, one per log line).
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogLine<'a> {
+    /// The JSON contract's version.
+    pub schema_version: crate::model::contract::SchemaVersion,
+    /// The line, sanitised unless `--raw`.
+    pub line: &'a str,
 }
 
 impl Render for SpawnOutcome {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::args::{Cli, Command, CompletionShell, GuestCommand, Output, TerminalCommand};
 use super::render::{emit, AgentList, GuestList, Render, Sent};
-use super::Failure;
+use super::{ErrorKind, Failure};
 use crate::error::Error;
 use crate::io::config_file;
 use crate::io::host::HostEnv;
@@ -70,11 +70,11 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         }
         // Returns only when the program could not be executed: systemd's own status for that.
         Command::Exec { words } => {
-            Err(Failure::new(format!("exec: {}", ops::exec::exec_encoded(words)), "exec", EXIT_EXEC))
+            Err(Failure::new(format!("exec: {}", ops::exec::exec_encoded(words)), ErrorKind::Exec, EXIT_EXEC))
         }
         Command::Sandbox { cmd } => match crate::io::sandbox::run_sandboxed(cmd) {
             Ok(code) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),
-            Err(e) => Err(Failure::new(format!("sandbox: {e}"), "sandbox", 1)),
+            Err(e) => Err(Failure::new(format!("sandbox: {e}"), ErrorKind::Sandbox, 1)),
         },
         Command::GuestExec { file } => Err(ops::guests::guest_exec(file).into()),
         Command::Manpage => manpage(),
@@ -93,7 +93,7 @@ fn done(result: Result<(), Error>) -> Result<ExitCode, Failure> {
 }
 
 fn io_failure(message: String) -> Failure {
-    Failure::new(message, "io", 1)
+    Failure::new(message, ErrorKind::Io, 1)
 }
 
 /// Runs one verb's future on a single-threaded runtime.
@@ -187,7 +187,7 @@ async fn send(cli: &Cli, guest: &str, input: &str) -> Result<Sent, Error> {
         input.to_string()
     };
     let keys = connect(cli).await?.terminal_send(guest, &text).await?;
-    Ok(Sent { guest: guest.to_string(), keys })
+    Ok(Sent { schema_version: Default::default(), guest: guest.to_string(), keys })
 }
 
 async fn reap(cli: &Cli, dry_run: bool, retention_days: Option<u32>) -> Result<ops::reap::ReapReport, Error> {
@@ -201,7 +201,11 @@ async fn follow(cli: &Cli, agent: &str, lines: u16, raw: bool) -> Result<(), Err
     let json = cli.global.output == Output::Json;
     let path = connect(cli).await?.log_file(agent).await?;
     ops::logs::follow(&path, lines as usize, raw, |l| {
-        let line = if json { serde_json::json!({ "line": l }).to_string() } else { l.to_string() };
+        let line = match json {
+            true => serde_json::to_string(&super::render::LogLine { schema_version: Default::default(), line: l })
+                .expect("a log line serializes"),
+            false => l.to_string(),
+        };
         let mut out = std::io::stdout().lock();
         writeln!(out, "{line}").and_then(|_| out.flush()).is_ok()
     })
@@ -267,7 +271,7 @@ fn doctor(cli: &Cli) -> Result<ExitCode, Failure> {
     let facts = block_on(async { Ok(crate::doctor::probe::gather(probe).await) })?;
     let findings = crate::doctor::evaluate(&facts);
     let code = crate::doctor::exit_code(&facts, &findings);
-    emit(cli.global.output, &crate::doctor::Report { ok: code == 0, findings })?;
+    emit(cli.global.output, &crate::doctor::Report { schema_version: Default::default(), ok: code == 0, findings })?;
     if code != 0 {
         eprintln!("error: doctor: a required check failed; each FAIL finding says how to fix it");
     }

@@ -286,7 +286,8 @@ fn text_report_has_one_line_per_finding_and_fixes_under_them() {
 #[test]
 fn json_report_shape() {
     let f = healthy();
-    let v = serde_json::to_value(Report { ok: true, findings: evaluate(&f) }).unwrap();
+    let v =
+        serde_json::to_value(Report { schema_version: Default::default(), ok: true, findings: evaluate(&f) }).unwrap();
     assert_eq!(v["ok"], true);
     let first = &v["findings"][0];
     assert_eq!(first["check"], "manager");

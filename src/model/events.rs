@@ -2,14 +2,80 @@
 //! change between two states means. Pure: the D-Bus layer (`io::systemd::signals`) decodes a
 //! signal's property dictionary into a [`Change`] and feeds it here.
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::model::exit::{self, ExitInfo};
 use crate::model::record::UnitSnapshot;
 use crate::model::state::ActiveState;
 
-/// Bumped when an event's fields change meaning.
-pub const EVENT_SCHEMA: u32 = 1;
+/// The `type` of a `watch` line: a change of one agent (`spawned` … `removed`), one agent as it
+/// was when the stream started (`snapshot`), or news about the stream itself (`ready`,
+/// `disconnected`, `reconnected`, `lagged`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventType {
+    /// An agent that existed when the stream started (before `ready`).
+    Snapshot,
+    /// Every snapshot was sent; `agents` says how many.
+    Ready,
+    /// A new agent unit appeared (never one of the snapshot).
+    Spawned,
+    /// Its runner started (a restart's too, with its new pid).
+    Started,
+    /// Its main process ended; `exit` says how.
+    Exited,
+    /// systemd will start it again (a persistent agent after a failure).
+    Restarting,
+    /// Its unit stopped (inactive or failed).
+    Stopped,
+    /// Its unit is no longer loaded.
+    Removed,
+    /// The connection to the manager was lost; `detail` says why.
+    Disconnected,
+    /// Connected again, resubscribed and reconciled from a fresh list.
+    Reconnected,
+    /// Events were dropped for a slow reader; `dropped` says how many.
+    Lagged,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Snapshot => "snapshot",
+            EventType::Ready => "ready",
+            EventType::Spawned => "spawned",
+            EventType::Started => "started",
+            EventType::Exited => "exited",
+            EventType::Restarting => "restarting",
+            EventType::Stopped => "stopped",
+            EventType::Removed => "removed",
+            EventType::Disconnected => "disconnected",
+            EventType::Reconnected => "reconnected",
+            EventType::Lagged => "lagged",
+        }
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so that a width (`{:<12}`) applies.
+        f.pad(self.as_str())
+    }
+}
+
+impl From<Kind> for EventType {
+    fn from(k: Kind) -> EventType {
+        match k {
+            Kind::Spawned => EventType::Spawned,
+            Kind::Started => EventType::Started,
+            Kind::Exited => EventType::Exited,
+            Kind::Restarting => EventType::Restarting,
+            Kind::Stopped => EventType::Stopped,
+            Kind::Removed => EventType::Removed,
+        }
+    }
+}
 
 /// The few properties events are derived from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 
 use crate::model::state::ActiveState;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Bumped when the record's fields change meaning.
@@ -50,7 +51,7 @@ impl ExitRecord {
 }
 
 /// The kind of an ending, first-class (seed #636).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ExitKind {
     /// Exited on its own with a status (0 is a clean exit).
@@ -66,7 +67,7 @@ pub enum ExitKind {
 }
 
 /// A classified ending.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExitInfo {
     pub kind: ExitKind,

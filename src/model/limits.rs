@@ -1,10 +1,11 @@
 //! Per-agent resource limits: parsed from the spawn request or the config's defaults, turned into
 //! unit properties, and read back into the record. Pure.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Limits as written in a request or config (`"2G"`, `1073741824`, `200` percent of one CPU).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LimitsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -19,7 +20,7 @@ pub struct LimitsSpec {
 }
 
 /// A byte size: a number, or a string with a K/M/G/T suffix (base 1024, as systemd).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Size {
     Bytes(u64),
@@ -55,7 +56,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// The effective limits, in systemd's units.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Limits {
     pub memory_max: Option<u64>,

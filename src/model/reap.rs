@@ -11,6 +11,7 @@ use crate::model::state::ActiveState;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 /// A loaded agent unit.
@@ -80,7 +81,7 @@ pub struct Facts {
 pub const REQUEST_LOCK_IDLE_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// One thing to do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(tag = "action", content = "target", rename_all = "kebab-case")]
 pub enum Action {
     RemoveAgentFiles(PathBuf),

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::model::meta::AgentMeta;
@@ -56,7 +57,7 @@ pub enum ProcState {
 }
 
 /// alive / dead / unknown. A dead verdict needs positive evidence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Liveness {
     Alive,
@@ -106,9 +107,11 @@ pub fn parse_proc_stat_state(stat: &str) -> ProcState {
 }
 
 /// An agent as reported by `list` and `show`. Every key is always present (null when unset).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentRecord {
+    /// The JSON contract's version (also on each element of `list`).
+    pub schema_version: crate::model::contract::SchemaVersion,
     pub agent_id: String,
     pub provider: String,
     pub label: String,
@@ -183,6 +186,7 @@ pub fn agent_record(s: &UnitSnapshot, proc_state: ProcState, home: &Path) -> Opt
     };
     let state = liveness(s, proc_state);
     Some(AgentRecord {
+        schema_version: Default::default(),
         agent_id: m.agent_id,
         provider: m.provider,
         label: m.label,

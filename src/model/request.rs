@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -35,7 +36,7 @@ pub const MAX_LIST_ENTRIES: usize = 64;
 
 /// A spawn request. Unknown fields are rejected so that a typo (`lable`) is an error, not a
 /// silently ignored setting.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SpawnRequest {
     pub provider: String,
@@ -124,7 +125,7 @@ impl SpawnRequest {
 }
 
 /// `taskId` arrives as a number or a string; it names the session `task-N[-label]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum TaskId {
     Number(u64),
@@ -148,7 +149,7 @@ impl std::fmt::Display for TaskId {
 }
 
 /// `persistent` agents are restarted on failure; `ephemeral` ones are not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Lifecycle {
     #[default]

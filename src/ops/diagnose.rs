@@ -1,6 +1,7 @@
 //! `diagnose` and `kill`: how an agent ended (or is doing), from its unit when systemd still
 //! knows it and from our exit records when it does not; and signals to an agent.
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::error::Error;
@@ -12,9 +13,11 @@ use crate::ops::Supervisor;
 pub const DIAGNOSE_LOG_LINES: usize = 20;
 
 /// The seed's exit diagnostics, for a live, failed or collected agent.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Diagnosis {
+    /// The JSON contract's version.
+    pub schema_version: crate::model::contract::SchemaVersion,
     pub agent_id: String,
     pub provider: String,
     pub session_name: String,
@@ -72,6 +75,7 @@ impl Diagnosis {
         records: usize,
     ) -> Diagnosis {
         Diagnosis {
+            schema_version: Default::default(),
             agent_id: w.agent_id,
             provider: w.provider,
             session_name: w.session_name,

@@ -8,6 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::error::Error;
@@ -22,16 +23,19 @@ use crate::model::{naming, unit, unitfile};
 use crate::ops::{plan_request, to_record, SpawnOutcome, StopOutcome, Supervisor};
 
 /// What `generate` prints: the unit, where `spawn --persist` would write it, and its text.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Generated {
+    /// The JSON contract's version.
+    pub schema_version: crate::model::contract::SchemaVersion,
     pub systemd_unit: String,
     pub unit_file: PathBuf,
     pub text: String,
 }
 
-/// The answer of `remove`: the stop, and what of a durable agent was deleted.
-#[derive(Debug, Clone, Serialize)]
+/// The answer of `remove`: the stop (its `schemaVersion` too), and what of a durable agent was
+/// deleted.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RemoveOutcome {
     #[serde(flatten)]
@@ -53,7 +57,12 @@ fn durable_plan(config: &Config, host: &HostEnv, req: &SpawnRequest) -> Result<(
 /// and the files' directory are fresh on every call, as for a spawn.
 pub fn generate(config: &Config, host: &HostEnv, req: &SpawnRequest) -> Result<Generated, Error> {
     let (plan, text) = durable_plan(config, host, req)?;
-    Ok(Generated { unit_file: host.user_unit_dir().join(&plan.unit), systemd_unit: plan.unit, text })
+    Ok(Generated {
+        schema_version: Default::default(),
+        unit_file: host.user_unit_dir().join(&plan.unit),
+        systemd_unit: plan.unit,
+        text,
+    })
 }
 
 impl Supervisor {
@@ -67,7 +76,7 @@ impl Supervisor {
         let _lock = self.durable_lock().await?;
         if let Some(rid) = &req.spawn_request_id {
             match self.find_live_request(rid).await? {
-                Some(agent) if agent.durable => return Ok(SpawnOutcome { created: false, agent }),
+                Some(agent) if agent.durable => return Ok(SpawnOutcome::new(false, agent)),
                 // Returning it would answer a durable request with an agent that does not come back.
                 Some(agent) => {
                     return Err(Error::Conflict(format!(
@@ -147,7 +156,7 @@ impl Supervisor {
             unit: plan.unit.clone(),
             detail: "the unit carries no agent metadata".into(),
         })?;
-        Ok(SpawnOutcome { created: true, agent })
+        Ok(SpawnOutcome::new(true, agent))
     }
 
     /// Stops an agent (as `stop`) and, when it is durable, disables it and deletes its unit
@@ -167,6 +176,7 @@ impl Supervisor {
             Ok(s) => s,
             // Loaded only for the lookup and collected since: nothing runs.
             Err(Error::NotFound { .. }) => StopOutcome {
+                schema_version: Default::default(),
                 agent_id: agent.agent_id.clone(),
                 session_name: agent.session_name.clone(),
                 systemd_unit: unit.clone(),
@@ -197,7 +207,7 @@ impl Supervisor {
     pub(crate) async fn durable_of_the_request(&self, snap: &UnitSnapshot) -> Result<SpawnOutcome, Error> {
         if snap.active().is_live() {
             let agent = self.await_settled(&snap.unit).await?;
-            return Ok(SpawnOutcome { created: false, agent });
+            return Ok(SpawnOutcome::new(false, agent));
         }
         let agent = to_record(snap, &self.host.home);
         Err(Error::Conflict(format!(

@@ -5,6 +5,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::error::Error;
@@ -17,9 +18,11 @@ use crate::model::state::ActiveState;
 use crate::ops::{now_ms, Supervisor};
 
 /// A guest terminal, rebuilt from its unit.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GuestRecord {
+    /// The JSON contract's version (also on each element of `guest list`).
+    pub schema_version: crate::model::contract::SchemaVersion,
     pub guest: String,
     pub systemd_unit: String,
     pub agent_id: String,
@@ -33,17 +36,21 @@ pub struct GuestRecord {
 }
 
 /// The answer of `guest stop`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GuestStop {
+    /// The JSON contract's version.
+    pub schema_version: crate::model::contract::SchemaVersion,
     pub guest: String,
     pub stopped: bool,
 }
 
 /// A pane read consistently with its cursor.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Capture {
+    /// The JSON contract's version.
+    pub schema_version: crate::model::contract::SchemaVersion,
     pub guest: String,
     pub content: String,
     pub cursor_x: u32,
@@ -125,6 +132,7 @@ impl Supervisor {
             return Err(Error::SpawnFailed { unit, detail: format!("tmux new-session failed: {e}") });
         }
         Ok(GuestRecord {
+            schema_version: Default::default(),
             guest: name,
             systemd_unit: unit,
             agent_id: agent.agent_id,
@@ -170,7 +178,7 @@ impl Supervisor {
         let running = self.mgr.unit_state(&unit).await?.is_some_and(|s| ActiveState::parse(&s) == ActiveState::Active);
         self.stop_unit_bounded(&unit, TMUX_TIMEOUT, None).await?;
         self.mgr.reset_failed(&unit).await?;
-        Ok(GuestStop { guest: name.to_string(), stopped: running })
+        Ok(GuestStop { schema_version: Default::default(), guest: name.to_string(), stopped: running })
     }
 
     fn guest_checked(&self, name: &str) -> Result<(), Error> {
@@ -190,11 +198,25 @@ impl Supervisor {
             let (x, y) = tmux.cursor(name).await.map_err(|e| not_running(name, e))?;
             let again = tmux.capture(name).await.map_err(|e| not_running(name, e))?;
             if again == last {
-                return Ok(Capture { guest: name.into(), content: again, cursor_x: x, cursor_y: y, consistent: true });
+                return Ok(Capture {
+                    schema_version: Default::default(),
+                    guest: name.into(),
+                    content: again,
+                    cursor_x: x,
+                    cursor_y: y,
+                    consistent: true,
+                });
             }
             last = again;
         }
-        Ok(Capture { guest: name.into(), content: last, cursor_x: 0, cursor_y: 0, consistent: false })
+        Ok(Capture {
+            schema_version: Default::default(),
+            guest: name.into(),
+            content: last,
+            cursor_x: 0,
+            cursor_y: 0,
+            consistent: false,
+        })
     }
 
     /// Sends input (at most 4096 characters) as send-keys tokens.
@@ -260,6 +282,7 @@ fn guest_record(snap: &crate::model::record::UnitSnapshot, prefix: &str) -> Opti
     let text = |k: &str| fields.get(k).and_then(|v| crate::model::meta::decode_value(v)).unwrap_or_default();
     let num = |k: &str| fields.get(k).and_then(|v| v.parse::<u64>().ok());
     Some(GuestRecord {
+        schema_version: Default::default(),
         guest: name.to_string(),
         systemd_unit: snap.unit.clone(),
         agent_id: text("AGENT_RELAY_AGENT_ID"),

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::error::Error;
@@ -16,9 +17,11 @@ use crate::ops::Supervisor;
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 /// The answer of `logs`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LogTail {
+    /// The JSON contract's version.
+    pub schema_version: crate::model::contract::SchemaVersion,
     pub log_file: PathBuf,
     pub lines: Vec<String>,
 }
@@ -42,7 +45,7 @@ impl Supervisor {
     pub async fn logs(&self, reference: &str, n: usize, raw: bool) -> Result<LogTail, Error> {
         let path = self.log_file(reference).await?;
         let (lines, _) = log_file::tail_file(&path, n, raw).map_err(Error::io("reading log", &path))?;
-        Ok(LogTail { log_file: path, lines })
+        Ok(LogTail { schema_version: Default::default(), log_file: path, lines })
     }
 }
 

@@ -9,6 +9,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::error::Error;
@@ -21,9 +22,11 @@ pub const GRACE: Duration = Duration::from_secs(60);
 const MAX_UNIT_FILE_BYTES: u64 = 1024 * 1024;
 
 /// What a reap did (or, with `--dry-run`, would do).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReapReport {
+    /// The JSON contract's version.
+    pub schema_version: crate::model::contract::SchemaVersion,
     pub dry_run: bool,
     pub actions: Vec<Action>,
     pub failed: Vec<String>,
@@ -99,7 +102,7 @@ impl Supervisor {
                 }
             }
         }
-        Ok(ReapReport { dry_run, actions, failed })
+        Ok(ReapReport { schema_version: Default::default(), dry_run, actions, failed })
     }
 
     async fn reap_facts(&self, root: &Path, retention: Duration) -> Result<Facts, Error> {

@@ -2,6 +2,7 @@
 //! on the wire, start the transient unit and read its view from the start job's own signals.
 //! One spawnRequestId is one agent: systemd's `UnitExists` settles races.
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::error::Error;
@@ -24,11 +25,19 @@ use std::time::Duration;
 pub const REQUEST_LOCK_DIR: &str = "requests";
 
 /// The answer of a spawn: the agent, and whether this call started it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SpawnOutcome {
+    /// The JSON contract's version.
+    pub schema_version: crate::model::contract::SchemaVersion,
     pub created: bool,
     pub agent: AgentRecord,
+}
+
+impl SpawnOutcome {
+    pub fn new(created: bool, agent: AgentRecord) -> SpawnOutcome {
+        SpawnOutcome { schema_version: Default::default(), created, agent }
+    }
 }
 
 impl Supervisor {
@@ -55,7 +64,7 @@ impl Supervisor {
         let (found, version, files) =
             futures_util::join!(lookup, self.mgr.version(), async { files::write_spawn_files(&plan) });
         if let Some(agent) = found? {
-            return Ok(SpawnOutcome { created: false, agent });
+            return Ok(SpawnOutcome::new(false, agent));
         }
         let files = files?;
         // A reused name starts clean: not the previous run's runner info, nor its log lines. For a
@@ -81,7 +90,7 @@ impl Supervisor {
                         unit: plan.unit.clone(),
                         detail: "the unit carries no agent metadata".into(),
                     })?;
-                    return Ok(SpawnOutcome { created: true, agent });
+                    return Ok(SpawnOutcome::new(true, agent));
                 }
                 Ok((job, None)) if job.result == "done" => {
                     files.keep();
@@ -90,7 +99,7 @@ impl Supervisor {
                         unit: plan.unit.clone(),
                         detail: "the unit was gone right after it started".into(),
                     })?;
-                    return Ok(SpawnOutcome { created: true, agent });
+                    return Ok(SpawnOutcome::new(true, agent));
                 }
                 Ok((job, _)) => {
                     let detail = self.start_failure(&plan, &job.result).await;
@@ -142,7 +151,7 @@ impl Supervisor {
                         continue;
                     }
                     let agent = self.await_settled(&plan.unit).await?;
-                    return Ok(SpawnOutcome { created: false, agent });
+                    return Ok(SpawnOutcome::new(false, agent));
                 }
             }
         }

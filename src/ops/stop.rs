@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::error::Error;
@@ -19,9 +20,11 @@ pub const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// The answer of a stop. `stopped`: this stop ended a running agent (false for one already dead,
 /// as in the seed); never true while a process of the agent lives.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StopOutcome {
+    /// The JSON contract's version.
+    pub schema_version: crate::model::contract::SchemaVersion,
     pub agent_id: String,
     pub session_name: String,
     pub systemd_unit: String,
@@ -56,6 +59,7 @@ impl Supervisor {
         self.mgr.reset_failed(&unit).await?;
         self.remove_runtime_files(&session);
         Ok(StopOutcome {
+            schema_version: Default::default(),
             agent_id: agent.agent_id,
             session_name: session,
             systemd_unit: unit,
@@ -72,6 +76,7 @@ impl Supervisor {
         naming::session_of_unit(&rec.unit, &self.config.tmux_prefix)?;
         self.remove_runtime_files(&rec.session_name);
         Some(StopOutcome {
+            schema_version: Default::default(),
             agent_id: rec.agent_id,
             session_name: rec.session_name,
             systemd_unit: rec.unit,
@@ -139,9 +144,11 @@ fn libc_sigkill() -> i32 {
 }
 
 /// The answer of `kill`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KillOutcome {
+    /// The JSON contract's version.
+    pub schema_version: crate::model::contract::SchemaVersion,
     pub agent_id: String,
     pub systemd_unit: String,
     pub signal: String,
@@ -168,6 +175,7 @@ impl Supervisor {
         }
         self.mgr.kill_unit(&agent.systemd_unit, whom, signal as i32).await?;
         Ok(KillOutcome {
+            schema_version: Default::default(),
             agent_id: agent.agent_id,
             systemd_unit: agent.systemd_unit,
             signal: signal.as_str().to_string(),

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -15,24 +16,29 @@ use crate::error::Error;
 use crate::io::host::HostEnv;
 use crate::io::systemd::Signal;
 use crate::model::config::Config;
-use crate::model::events::{self, Change, Kind, View, EVENT_SCHEMA};
+use crate::model::contract::SchemaVersion;
+use crate::model::events::{self, Change, EventType, Kind, View};
 use crate::model::exit::ExitInfo;
 use crate::model::naming;
 use crate::model::record::{self, AgentRecord, ProcState, UnitSnapshot};
 use crate::ops::{now_ms, Supervisor};
 
-/// One line of `watch` output.
-#[derive(Debug, Clone, Serialize)]
+/// One line of `watch` output. `unit` and `agent` come with the events about one agent, `exit`
+/// with `exited`, `agents` with `ready`, `dropped` with `lagged`, `detail` (text for people) with
+/// `ready`, `disconnected`, `reconnected` and `lagged`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WatchEvent {
-    pub schema_version: u32,
+    /// The JSON contract's version.
+    pub schema_version: SchemaVersion,
     /// 1 for the first event this watcher emits, then one more for each: a reader that sees a gap
     /// lost lines (the watcher itself never skips a number; what it drops, `lagged` counts).
     pub seq: u64,
     /// spawned, started, exited, restarting, stopped, removed; and snapshot, ready,
     /// disconnected, reconnected, lagged about the stream itself.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: EventType,
+    /// ms since the epoch.
     pub time: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
@@ -40,19 +46,27 @@ pub struct WatchEvent {
     pub agent: Option<AgentRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit: Option<ExitInfo>,
+    /// `ready`: how many agents the snapshot held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agents: Option<u64>,
+    /// `lagged`: how many events were dropped for a slow reader since the last line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
-fn meta(kind: &str, detail: Option<String>) -> WatchEvent {
+fn meta(kind: EventType, detail: Option<String>) -> WatchEvent {
     WatchEvent {
-        schema_version: EVENT_SCHEMA,
+        schema_version: SchemaVersion::CURRENT,
         seq: 0,
-        kind: kind.into(),
+        kind,
         time: now_ms(),
         unit: None,
         agent: None,
         exit: None,
+        agents: None,
+        dropped: None,
         detail,
     }
 }
@@ -104,7 +118,7 @@ impl Watcher {
                 Err(e) => {
                     // One event per outage, not one per retry.
                     if !outage {
-                        self.emit(meta("disconnected", Some(e.to_string())));
+                        self.emit(meta(EventType::Disconnected, Some(e.to_string())));
                         outage = true;
                     }
                     tokio::time::sleep(backoff).await;
@@ -116,10 +130,13 @@ impl Watcher {
 
     fn emit(&mut self, ev: WatchEvent) {
         if self.dropped > 0 {
-            let lag = meta(
-                "lagged",
-                Some(format!("{} events dropped: the reader is slow; run `list` to resync", self.dropped)),
-            );
+            let lag = WatchEvent {
+                dropped: Some(self.dropped),
+                ..meta(
+                    EventType::Lagged,
+                    Some(format!("{} events dropped: the reader is slow; run `list` to resync", self.dropped)),
+                )
+            };
             if !self.send(lag) {
                 self.dropped += 1;
                 return;
@@ -153,7 +170,7 @@ impl Watcher {
                 None => {}
             }
         }
-        self.agent_event_named(unit, kind.as_str(), exit);
+        self.agent_event_named(unit, kind.into(), exit);
     }
 
     /// One connection's life. `Ok` only when the output is closed.
@@ -168,14 +185,15 @@ impl Watcher {
             self.reconcile_as(&calls, Announce::Quietly).await?;
             *outage = false;
             for unit in self.sorted_units() {
-                self.agent_event_named(&unit, "snapshot", None);
+                self.agent_event_named(&unit, EventType::Snapshot, None);
             }
-            self.emit(meta("ready", Some(format!("{} agents", self.tracked.len()))));
+            let agents = self.tracked.len() as u64;
+            self.emit(WatchEvent { agents: Some(agents), ..meta(EventType::Ready, Some(format!("{agents} agents"))) });
             self.ready = true;
         } else {
             self.reconcile(&calls).await?;
             *outage = false;
-            self.emit(meta("reconnected", Some("resubscribed and reconciled from a fresh list".into())));
+            self.emit(meta(EventType::Reconnected, Some("resubscribed and reconciled from a fresh list".into())));
         }
         let mut reloading = false;
         loop {
@@ -209,7 +227,10 @@ impl Watcher {
                     // A re-executed manager may have forgotten our subscription.
                     sup.manager().resubscribe().await?;
                     self.reconcile(&calls).await?;
-                    self.emit(meta("reconnected", Some("the manager re-executed; resubscribed and reconciled".into())));
+                    self.emit(meta(
+                        EventType::Reconnected,
+                        Some("the manager re-executed; resubscribed and reconciled".into()),
+                    ));
                 }
             }
         }
@@ -226,18 +247,9 @@ impl Watcher {
     }
 
     /// An event about one agent, carrying its record as it is now (after the change).
-    fn agent_event_named(&mut self, unit: &str, kind: &str, exit: Option<ExitInfo>) {
+    fn agent_event_named(&mut self, unit: &str, kind: EventType, exit: Option<ExitInfo>) {
         let agent = self.tracked.get(unit).map(|t| t.record.clone());
-        self.emit(WatchEvent {
-            schema_version: EVENT_SCHEMA,
-            seq: 0,
-            kind: kind.into(),
-            time: now_ms(),
-            unit: Some(unit.to_string()),
-            agent,
-            exit,
-            detail: None,
-        });
+        self.emit(WatchEvent { unit: Some(unit.to_string()), agent, exit, ..meta(kind, None) });
     }
 
     async fn on_properties(&mut self, sup: &Supervisor, unit: &str, change: Change) -> Result<(), Error> {

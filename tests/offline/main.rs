@@ -15,6 +15,8 @@ mod bad_input;
 mod help;
 // The log sanitiser line for line against a transcription of the seed's regexes, on generated input.
 mod logtext;
+// The JSON contract: schema/ is what the types generate; outputs with no manager validate.
+mod schema;
 // Property tests of the parsers, naming and the unit generator: no panic, one-line refusals.
 mod properties;
 // The unit-file generator against the golden files in tests/data/.

@@ -67,7 +67,7 @@ fn json_mode_errors_are_json_on_stdout_and_one_line_on_stderr() {
     let out = env.run(&["show", "nobody", "-o", "json"], None);
     assert_eq!(out.status.code(), Some(3));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["error"]["kind"], "not_found");
+    assert_eq!(v["error"]["kind"], "not-found");
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
 }
 

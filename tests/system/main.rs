@@ -12,6 +12,8 @@ mod bad_input;
 // Claims of the README and RELIABILITY.md with no other test: logs, kill, terminal, timeouts,
 // exit 7, the stop cap, config variables, file modes, prefixes, watch's stream events.
 mod claims;
+// The JSON contract: every verb's `-o json` output valid against its schema in schema/.
+mod contract;
 // `doctor` on a fresh manager, with the units installed, with no manager and a hung one.
 mod doctor;
 // Durable agents (`spawn --persist`): unit files, restarts of the manager, `remove`.

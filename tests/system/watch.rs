@@ -117,7 +117,7 @@ fn watch_reports_each_death_fast_and_exactly() {
             .unwrap_or_else(|| panic!("no exited event for {unit}"));
         let (seen_at, ev) = events.last().unwrap();
         assert_eq!(ev["exit"]["exitCode"], json!(code), "{ev}");
-        assert_eq!(ev["schemaVersion"], 1);
+        assert_eq!(ev["schemaVersion"], 2);
         assert_eq!(ev["agent"]["agentId"], a["agent"]["agentId"]);
         let died_at = exit_at(&log).expect("the runner logged its exit time");
         latencies.push(seen_at.saturating_sub(died_at));

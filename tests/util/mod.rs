@@ -6,6 +6,7 @@
 
 mod claims_support;
 mod manager;
+pub mod schema;
 
 // tests/offline starts no manager and uses none of it.
 #[allow(unused_imports)]
