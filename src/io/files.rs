@@ -105,13 +105,7 @@ pub fn fresh_run(plan: &SpawnPlan) -> Result<(), Error> {
         let mut kept = plan.log_file.clone().into_os_string();
         kept.push(".1");
         std::fs::rename(&plan.log_file, &kept).map_err(Error::io("keeping the previous log", &plan.log_file))?;
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(OFlag::O_NOFOLLOW.bits())
-            .open(&plan.log_file)
-            .map_err(Error::io("creating log file (not through a symlink)", &plan.log_file))?;
+        create_log(&plan.log_file)?;
     }
     Ok(())
 }
@@ -181,14 +175,20 @@ pub fn write_spawn_files(plan: &SpawnPlan) -> Result<SpawnFiles, Error> {
     for dir in [plan.log_file.parent(), plan.runner_info_file.parent()].into_iter().flatten() {
         private_dir(dir)?;
     }
+    create_log(&plan.log_file)?;
+    Ok(guard)
+}
+
+/// The agent's log file, 0600, opened for appending and never through a link at its name.
+fn create_log(path: &Path) -> Result<(), Error> {
     std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
         .custom_flags(OFlag::O_NOFOLLOW.bits())
-        .open(&plan.log_file)
-        .map_err(Error::io("creating log file (not through a symlink)", &plan.log_file))?;
-    Ok(guard)
+        .open(path)
+        .map(drop)
+        .map_err(Error::io("creating log file (not through a symlink)", path))
 }
 
 #[cfg(test)]

@@ -4,25 +4,6 @@
 use crate::util::*;
 use serde_json::json;
 
-/// Files under HOME and the runtime dir, to prove a refused spawn wrote none.
-fn tree(env: &Env) -> Vec<String> {
-    fn walk(p: &std::path::Path, out: &mut Vec<String>) {
-        if let Ok(rd) = std::fs::read_dir(p) {
-            for e in rd.flatten() {
-                out.push(e.path().display().to_string());
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    walk(&e.path(), out);
-                }
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&env.home, &mut out);
-    walk(&env.runtime_dir().join("agent-relay-systemd"), &mut out);
-    out.sort();
-    out
-}
-
 #[test]
 fn bad_spawn_requests_change_nothing() {
     let env = Env::new();
@@ -48,7 +29,7 @@ fn bad_spawn_requests_change_nothing() {
         (json!({"provider": "Claude!", "cwd": app}).to_string(), "provider"),
         (json!({"provider": "claude", "cwd": app, "lable": "typo"}).to_string(), "unknown field"),
     ];
-    let before = tree(&env);
+    let before = env.our_tree();
     for (input, want) in cases {
         let out = env.run(&["spawn"], Some(&input));
         let err = String::from_utf8_lossy(&out.stderr);
@@ -58,7 +39,7 @@ fn bad_spawn_requests_change_nothing() {
         assert!(out.stdout.is_empty(), "no output on stdout in text mode");
     }
     assert!(env.agent_units().is_empty(), "a refused spawn started {:?}", env.agent_units());
-    assert_eq!(tree(&env), before, "a refused spawn left files");
+    assert_eq!(env.our_tree(), before, "a refused spawn left files");
 }
 
 #[test]
@@ -162,7 +143,7 @@ fn more_bad_spawn_requests_and_arguments_change_nothing() {
         (vec!["guest", "stop", "standing"], "guest"),
         (vec!["no-such-verb"], "unrecognized subcommand"),
     ];
-    let before = tree(&env);
+    let before = env.our_tree();
     let units = env.agent_units();
     let mut n = 0;
     for (input, want) in &requests {
@@ -183,6 +164,6 @@ fn more_bad_spawn_requests_and_arguments_change_nothing() {
     }
     println!("{n} more bad inputs refused");
     assert_eq!(env.agent_units(), units, "a refused input changed the units");
-    assert_eq!(tree(&env), before, "a refused input left files");
+    assert_eq!(env.our_tree(), before, "a refused input left files");
     assert_eq!(env.json(&["show", "standing", "-o", "json"], None)["state"], "alive");
 }

@@ -10,25 +10,6 @@ use std::time::{Duration, Instant};
 use crate::util::*;
 use serde_json::{json, Value};
 
-/// Files under HOME and our runtime dir, to prove a refused spawn wrote none.
-fn tree(env: &Env) -> Vec<String> {
-    fn walk(p: &Path, out: &mut Vec<String>) {
-        if let Ok(rd) = std::fs::read_dir(p) {
-            for e in rd.flatten() {
-                out.push(e.path().display().to_string());
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    walk(&e.path(), out);
-                }
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&env.home, &mut out);
-    walk(&env.runtime_dir().join("agent-relay-systemd"), &mut out);
-    out.sort();
-    out
-}
-
 /// Runs the CLI, killed after `limit`: `None` when it did not finish in time.
 fn run_bounded(env: &Env, args: &[&str], limit: Duration) -> Option<Output> {
     let mut child = env
@@ -75,7 +56,7 @@ fn oversized_requests_are_refused_before_systemd() {
         // The finding: 300 000 arguments (1.5 MB) froze the manager for every unit of the user.
         (json!({"providerArgs": vec!["-x"; 300_000]}), "providerArgs"),
     ];
-    let before = tree(&env);
+    let before = env.our_tree();
     for (extra, want) in cases {
         let input = env.request(extra).to_string();
         let started = Instant::now();
@@ -89,7 +70,7 @@ fn oversized_requests_are_refused_before_systemd() {
         assert!(started.elapsed() < Duration::from_secs(5), "{shown}: took {:?}", started.elapsed());
     }
     assert!(env.agent_units().is_empty(), "a refused spawn started {:?}", env.agent_units());
-    assert_eq!(tree(&env), before, "a refused spawn left files");
+    assert_eq!(env.our_tree(), before, "a refused spawn left files");
     // Real requests at the limits still start.
     let at_limit = env.request(json!({
         "spawnRequestId": "at-limit", "providerArgs": vec!["-a"; 256], "tags": vec!["t"; 64],

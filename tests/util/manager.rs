@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 use std::io::BufRead;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{mpsc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -261,6 +261,26 @@ impl Env {
     }
 
     /// The info file the runner of `session` writes once it is up.
+    /// Every path below HOME and our runtime directory, sorted: what a refused request must
+    /// leave as it found it.
+    pub fn our_tree(&self) -> Vec<String> {
+        fn walk(p: &Path, out: &mut Vec<String>) {
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    out.push(e.path().display().to_string());
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        walk(&e.path(), out);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.home, &mut out);
+        walk(&self.runtime_dir().join("agent-relay-systemd"), &mut out);
+        out.sort();
+        out
+    }
+
     pub fn runner_info(&self, session: &str) -> PathBuf {
         self.runners_dir().join(format!("{session}.json"))
     }
@@ -329,7 +349,7 @@ pub fn slice_processes(env: &Env) -> std::collections::BTreeMap<String, Vec<u32>
 /// The directories of the control group `cg` (as systemd's `ControlGroup` names it): in the
 /// unified hierarchy, and on a hybrid host also in the `name=systemd` one.
 pub fn cgroup_dirs(cg: &str) -> Vec<PathBuf> {
-    let root = std::path::Path::new("/sys/fs/cgroup");
+    let root = Path::new("/sys/fs/cgroup");
     let roots: Vec<PathBuf> = if root.join("cgroup.controllers").exists() {
         vec![root.to_path_buf()]
     } else {
