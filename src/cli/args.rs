@@ -18,7 +18,7 @@ Exit codes:
   7  the agent survived SIGKILL (not stopped)
   8  doctor: a required check failed (its findings say which and how to fix it)";
 
-const EXAMPLES: &str = "\
+pub const EXAMPLES: &str = "\
 Examples:
   agent-relay-systemd doctor
   echo '{\"provider\":\"claude\",\"cwd\":\"~/projects/app\"}' | agent-relay-systemd spawn -o json

@@ -279,9 +279,9 @@ fn doctor(cli: &Cli) -> Result<ExitCode, Failure> {
 }
 
 fn manpage() -> Result<ExitCode, Failure> {
-    let cmd = <Cli as clap::CommandFactory>::command();
-    let mut out = std::io::stdout().lock();
-    clap_mangen::Man::new(cmd).render(&mut out).map_err(|e| io_failure(format!("writing the man page: {e}")))?;
+    let mut out = Vec::new();
+    super::manpage::render(&mut out).map_err(|e| io_failure(format!("writing the man page: {e}")))?;
+    std::io::stdout().lock().write_all(&out).map_err(|e| io_failure(format!("writing the man page: {e}")))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -301,8 +301,21 @@ fn completions(shell: CompletionShell) -> Result<ExitCode, Failure> {
     // Into a buffer: clap_complete panics on a failed write (e.g. a closed pipe).
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut cmd, "agent-relay-systemd", &mut out);
+    if shell == Shell::Bash {
+        out = fix_bash_labels(&out);
+    }
     std::io::stdout().lock().write_all(&out).map_err(|e| io_failure(format!("writing the completions: {e}")))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// clap_complete 4.6's bash script names a verb's state `agent__relay__systemd__subcmd__logs` when
+/// it walks the words, but labels that state's case `agent__subcmd__relay__subcmd__systemd__subcmd__logs`
+/// (the bin name's `-` spelled as the verb separator): nothing past the first word ever completed.
+/// One spelling, the walker's, for both.
+fn fix_bash_labels(script: &[u8]) -> Vec<u8> {
+    String::from_utf8_lossy(script)
+        .replace("agent__subcmd__relay__subcmd__systemd__subcmd__", "agent__relay__systemd__subcmd__")
+        .into_bytes()
 }
 
 /// The spawn request from `--spec FILE` or stdin, bounded in size.
