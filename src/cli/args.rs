@@ -125,9 +125,30 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         spec: Option<PathBuf>,
     },
-    /// List agents, from unit properties alone
-    #[command(after_help = "Example:\n  agent-relay-systemd list -o json")]
-    List,
+    /// List agents, from unit properties alone; filters narrow the list
+    #[command(
+        after_help = "A filter flag may be given more than once: its values are alternatives. Different filter\nflags must all match.\nExample:\n  agent-relay-systemd list --state alive --provider claude --tag review --no-headers"
+    )]
+    List {
+        /// Only agents in STATE: our verdict (alive, dead, unknown) or the unit's ActiveState
+        #[arg(long, value_name = "STATE", value_parser = clap::builder::PossibleValuesParser::new(crate::model::filter::STATES))]
+        state: Vec<String>,
+        /// Only agents of provider P
+        #[arg(long, value_name = "P")]
+        provider: Vec<String>,
+        /// Only agents labelled L (exactly)
+        #[arg(long, value_name = "L")]
+        label: Vec<String>,
+        /// Only agents with tag T among their request's tags
+        #[arg(long, value_name = "T")]
+        tag: Vec<String>,
+        /// Only durable agents (spawn --persist)
+        #[arg(long)]
+        durable: bool,
+        /// Text output without the header line (one agent a line; nothing when none)
+        #[arg(long)]
+        no_headers: bool,
+    },
     /// Show one agent by agent id, session name, unit name or spawn request id
     #[command(after_help = "Example:\n  agent-relay-systemd show req-1")]
     Show {

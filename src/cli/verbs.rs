@@ -8,12 +8,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::args::{Cli, Command, CompletionShell, GuestCommand, Output, TerminalCommand};
-use super::render::{emit, AgentList, GuestList, Render, Sent};
+use super::render::{emit, AgentList, BareAgentList, GuestList, Render, Sent};
 use super::{ErrorKind, Failure};
 use crate::error::Error;
 use crate::io::config_file;
 use crate::io::host::HostEnv;
 use crate::model::config::{Config, ConfigInputs};
+use crate::model::filter::ListFilter;
 use crate::model::request::{self, SpawnRequest};
 use crate::ops::{self, Supervisor};
 
@@ -26,7 +27,20 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
     match &cli.command {
         Command::Spawn { spec, persist } => answer(o, block_on(spawn(cli, spec.as_deref(), *persist))),
         Command::Generate { spec } => answer(o, generate(cli, spec.as_deref())),
-        Command::List => answer(o, block_on(async { Ok(AgentList(connect(cli).await?.list().await?)) })),
+        Command::List { state, provider, label, tag, durable, no_headers } => {
+            let filter = ListFilter {
+                states: state.clone(),
+                providers: provider.clone(),
+                labels: label.clone(),
+                tags: tag.clone(),
+                durable: *durable,
+            };
+            let list = block_on(async { Ok(AgentList(filter.apply(connect(cli).await?.list().await?))) });
+            match list {
+                Ok(list) if *no_headers => answer(o, Ok(BareAgentList(list))),
+                list => answer(o, list),
+            }
+        }
         Command::Show { agent } => answer(o, block_on(async { connect(cli).await?.show(agent).await })),
         Command::Stop { agent, timeout_stop } => answer(o, block_on(stop(cli, agent, *timeout_stop))),
         Command::Remove { agent, timeout_stop } => answer(o, block_on(remove(cli, agent, *timeout_stop))),
