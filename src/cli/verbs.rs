@@ -44,6 +44,7 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         Command::Show { agent } => answer(o, block_on(async { connect(cli).await?.show(agent).await })),
         Command::Stop { agent, timeout_stop } => answer(o, block_on(stop(cli, agent, *timeout_stop))),
         Command::Remove { agent, timeout_stop } => answer(o, block_on(remove(cli, agent, *timeout_stop))),
+        Command::Wait { agent, timeout_wait } => answer(o, block_on(wait(cli, agent, *timeout_wait))),
         Command::Diagnose { agent } => answer(o, block_on(async { connect(cli).await?.diagnose(agent).await })),
         Command::Logs { agent, lines, raw, follow: false } => {
             answer(o, block_on(async { connect(cli).await?.logs(agent, *lines as usize, *raw).await }))
@@ -146,6 +147,11 @@ fn setup(cli: &Cli) -> Result<(Config, HostEnv, Duration), Error> {
 async fn connect(cli: &Cli) -> Result<Supervisor, Error> {
     let (cfg, host, timeout) = setup(cli)?;
     Supervisor::connect(cfg, host, timeout).await
+}
+
+async fn wait(cli: &Cli, agent: &str, bound: Option<f64>) -> Result<ops::diagnose::Diagnosis, Error> {
+    let bound = bound.map(|s| seconds(s, "--timeout-wait")).transpose()?;
+    connect(cli).await?.wait(agent, bound).await
 }
 
 async fn spawn(cli: &Cli, spec: Option<&Path>, persist: bool) -> Result<ops::SpawnOutcome, Error> {

@@ -1,4 +1,5 @@
-//! The operator's toolkit against a real user manager: `list`'s filters and `--no-headers`.
+//! The operator's toolkit against a real user manager: `list`'s filters and `--no-headers`;
+//! `wait` until an agent has ended, bounded by `--timeout-wait`.
 
 use std::time::Duration;
 
@@ -67,4 +68,55 @@ fn list_filters_by_state_provider_label_tag_and_durability() {
     let out = env.run(&["list", "--state", "sleeping"], None);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("alive"));
+}
+
+#[test]
+fn wait_answers_the_exit_once_the_agent_has_ended() {
+    let env = Env::new();
+    let req = env.request(json!({
+        "spawnRequestId": "req-wait-3", "lifecycle": "ephemeral",
+        "env": {"FAKE_RUNNER_EXIT_AFTER_MS": "1000", "FAKE_RUNNER_EXIT_CODE": "3"},
+    }));
+    let unit = env.spawn(&req)["agent"]["systemdUnit"].as_str().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let out =
+        env.run_within(Duration::from_secs(10), &["wait", "req-wait-3", "--timeout-wait", "10", "-o", "json"], None);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // A diagnosis, valid against schema/diagnosis.json.
+    let d = schema::parse_valid("diagnosis", &out.stdout);
+    assert_eq!(d["exit"]["kind"], "exited", "{d}");
+    assert_eq!(d["exit"]["exitCode"], 3, "{d}");
+    assert_eq!(d["systemdUnit"], unit.as_str());
+    assert_eq!(d["state"], "dead", "{d}");
+    assert!(took < Duration::from_millis(2500), "wait took {took:?}");
+    // It had really ended: systemd says so too.
+    assert_eq!(env.prop(&unit, "ActiveState"), "failed");
+    // Already ended: answers at once, the same exit.
+    let again = env.json(&["wait", &unit, "-o", "json"], None);
+    assert_eq!(again["exit"]["exitCode"], 3, "{again}");
+}
+
+#[test]
+fn wait_gives_up_with_exit_6_when_its_bound_passes_first() {
+    let env = Env::new();
+    let unit = env.spawn(&env.request(json!({"spawnRequestId": "req-wait-long"})))["agent"]["systemdUnit"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let started = std::time::Instant::now();
+    let out =
+        env.run_within(Duration::from_secs(10), &["wait", "req-wait-long", "--timeout-wait", "1", "-o", "json"], None);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(2500), "took {took:?}");
+    let err = schema::parse_valid("error", &out.stdout);
+    assert_eq!(err["error"]["kind"], "timeout", "{err}");
+    assert_eq!(err["error"]["exitCode"], 6, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap_or_default().contains(&unit), "{err}");
+    // The agent is left running.
+    assert_eq!(env.prop(&unit, "ActiveState"), "active");
+    // Nothing known: exit 3; a bad bound: exit 2 before the manager is asked.
+    assert_eq!(env.run(&["wait", "req-nobody"], None).status.code(), Some(3));
+    assert_eq!(env.run(&["wait", "req-wait-long", "--timeout-wait", "0"], None).status.code(), Some(2));
 }
