@@ -66,6 +66,9 @@ pub enum Error {
     ManagerUnreachable { detail: String },
     #[error("the systemd user manager did not answer {what} within {after:?}; it may be hung (check `systemctl --user status`), retry later")]
     Timeout { what: String, after: Duration },
+    /// `wait`'s bound passed while the agent still ran (it is left running).
+    #[error("agent unit {unit} was still running after {after:?} (wait --timeout-wait); it was left as it is")]
+    WaitTimeout { unit: String, after: Duration },
     #[error("agent unit {unit} failed to start: {detail}")]
     SpawnFailed { unit: String, detail: String },
     #[error("agent unit {unit} is still running after SIGKILL (pids {pids:?}); it was not stopped, retry or inspect with `systemctl --user status {unit}`")]

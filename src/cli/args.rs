@@ -14,11 +14,11 @@ Exit codes:
   4  conflict: the unit name belongs to another agent, the unit is not ours, or the reference
      matches more than one agent (ambiguous: the JSON error lists their units in `matches`)
   5  no systemd user manager reachable
-  6  the user manager did not answer in time
+  6  the user manager did not answer in time, or `wait --timeout-wait` passed first
   7  the agent survived SIGKILL (not stopped)
   8  doctor: a required check failed (its findings say which and how to fix it)";
 
-const EXAMPLES: &str = "\
+pub const EXAMPLES: &str = "\
 Examples:
   agent-relay-systemd doctor
   echo '{\"provider\":\"claude\",\"cwd\":\"~/projects/app\"}' | agent-relay-systemd spawn -o json
@@ -125,9 +125,30 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         spec: Option<PathBuf>,
     },
-    /// List agents, from unit properties alone
-    #[command(after_help = "Example:\n  agent-relay-systemd list -o json")]
-    List,
+    /// List agents, from unit properties alone; filters narrow the list
+    #[command(
+        after_help = "A filter flag may be given more than once: its values are alternatives. Different filter\nflags must all match.\nExample:\n  agent-relay-systemd list --state alive --provider claude --tag review --no-headers"
+    )]
+    List {
+        /// Only agents in STATE: our verdict (alive, dead, unknown) or the unit's ActiveState
+        #[arg(long, value_name = "STATE", value_parser = clap::builder::PossibleValuesParser::new(crate::model::filter::STATES))]
+        state: Vec<String>,
+        /// Only agents of provider P
+        #[arg(long, value_name = "P")]
+        provider: Vec<String>,
+        /// Only agents labelled L (exactly)
+        #[arg(long, value_name = "L")]
+        label: Vec<String>,
+        /// Only agents with tag T among their request's tags
+        #[arg(long, value_name = "T")]
+        tag: Vec<String>,
+        /// Only durable agents (spawn --persist)
+        #[arg(long)]
+        durable: bool,
+        /// Text output without the header line (one agent a line; nothing when none)
+        #[arg(long)]
+        no_headers: bool,
+    },
     /// Show one agent by agent id, session name, unit name or spawn request id
     #[command(after_help = "Example:\n  agent-relay-systemd show req-1")]
     Show {
@@ -163,6 +184,17 @@ pub enum Command {
     Diagnose {
         /// Agent id, session name, unit name or spawn request id
         agent: String,
+    },
+    /// Wait until an agent has ended, then say how, as `diagnose` does
+    #[command(
+        after_help = "Ended: its unit inactive or failed, or collected (then from the exit records); an agent that\nsystemd restarts is waited through its restarts. Exits 0 once the agent has ended, whatever its\nexit code (read it from `exit`); 6 (kind `timeout`) when --timeout-wait passes first, the agent\nleft running. Already ended: answers at once.\nExample:\n  agent-relay-systemd wait req-1 --timeout-wait 600 -o json"
+    )]
+    Wait {
+        /// Agent id, session name, unit name or spawn request id
+        agent: String,
+        /// Give up after SECONDS (default: wait as long as it runs)
+        #[arg(long, value_name = "SECONDS")]
+        timeout_wait: Option<f64>,
     },
     /// Show the last lines of an agent's log, sanitised of terminal escapes
     #[command(after_help = "Example:\n  agent-relay-systemd logs req-1 -n 50 --follow")]

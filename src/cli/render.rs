@@ -49,6 +49,12 @@ pub fn emit<T: Render>(output: Output, answer: &T) -> Result<(), Error> {
 #[serde(transparent)]
 pub struct AgentList(pub Vec<AgentRecord>);
 
+/// `list --no-headers`: in text, the table's rows without its header line (and nothing when
+/// there is no agent); in JSON, the list.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct BareAgentList(pub AgentList);
+
 /// `guest list`: every guest. A bare array; each record carries `schemaVersion`.
 #[derive(Serialize, JsonSchema)]
 #[serde(transparent)]
@@ -90,6 +96,12 @@ impl Render for Generated {
 impl Render for AgentList {
     fn text(&self) -> String {
         agent_table(&self.0, now_ms())
+    }
+}
+
+impl Render for BareAgentList {
+    fn text(&self) -> String {
+        agent_rows(&self.0 .0, now_ms(), false)
     }
 }
 
@@ -187,7 +199,17 @@ impl Render for crate::doctor::Report {
 
 /// A table of agents, one line each.
 pub fn agent_table(agents: &[AgentRecord], now_ms: u64) -> String {
-    let mut rows = vec![["SESSION", "STATE", "PID", "PROVIDER", "LABEL", "UPTIME", "UNIT"].map(String::from).to_vec()];
+    agent_rows(agents, now_ms, true)
+}
+
+const AGENT_COLUMNS: [&str; 7] = ["SESSION", "STATE", "PID", "PROVIDER", "LABEL", "UPTIME", "UNIT"];
+
+/// The table, with or without its header line (without it, no "(no agents)" either).
+fn agent_rows(agents: &[AgentRecord], now_ms: u64, headers: bool) -> String {
+    let mut rows = Vec::new();
+    if headers {
+        rows.push(AGENT_COLUMNS.map(String::from).to_vec());
+    }
     for a in agents {
         rows.push(vec![
             a.session_name.clone(),
@@ -199,15 +221,14 @@ pub fn agent_table(agents: &[AgentRecord], now_ms: u64) -> String {
             a.systemd_unit.clone(),
         ]);
     }
-    let widths: Vec<usize> =
-        (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..7).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for r in &rows {
         let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
-    if agents.is_empty() {
+    if agents.is_empty() && headers {
         out.push_str("(no agents)\n");
     }
     out

@@ -51,7 +51,7 @@ pub fn documents() -> Vec<Document> {
         output::<KillOutcome>("kill-answer", "KillAnswer", "`kill`"),
         output::<RemoveOutcome>("remove-answer", "RemoveAnswer", "`remove`"),
         output::<Generated>("generate-answer", "GenerateAnswer", "`generate`"),
-        output::<Diagnosis>("diagnosis", "Diagnosis", "`diagnose`"),
+        output::<Diagnosis>("diagnosis", "Diagnosis", "`diagnose`, `wait`"),
         output::<LogTail>("logs-answer", "LogsAnswer", "`logs`"),
         output::<LogLine<'static>>("log-line", "LogLine", "`logs --follow` (one per line)"),
         output::<WatchEvent>("watch-event", "WatchEvent", "`watch` (one per line)"),

@@ -8,12 +8,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::args::{Cli, Command, CompletionShell, GuestCommand, Output, TerminalCommand};
-use super::render::{emit, AgentList, GuestList, Render, Sent};
+use super::render::{emit, AgentList, BareAgentList, GuestList, Render, Sent};
 use super::{ErrorKind, Failure};
 use crate::error::Error;
 use crate::io::config_file;
 use crate::io::host::HostEnv;
 use crate::model::config::{Config, ConfigInputs};
+use crate::model::filter::ListFilter;
 use crate::model::request::{self, SpawnRequest};
 use crate::ops::{self, Supervisor};
 
@@ -26,10 +27,24 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
     match &cli.command {
         Command::Spawn { spec, persist } => answer(o, block_on(spawn(cli, spec.as_deref(), *persist))),
         Command::Generate { spec } => answer(o, generate(cli, spec.as_deref())),
-        Command::List => answer(o, block_on(async { Ok(AgentList(connect(cli).await?.list().await?)) })),
+        Command::List { state, provider, label, tag, durable, no_headers } => {
+            let filter = ListFilter {
+                states: state.clone(),
+                providers: provider.clone(),
+                labels: label.clone(),
+                tags: tag.clone(),
+                durable: *durable,
+            };
+            let list = block_on(async { Ok(AgentList(filter.apply(connect(cli).await?.list().await?))) });
+            match list {
+                Ok(list) if *no_headers => answer(o, Ok(BareAgentList(list))),
+                list => answer(o, list),
+            }
+        }
         Command::Show { agent } => answer(o, block_on(async { connect(cli).await?.show(agent).await })),
         Command::Stop { agent, timeout_stop } => answer(o, block_on(stop(cli, agent, *timeout_stop))),
         Command::Remove { agent, timeout_stop } => answer(o, block_on(remove(cli, agent, *timeout_stop))),
+        Command::Wait { agent, timeout_wait } => answer(o, block_on(wait(cli, agent, *timeout_wait))),
         Command::Diagnose { agent } => answer(o, block_on(async { connect(cli).await?.diagnose(agent).await })),
         Command::Logs { agent, lines, raw, follow: false } => {
             answer(o, block_on(async { connect(cli).await?.logs(agent, *lines as usize, *raw).await }))
@@ -132,6 +147,11 @@ fn setup(cli: &Cli) -> Result<(Config, HostEnv, Duration), Error> {
 async fn connect(cli: &Cli) -> Result<Supervisor, Error> {
     let (cfg, host, timeout) = setup(cli)?;
     Supervisor::connect(cfg, host, timeout).await
+}
+
+async fn wait(cli: &Cli, agent: &str, bound: Option<f64>) -> Result<ops::diagnose::Diagnosis, Error> {
+    let bound = bound.map(|s| seconds(s, "--timeout-wait")).transpose()?;
+    connect(cli).await?.wait(agent, bound).await
 }
 
 async fn spawn(cli: &Cli, spec: Option<&Path>, persist: bool) -> Result<ops::SpawnOutcome, Error> {
@@ -279,9 +299,9 @@ fn doctor(cli: &Cli) -> Result<ExitCode, Failure> {
 }
 
 fn manpage() -> Result<ExitCode, Failure> {
-    let cmd = <Cli as clap::CommandFactory>::command();
-    let mut out = std::io::stdout().lock();
-    clap_mangen::Man::new(cmd).render(&mut out).map_err(|e| io_failure(format!("writing the man page: {e}")))?;
+    let mut out = Vec::new();
+    super::manpage::render(&mut out).map_err(|e| io_failure(format!("writing the man page: {e}")))?;
+    std::io::stdout().lock().write_all(&out).map_err(|e| io_failure(format!("writing the man page: {e}")))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -301,8 +321,21 @@ fn completions(shell: CompletionShell) -> Result<ExitCode, Failure> {
     // Into a buffer: clap_complete panics on a failed write (e.g. a closed pipe).
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut cmd, "agent-relay-systemd", &mut out);
+    if shell == Shell::Bash {
+        out = fix_bash_labels(&out);
+    }
     std::io::stdout().lock().write_all(&out).map_err(|e| io_failure(format!("writing the completions: {e}")))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// clap_complete 4.6's bash script names a verb's state `agent__relay__systemd__subcmd__logs` when
+/// it walks the words, but labels that state's case `agent__subcmd__relay__subcmd__systemd__subcmd__logs`
+/// (the bin name's `-` spelled as the verb separator): nothing past the first word ever completed.
+/// One spelling, the walker's, for both.
+fn fix_bash_labels(script: &[u8]) -> Vec<u8> {
+    String::from_utf8_lossy(script)
+        .replace("agent__subcmd__relay__subcmd__systemd__subcmd__", "agent__relay__systemd__subcmd__")
+        .into_bytes()
 }
 
 /// The spawn request from `--spec FILE` or stdin, bounded in size.

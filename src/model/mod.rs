@@ -8,6 +8,7 @@ pub mod contract;
 pub mod events;
 pub mod exec;
 pub mod exit;
+pub mod filter;
 pub mod guest;
 pub mod limits;
 pub mod logtext;

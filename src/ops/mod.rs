@@ -12,6 +12,7 @@ pub mod record_exit;
 pub mod show;
 pub mod spawn;
 pub mod stop;
+pub mod wait;
 pub mod watch;
 
 use std::time::Duration;

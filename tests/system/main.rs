@@ -49,3 +49,5 @@ mod sandbox;
 mod seams;
 // `watch`: deaths reported fast and exactly, nothing false across reloads and a reexec.
 mod watch;
+// The operator's toolkit: list filters and --no-headers, wait.
+mod toolkit;

@@ -283,7 +283,7 @@ export interface Capture {
 /**
  * The seed's exit diagnostics, for a live, failed or collected agent.
  *
- * Schema: `schema/diagnosis.json` (`diagnose`; generated from the Rust types).
+ * Schema: `schema/diagnosis.json` (`diagnose`, `wait`; generated from the Rust types).
  *
  * This interface was referenced by `Documents`'s JSON-Schema
  * via the `definition` "Diagnosis".
