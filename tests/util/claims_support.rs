@@ -23,6 +23,11 @@ pub fn fake_runner_fatal_lines(home: &Path) -> Vec<String> {
     let Ok(rd) = std::fs::read_dir(home.join(".agent-relay/logs")) else { return Vec::new() };
     let mut out = Vec::new();
     for e in rd.flatten() {
+        // Regular files only: a test may have put a FIFO in a log's place (opening it would wait
+        // for a writer forever), and a link is not ours to follow.
+        if !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
         let text = String::from_utf8_lossy(&std::fs::read(e.path()).unwrap_or_default()).into_owned();
         let name = e.file_name().to_string_lossy().into_owned();
         out.extend(text.lines().filter(|l| l.contains(FAKE_RUNNER_FATAL)).map(|l| format!("{name}: {l}")));
