@@ -197,11 +197,6 @@ pub fn provider_is_valid(provider: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
-/// tmuxPrefix: the same alphabet, no trailing dash.
-pub fn prefix_is_valid(prefix: &str) -> bool {
-    provider_is_valid(prefix) && !prefix.ends_with('-') && !prefix.contains("--")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
