@@ -166,6 +166,14 @@ pub enum Command {
         #[arg(long, default_value_t = 10.0, value_name = "SECONDS", allow_negative_numbers = true)]
         timeout_stop: f64,
     },
+    /// Start a stopped durable agent (spawn --persist) again; a live one is answered as it is
+    #[command(
+        after_help = "Answers as `spawn` does: `created` is true when this call started the agent, false when it was\nalready running. A transient agent cannot be started again (exit 2): spawn it anew.\nExample:\n  agent-relay-systemd start req-1 -o json"
+    )]
+    Start {
+        /// Agent id, session name, unit name or spawn request id
+        agent: String,
+    },
     /// Stop an agent and, when durable, disable it and delete its unit file and secret files
     #[command(
         after_help = "For a transient agent this is a stop. A removed durable agent does not come back.\nExample:\n  agent-relay-systemd remove req-1 -o json"
