@@ -115,6 +115,12 @@ pub enum Command {
         /// Make the agent durable: a unit file, enabled and started, instead of a transient unit
         #[arg(long)]
         persist: bool,
+        /// Return only once the runner has written its runner info (~/.agent-relay/runners/SESSION.json)
+        #[arg(long)]
+        wait_ready: bool,
+        /// With --wait-ready: give up after SECONDS (exit 6, kind timeout; the agent stays) [default: 30]
+        #[arg(long, value_name = "SECONDS", requires = "wait_ready")]
+        ready_timeout: Option<f64>,
     },
     /// Print the unit file `spawn --persist` would write for a spawn request; changes nothing
     #[command(

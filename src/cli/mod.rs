@@ -157,7 +157,7 @@ pub fn classify(e: &Error) -> (ErrorKind, u8) {
         Error::Ambiguous { .. } => (ErrorKind::Ambiguous, 4),
         Error::NotOurs { .. } => (ErrorKind::NotOurs, 4),
         Error::ManagerUnreachable { .. } => (ErrorKind::ManagerUnreachable, 5),
-        Error::Timeout { .. } | Error::WaitTimeout { .. } => (ErrorKind::Timeout, 6),
+        Error::Timeout { .. } | Error::WaitTimeout { .. } | Error::ReadyTimeout { .. } => (ErrorKind::Timeout, 6),
         Error::Survived { .. } => (ErrorKind::Survived, 7),
         Error::SpawnFailed { .. } => (ErrorKind::SpawnFailed, 1),
         Error::Io { .. } => (ErrorKind::Io, 1),

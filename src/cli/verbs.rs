@@ -25,7 +25,10 @@ const EXIT_EXEC: u8 = 203;
 pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
     let o = cli.global.output;
     match &cli.command {
-        Command::Spawn { spec, persist } => answer(o, block_on(spawn(cli, spec.as_deref(), *persist))),
+        Command::Spawn { spec, persist, wait_ready, ready_timeout } => {
+            let ready = wait_ready.then_some(ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT));
+            answer(o, block_on(spawn(cli, spec.as_deref(), *persist, ready)))
+        }
         Command::Generate { spec } => answer(o, generate(cli, spec.as_deref())),
         Command::List { state, provider, label, tag, durable, no_headers } => {
             let filter = ListFilter {
@@ -155,14 +158,18 @@ async fn wait(cli: &Cli, agent: &str, bound: Option<f64>) -> Result<ops::diagnos
     connect(cli).await?.wait(agent, bound).await
 }
 
-async fn spawn(cli: &Cli, spec: Option<&Path>, persist: bool) -> Result<ops::SpawnOutcome, Error> {
+/// `spawn --wait-ready`'s bound when --ready-timeout is not given, in seconds.
+const DEFAULT_READY_TIMEOUT: f64 = 30.0;
+
+async fn spawn(cli: &Cli, spec: Option<&Path>, persist: bool, ready: Option<f64>) -> Result<ops::SpawnOutcome, Error> {
+    let ready = ready.map(|s| seconds(s, "--ready-timeout")).transpose()?;
     let req = read_request(spec)?;
     let sup = connect(cli).await?;
-    if persist {
-        sup.spawn_persist(&req).await
-    } else {
-        sup.spawn(&req).await
+    let outcome = if persist { sup.spawn_persist(&req).await? } else { sup.spawn(&req).await? };
+    if let Some(bound) = ready {
+        sup.wait_ready(&outcome.agent, bound).await?;
     }
+    Ok(outcome)
 }
 
 /// Needs no manager: a preview of the unit file.
