@@ -131,6 +131,8 @@ pub fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: not in journals, files or a caller's pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("AGENT_RELAY_LOG"))
         .init();
     match verbs::run(&cli) {

@@ -346,6 +346,10 @@ fn fix_bash_labels(script: &[u8]) -> Vec<u8> {
         .into_bytes()
 }
 
+/// Said on stderr when the request is to be read from a terminal: otherwise the command seems hung.
+const STDIN_PROMPT: &str =
+    "reading the spawn request (JSON) from stdin; end it with Ctrl-D, or pass --spec FILE (--help has an example)";
+
 /// The spawn request from `--spec FILE` or stdin, bounded in size.
 fn read_request(spec: Option<&Path>) -> Result<SpawnRequest, Error> {
     let limit = request::MAX_REQUEST_BYTES as u64 + 1;
@@ -359,6 +363,9 @@ fn read_request(spec: Option<&Path>) -> Result<SpawnRequest, Error> {
                 .map_err(|e| Error::Argument(format!("cannot read --spec {}: {e}", path.display())))?;
         }
         None => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprintln!("{}", STDIN_PROMPT);
+            }
             std::io::stdin()
                 .take(limit)
                 .read_to_string(&mut text)
