@@ -150,7 +150,7 @@ pub enum Status {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Finding {
     /// The check's name, kebab-case: `manager`, `systemd-version`, `credentials`, `runtime-dir`,
-    /// `session-bus`, `private-socket`, `linger`, `cgroup`, `reaper-timer`, `slice`, `tmux`,
+    /// `session-bus`, `private-socket`, `pid1`, `linger`, `cgroup`, `reaper-timer`, `slice`, `tmux`,
     /// `config`, `runner`.
     pub check: &'static str,
     pub status: Status,
