@@ -20,7 +20,8 @@
 //! - `FAKE_RUNNER_TERM_EXIT_AFTER_MS=N`: on SIGTERM, exit 0 N ms later instead of at once;
 //! - `FAKE_RUNNER_ATTACH_SPEC=TEXT`: the body of `/terminal/attach-spec` (any text);
 //! - `FAKE_RUNNER_ATTACH_SPEC_FILE=PATH`: that body from a file (larger than an env value may be);
-//! - `FAKE_RUNNER_ATTACH_DELAY_MS=N`: answer `/terminal/attach-spec` after N ms.
+//! - `FAKE_RUNNER_ATTACH_DELAY_MS=N`: answer `/terminal/attach-spec` after N ms;
+//! - `FAKE_RUNNER_INFO_DELAY_MS=N`: write the runner-info file N ms after the start.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -35,7 +36,7 @@ use nix::sys::signal::{self, SigHandler, Signal};
 const FATAL: i32 = 86;
 
 /// Every knob; any other `FAKE_RUNNER_*` variable is a mistake.
-const KNOBS: [&str; 12] = [
+const KNOBS: [&str; 13] = [
     "FAKE_RUNNER_EXIT_AFTER_MS",
     "FAKE_RUNNER_EXIT_CODE",
     "FAKE_RUNNER_KILL_SELF",
@@ -48,6 +49,7 @@ const KNOBS: [&str; 12] = [
     "FAKE_RUNNER_ATTACH_DELAY_MS",
     "FAKE_RUNNER_ATTACH_SPEC_FILE",
     "FAKE_RUNNER_TERM_EXIT_AFTER_MS",
+    "FAKE_RUNNER_INFO_DELAY_MS",
 ];
 
 static TERM: AtomicBool = AtomicBool::new(false);
@@ -228,6 +230,9 @@ fn main() {
 /// Binds 127.0.0.1:0, writes the runner-info file atomically into the directory the supervisor
 /// made (0700, ours, not a symlink), answers HTTP in a thread.
 fn serve_control(info_path: &str, provider: &str, cwd: &str, pid: u32, delay: Option<u64>) {
+    if let Some(ms) = number::<u64>("FAKE_RUNNER_INFO_DELAY_MS") {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
     let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| fatal(&format!("binding 127.0.0.1: {e}")));
     let port = listener.local_addr().unwrap_or_else(|e| fatal(&format!("local address: {e}"))).port();
     let agent_id = var("AGENT_RELAY_AGENT_ID").unwrap_or_else(|| fatal("AGENT_RELAY_AGENT_ID is not set"));

@@ -36,6 +36,8 @@ pub struct Facts {
     pub tmux: TmuxFact,
     /// `None` when the config could not be loaded.
     pub runner: Option<RunnerFact>,
+    /// The name of PID 1 (`/proc/1/comm`, trimmed); `None` when it could not be read.
+    pub pid1: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -148,7 +150,7 @@ pub enum Status {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Finding {
     /// The check's name, kebab-case: `manager`, `systemd-version`, `credentials`, `runtime-dir`,
-    /// `session-bus`, `private-socket`, `linger`, `cgroup`, `reaper-timer`, `slice`, `tmux`,
+    /// `session-bus`, `private-socket`, `pid1`, `linger`, `cgroup`, `reaper-timer`, `slice`, `tmux`,
     /// `config`, `runner`.
     pub check: &'static str,
     pub status: Status,
@@ -174,6 +176,7 @@ pub fn evaluate(f: &Facts) -> Vec<Finding> {
     out.push(checks::runtime_dir(&f.runtime_dir, f.uid));
     out.push(checks::session_bus(&f.bus, &f.manager));
     out.push(checks::private_socket(&f.bus));
+    out.push(checks::pid1(f.pid1.as_deref()));
     out.push(checks::linger(f.linger, &f.user));
     out.push(checks::cgroup(&f.cgroup));
     out.push(checks::reaper_timer(&f.manager));

@@ -69,6 +69,9 @@ pub enum Error {
     /// `wait`'s bound passed while the agent still ran (it is left running).
     #[error("agent unit {unit} was still running after {after:?} (wait --timeout-wait); it was left as it is")]
     WaitTimeout { unit: String, after: Duration },
+    /// `spawn --wait-ready`'s bound passed before the runner wrote its runner info (the agent stays).
+    #[error("agent unit {unit} started, but its runner wrote no runner info within {after:?} (spawn --ready-timeout); the agent was left running: see `agent-relay-systemd diagnose {unit}`")]
+    ReadyTimeout { unit: String, after: Duration },
     #[error("agent unit {unit} failed to start: {detail}")]
     SpawnFailed { unit: String, detail: String },
     #[error("agent unit {unit} is still running after SIGKILL (pids {pids:?}); it was not stopped, retry or inspect with `systemctl --user status {unit}`")]

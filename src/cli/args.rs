@@ -14,7 +14,8 @@ Exit codes:
   4  conflict: the unit name belongs to another agent, the unit is not ours, or the reference
      matches more than one agent (ambiguous: the JSON error lists their units in `matches`)
   5  no systemd user manager reachable
-  6  the user manager did not answer in time, or `wait --timeout-wait` passed first
+  6  the user manager did not answer in time, or `wait --timeout-wait` or `spawn --ready-timeout`
+     passed first
   7  the agent survived SIGKILL (not stopped)
   8  doctor: a required check failed (its findings say which and how to fix it)";
 
@@ -115,6 +116,12 @@ pub enum Command {
         /// Make the agent durable: a unit file, enabled and started, instead of a transient unit
         #[arg(long)]
         persist: bool,
+        /// Return only once the runner has written its runner info (~/.agent-relay/runners/SESSION.json)
+        #[arg(long)]
+        wait_ready: bool,
+        /// With --wait-ready: give up after SECONDS (exit 6, kind timeout; the agent stays) [default: 30]
+        #[arg(long, value_name = "SECONDS", requires = "wait_ready")]
+        ready_timeout: Option<f64>,
     },
     /// Print the unit file `spawn --persist` would write for a spawn request; changes nothing
     #[command(
@@ -165,6 +172,14 @@ pub enum Command {
         /// Seconds to wait for a graceful stop before SIGKILL (0 or less: the default 10; at most 60)
         #[arg(long, default_value_t = 10.0, value_name = "SECONDS", allow_negative_numbers = true)]
         timeout_stop: f64,
+    },
+    /// Start a stopped durable agent (spawn --persist) again; a live one is answered as it is
+    #[command(
+        after_help = "Answers as `spawn` does: `created` is true when this call started the agent, false when it was\nalready running. A transient agent cannot be started again (exit 2): spawn it anew.\nExample:\n  agent-relay-systemd start req-1 -o json"
+    )]
+    Start {
+        /// Agent id, session name, unit name or spawn request id
+        agent: String,
     },
     /// Stop an agent and, when durable, disable it and delete its unit file and secret files
     #[command(

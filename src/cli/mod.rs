@@ -131,6 +131,8 @@ pub fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: not in journals, files or a caller's pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("AGENT_RELAY_LOG"))
         .init();
     match verbs::run(&cli) {
@@ -157,7 +159,7 @@ pub fn classify(e: &Error) -> (ErrorKind, u8) {
         Error::Ambiguous { .. } => (ErrorKind::Ambiguous, 4),
         Error::NotOurs { .. } => (ErrorKind::NotOurs, 4),
         Error::ManagerUnreachable { .. } => (ErrorKind::ManagerUnreachable, 5),
-        Error::Timeout { .. } | Error::WaitTimeout { .. } => (ErrorKind::Timeout, 6),
+        Error::Timeout { .. } | Error::WaitTimeout { .. } | Error::ReadyTimeout { .. } => (ErrorKind::Timeout, 6),
         Error::Survived { .. } => (ErrorKind::Survived, 7),
         Error::SpawnFailed { .. } => (ErrorKind::SpawnFailed, 1),
         Error::Io { .. } => (ErrorKind::Io, 1),

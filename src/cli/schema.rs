@@ -44,7 +44,7 @@ pub fn documents() -> Vec<Document> {
             "SpawnRequest",
             "`spawn`, `spawn --persist`, `generate` (stdin or --spec)",
         ),
-        output::<SpawnOutcome>("spawn-answer", "SpawnAnswer", "`spawn`, `spawn --persist`"),
+        output::<SpawnOutcome>("spawn-answer", "SpawnAnswer", "`spawn`, `spawn --persist`, `start`"),
         output::<AgentRecord>("agent-record", "AgentRecord", "`show`; each element of `list`"),
         output::<AgentList>("agent-list", "AgentList", "`list` (a bare array)"),
         output::<StopOutcome>("stop-answer", "StopAnswer", "`stop`"),

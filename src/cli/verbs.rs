@@ -25,7 +25,10 @@ const EXIT_EXEC: u8 = 203;
 pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
     let o = cli.global.output;
     match &cli.command {
-        Command::Spawn { spec, persist } => answer(o, block_on(spawn(cli, spec.as_deref(), *persist))),
+        Command::Spawn { spec, persist, wait_ready, ready_timeout } => {
+            let ready = wait_ready.then_some(ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT));
+            answer(o, block_on(spawn(cli, spec.as_deref(), *persist, ready)))
+        }
         Command::Generate { spec } => answer(o, generate(cli, spec.as_deref())),
         Command::List { state, provider, label, tag, durable, no_headers } => {
             let filter = ListFilter {
@@ -43,6 +46,7 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         }
         Command::Show { agent } => answer(o, block_on(async { connect(cli).await?.show(agent).await })),
         Command::Stop { agent, timeout_stop } => answer(o, block_on(stop(cli, agent, *timeout_stop))),
+        Command::Start { agent } => answer(o, block_on(async { connect(cli).await?.start(agent).await })),
         Command::Remove { agent, timeout_stop } => answer(o, block_on(remove(cli, agent, *timeout_stop))),
         Command::Wait { agent, timeout_wait } => answer(o, block_on(wait(cli, agent, *timeout_wait))),
         Command::Diagnose { agent } => answer(o, block_on(async { connect(cli).await?.diagnose(agent).await })),
@@ -154,14 +158,18 @@ async fn wait(cli: &Cli, agent: &str, bound: Option<f64>) -> Result<ops::diagnos
     connect(cli).await?.wait(agent, bound).await
 }
 
-async fn spawn(cli: &Cli, spec: Option<&Path>, persist: bool) -> Result<ops::SpawnOutcome, Error> {
+/// `spawn --wait-ready`'s bound when --ready-timeout is not given, in seconds.
+const DEFAULT_READY_TIMEOUT: f64 = 30.0;
+
+async fn spawn(cli: &Cli, spec: Option<&Path>, persist: bool, ready: Option<f64>) -> Result<ops::SpawnOutcome, Error> {
+    let ready = ready.map(|s| seconds(s, "--ready-timeout")).transpose()?;
     let req = read_request(spec)?;
     let sup = connect(cli).await?;
-    if persist {
-        sup.spawn_persist(&req).await
-    } else {
-        sup.spawn(&req).await
+    let outcome = if persist { sup.spawn_persist(&req).await? } else { sup.spawn(&req).await? };
+    if let Some(bound) = ready {
+        sup.wait_ready(&outcome.agent, bound).await?;
     }
+    Ok(outcome)
 }
 
 /// Needs no manager: a preview of the unit file.
@@ -338,6 +346,10 @@ fn fix_bash_labels(script: &[u8]) -> Vec<u8> {
         .into_bytes()
 }
 
+/// Said on stderr when the request is to be read from a terminal: otherwise the command seems hung.
+const STDIN_PROMPT: &str =
+    "reading the spawn request (JSON) from stdin; end it with Ctrl-D, or pass --spec FILE (--help has an example)";
+
 /// The spawn request from `--spec FILE` or stdin, bounded in size.
 fn read_request(spec: Option<&Path>) -> Result<SpawnRequest, Error> {
     let limit = request::MAX_REQUEST_BYTES as u64 + 1;
@@ -351,6 +363,9 @@ fn read_request(spec: Option<&Path>) -> Result<SpawnRequest, Error> {
                 .map_err(|e| Error::Argument(format!("cannot read --spec {}: {e}", path.display())))?;
         }
         None => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprintln!("{}", STDIN_PROMPT);
+            }
             std::io::stdin()
                 .take(limit)
                 .read_to_string(&mut text)

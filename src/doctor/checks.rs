@@ -184,6 +184,24 @@ pub fn private_socket(b: &BusFact) -> Finding {
     }
 }
 
+/// Without systemd as PID 1 (a container, a CI job) nothing starts user managers for logins nor
+/// for linger: a private one, as `sandbox` starts, is the way to run agents there.
+pub fn pid1(comm: Option<&str>) -> Finding {
+    const FIX: &str =
+        "run the agents under a private user manager: `agent-relay-systemd sandbox -- CMD…` (CMD then reaches it)";
+    match comm {
+        Some("systemd") => ok("pid1", "PID 1 is systemd".into()),
+        Some(other) => warn(
+            "pid1",
+            format!(
+                "PID 1 is {other:?}, not systemd (a container?): no system manager starts user managers for logins or linger"
+            ),
+            FIX,
+        ),
+        None => warn("pid1", "cannot read /proc/1/comm: whether PID 1 is systemd is unknown".into(), FIX),
+    }
+}
+
 pub fn linger(linger: bool, user: &str) -> Finding {
     if linger {
         ok("linger", format!("enabled for {user}: agents outlive logout and the manager starts at boot"))

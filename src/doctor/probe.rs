@@ -53,7 +53,15 @@ pub async fn gather(inputs: ProbeInputs) -> Facts {
         cgroup: cgroup(Path::new(CGROUP_ROOT), control_group),
         tmux,
         runner,
+        pid1: pid1(),
     }
+}
+
+/// `/proc/1/comm`, trimmed: the name of PID 1 (bounded, never following a link).
+fn pid1() -> Option<String> {
+    let bytes = crate::io::nofollow::read_regular(Path::new("/proc/1/comm"), 64).ok()?;
+    let name = String::from_utf8_lossy(&bytes).trim().to_string();
+    (!name.is_empty()).then_some(name)
 }
 
 fn runtime_dir(path: Option<&Path>) -> RuntimeDirFact {

@@ -49,6 +49,7 @@ fn healthy() -> Facts {
         },
         tmux: TmuxFact::Found { path: "/usr/bin/tmux".into(), version: Ok("tmux 3.3a".into()) },
         runner: Some(RunnerFact::Default { found: vec!["claude-relay".into()] }),
+        pid1: Some("systemd".into()),
     }
 }
 
@@ -308,4 +309,20 @@ fn parses_proc_cgroups_versions_and_tmux() {
     assert_eq!(tmux_version("tmux next-3.4"), Some((3, 4)));
     assert_eq!(tmux_version("tmux 2.9"), Some((2, 9)));
     assert_eq!(tmux_version("tmux master"), None);
+}
+
+#[test]
+fn pid1_not_systemd_warns_and_suggests_the_sandbox() {
+    assert_eq!(finding(&healthy(), "pid1").status, Status::Ok);
+    for comm in [Some("bash"), Some("tini"), None] {
+        let mut f = healthy();
+        f.pid1 = comm.map(str::to_string);
+        assert_status(&f, "pid1", Status::Warn, "agent-relay-systemd sandbox");
+        let x = finding(&f, "pid1");
+        if let Some(c) = comm {
+            assert!(x.detail.contains(c) && x.detail.contains("not systemd"), "{}", x.detail);
+        }
+        // A warning alone: doctor still exits 0.
+        assert_eq!(exit_code(&f, &evaluate(&f)), 0);
+    }
 }

@@ -159,6 +159,38 @@ impl Supervisor {
         Ok(SpawnOutcome::new(true, agent))
     }
 
+    /// Starts a stopped durable agent again (`StartUnit`, its job awaited), under the durable lock.
+    /// A live one is the answer with `created: false`; a transient agent is refused (exit 2):
+    /// its unit is gone once it ends, so it is spawned anew.
+    pub async fn start(&self, reference: &str) -> Result<SpawnOutcome, Error> {
+        let agent = self.resolve(reference).await?;
+        let unit = agent.systemd_unit.clone();
+        if !(agent.durable || self.host.user_unit_dir().join(&unit).exists()) {
+            return Err(Error::Argument(format!(
+                "{} ({unit}) is a transient agent: only durable agents can be started again; spawn it anew",
+                agent.agent_id
+            )));
+        }
+        let _lock = self.durable_lock().await?;
+        // Looked at again under the lock: another `start` may have started it meanwhile.
+        if let Some(now) = self.record_of(&unit).await? {
+            if now.active().is_live() {
+                return Ok(SpawnOutcome::new(false, self.await_settled(&unit).await?));
+            }
+        }
+        // A durable agent that crash-looped would have its start refused by the start limit.
+        self.mgr.reset_failed(&unit).await?;
+        let job = self.mgr.start_unit(&unit, self.mgr.timeout()).await?;
+        if job.result != "done" {
+            return Err(Error::SpawnFailed {
+                unit: unit.clone(),
+                detail: format!("its start job ended `{}`; see `agent-relay-systemd diagnose {unit}`", job.result),
+            });
+        }
+        let agent = self.await_settled(&unit).await?;
+        Ok(SpawnOutcome::new(true, agent))
+    }
+
     /// Stops an agent (as `stop`) and, when it is durable, disables it and deletes its unit
     /// file and its secret files, so it does not come back. For a transient agent, a stop.
     pub async fn remove(&self, reference: &str, timeout: Duration) -> Result<RemoveOutcome, Error> {

@@ -7,6 +7,7 @@ pub mod durable;
 pub mod exec;
 pub mod guests;
 pub mod logs;
+pub mod ready;
 pub mod reap;
 pub mod record_exit;
 pub mod show;

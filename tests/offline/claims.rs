@@ -288,3 +288,20 @@ fn the_fake_runner_fails_loudly_on_anything_unexpected() {
         }
     }
 }
+
+/// Logs go to stderr with no colour codes when stderr is not a terminal (here, a pipe).
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let home = Home::new();
+    let app = home.path().join("projects/app");
+    // Fields for the orchestrator's workspace preparation are ignored with a debug line.
+    let req = json!({"provider": "claude", "cwd": app, "acquisition": {"kind": "none"}});
+    let vars = [("AGENT_RELAY_RUNNER_COMMAND", "/bin/echo"), ("AGENT_RELAY_LOG", "debug")];
+    let (out, took) =
+        run_bounded(home.cli(&vars, &["generate"]), Some(req.to_string().as_bytes()), Duration::from_secs(20));
+    let out = out.unwrap_or_else(|| panic!("generate did not finish within {took:?}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("acquisition"), "no debug line logged: {err}");
+    assert!(!err.contains("\x1b["), "colour codes in logs to a pipe: {err:?}");
+}

@@ -51,3 +51,5 @@ mod seams;
 mod watch;
 // The operator's toolkit: list filters and --no-headers, wait.
 mod toolkit;
+// The operator's toolkit, second part: start of a durable agent, spawn --wait-ready.
+mod toolkit2;

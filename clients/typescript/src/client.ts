@@ -89,6 +89,11 @@ export class AgentRelayClient {
     return this.call(['stop', ...stopArgs(o), '--', agent], withStopDeadline(o, this.timeoutMs));
   }
 
+  /** `start`: starts a stopped durable agent again (`created` false when it already ran). */
+  start(agent: string, o: CallOptions = {}): Promise<SpawnAnswer> {
+    return this.call(['start', '--', agent], o);
+  }
+
   /** `remove`: a stop, and for a durable agent its unit file and secrets deleted. */
   remove(agent: string, o: StopOptions = {}): Promise<RemoveAnswer> {
     return this.call(['remove', ...stopArgs(o), '--', agent], withStopDeadline(o, this.timeoutMs));

@@ -376,7 +376,7 @@ export interface DoctorReport {
 export interface Finding {
   /**
    * The check's name, kebab-case: `manager`, `systemd-version`, `credentials`, `runtime-dir`,
-   * `session-bus`, `private-socket`, `linger`, `cgroup`, `reaper-timer`, `slice`, `tmux`,
+   * `session-bus`, `private-socket`, `pid1`, `linger`, `cgroup`, `reaper-timer`, `slice`, `tmux`,
    * `config`, `runner`.
    */
   check: string;
@@ -601,7 +601,7 @@ export interface SendAnswer {
 /**
  * The answer of a spawn: the agent, and whether this call started it.
  *
- * Schema: `schema/spawn-answer.json` (`spawn`, `spawn --persist`; generated from the Rust types).
+ * Schema: `schema/spawn-answer.json` (`spawn`, `spawn --persist`, `start`; generated from the Rust types).
  *
  * This interface was referenced by `Documents`'s JSON-Schema
  * via the `definition` "SpawnAnswer".
