@@ -64,19 +64,6 @@ impl std::fmt::Display for EventType {
     }
 }
 
-impl From<Kind> for EventType {
-    fn from(k: Kind) -> EventType {
-        match k {
-            Kind::Spawned => EventType::Spawned,
-            Kind::Started => EventType::Started,
-            Kind::Exited => EventType::Exited,
-            Kind::Restarting => EventType::Restarting,
-            Kind::Stopped => EventType::Stopped,
-            Kind::Removed => EventType::Removed,
-        }
-    }
-}
-
 /// The few properties events are derived from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct View {
@@ -177,40 +164,14 @@ pub fn apply_to_snapshot(s: &UnitSnapshot, c: &Change) -> UnitSnapshot {
     n
 }
 
-/// Event types, in the order they are emitted for one change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    Spawned,
-    Started,
-    Exited,
-    Restarting,
-    Stopped,
-    Removed,
-}
-
-impl Kind {
-    /// The event's `type` in `watch` output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Spawned => "spawned",
-            Kind::Started => "started",
-            Kind::Exited => "exited",
-            Kind::Restarting => "restarting",
-            Kind::Stopped => "stopped",
-            Kind::Removed => "removed",
-        }
-    }
-}
-
 /// One derived event, with the exit when the main process ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
-    pub kind: Kind,
+    pub kind: EventType,
     pub exit: Option<ExitInfo>,
 }
 
-fn t(kind: Kind) -> Transition {
+fn t(kind: EventType) -> Transition {
     Transition { kind, exit: None }
 }
 
@@ -227,36 +188,36 @@ pub fn transitions(old: Option<&View>, new: Option<&View>) -> Vec<Transition> {
     match (old, new) {
         (None, None) => {}
         (None, Some(n)) => {
-            out.push(t(Kind::Spawned));
+            out.push(t(EventType::Spawned));
             if n.running() && n.active() {
-                out.push(t(Kind::Started));
+                out.push(t(EventType::Started));
             }
         }
         (Some(o), None) => {
             if o.running() {
-                out.push(Transition { kind: Kind::Exited, exit: Some(ExitInfo::unknown(&o.result)) });
+                out.push(Transition { kind: EventType::Exited, exit: Some(ExitInfo::unknown(&o.result)) });
             }
             if !o.ended() {
-                out.push(t(Kind::Stopped));
+                out.push(t(EventType::Stopped));
             }
-            out.push(t(Kind::Removed));
+            out.push(t(EventType::Removed));
         }
         (Some(o), Some(n)) => {
             let pid_changed = o.running() && n.main_pid != o.main_pid;
             let restarted_between = !o.running() && !n.running() && n.n_restarts > o.n_restarts;
             if pid_changed || (o.running() && n.ended()) {
                 let exit = if n.running() { ExitInfo::unknown(&n.result) } else { process_exit(n) };
-                out.push(Transition { kind: Kind::Exited, exit: Some(exit) });
+                out.push(Transition { kind: EventType::Exited, exit: Some(exit) });
             }
             if n.sub_state == "auto-restart" && o.sub_state != "auto-restart" || restarted_between {
-                out.push(t(Kind::Restarting));
+                out.push(t(EventType::Restarting));
             }
             let now_started = n.running() && n.active();
             if now_started && (!o.active() || o.main_pid != n.main_pid) {
-                out.push(t(Kind::Started));
+                out.push(t(EventType::Started));
             }
             if n.ended() && !o.ended() {
-                out.push(t(Kind::Stopped));
+                out.push(t(EventType::Stopped));
             }
         }
     }
@@ -272,7 +233,7 @@ mod tests {
         View { active_state: active.into(), sub_state: sub.into(), main_pid: pid, ..Default::default() }
     }
 
-    fn kinds(ts: &[Transition]) -> Vec<Kind> {
+    fn kinds(ts: &[Transition]) -> Vec<EventType> {
         ts.iter().map(|t| t.kind).collect()
     }
 
@@ -286,10 +247,10 @@ mod tests {
             ..v("activating", "auto-restart", 0)
         };
         let ts = transitions(Some(&running), Some(&died));
-        assert_eq!(kinds(&ts), [Kind::Exited, Kind::Restarting]);
+        assert_eq!(kinds(&ts), [EventType::Exited, EventType::Restarting]);
         assert_eq!(ts[0].exit.as_ref().unwrap().exit_code, Some(3));
         let back = View { n_restarts: 1, ..v("active", "running", 11) };
-        assert_eq!(kinds(&transitions(Some(&died), Some(&back))), [Kind::Started]);
+        assert_eq!(kinds(&transitions(Some(&died), Some(&back))), [EventType::Started]);
     }
 
     #[test]
@@ -298,7 +259,7 @@ mod tests {
         let killed =
             View { result: "signal".into(), exec_main_code: 2, exec_main_status: 9, ..v("failed", "failed", 0) };
         let ts = transitions(Some(&running), Some(&killed));
-        assert_eq!(kinds(&ts), [Kind::Exited, Kind::Stopped]);
+        assert_eq!(kinds(&ts), [EventType::Exited, EventType::Stopped]);
         let e = ts[0].exit.clone().unwrap();
         assert_eq!((e.kind, e.signal.as_deref()), (ExitKind::Signal, Some("SIGKILL")));
     }
@@ -339,9 +300,12 @@ mod tests {
 
     #[test]
     fn appear_and_vanish() {
-        assert_eq!(kinds(&transitions(None, Some(&v("active", "running", 5)))), [Kind::Spawned, Kind::Started]);
+        assert_eq!(
+            kinds(&transitions(None, Some(&v("active", "running", 5)))),
+            [EventType::Spawned, EventType::Started]
+        );
         let gone = transitions(Some(&v("active", "running", 5)), None);
-        assert_eq!(kinds(&gone), [Kind::Exited, Kind::Stopped, Kind::Removed]);
+        assert_eq!(kinds(&gone), [EventType::Exited, EventType::Stopped, EventType::Removed]);
         assert_eq!(gone[0].exit.as_ref().unwrap().kind, ExitKind::Unknown, "vanished is never a success");
     }
 }

@@ -17,7 +17,7 @@ use crate::io::host::HostEnv;
 use crate::io::systemd::Signal;
 use crate::model::config::Config;
 use crate::model::contract::SchemaVersion;
-use crate::model::events::{self, Change, EventType, Kind, View};
+use crate::model::events::{self, Change, EventType, View};
 use crate::model::exit::ExitInfo;
 use crate::model::naming;
 use crate::model::record::{self, AgentRecord, ProcState, UnitSnapshot};
@@ -162,15 +162,15 @@ impl Watcher {
         }
     }
 
-    fn agent_event(&mut self, unit: &str, kind: Kind, exit: Option<ExitInfo>) {
-        if kind == Kind::Started {
+    fn agent_event(&mut self, unit: &str, kind: EventType, exit: Option<ExitInfo>) {
+        if kind == EventType::Started {
             match self.tracked.get_mut(unit) {
                 Some(t) if t.announced == t.view.main_pid => return,
                 Some(t) => t.announced = t.view.main_pid,
                 None => {}
             }
         }
-        self.agent_event_named(unit, kind.into(), exit);
+        self.agent_event_named(unit, kind, exit);
     }
 
     /// One connection's life. `Ok` only when the output is closed.
@@ -261,7 +261,7 @@ impl Watcher {
         };
         let new = old.apply(&change);
         let ts = events::transitions(Some(&old), Some(&new));
-        if ts.iter().any(|t| matches!(t.kind, Kind::Exited | Kind::Stopped | Kind::Removed)) {
+        if ts.iter().any(|t| matches!(t.kind, EventType::Exited | EventType::Stopped | EventType::Removed)) {
             // Verify against fresh properties: a signal delayed across a reload must not become a
             // false exit.
             return self.refresh(sup, unit).await;
@@ -333,7 +333,7 @@ impl Watcher {
         if snap.is_none() {
             // Gone from systemd: the exit, if any, comes from our ExecStopPost record.
             let recorded = self.recorded_exit(unit);
-            for t in ts.iter_mut().filter(|t| t.kind == Kind::Exited) {
+            for t in ts.iter_mut().filter(|t| t.kind == EventType::Exited) {
                 if let Some(e) = recorded.clone() {
                     t.exit = Some(e);
                 }
