@@ -59,6 +59,11 @@ pub fn control_url(info_path: &Path) -> Result<String, RunnerError> {
     Ok(info.get("controlUrl").and_then(|v| v.as_str()).unwrap_or_default().to_string())
 }
 
+/// Whether the runner-info file is there and written by the runner of `agent_id`.
+pub fn names_agent(info_path: &Path, agent_id: &str) -> bool {
+    read_info(info_path).is_ok_and(|info| info.get("agentId").and_then(|a| a.as_str()) == Some(agent_id))
+}
+
 /// The tmux session the runner of `agent_id` names in its runner-info file, if it names one (a
 /// file that another agent's runner wrote names none for this one).
 pub fn tmux_session(info_path: &Path, agent_id: &str) -> Option<String> {
