@@ -93,6 +93,16 @@ pub fn private_dir(dir: &Path) -> Result<(), Error> {
     handle.set_permissions(std::fs::Permissions::from_mode(0o700)).map_err(Error::io("setting mode of", dir))
 }
 
+/// The log holds a previous run's lines (a regular file with something in it).
+fn previous_log(plan: &SpawnPlan) -> bool {
+    std::fs::symlink_metadata(&plan.log_file).is_ok_and(|m| m.is_file() && m.len() > 0)
+}
+
+/// Whether a previous run of this session name left its runner info or log lines.
+pub fn previous_run_left(plan: &SpawnPlan) -> bool {
+    std::fs::symlink_metadata(&plan.runner_info_file).is_ok() || previous_log(plan)
+}
+
 /// Makes a new run of a reused session name start clean (the seed deletes the runner info and
 /// truncates the log): the previous runner info goes (a link is removed, not followed), and the
 /// previous log is kept readable as `<log>.1` (replacing an older one) while the new run gets an
@@ -100,8 +110,7 @@ pub fn private_dir(dir: &Path) -> Result<(), Error> {
 pub fn fresh_run(plan: &SpawnPlan) -> Result<(), Error> {
     remove_entry(&plan.runner_info_file)
         .map_err(Error::io("removing the previous runner info", &plan.runner_info_file))?;
-    let previous = std::fs::symlink_metadata(&plan.log_file).is_ok_and(|m| m.is_file() && m.len() > 0);
-    if previous {
+    if previous_log(plan) {
         let mut kept = plan.log_file.clone().into_os_string();
         kept.push(".1");
         std::fs::rename(&plan.log_file, &kept).map_err(Error::io("keeping the previous log", &plan.log_file))?;

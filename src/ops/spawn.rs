@@ -69,13 +69,16 @@ impl Supervisor {
         let files = files?;
         // A reused name starts clean: not the previous run's runner info, nor its log lines. For a
         // request, the lookup above (under its lock) found no live agent; without one, the unit
-        // of this name must not be live either (its start then fails as a conflict).
-        let live = match req.spawn_request_id {
-            Some(_) => false,
-            None => self.mgr.unit_state(&plan.unit).await?.is_some_and(|s| ActiveState::parse(&s).is_live()),
-        };
-        if !live {
-            files::fresh_run(&plan)?;
+        // of this name must not be live either (its start then fails as a conflict). A name used
+        // for the first time has nothing to clean: no call to the manager for it.
+        if files::previous_run_left(&plan) {
+            let live = match req.spawn_request_id {
+                Some(_) => false,
+                None => self.mgr.unit_state(&plan.unit).await?.is_some_and(|s| ActiveState::parse(&s).is_live()),
+            };
+            if !live {
+                files::fresh_run(&plan)?;
+            }
         }
         let props = self.exact_for(unit::agent_properties(&plan), &version?)?;
         for attempt in 0..3 {

@@ -35,6 +35,8 @@ pub struct Manager {
     pub(super) proxy: ManagerProxy<'static>,
     pub(super) timeout: Duration,
     p2p: bool,
+    /// The manager's `Version`, read once per connection (every spawn needs it).
+    pub(super) version: tokio::sync::OnceCell<String>,
 }
 
 impl Manager {
@@ -53,7 +55,7 @@ impl Manager {
             .build()
             .await
             .map_err(|e| map_err("connecting to the manager", timeout, e))?;
-        Ok(Manager { conn: bus.conn, proxy, timeout, p2p: bus.p2p })
+        Ok(Manager { conn: bus.conn, proxy, timeout, p2p: bus.p2p, version: tokio::sync::OnceCell::new() })
     }
 
     /// `Subscribe` (again: a re-executed manager forgets its subscribers); a no-op peer to peer.

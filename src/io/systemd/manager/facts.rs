@@ -29,7 +29,8 @@ impl Manager {
 
     /// `Version` alone: which command lines the manager keeps exactly ([`crate::model::exec`]).
     pub async fn version(&self) -> Result<String, Error> {
-        self.bounded("reading the manager's Version", self.proxy.version()).await
+        let read = || self.bounded("reading the manager's Version", self.proxy.version());
+        self.version.get_or_try_init(read).await.cloned()
     }
 
     /// `GetUnitFileState`: `enabled`, `disabled`, `static`, …; `None` when no unit file of that
