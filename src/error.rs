@@ -72,6 +72,9 @@ pub enum Error {
     /// `spawn --wait-ready`'s bound passed before the runner wrote its runner info (the agent stays).
     #[error("agent unit {unit} started, but its runner wrote no runner info within {after:?} (spawn --ready-timeout); the agent was left running: see `agent-relay-systemd diagnose {unit}`")]
     ReadyTimeout { unit: String, after: Duration },
+    /// The spawn gate did not admit the spawn (queue wait over, or `--no-wait`): nothing started.
+    #[error("{message}")]
+    NotAdmitted { message: String },
     #[error("agent unit {unit} failed to start: {detail}")]
     SpawnFailed { unit: String, detail: String },
     #[error("agent unit {unit} is still running after SIGKILL (pids {pids:?}); it was not stopped, retry or inspect with `systemctl --user status {unit}`")]

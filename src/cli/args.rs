@@ -122,6 +122,10 @@ pub enum Command {
         /// With --wait-ready: give up after SECONDS (exit 6, kind timeout; the agent stays) [default: 30]
         #[arg(long, value_name = "SECONDS", requires = "wait_ready")]
         ready_timeout: Option<f64>,
+        /// Fail at once (exit 8, kind not-admitted) instead of queueing when no spawn slot or host
+        /// headroom is free
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Print the unit file `spawn --persist` would write for a spawn request; changes nothing
     #[command(

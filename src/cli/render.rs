@@ -217,7 +217,10 @@ fn agent_rows(agents: &[AgentRecord], now_ms: u64, headers: bool) -> String {
             a.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             a.provider.clone(),
             a.label.clone(),
-            a.started_at.map(|t| age(now_ms.saturating_sub(t))).unwrap_or_else(|| "-".into()),
+            a.started_at
+                .or(a.queue.as_ref().map(|q| q.queued_at))
+                .map(|t| age(now_ms.saturating_sub(t)))
+                .unwrap_or_else(|| "-".into()),
             a.systemd_unit.clone(),
         ]);
     }
@@ -235,7 +238,10 @@ fn agent_rows(agents: &[AgentRecord], now_ms: u64, headers: bool) -> String {
 }
 
 fn state_text(a: &AgentRecord) -> String {
-    format!("{} ({}/{})", a.state.as_str(), a.active_state, a.sub_state)
+    match &a.queue {
+        Some(q) => format!("queued #{} ({})", q.position, q.reason),
+        None => format!("{} ({}/{})", a.state.as_str(), a.active_state, a.sub_state),
+    }
 }
 
 /// `3d4h`, `2h5m`, `4m10s`, `12s`.

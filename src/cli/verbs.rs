@@ -25,9 +25,10 @@ const EXIT_EXEC: u8 = 203;
 pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
     let o = cli.global.output;
     match &cli.command {
-        Command::Spawn { spec, persist, wait_ready, ready_timeout } => {
+        Command::Spawn { spec, persist, wait_ready, ready_timeout, no_wait } => {
             let ready = wait_ready.then_some(ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT));
-            answer(o, block_on(spawn(cli, spec.as_deref(), *persist, ready)))
+            let opts = ops::spawn::SpawnOptions { no_wait: *no_wait };
+            answer(o, block_on(spawn(cli, spec.as_deref(), *persist, ready, opts)))
         }
         Command::Generate { spec } => answer(o, generate(cli, spec.as_deref())),
         Command::List { state, provider, label, tag, durable, no_headers } => {
@@ -38,7 +39,7 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
                 tags: tag.clone(),
                 durable: *durable,
             };
-            let list = block_on(async { Ok(AgentList(filter.apply(connect(cli).await?.list().await?))) });
+            let list = block_on(async { Ok(AgentList(filter.apply(connect(cli).await?.list_with_queued().await?))) });
             match list {
                 Ok(list) if *no_headers => answer(o, Ok(BareAgentList(list))),
                 list => answer(o, list),
@@ -161,11 +162,19 @@ async fn wait(cli: &Cli, agent: &str, bound: Option<f64>) -> Result<ops::diagnos
 /// `spawn --wait-ready`'s bound when --ready-timeout is not given, in seconds.
 const DEFAULT_READY_TIMEOUT: f64 = 30.0;
 
-async fn spawn(cli: &Cli, spec: Option<&Path>, persist: bool, ready: Option<f64>) -> Result<ops::SpawnOutcome, Error> {
+async fn spawn(
+    cli: &Cli,
+    spec: Option<&Path>,
+    persist: bool,
+    ready: Option<f64>,
+    opts: ops::spawn::SpawnOptions,
+) -> Result<ops::SpawnOutcome, Error> {
     let ready = ready.map(|s| seconds(s, "--ready-timeout")).transpose()?;
     let req = read_request(spec)?;
     let sup = connect(cli).await?;
-    let outcome = if persist { sup.spawn_persist(&req).await? } else { sup.spawn(&req).await? };
+    // The admission slot is held until the runner has registered, as the orchestrator holds it.
+    let (outcome, _slot) =
+        if persist { (sup.spawn_persist(&req).await?, None) } else { sup.spawn_admitted(&req, opts).await? };
     if let Some(bound) = ready {
         sup.wait_ready(&outcome.agent, bound).await?;
     }

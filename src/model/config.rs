@@ -1,6 +1,7 @@
 //! The orchestrator's config (`~/.agent-relay/orchestrator.json`): parsing, defaults and env
 //! overrides, all pure; `io::config_file::load` is the one function that reads the file.
 
+use crate::model::admission::{AdmissionConfig, MAX_CONCURRENT_SPAWNS_LIMIT};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -42,6 +43,8 @@ pub struct Config {
     pub inherit_environment: bool,
     /// The orchestrator's shared MCP listener, the runner's `AGENT_RELAY_SHARED_MCP_URL`.
     pub shared_mcp_url: String,
+    /// The spawn gate: slots, headroom, queue ([`crate::model::admission`]).
+    pub admission: AdmissionConfig,
 }
 
 /// The file as written by the orchestrator ([`parse_file`]). Unknown keys are the orchestrator's
@@ -60,6 +63,13 @@ struct ConfigFile {
     limits: Option<crate::model::limits::LimitsSpec>,
     exit_retention_days: Option<u32>,
     inherit_environment: Option<bool>,
+    max_concurrent_spawns: Option<u32>,
+    spawn_min_free_mem_mb: Option<u64>,
+    spawn_max_load_per_cpu: Option<f64>,
+    spawn_max_memory_pressure: Option<f64>,
+    spawn_admission_max_wait_ms: Option<u64>,
+    spawn_admission_poll_ms: Option<u64>,
+    spawn_admission_disabled: Option<bool>,
 }
 
 /// A config problem; always names the file (or variable) at fault.
@@ -110,6 +120,7 @@ pub fn resolve(text: Option<&str>, path: &Path, inputs: &ConfigInputs<'_>) -> Re
     // `raw.x || process.env.X || default`: an empty string in the file falls through too.
     let pick = |from_file: Option<String>, env: &str| from_file.filter(|v| !v.is_empty()).or_else(|| var(env));
 
+    let admission = admission(&file, &var, path)?;
     let id = pick(file.id, "AGENT_RELAY_ORCHESTRATOR_ID").unwrap_or_else(|| inputs.os_hostname.replace('.', "-"));
     let hostname =
         pick(file.hostname, "AGENT_RELAY_ORCHESTRATOR_HOSTNAME").unwrap_or_else(|| inputs.os_hostname.to_string());
@@ -184,7 +195,94 @@ pub fn resolve(text: Option<&str>, path: &Path, inputs: &ConfigInputs<'_>) -> Re
         exit_retention_days,
         inherit_environment,
         shared_mcp_url: shared_mcp_url(&var),
+        admission,
     })
+}
+
+/// The spawn gate's settings: the orchestrator's environment variables
+/// (`AGENT_RELAY_MAX_CONCURRENT_SPAWNS`, `AGENT_RELAY_SPAWN_MIN_FREE_MEM_MB`,
+/// `…_MAX_LOAD_PER_CPU`, `…_ADMISSION_MAX_WAIT_MS`, `…_ADMISSION_POLL_MS`, `…_ADMISSION_DISABLED`,
+/// and our `…_MAX_MEMORY_PRESSURE`) over the file's keys over the orchestrator's defaults. A value
+/// that is no number in range is an error naming the key (the orchestrator falls back to the
+/// default silently, which hides a typo).
+fn admission(
+    file: &ConfigFile,
+    var: &dyn Fn(&str) -> Option<String>,
+    path: &Path,
+) -> Result<AdmissionConfig, ConfigError> {
+    let d = AdmissionConfig::default();
+    fn num(
+        var: &dyn Fn(&str) -> Option<String>,
+        name: &'static str,
+        ok: fn(f64) -> bool,
+        what: &str,
+    ) -> Result<Option<f64>, ConfigError> {
+        let Some(raw) = var(name) else { return Ok(None) };
+        match raw.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() && ok(v) => Ok(Some(v)),
+            _ => Err(ConfigError::BadEnv { var: name, message: format!("must be {what}") }),
+        }
+    }
+    let slots_env = num(
+        var,
+        "AGENT_RELAY_MAX_CONCURRENT_SPAWNS",
+        |v| v.fract() == 0.0 && (1.0..=256.0).contains(&v),
+        "a whole number from 1 to 256",
+    )?;
+    let mem_env =
+        num(var, "AGENT_RELAY_SPAWN_MIN_FREE_MEM_MB", |v| v.fract() == 0.0 && v >= 0.0, "a whole number of MB")?;
+    let load_env = num(var, "AGENT_RELAY_SPAWN_MAX_LOAD_PER_CPU", |v| v > 0.0, "a number above 0")?;
+    let psi_env = num(
+        var,
+        "AGENT_RELAY_SPAWN_MAX_MEMORY_PRESSURE",
+        |v| (0.0..=100.0).contains(&v),
+        "a percentage from 0 to 100",
+    )?;
+    let wait_env = num(
+        var,
+        "AGENT_RELAY_SPAWN_ADMISSION_MAX_WAIT_MS",
+        |v| v.fract() == 0.0 && v >= 0.0,
+        "a whole number of milliseconds",
+    )?;
+    let poll_env = num(
+        var,
+        "AGENT_RELAY_SPAWN_ADMISSION_POLL_MS",
+        |v| v.fract() == 0.0 && v > 0.0,
+        "a whole number of milliseconds above 0",
+    )?;
+    let disabled = match var("AGENT_RELAY_SPAWN_ADMISSION_DISABLED") {
+        Some(v) => parse_switch(&v).ok_or_else(|| ConfigError::BadEnv {
+            var: "AGENT_RELAY_SPAWN_ADMISSION_DISABLED",
+            message: "must be 1/0, true/false, yes/no or on/off".into(),
+        })?,
+        None => file.spawn_admission_disabled.unwrap_or(d.disabled),
+    };
+    let cfg = AdmissionConfig {
+        max_concurrent_spawns: slots_env
+            .map(|v| v as u32)
+            .or(file.max_concurrent_spawns)
+            .unwrap_or(d.max_concurrent_spawns),
+        min_free_mem_mb: mem_env.map(|v| v as u64).or(file.spawn_min_free_mem_mb).unwrap_or(d.min_free_mem_mb),
+        max_load_per_cpu: load_env.or(file.spawn_max_load_per_cpu).unwrap_or(d.max_load_per_cpu),
+        max_memory_pressure: psi_env.or(file.spawn_max_memory_pressure).unwrap_or(d.max_memory_pressure),
+        max_wait_ms: wait_env.map(|v| v as u64).or(file.spawn_admission_max_wait_ms).unwrap_or(d.max_wait_ms),
+        poll_ms: poll_env.map(|v| v as u64).or(file.spawn_admission_poll_ms).unwrap_or(d.poll_ms),
+        disabled,
+    };
+    let malformed = |message: &str| ConfigError::Malformed { path: path.to_path_buf(), message: message.into() };
+    if !(1..=MAX_CONCURRENT_SPAWNS_LIMIT).contains(&cfg.max_concurrent_spawns) {
+        return Err(malformed("maxConcurrentSpawns must be a whole number from 1 to 256"));
+    }
+    if !(cfg.max_load_per_cpu.is_finite() && cfg.max_load_per_cpu > 0.0) {
+        return Err(malformed("spawnMaxLoadPerCpu must be a number above 0"));
+    }
+    if !(0.0..=100.0).contains(&cfg.max_memory_pressure) {
+        return Err(malformed("spawnMaxMemoryPressure must be a percentage from 0 to 100"));
+    }
+    if cfg.poll_ms == 0 {
+        return Err(malformed("spawnAdmissionPollMs must be a whole number of milliseconds above 0"));
+    }
+    Ok(cfg)
 }
 
 /// tmuxPrefix as the orchestrator takes it, within what a unit name, a file name, a unit glob
@@ -273,6 +371,13 @@ fn parse_file(text: &str) -> Result<ConfigFile, String> {
         limits: key(&map, "limits", &format!("{LIMITS}, no other keys"))?,
         exit_retention_days: key(&map, "exitRetentionDays", "a whole number of days")?,
         inherit_environment: key(&map, "inheritEnvironment", "true or false")?,
+        max_concurrent_spawns: key(&map, "maxConcurrentSpawns", "a whole number from 1 to 256")?,
+        spawn_min_free_mem_mb: key(&map, "spawnMinFreeMemMb", "a whole number of MB")?,
+        spawn_max_load_per_cpu: key(&map, "spawnMaxLoadPerCpu", "a number above 0")?,
+        spawn_max_memory_pressure: key(&map, "spawnMaxMemoryPressure", "a percentage from 0 to 100")?,
+        spawn_admission_max_wait_ms: key(&map, "spawnAdmissionMaxWaitMs", "a whole number of milliseconds")?,
+        spawn_admission_poll_ms: key(&map, "spawnAdmissionPollMs", "a whole number of milliseconds above 0")?,
+        spawn_admission_disabled: key(&map, "spawnAdmissionDisabled", "true or false")?,
     })
 }
 

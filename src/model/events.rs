@@ -37,6 +37,10 @@ pub enum EventType {
     Reconnected,
     /// Events were dropped for a slow reader; `dropped` says how many.
     Lagged,
+    /// A spawn waits for admission, or its place or reason changed: `agent.queue` says which.
+    Queued,
+    /// A spawn left the admission queue: admitted (its `spawned` follows) or given up.
+    Dequeued,
 }
 
 impl EventType {
@@ -53,6 +57,8 @@ impl EventType {
             EventType::Disconnected => "disconnected",
             EventType::Reconnected => "reconnected",
             EventType::Lagged => "lagged",
+            EventType::Queued => "queued",
+            EventType::Dequeued => "dequeued",
         }
     }
 }

@@ -8,6 +8,7 @@ pub const STATES: &[&str] = &[
     "alive",
     "dead",
     "unknown",
+    "queued",
     "active",
     "reloading",
     "inactive",

@@ -56,13 +56,15 @@ pub enum ProcState {
     Unreadable,
 }
 
-/// alive / dead / unknown. A dead verdict needs positive evidence.
+/// alive / dead / unknown; `queued` for a spawn still waiting for admission (no unit yet). A dead
+/// verdict needs positive evidence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Liveness {
     Alive,
     Dead,
     Unknown,
+    Queued,
 }
 
 impl Liveness {
@@ -71,6 +73,7 @@ impl Liveness {
             Liveness::Alive => "alive",
             Liveness::Dead => "dead",
             Liveness::Unknown => "unknown",
+            Liveness::Queued => "queued",
         }
     }
 }
@@ -157,6 +160,9 @@ pub struct AgentRecord {
     pub description: String,
     /// A durable agent (`spawn --persist`): an enabled unit file, started with the user manager.
     pub durable: bool,
+    /// A spawn waiting for admission (`state: queued`): its place in the queue and why it
+    /// waits; null for every agent that has a unit.
+    pub queue: Option<crate::model::admission::QueueInfo>,
 }
 
 impl AgentRecord {
@@ -228,6 +234,7 @@ pub fn agent_record(s: &UnitSnapshot, proc_state: ProcState, home: &Path) -> Opt
         log_file: crate::model::plan::log_file(home, session).display().to_string(),
         description: s.description.clone(),
         durable: s.durable,
+        queue: None,
     })
 }
 

@@ -2,6 +2,7 @@
 //! the connected [`Supervisor`] they all hang off, and the clock. systemd is the only state:
 //! nothing here is cached between calls.
 
+pub mod admission;
 pub mod diagnose;
 pub mod durable;
 pub mod exec;

@@ -22,6 +22,13 @@ impl Supervisor {
         self.list_matching(&naming::agent_unit_pattern(&self.config.tmux_prefix)).await
     }
 
+    /// [`Supervisor::list`], then the spawns waiting for admission (`state: queued`), in queue order.
+    pub async fn list_with_queued(&self) -> Result<Vec<AgentRecord>, Error> {
+        let mut out = self.list().await?;
+        out.extend(self.queued());
+        Ok(out)
+    }
+
     pub(crate) async fn list_matching(&self, pattern: &str) -> Result<Vec<AgentRecord>, Error> {
         let snaps = self.snapshots_matching(pattern).await?;
         let mut out: Vec<AgentRecord> = snaps.iter().filter_map(|s| to_record(s, &self.host.home)).collect();

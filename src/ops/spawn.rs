@@ -18,6 +18,7 @@ use crate::model::record::AgentRecord;
 use crate::model::request::{self, SpawnRequest};
 use crate::model::state::ActiveState;
 use crate::model::unit::{self, Property};
+use crate::ops::admission::Admitted;
 use crate::ops::{now_ms, to_record, Supervisor};
 use std::time::Duration;
 
@@ -32,17 +33,36 @@ pub struct SpawnOutcome {
     pub schema_version: crate::model::contract::SchemaVersion,
     pub created: bool,
     pub agent: AgentRecord,
+    /// How long the spawn waited in the admission queue, ms (0: admitted at once, or found).
+    pub queued_ms: u64,
 }
 
 impl SpawnOutcome {
     pub fn new(created: bool, agent: AgentRecord) -> SpawnOutcome {
-        SpawnOutcome { schema_version: Default::default(), created, agent }
+        SpawnOutcome { schema_version: Default::default(), created, agent, queued_ms: 0 }
     }
+}
+
+/// How a spawn meets the admission gate.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpawnOptions {
+    /// Fail at once (exit 8) instead of queueing when no slot or headroom is free.
+    pub no_wait: bool,
 }
 
 impl Supervisor {
     /// Starts an agent, or returns the live agent of the same `spawnRequestId`.
     pub async fn spawn(&self, req: &SpawnRequest) -> Result<SpawnOutcome, Error> {
+        Ok(self.spawn_admitted(req, SpawnOptions::default()).await?.0)
+    }
+
+    /// [`Supervisor::spawn`] through the admission gate; the slot it held (if any) is returned,
+    /// for the caller to hold while it waits for the runner to register (`--wait-ready`).
+    pub async fn spawn_admitted(
+        &self,
+        req: &SpawnRequest,
+        opts: SpawnOptions,
+    ) -> Result<(SpawnOutcome, Option<Admitted>), Error> {
         let plan = plan_request(&self.config, &self.host, req, &self.runtime_root()?)?;
         // One spawnRequestId is one agent, whatever else the request says (provider, label): its
         // spawns take turns on a lock named after it, and each looks for a live agent of it under
@@ -64,9 +84,17 @@ impl Supervisor {
         let (found, version, files) =
             futures_util::join!(lookup, self.mgr.version(), async { files::write_spawn_files(&plan) });
         if let Some(agent) = found? {
-            return Ok(SpawnOutcome::new(false, agent));
+            return Ok((SpawnOutcome::new(false, agent), None));
         }
         let files = files?;
+        // Past the idempotency lookup: a retry of a queued request waited on its lock above and
+        // found the agent, or queues itself only once the first gave up.
+        let admitted = self.admit(&plan, opts.no_wait).await?;
+        let queued_ms = admitted.waited.as_millis() as u64;
+        let done = |mut o: SpawnOutcome| {
+            o.queued_ms = queued_ms;
+            Ok((o, Some(admitted)))
+        };
         // A reused name starts clean: not the previous run's runner info, nor its log lines. For a
         // request, the lookup above (under its lock) found no live agent; without one, the unit
         // of this name must not be live either (its start then fails as a conflict). A name used
@@ -93,7 +121,7 @@ impl Supervisor {
                         unit: plan.unit.clone(),
                         detail: "the unit carries no agent metadata".into(),
                     })?;
-                    return Ok(SpawnOutcome::new(true, agent));
+                    return done(SpawnOutcome::new(true, agent));
                 }
                 Ok((job, None)) if job.result == "done" => {
                     files.keep();
@@ -102,7 +130,7 @@ impl Supervisor {
                         unit: plan.unit.clone(),
                         detail: "the unit was gone right after it started".into(),
                     })?;
-                    return Ok(SpawnOutcome::new(true, agent));
+                    return done(SpawnOutcome::new(true, agent));
                 }
                 Ok((job, _)) => {
                     let detail = self.start_failure(&plan, &job.result).await;
@@ -146,7 +174,7 @@ impl Supervisor {
                         )));
                     }
                     if snap.durable {
-                        return self.durable_of_the_request(&snap).await;
+                        return done(self.durable_of_the_request(&snap).await?);
                     }
                     if snap.active().is_ended() && attempt < 2 {
                         // A dead incarnation of this very request: clear it and start afresh.
@@ -154,7 +182,7 @@ impl Supervisor {
                         continue;
                     }
                     let agent = self.await_settled(&plan.unit).await?;
-                    return Ok(SpawnOutcome::new(false, agent));
+                    return done(SpawnOutcome::new(false, agent));
                 }
             }
         }
@@ -168,8 +196,13 @@ impl Supervisor {
         let dir = self.runtime_root()?.join(REQUEST_LOCK_DIR);
         files::private_dir(&dir)?;
         let path = dir.join(format!("{}.lock", naming::unique_suffix(naming::UniqueId::SpawnRequest(rid))));
+        // A spawn of this request may be waiting in the admission queue: a retry waits its turn
+        // behind it (and then finds its agent) rather than queueing again at the end.
+        let admission = &self.config.admission;
+        let queue = if admission.disabled { Duration::ZERO } else { Duration::from_millis(admission.max_wait_ms) };
         let lock =
-            files::lock_file(&path, self.mgr.timeout(), &format!("another spawn of spawn request {rid:?}")).await?;
+            files::lock_file(&path, self.mgr.timeout() + queue, &format!("another spawn of spawn request {rid:?}"))
+                .await?;
         // Its time says when a spawn of this request last took it (`reap` removes idle ones).
         let _ = lock.set_modified(std::time::SystemTime::now());
         Ok(lock)

@@ -93,11 +93,26 @@ pub struct Watcher {
     /// `snapshot` and `ready` were emitted: later sessions reconcile and say `reconnected`.
     ready: bool,
     tracked: HashMap<String, Tracked>,
+    /// Spawns waiting for admission, by the unit they will have, as last reported.
+    queued: HashMap<String, AgentRecord>,
 }
+
+/// How often `watch` looks at the admission queue.
+const QUEUE_POLL: Duration = Duration::from_millis(250);
 
 impl Watcher {
     pub fn new(config: Config, host: HostEnv, timeout: Duration, out: mpsc::Sender<WatchEvent>) -> Watcher {
-        Watcher { config, host, timeout, out, dropped: 0, seq: 0, ready: false, tracked: HashMap::new() }
+        Watcher {
+            config,
+            host,
+            timeout,
+            out,
+            dropped: 0,
+            seq: 0,
+            ready: false,
+            tracked: HashMap::new(),
+            queued: HashMap::new(),
+        }
     }
 
     /// Runs until the receiver is dropped. Connection problems are reported as events and
@@ -196,11 +211,20 @@ impl Watcher {
             self.emit(meta(EventType::Reconnected, Some("resubscribed and reconciled from a fresh list".into())));
         }
         let mut reloading = false;
+        let mut queue_tick = tokio::time::interval(QUEUE_POLL);
+        queue_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.out.is_closed() {
                 return Ok(());
             }
-            match signals.next().await? {
+            let signal = tokio::select! {
+                s = signals.next() => s?,
+                _ = queue_tick.tick() => {
+                    self.poll_queue();
+                    continue;
+                }
+            };
+            match signal {
                 Signal::UnitChanged { unit, change } => {
                     if !reloading {
                         self.on_properties(&calls, &unit, change).await?;
@@ -233,6 +257,32 @@ impl Watcher {
                     ));
                 }
             }
+        }
+    }
+
+    /// `queued` for a spawn that entered the admission queue or whose place or reason changed;
+    /// `dequeued` for one that left it (admitted: its `spawned` follows; or given up).
+    fn poll_queue(&mut self) {
+        let now = crate::ops::admission::queued_records(&self.config, &self.host);
+        let mut left: Vec<String> =
+            self.queued.keys().filter(|u| !now.iter().any(|r| &r.systemd_unit == *u)).cloned().collect();
+        left.sort();
+        for unit in left {
+            let record = self.queued.remove(&unit);
+            let detail = if self.tracked.contains_key(&unit) { "admitted" } else { "left the queue" };
+            self.emit(WatchEvent { unit: Some(unit), agent: record, ..meta(EventType::Dequeued, Some(detail.into())) });
+        }
+        for r in now {
+            if self.queued.get(&r.systemd_unit).is_some_and(|old| old.queue == r.queue) {
+                continue;
+            }
+            self.queued.insert(r.systemd_unit.clone(), r.clone());
+            let detail = r.queue.as_ref().map(|q| format!("#{} {}", q.position, q.reason));
+            self.emit(WatchEvent {
+                unit: Some(r.systemd_unit.clone()),
+                agent: Some(r),
+                ..meta(EventType::Queued, detail)
+            });
         }
     }
 

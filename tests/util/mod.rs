@@ -135,6 +135,7 @@ pub fn example_config() -> Config {
         exit_retention_days: 7,
         inherit_environment: true,
         shared_mcp_url: "http://127.0.0.1:4861/mcp".into(),
+        admission: Default::default(),
     }
 }
 
