@@ -5,6 +5,8 @@
 #[path = "../util/mod.rs"]
 mod util;
 
+// Spawn admission: shared slots, the host-headroom gate, the visible queue, --no-wait, retries.
+mod admission;
 // spawn / list / show / stop as an operator checks them: systemctl, /proc, file modes.
 mod agents;
 // Bad spawn requests and arguments: one line, exit 2, no unit and no file left.

@@ -6,12 +6,13 @@
  */
 
 /**
- * alive / dead / unknown. A dead verdict needs positive evidence.
+ * alive / dead / unknown; `queued` for a spawn still waiting for admission (no unit yet). A dead
+ * verdict needs positive evidence.
  *
  * This interface was referenced by `Documents`'s JSON-Schema
  * via the `definition` "Liveness".
  */
-export type Liveness = 'alive' | 'dead' | 'unknown';
+export type Liveness = 'alive' | 'dead' | 'unknown' | 'queued';
 /**
  * `taskId` arrives as a number or a string; it names the session `task-N[-label]`.
  *
@@ -59,6 +60,7 @@ export type ErrorKind =
   | 'manager-unreachable'
   | 'timeout'
   | 'survived'
+  | 'not-admitted'
   | 'spawn-failed'
   | 'io'
   | 'systemd'
@@ -147,7 +149,9 @@ export type EventType =
   | 'removed'
   | 'disconnected'
   | 'reconnected'
-  | 'lagged';
+  | 'lagged'
+  | 'queued'
+  | 'dequeued';
 
 /**
  * Every document of the contract, by its type name.
@@ -218,6 +222,11 @@ export interface AgentRecord {
   profile: string | null;
   provider: string;
   /**
+   * A spawn waiting for admission (`state: queued`): its place in the queue and why it
+   * waits; null for every agent that has a unit.
+   */
+  queue: QueueInfo | null;
+  /**
    * The limits the request (or the config's `limits`) asked for: null where none was asked.
    */
   requestedLimits: Limits;
@@ -260,6 +269,30 @@ export interface Limits {
   memoryHigh: number | null;
   memoryMax: number | null;
   tasksMax: number | null;
+}
+/**
+ * A queued spawn as `list` and `watch` show it.
+ *
+ * This interface was referenced by `Documents`'s JSON-Schema
+ * via the `definition` "QueueInfo".
+ */
+export interface QueueInfo {
+  /**
+   * When it gives up: `queuedAt + maxWaitMs`.
+   */
+  maxWaitMs: number;
+  /**
+   * 1 for the next spawn to be admitted.
+   */
+  position: number;
+  /**
+   * When it started waiting, ms since the epoch.
+   */
+  queuedAt: number;
+  /**
+   * Why it waits: busy slots, earlier spawns, or the host's headroom.
+   */
+  reason: string;
 }
 /**
  * A pane read consistently with its cursor.
@@ -609,6 +642,10 @@ export interface SendAnswer {
 export interface SpawnAnswer {
   agent: AgentRecord;
   created: boolean;
+  /**
+   * How long the spawn waited in the admission queue, ms (0: admitted at once, or found).
+   */
+  queuedMs: number;
   /**
    * The JSON contract's version.
    */
