@@ -177,6 +177,29 @@ pub enum Command {
         #[arg(long, default_value_t = 10.0, value_name = "SECONDS", allow_negative_numbers = true)]
         timeout_stop: f64,
     },
+    /// Swap a running agent for a new generation: the successor registers and settles first
+    #[command(
+        after_help = "The successor starts from the agent's own spawn request (its prompt only with\nreplayPromptOnRestart), or from --spec; it keeps the agent id and runs under a spawnRequestId of\nits own. Only once its runner info names its pid and it is still alive after --settle-ms is the\npredecessor stopped (a durable one removed). If the successor fails, it is stopped, the\npredecessor keeps running and the answer says why (exit 1).\nExample:\n  agent-relay-systemd restart req-1 --spawn-request-id req-1-r2 -o json"
+    )]
+    Restart {
+        /// Agent id, session name, unit name or spawn request id
+        agent: String,
+        /// The successor's spawn request from FILE (`-`: stdin) instead of the agent's own
+        #[arg(long, value_name = "FILE")]
+        spec: Option<PathBuf>,
+        /// The successor's spawnRequestId [default: the --spec request's, else restart-<uuid>]
+        #[arg(long, value_name = "ID")]
+        spawn_request_id: Option<String>,
+        /// Seconds the successor has to register (runner info naming its pid)
+        #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+        registration_timeout: f64,
+        /// Milliseconds the successor must stay alive after registering
+        #[arg(long, default_value_t = 300, value_name = "MS")]
+        settle_ms: u64,
+        /// Seconds to wait for the predecessor's graceful stop before SIGKILL (0 or less: 10; at most 60)
+        #[arg(long, default_value_t = 10.0, value_name = "SECONDS", allow_negative_numbers = true)]
+        timeout_stop: f64,
+    },
     /// Start a stopped durable agent (spawn --persist) again; a live one is answered as it is
     #[command(
         after_help = "Answers as `spawn` does: `created` is true when this call started the agent, false when it was\nalready running. A transient agent cannot be started again (exit 2): spawn it anew.\nExample:\n  agent-relay-systemd start req-1 -o json"

@@ -105,6 +105,20 @@ impl Render for BareAgentList {
     }
 }
 
+impl Render for crate::ops::restart::RestartOutcome {
+    fn text(&self) -> String {
+        format!(
+            "restarted: {} (pid {}) replaces {} (pid {}); registered in {} ms, swap {} ms\n",
+            self.agent.systemd_unit,
+            self.agent.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            self.predecessor_unit,
+            self.predecessor_pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            self.registered_ms,
+            self.swap_ms
+        )
+    }
+}
+
 impl Render for AgentRecord {
     fn text(&self) -> String {
         agent_details(self)

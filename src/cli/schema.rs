@@ -48,6 +48,7 @@ pub fn documents() -> Vec<Document> {
         output::<AgentRecord>("agent-record", "AgentRecord", "`show`; each element of `list`"),
         output::<AgentList>("agent-list", "AgentList", "`list` (a bare array)"),
         output::<StopOutcome>("stop-answer", "StopAnswer", "`stop`"),
+        output::<crate::ops::restart::RestartOutcome>("restart-answer", "RestartAnswer", "`restart`"),
         output::<KillOutcome>("kill-answer", "KillAnswer", "`kill`"),
         output::<RemoveOutcome>("remove-answer", "RemoveAnswer", "`remove`"),
         output::<Generated>("generate-answer", "GenerateAnswer", "`generate`"),

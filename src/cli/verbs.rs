@@ -47,6 +47,16 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         }
         Command::Show { agent } => answer(o, block_on(async { connect(cli).await?.show(agent).await })),
         Command::Stop { agent, timeout_stop } => answer(o, block_on(stop(cli, agent, *timeout_stop))),
+        Command::Restart { agent, spec, spawn_request_id, registration_timeout, settle_ms, timeout_stop } => {
+            let args = RestartArgs {
+                spec: spec.as_deref(),
+                spawn_request_id: spawn_request_id.clone(),
+                registration_timeout: *registration_timeout,
+                settle_ms: *settle_ms,
+                timeout_stop: *timeout_stop,
+            };
+            answer(o, block_on(restart(cli, agent, args)))
+        }
         Command::Start { agent } => answer(o, block_on(async { connect(cli).await?.start(agent).await })),
         Command::Remove { agent, timeout_stop } => answer(o, block_on(remove(cli, agent, *timeout_stop))),
         Command::Wait { agent, timeout_wait } => answer(o, block_on(wait(cli, agent, *timeout_wait))),
@@ -200,6 +210,29 @@ fn stop_timeout(timeout_stop: f64) -> Result<Duration, Error> {
 async fn stop(cli: &Cli, agent: &str, timeout_stop: f64) -> Result<ops::StopOutcome, Error> {
     let timeout = stop_timeout(timeout_stop)?;
     connect(cli).await?.stop(agent, timeout).await
+}
+
+struct RestartArgs<'a> {
+    spec: Option<&'a Path>,
+    spawn_request_id: Option<String>,
+    registration_timeout: f64,
+    settle_ms: u64,
+    timeout_stop: f64,
+}
+
+async fn restart(cli: &Cli, agent: &str, a: RestartArgs<'_>) -> Result<ops::restart::RestartOutcome, Error> {
+    let opts = ops::restart::RestartOptions {
+        request: match a.spec {
+            Some(p) if p == Path::new("-") => Some(read_request(None)?),
+            Some(p) => Some(read_request(Some(p))?),
+            None => None,
+        },
+        spawn_request_id: a.spawn_request_id,
+        registration_timeout: seconds(a.registration_timeout, "--registration-timeout")?,
+        settle: Duration::from_millis(a.settle_ms),
+        stop_timeout: stop_timeout(a.timeout_stop)?,
+    };
+    connect(cli).await?.restart(agent, opts).await
 }
 
 async fn remove(cli: &Cli, agent: &str, timeout_stop: f64) -> Result<ops::durable::RemoveOutcome, Error> {

@@ -186,6 +186,9 @@ pub fn runner_info_file(home: &Path, session: &str) -> PathBuf {
     runner_info_dir(home).join(format!("{session}.json"))
 }
 
+/// The spawn request's file in an attempt's directory.
+pub const REQUEST_FILE_NAME: &str = "request.json";
+
 /// The prompt's file in an attempt's directory.
 pub const PROMPT_FILE_NAME: &str = "prompt";
 
@@ -290,6 +293,13 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, crate
         .map(|p| payload("agent-profile.json", serde_json::Value::Object(p.clone()).to_string()));
     let workspace_file =
         req.workspace.as_ref().map(|w| payload("workspace.json", serde_json::Value::Object(w.clone()).to_string()));
+    // The request as it was taken (with the agent id it was given), for `restart` to start the
+    // successor from: a 0600 file beside the env file, gone with it.
+    let mut taken = req.clone();
+    taken.agent_id = Some(agent_id.clone());
+    if let Ok(text) = serde_json::to_string(&taken) {
+        payload(REQUEST_FILE_NAME, text);
+    }
     let events_file = (!req.relay_injection_events.is_empty()).then(|| {
         payload("injection-events.json", serde_json::Value::Array(req.relay_injection_events.clone()).to_string())
     });

@@ -11,6 +11,7 @@ pub mod logs;
 pub mod ready;
 pub mod reap;
 pub mod record_exit;
+pub mod restart;
 pub mod show;
 pub mod spawn;
 pub mod stop;

@@ -24,6 +24,8 @@ mod durable;
 mod exits;
 // Guest terminals: a tmux server per guest in its own unit, bound to its agent, ended at its TTL.
 mod guests;
+// restart: a transactional swap of generations, transient and durable.
+mod restart;
 // One spawnRequestId is one agent, a reused name starts clean, a restart replays no prompt.
 mod dropin;
 // Hostile callers: metadata forged through LogExtraFields= across a reload; planted symlinks.

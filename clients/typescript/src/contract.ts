@@ -172,6 +172,7 @@ export interface Documents {
   LogsAnswer: LogsAnswer;
   ReapSummary: ReapSummary;
   RemoveAnswer: RemoveAnswer;
+  RestartAnswer: RestartAnswer;
   SendAnswer: SendAnswer;
   SpawnAnswer: SpawnAnswer;
   SpawnRequest: SpawnRequest;
@@ -616,6 +617,40 @@ export interface RemoveAnswer {
   wasRunning: boolean;
 }
 /**
+ * The answer of a restart: the successor running, the predecessor stopped.
+ *
+ * Schema: `schema/restart-answer.json` (`restart`; generated from the Rust types).
+ *
+ * This interface was referenced by `Documents`'s JSON-Schema
+ * via the `definition` "RestartAnswer".
+ */
+export interface RestartAnswer {
+  /**
+   * The new generation, registered and settled.
+   */
+  agent: AgentRecord;
+  /**
+   * The old generation's main pid when the swap began.
+   */
+  predecessorPid: number | null;
+  /**
+   * The old generation's unit, now stopped.
+   */
+  predecessorUnit: string;
+  /**
+   * From the successor's start to its registration, ms.
+   */
+  registeredMs: number;
+  /**
+   * The JSON contract's version.
+   */
+  schemaVersion: 2;
+  /**
+   * The whole swap: admission, start, registration, settle and the predecessor's stop, ms.
+   */
+  swapMs: number;
+}
+/**
  * `terminal send`: how many key groups went to the guest.
  *
  * Schema: `schema/send-answer.json` (`terminal send`; generated from the Rust types).
@@ -818,6 +853,7 @@ export const SCHEMA_FILES = {
   LogsAnswer: 'logs-answer.json',
   ReapSummary: 'reap-summary.json',
   RemoveAnswer: 'remove-answer.json',
+  RestartAnswer: 'restart-answer.json',
   SendAnswer: 'send-answer.json',
   SpawnAnswer: 'spawn-answer.json',
   SpawnRequest: 'spawn-request.json',

@@ -291,7 +291,7 @@ fn prompt_and_payloads_are_files_not_argv() {
     assert!(p.argv.iter().all(|a| !a.contains("PROMPT-TEXT") && !a.contains("APPEND")));
     assert!(!p.argv.contains(&"--prompt".to_string()));
     let names: Vec<_> = p.payloads.iter().map(|f| f.path.file_name().unwrap().to_str().unwrap()).collect();
-    assert_eq!(names, ["prompt", "system-prompt-append", "agent-profile.json", "workspace.json"]);
+    assert_eq!(names, ["prompt", "system-prompt-append", "agent-profile.json", "workspace.json", "request.json"]);
     assert_eq!(env(&p, "AGENT_RELAY_PROMPT_FILE"), Some(p.payloads[0].path.to_str().unwrap()));
     assert!(env(&p, "AGENT_RELAY_WORKSPACE_JSON_FILE").is_some());
     assert!(p.secret_env.contains(&("P".to_string(), "1".to_string())), "profile env is applied");
