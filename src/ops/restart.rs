@@ -41,7 +41,7 @@ pub struct RestartOutcome {
     pub predecessor_unit: String,
     /// The old generation's main pid when the swap began.
     pub predecessor_pid: Option<u32>,
-    /// From the successor's start to its registration, ms.
+    /// From the successor's start answer to its runner info naming its pid, ms.
     pub registered_ms: u64,
     /// The whole swap: admission, start, registration, settle and the predecessor's stop, ms.
     pub swap_ms: u64,
@@ -78,10 +78,11 @@ impl Supervisor {
             self.spawn_admitted(&next, SpawnOptions::default()).await?
         };
         let new = outcome.agent;
-        let started = Instant::now();
-        if let Err(why) = self.registered_and_settled(&new, &opts).await {
-            self.tear_down(&new, opts.stop_timeout).await;
-            return Err(Error::SpawnFailed {
+        let registered = match self.registered_and_settled(&new, &opts).await {
+            Ok(took) => took,
+            Err(why) => {
+                self.tear_down(&new, opts.stop_timeout).await;
+                return Err(Error::SpawnFailed {
                 unit: new.systemd_unit.clone(),
                 detail: format!(
                     "restart aborted: the successor {why}; it was stopped and the predecessor {} keeps running (pid {})",
@@ -89,8 +90,9 @@ impl Supervisor {
                     old.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
                 ),
             });
-        }
-        let registered_ms = started.elapsed().as_millis() as u64;
+            }
+        };
+        let registered_ms = registered.as_millis() as u64;
         drop(_slot);
         if old.durable {
             self.remove(&old.systemd_unit, opts.stop_timeout).await?;
@@ -134,9 +136,10 @@ impl Supervisor {
         Ok(request::parse(&text)?)
     }
 
-    /// Ok once the successor's runner info names its main pid and it is still that pid, alive,
-    /// a settle window later; else why not.
-    async fn registered_and_settled(&self, new: &AgentRecord, opts: &RestartOptions) -> Result<(), String> {
+    /// Ok (with how long registration took) once the successor's runner info names its main pid
+    /// and it is still that pid, alive, a settle window later; else why not.
+    async fn registered_and_settled(&self, new: &AgentRecord, opts: &RestartOptions) -> Result<Duration, String> {
+        let begun = Instant::now();
         let info = plan::runner_info_file(&self.host.home, &new.session_name);
         let deadline = Instant::now() + opts.registration_timeout;
         let pid = loop {
@@ -155,10 +158,11 @@ impl Supervisor {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
+        let took = begun.elapsed();
         tokio::time::sleep(opts.settle).await;
         let rec = self.record_of(&new.systemd_unit).await.map_err(|e| e.to_string())?;
         match rec {
-            Some(r) if r.state == Liveness::Alive && r.pid == Some(pid) => Ok(()),
+            Some(r) if r.state == Liveness::Alive && r.pid == Some(pid) => Ok(took),
             _ => Err(format!("did not stay alive through the {} ms settle window", opts.settle.as_millis())),
         }
     }

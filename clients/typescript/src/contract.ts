@@ -638,7 +638,7 @@ export interface RestartAnswer {
    */
   predecessorUnit: string;
   /**
-   * From the successor's start to its registration, ms.
+   * From the successor's start answer to its runner info naming its pid, ms.
    */
   registeredMs: number;
   /**
