@@ -17,7 +17,9 @@ Exit codes:
   6  the user manager did not answer in time, or `wait --timeout-wait` or `spawn --ready-timeout`
      passed first
   7  the agent survived SIGKILL (not stopped)
-  8  doctor: a required check failed (its findings say which and how to fix it)";
+  8  doctor: a required check failed (its findings say which and how to fix it)
+  9  spawn not admitted: no spawn slot or host headroom within spawnAdmissionMaxWaitMs (or at
+     once with --no-wait); nothing was started";
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -122,7 +124,7 @@ pub enum Command {
         /// With --wait-ready: give up after SECONDS (exit 6, kind timeout; the agent stays) [default: 30]
         #[arg(long, value_name = "SECONDS", requires = "wait_ready")]
         ready_timeout: Option<f64>,
-        /// Fail at once (exit 8, kind not-admitted) instead of queueing when no spawn slot or host
+        /// Fail at once (exit 9, kind not-admitted) instead of queueing when no spawn slot or host
         /// headroom is free
         #[arg(long)]
         no_wait: bool,

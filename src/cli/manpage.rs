@@ -21,6 +21,10 @@ const ENVIRONMENT: &[(&str, &str)] = &[
         "Override the config file's runnerCommand and inheritEnvironment.",
     ),
     (
+        "AGENT_RELAY_MAX_CONCURRENT_SPAWNS, AGENT_RELAY_SPAWN_MIN_FREE_MEM_MB, AGENT_RELAY_SPAWN_MAX_LOAD_PER_CPU, AGENT_RELAY_SPAWN_MAX_MEMORY_PRESSURE, AGENT_RELAY_SPAWN_ADMISSION_MAX_WAIT_MS, AGENT_RELAY_SPAWN_ADMISSION_POLL_MS, AGENT_RELAY_SPAWN_ADMISSION_DISABLED",
+        "Override the spawn admission gate's settings (maxConcurrentSpawns 2, spawnMinFreeMemMb 512, spawnMaxLoadPerCpu 4, spawnMaxMemoryPressure 10, spawnAdmissionMaxWaitMs 60000, spawnAdmissionPollMs 2000, spawnAdmissionDisabled false); a spawn not admitted in time exits 9.",
+    ),
+    (
         "XDG_RUNTIME_DIR",
         "The user manager's private socket ($XDG_RUNTIME_DIR/systemd/private) and the session bus are found here; so are the per-request locks.",
     ),
@@ -32,7 +36,10 @@ const FILES: &[(&str, &str)] = &[
     ("~/.agent-relay/orchestrator.json", "The orchestrator config file (missing: defaults)."),
     ("~/.agent-relay/logs/SESSION.log", "An agent's output (0600); logs reads it."),
     ("~/.agent-relay/runners/SESSION.json", "What the runner says about itself (its info file)."),
-    ("$XDG_RUNTIME_DIR/agent-relay-systemd/", "Secret and payload files of transient agents, request locks."),
+    (
+        "$XDG_RUNTIME_DIR/agent-relay-systemd/",
+        "Secret and payload files of transient agents (request.json: the spawn request restart starts the successor from), request locks, admission slots and queue tickets.",
+    ),
     ("$XDG_CONFIG_HOME/systemd/user/", "Unit files of durable agents (spawn --persist)."),
     ("$XDG_STATE_HOME/agent-relay-systemd/", "Durable agents' secret files and the exit records diagnose reads."),
 ];

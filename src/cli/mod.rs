@@ -43,7 +43,7 @@ pub enum ErrorKind {
     Timeout,
     /// Exit 7: the agent survived SIGKILL.
     Survived,
-    /// Exit 8: the spawn gate did not admit the spawn (its queue wait ran out, or `--no-wait`);
+    /// Exit 9: the spawn gate did not admit the spawn (its queue wait ran out, or `--no-wait`);
     /// nothing was started.
     NotAdmitted,
     /// Exit 1: the runner could not be started.
@@ -164,7 +164,7 @@ pub fn classify(e: &Error) -> (ErrorKind, u8) {
         Error::ManagerUnreachable { .. } => (ErrorKind::ManagerUnreachable, 5),
         Error::Timeout { .. } | Error::WaitTimeout { .. } | Error::ReadyTimeout { .. } => (ErrorKind::Timeout, 6),
         Error::Survived { .. } => (ErrorKind::Survived, 7),
-        Error::NotAdmitted { .. } => (ErrorKind::NotAdmitted, 8),
+        Error::NotAdmitted { .. } => (ErrorKind::NotAdmitted, 9),
         Error::SpawnFailed { .. } => (ErrorKind::SpawnFailed, 1),
         Error::Io { .. } => (ErrorKind::Io, 1),
         Error::Systemd { .. } => (ErrorKind::Systemd, 1),

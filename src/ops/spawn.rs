@@ -46,7 +46,7 @@ impl SpawnOutcome {
 /// How a spawn meets the admission gate.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SpawnOptions {
-    /// Fail at once (exit 8) instead of queueing when no slot or headroom is free.
+    /// Fail at once (exit 9) instead of queueing when no slot or headroom is free.
     pub no_wait: bool,
 }
 

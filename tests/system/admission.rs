@@ -115,8 +115,8 @@ fn a_spawn_the_memory_gate_refuses_queues_visibly_then_fails_with_nothing_starte
     assert_eq!(q[0]["queue"]["position"], 1);
     assert!(q[0]["queue"]["reason"].as_str().unwrap().starts_with("usable memory"), "{q:?}");
     assert_eq!(q[0]["pid"], Value::Null);
-    // Then it fails: exit 8, kind not-admitted, the orchestrator's marker, one line.
-    assert_eq!(out.status.code(), Some(8), "{}", String::from_utf8_lossy(&out.stderr));
+    // Then it fails: exit 9, kind not-admitted, the orchestrator's marker, one line.
+    assert_eq!(out.status.code(), Some(9), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(took >= Duration::from_millis(2400) && took < Duration::from_secs(10), "took {took:?}");
     let err = schema::parse_valid("error", &out.stdout);
     assert_eq!(err["error"]["kind"], "not-admitted", "{err}");
@@ -139,7 +139,7 @@ fn a_spawn_the_memory_gate_refuses_queues_visibly_then_fails_with_nothing_starte
     // --no-wait: the same refusal at once.
     let began = Instant::now();
     let out = env.run(&["spawn", "--no-wait", "-o", "json"], Some(&req.to_string()));
-    assert_eq!(out.status.code(), Some(8), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(9), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(began.elapsed() < Duration::from_secs(2), "--no-wait waited {:?}", began.elapsed());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--no-wait"));
     assert!(env.agent_units().is_empty());

@@ -93,7 +93,7 @@ fn a_successor_that_exits_at_once_leaves_the_predecessor_running_with_its_pid() 
     assert!(String::from_utf8_lossy(&out.stderr).contains("spawnRequestId of its own"));
     // A stopped agent cannot be restarted: exit 2, not_running.
     env.json(&["stop", "keep-000001", "-o", "json"], None);
-    let out = env.run(&["restart", &old["systemdUnit"].as_str().unwrap().to_string()], None);
+    let out = env.run(&["restart", old["systemdUnit"].as_str().unwrap()], None);
     assert!(matches!(out.status.code(), Some(2 | 3)), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(env.agent_units().is_empty(), "{:?}", env.agent_units());
 }
