@@ -1,6 +1,6 @@
 //! Scale: how the costs grow with the number of live agents. Against a private `systemd --user`
-//! (the one `sandbox` starts), light agents (our fake runner) are spawned through the CLI, 8 at
-//! a time, up to 250, 500, 1000 and 2000; at each size:
+//! (the one `sandbox` starts), light agents are spawned through the CLI, 8 at a time, up to 250,
+//! 500, 1000 and 2000; at each size:
 //!
 //! - `list -o json` (best of 3; per agent) beside a floor measured in the same run: a bare zbus
 //!   client on the private socket, `ListUnitsByPatterns` + the 14 property reads a record needs,
@@ -15,6 +15,10 @@
 //!   without gaps, no `lagged`);
 //!
 //! and finally the stop of every agent by agent id, 8 at a time (wall time).
+//!
+//! A light agent is a shell script that writes its runner-info file as a runner does (so `list`
+//! and `show` read one per agent) and then `exec`s `sleep`: it costs nothing while it lives. The
+//! fake runner (`examples/fake-runner`) wakes every 20 ms; 2000 of them keep two cores busy.
 //!
 //!     cargo build --release --bin agent-relay-systemd --example fake-runner
 //!     cargo bench --bench scale                  # SCALE_MAX=250 for a quick run
@@ -105,9 +109,13 @@ impl Bench {
         (d, Agent { rid, agent_id: s("agentId"), unit: s("systemdUnit") })
     }
 
-    /// `count` spawns, 8 at a time: their latencies in spawn order, and the agents.
-    fn grow(&self, count: usize) -> (Vec<Duration>, Vec<Agent>) {
-        parallel(&vec![(); count], WORKERS, |_| self.spawn()).into_iter().unzip()
+    /// `count` spawns, 8 at a time: their latencies in spawn order, the agents, and the
+    /// manager's CPU time per spawn.
+    fn grow(&self, count: usize) -> (Vec<Duration>, Vec<Agent>, f64) {
+        let cpu = manager_cpu(self.mgr.pid());
+        let (lat, agents) = parallel(&vec![(); count], WORKERS, |_| self.spawn()).into_iter().unzip();
+        let cpu = ms(manager_cpu(self.mgr.pid()).saturating_sub(cpu)) / count.max(1) as f64;
+        (lat, agents, cpu)
     }
 
     /// A CLI call that must succeed: wall time, the manager's CPU time over it, stdout as JSON.
@@ -118,6 +126,22 @@ impl Bench {
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         (d, cpu, serde_json::from_slice(&out.stdout).unwrap())
     }
+}
+
+/// A runner that writes its runner-info file (atomically, as runners do) and sleeps: no wakeups.
+fn light_runner(home: &Path) -> PathBuf {
+    let sleep = ["/bin/sleep", "/usr/bin/sleep"].into_iter().find(|p| Path::new(p).exists()).expect("sleep");
+    let script = format!(
+        "#!/bin/sh\n\
+         f=\"$AGENT_RELAY_RUNNER_INFO_FILE\"\n\
+         printf '{{\"agentId\":\"%s\",\"runnerId\":\"light-%s\",\"provider\":\"claude\",\"pid\":%s,\"tmuxSession\":\"%s\"}}\\n' \
+         \"$AGENT_RELAY_AGENT_ID\" \"$$\" \"$$\" \"$AGENT_RELAY_TMUX_SESSION\" > \"$f.tmp\" && mv \"$f.tmp\" \"$f\"\n\
+         exec {sleep} infinity\n"
+    );
+    let path = home.join("light-runner");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
 }
 
 /// The manager's CPU time so far (its main thread, where D-Bus is served), ns precision.
@@ -351,6 +375,7 @@ struct Row {
     show_unit_cpu_ms: f64,
     show_rid_cpu_ms: f64,
     spawn_p50_ms: f64,
+    spawn_cpu_ms: f64,
     stop_id_ms: f64,
     stop_unit_ms: f64,
     watch_fresh_kib: u64,
@@ -367,13 +392,13 @@ impl Row {
             "showAgentIdMs": self.show_id_ms, "showUnitMs": self.show_unit_ms, "showSpawnRequestIdMs": self.show_rid_ms,
             "showAgentIdManagerCpuMs": self.show_id_cpu_ms, "showUnitManagerCpuMs": self.show_unit_cpu_ms,
             "showSpawnRequestIdManagerCpuMs": self.show_rid_cpu_ms,
-            "spawnP50Ms": self.spawn_p50_ms, "stopAgentIdMs": self.stop_id_ms, "stopUnitMs": self.stop_unit_ms,
+            "spawnP50Ms": self.spawn_p50_ms, "spawnManagerCpuMs": self.spawn_cpu_ms, "stopAgentIdMs": self.stop_id_ms, "stopUnitMs": self.stop_unit_ms,
             "watchFreshPeakRssKiB": self.watch_fresh_kib, "watchReadyMs": self.watch_ready_ms,
             "watchFollowerPeakRssKiB": self.watch_follower_kib,
         })
     }
 
-    fn print(&self, spawn_p50_at_0: f64) {
+    fn print(&self, spawn_p50_at_0: f64, spawn_cpu_at_0: f64) {
         let n = self.n as f64;
         println!("== {} agents (load average {}) ==", self.n, self.load);
         let line = |what: &str, v: String| println!("  {what:<58} {v}");
@@ -410,6 +435,10 @@ impl Row {
                 self.spawn_p50_ms / spawn_p50_at_0,
                 spawn_p50_at_0
             ),
+        );
+        line(
+            "  the manager's CPU per spawn (the growth to this size)",
+            format!("{:.2} ms ({:.2} ms in the first 64)", self.spawn_cpu_ms, spawn_cpu_at_0),
         );
         line(
             "stop <agentId> / <unit>, median",
@@ -457,25 +486,22 @@ fn main() {
     let target_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
     let profile = if target_dir.join("release/agent-relay-systemd").exists() { "release" } else { "debug" };
     let bin = target_dir.join(profile).join("agent-relay-systemd");
-    let runner = target_dir.join(profile).join("examples/fake-runner");
-    assert!(
-        bin.exists() && runner.exists(),
-        "build first: cargo build --release --bin agent-relay-systemd --example fake-runner"
-    );
+    assert!(bin.exists(), "build first: cargo build --release --bin agent-relay-systemd --example fake-runner");
     assert!(max >= SPAWN_SAMPLE + 2 * STOP_ROUNDS, "SCALE_MAX must be at least {}", SPAWN_SAMPLE + 2 * STOP_ROUNDS);
 
     let mgr = PrivateManager::start().expect("a private systemd --user (root, systemd 252+)");
     let home = mgr.root().join("home");
     std::fs::create_dir_all(home.join("projects/app")).unwrap();
     let config = home.join("orchestrator.json");
-    let cfg = json!({"baseDir": home.join("projects"), "token": "bench-token", "runnerCommand": [runner],
+    let light = light_runner(&home);
+    let cfg = json!({"baseDir": home.join("projects"), "token": "bench-token", "runnerCommand": [light],
         "maxConcurrentSpawns": 64, "spawnMaxLoadPerCpu": 1000});
     std::fs::write(&config, cfg.to_string()).unwrap();
     let b = Bench { mgr, home, config, bin, next: AtomicUsize::new(0) };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let floor = rt.block_on(Floor::connect(b.mgr.runtime_dir()));
     println!(
-        "scale: sizes {sizes:?}, {WORKERS} CLI processes at a time, fake runners, {profile} build; load average at start {}",
+        "scale: sizes {sizes:?}, {WORKERS} CLI processes at a time, light runners, {profile} build; load average at start {}",
         load_average()
     );
 
@@ -486,16 +512,16 @@ fn main() {
     let started = Instant::now();
     let mut live: Vec<Agent> = Vec::new();
     let mut spawned_units: HashSet<String> = HashSet::new();
-    let (first, agents) = b.grow(SPAWN_SAMPLE);
+    let (first, agents, spawn_cpu_at_0) = b.grow(SPAWN_SAMPLE);
     let spawn_p50_at_0 = median(&first);
     spawned_units.extend(agents.iter().map(|a| a.unit.clone()));
     live.extend(agents);
     let mut rows: Vec<Row> = Vec::new();
     for &n in &sizes {
-        let (lat, agents) = b.grow(n - live.len());
+        let (lat, agents, spawn_cpu_ms) = b.grow(n - live.len());
         spawned_units.extend(agents.iter().map(|a| a.unit.clone()));
         live.extend(agents);
-        let mut row = Row { n, load: load_average(), ..Default::default() };
+        let mut row = Row { n, load: load_average(), spawn_cpu_ms, ..Default::default() };
         row.spawn_p50_ms = median(&lat[lat.len().saturating_sub(SPAWN_SAMPLE)..]);
         // Settled: the last runners have written their runner info.
         std::thread::sleep(Duration::from_secs(2));
@@ -568,12 +594,12 @@ fn main() {
         row.watch_fresh_kib = w.peak_rss_kib();
         w.stop();
         row.watch_follower_kib = follower.peak_rss_kib();
-        row.print(spawn_p50_at_0);
+        row.print(spawn_p50_at_0, spawn_cpu_at_0);
         rows.push(row);
     }
 
     // Back to the largest size, then every agent stopped by agent id, 8 at a time.
-    let (_, agents) = b.grow(max - live.len());
+    let (_, agents, _) = b.grow(max - live.len());
     spawned_units.extend(agents.iter().map(|a| a.unit.clone()));
     live.extend(agents);
     let load_before_stop = load_average();
@@ -713,7 +739,7 @@ fn main() {
 
     let report = json!({
         "sizes": rows.iter().map(Row::json).collect::<Vec<_>>(),
-        "spawnP50At0Ms": spawn_p50_at_0,
+        "spawnP50At0Ms": spawn_p50_at_0, "spawnManagerCpuAt0Ms": spawn_cpu_at_0,
         "stopAll": {"agents": max, "wallS": stop_all.as_secs_f64(), "p50Ms": median(&stops), "p99Ms": quantile(&stops, 0.99), "loadAverage": load_before_stop},
         "watchFollower": {"lines": lines, "units": spawned_units.len(), "neverSpawned": lost_spawned, "neverRemoved": lost_removed,
             "seqGaps": gaps.len(), "lagged": lagged, "disconnected": disconnected, "peakRssKiB": follower_kib},
