@@ -299,21 +299,31 @@ impl Supervisor {
 
     /// Records of durable agents whose unit file is in our unit directory but whose unit is not
     /// loaded (disabled by hand, or half removed), so that `show` and `remove` still find them.
+    /// Our unit directory is read, not the manager's list of unit files: that list holds every
+    /// unit file of its search path, each transient agent's among them, and making it costs the
+    /// manager a second with 2000 agents. A file whose unit is loaded is skipped (`GetUnit`).
     pub(crate) async fn unloaded_durable_agents(&self) -> Result<Vec<crate::model::record::AgentRecord>, Error> {
         let dir = self.host.user_unit_dir();
-        let pattern = naming::agent_unit_pattern(&self.config.tmux_prefix);
-        let files = self.mgr.unit_files(std::slice::from_ref(&pattern)).await?;
-        let loaded: Vec<String> =
-            self.mgr.list_units(std::slice::from_ref(&pattern)).await?.into_iter().map(|l| l.unit).collect();
+        let head = format!("{}{}-", naming::AGENT_UNIT_PREFIX, self.config.tmux_prefix);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::Io { op: "reading the unit directory", path: dir, source: e }),
+        };
+        // The names the manager's `agent-relay-managed-<prefix>-*.service` would match, and
+        // would take for unit names.
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(&head) && n.ends_with(".service") && is_unit_name(n))
+            .collect();
+        names.sort();
         let mut out = Vec::new();
-        for (path, _state) in files {
-            let path = Path::new(&path);
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-            if path.parent() != Some(dir.as_path()) || loaded.iter().any(|u| u == name) {
+        for name in names {
+            if self.mgr.unit_path(&name).await?.is_some() {
                 continue;
             }
             // One odd unit file must not make every lookup fail: it is skipped, as in spawn.
-            if let Some(snap) = self.unloaded_durable_snapshot(name).await? {
+            if let Some(snap) = self.unloaded_durable_snapshot(&name).await? {
                 out.extend(to_record(&snap, &self.host.home));
             }
         }
@@ -344,6 +354,12 @@ impl Supervisor {
         files::private_dir(&root)?;
         files::lock_file(&root.join(".lock"), files::LOCK_WAIT, "another durable spawn or remove").await
     }
+}
+
+/// A file name the manager takes for a unit name (systemd.unit(5): at most 255 characters
+/// of `[A-Za-z0-9:_.\\@-]`), so that `LoadUnit` of it is no invalid-argument error.
+fn is_unit_name(name: &str) -> bool {
+    name.len() <= 255 && name.chars().all(|c| c.is_ascii_alphanumeric() || ":-_.\\@".contains(c))
 }
 
 /// Writes the unit file atomically (temp file, fsync, rename), mode 0644: it holds no secret.

@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use crate::error::Error;
 use crate::io::host;
 use crate::io::systemd::manager::Listed;
+use crate::model::meta::AgentMeta;
 use crate::model::record::{self, AgentRecord, UnitSnapshot};
 use crate::model::{naming, plan};
 use crate::ops::Supervisor;
@@ -43,13 +44,21 @@ impl Supervisor {
 
     /// Properties of every unit matching `pattern`, read concurrently (units gone meanwhile skipped).
     pub(crate) async fn snapshots_matching(&self, pattern: &str) -> Result<Vec<UnitSnapshot>, Error> {
-        self.snapshots_where(pattern, |_| true).await
+        self.snapshots_where(pattern, |_, _| true).await
     }
 
-    /// Properties of the units matching `pattern` that `keep` chooses from their listing alone.
-    async fn snapshots_where(&self, pattern: &str, keep: impl Fn(&Listed) -> bool) -> Result<Vec<UnitSnapshot>, Error> {
-        let units = self.mgr.list_units(&[pattern.to_string()]).await?;
-        let reads = futures_util::stream::iter(units.into_iter().filter(|l| keep(l)))
+    /// Properties of the units matching `pattern` that `keep` chooses by name and description.
+    async fn snapshots_where(
+        &self,
+        pattern: &str,
+        keep: impl Fn(&str, &str) -> bool,
+    ) -> Result<Vec<UnitSnapshot>, Error> {
+        self.snapshots_of(self.mgr.listing(&[pattern.to_string()]).await?.rows(keep)?).await
+    }
+
+    /// Properties of listed units, read concurrently (units gone meanwhile skipped).
+    async fn snapshots_of(&self, units: Vec<Listed>) -> Result<Vec<UnitSnapshot>, Error> {
+        let reads = futures_util::stream::iter(units)
             .map(|l| async move { (self.mgr.snapshot_listed(&l).await, l.unit) })
             .buffer_unordered(READ_CONCURRENCY)
             .collect::<Vec<_>>()
@@ -78,6 +87,11 @@ impl Supervisor {
     ///
     /// Loaded units first, then durable agents whose unit is not loaded. Two agents or more of
     /// the deciding kind are [`Error::Ambiguous`], listing their units: nothing is picked.
+    ///
+    /// What it costs: a unit name, one unit's reads. An id, one listing of the agent units (the
+    /// manager's only index that holds every agent id: the description) and the reads of the few
+    /// units it names. A policy name, or nothing found: that listing again, and one read
+    /// (`LogExtraFields`) of every agent.
     pub(crate) async fn resolve(&self, reference: &str) -> Result<AgentRecord, Error> {
         if reference.is_empty() || reference.chars().any(char::is_control) {
             return Err(Error::BadReference { reference: reference.to_string() });
@@ -92,10 +106,11 @@ impl Supervisor {
         // Every unit spawned under this id ends with the unique part derived from it, and every
         // agent's description ends with its agent id: the listing alone narrows what is read.
         let tags = naming::unique_suffixes_of(reference).map(|t| format!("-{t}.service"));
+        let listing = self.mgr.listing(&[naming::agent_unit_pattern(prefix)]).await?;
         let near = self
-            .snapshots_where(&naming::agent_unit_pattern(prefix), |l| {
-                tags.iter().any(|t| l.unit.ends_with(t)) || plan::description_may_name(&l.description, reference)
-            })
+            .snapshots_of(listing.rows(|unit, description| {
+                tags.iter().any(|t| unit.ends_with(t)) || plan::description_may_name(description, reference)
+            })?)
             .await?;
         let by_id: Vec<AgentRecord> =
             near.iter().filter_map(|s| to_record(s, &self.host.home)).filter(|r| is_id_of(r, reference)).collect();
@@ -109,10 +124,9 @@ impl Supervisor {
         if let Some(r) = only(reference, unloaded.iter().filter(|r| is_id_of(r, reference)).cloned().collect())? {
             return Ok(r);
         }
-        // Policy names: only a full list knows.
-        let mut by_policy = self.list().await?;
-        by_policy.extend(unloaded);
-        by_policy.retain(|r| r.policy_name.as_deref() == Some(reference));
+        // Policy names: only an agent's metadata knows.
+        let mut by_policy = self.records_of_policy(reference, listing.rows(|_, _| true)?).await?;
+        by_policy.extend(unloaded.into_iter().filter(|r| r.policy_name.as_deref() == Some(reference)));
         if let Some(r) = only(reference, by_policy)? {
             return Ok(r);
         }
@@ -123,6 +137,35 @@ impl Supervisor {
             });
         }
         Err(Error::NotFound { reference: reference.to_string() })
+    }
+
+    /// The records of the listed agents whose policy name is `policy`: their metadata alone is
+    /// read (one read each, all in flight), then the matching units in full.
+    async fn records_of_policy(&self, policy: &str, units: Vec<Listed>) -> Result<Vec<AgentRecord>, Error> {
+        let reads = futures_util::stream::iter(units)
+            .map(|l| async move { (self.mgr.log_extra_fields(&l.unit, &l.path).await, l) })
+            .buffer_unordered(READ_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let mut matching = Vec::new();
+        for (fields, l) in reads {
+            match fields {
+                Ok(f)
+                    if AgentMeta::from_log_extra_fields(&f).and_then(|m| m.policy_name).as_deref() == Some(policy) =>
+                {
+                    matching.push(l)
+                }
+                Ok(_) => {}
+                Err(e) if e.is_unit_gone() => tracing::debug!(unit = %l.unit, "unit vanished while listing"),
+                Err(e) => return Err(e),
+            }
+        }
+        let snaps = self.snapshots_of(matching).await?;
+        Ok(snaps
+            .iter()
+            .filter_map(|s| to_record(s, &self.host.home))
+            .filter(|r| r.policy_name.as_deref() == Some(policy))
+            .collect())
     }
 
     pub(crate) async fn snapshot(&self, unit: &str) -> Result<Option<UnitSnapshot>, Error> {

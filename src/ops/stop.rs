@@ -111,9 +111,10 @@ impl Supervisor {
         }
         let deadline = tokio::time::Instant::now() + if killed { KILL_GRACE } else { KILL_GRACE / 2 };
         loop {
-            // Two cheap reads per round: the cgroup's pids and the unit's state from the listing.
+            // Cheap reads per round, each a lookup by name in the manager (a listing by pattern
+            // would match every unit it has): the cgroup's pids and the unit's state.
             let pids = self.mgr.unit_pids(unit).await?;
-            let active = self.mgr.unit_state(unit).await?.filter(|s| !ActiveState::parse(s).is_ended());
+            let active = self.mgr.active_state(unit).await?.filter(|s| !ActiveState::parse(s).is_ended());
             let main_alive = main_pid.is_some_and(|p| host::proc_state(p) == record::ProcState::Running);
             if pids.is_empty() && active.is_none() && !main_alive {
                 return Ok(killed);

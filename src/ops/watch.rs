@@ -42,8 +42,10 @@ pub struct WatchEvent {
     pub time: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
+    /// Boxed: an event waits in the queue for the writer, and 2000 agents' snapshots at once
+    /// would otherwise hold 2000 records inline in it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub agent: Option<AgentRecord>,
+    pub agent: Option<Box<AgentRecord>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit: Option<ExitInfo>,
     /// `ready`: how many agents the snapshot held.
@@ -71,12 +73,13 @@ fn meta(kind: EventType, detail: Option<String>) -> WatchEvent {
     }
 }
 
+/// What is kept of one agent between events: its properties, not its record (made from them
+/// when an event carries it), so that following 2000 agents holds 2000 snapshots and no more.
 struct Tracked {
     /// The unit's properties as last read, with every change signalled since applied: the
     /// record of an event is made from it after the change.
     snap: UnitSnapshot,
     view: View,
-    record: AgentRecord,
     /// The main pid last reported as `started`: one run, one `started`.
     announced: u32,
 }
@@ -92,13 +95,20 @@ pub struct Watcher {
     seq: u64,
     /// `snapshot` and `ready` were emitted: later sessions reconcile and say `reconnected`.
     ready: bool,
-    tracked: HashMap<String, Tracked>,
+    /// Boxed: the table itself stays small (a pointer per slot) as it grows.
+    tracked: HashMap<String, Box<Tracked>>,
     /// Spawns waiting for admission, by the unit they will have, as last reported.
     queued: HashMap<String, AgentRecord>,
 }
 
 /// How often `watch` looks at the admission queue.
 const QUEUE_POLL: Duration = Duration::from_millis(250);
+/// Snapshot events queued at once at start: one per agent would hold every agent's record in the
+/// queue at once (2000 agents, 4 MiB) before the writer caught up.
+const SNAPSHOT_BURST: usize = 256;
+/// How long the snapshot waits for a writer that drains nothing: then it goes on, dropping (and
+/// counting) what does not fit, as for any slow reader.
+const SNAPSHOT_STALL: Duration = Duration::from_millis(200);
 
 impl Watcher {
     pub fn new(config: Config, host: HostEnv, timeout: Duration, out: mpsc::Sender<WatchEvent>) -> Watcher {
@@ -143,6 +153,26 @@ impl Watcher {
         }
     }
 
+    /// Events in the queue, not yet taken by the writer.
+    fn queued(&self) -> usize {
+        self.out.max_capacity() - self.out.capacity()
+    }
+
+    /// Waits until the writer has taken half of [`SNAPSHOT_BURST`] (or the output closed), or
+    /// until it took nothing for [`SNAPSHOT_STALL`].
+    async fn drained(&self) {
+        let mut left = self.queued();
+        let mut progress = tokio::time::Instant::now();
+        while left > SNAPSHOT_BURST / 2 && !self.out.is_closed() && progress.elapsed() < SNAPSHOT_STALL {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let now = self.queued();
+            if now < left {
+                progress = tokio::time::Instant::now();
+            }
+            left = now;
+        }
+    }
+
     fn emit(&mut self, ev: WatchEvent) {
         if self.dropped > 0 {
             let lag = WatchEvent {
@@ -178,6 +208,11 @@ impl Watcher {
     }
 
     fn agent_event(&mut self, unit: &str, kind: EventType, exit: Option<ExitInfo>) {
+        self.agent_event_as(unit, kind, exit, None)
+    }
+
+    /// [`Watcher::agent_event`] carrying `record` instead of the record of the tracked properties.
+    fn agent_event_as(&mut self, unit: &str, kind: EventType, exit: Option<ExitInfo>, record: Option<&AgentRecord>) {
         if kind == EventType::Started {
             match self.tracked.get_mut(unit) {
                 Some(t) if t.announced == t.view.main_pid => return,
@@ -185,7 +220,15 @@ impl Watcher {
                 None => {}
             }
         }
-        self.agent_event_named(unit, kind, exit);
+        match record {
+            Some(r) => self.emit(WatchEvent {
+                unit: Some(unit.to_string()),
+                agent: Some(Box::new(r.clone())),
+                exit,
+                ..meta(kind, None)
+            }),
+            None => self.agent_event_named(unit, kind, exit),
+        }
     }
 
     /// One connection's life. `Ok` only when the output is closed.
@@ -200,6 +243,9 @@ impl Watcher {
             self.reconcile_as(&calls, Announce::Quietly).await?;
             *outage = false;
             for unit in self.sorted_units() {
+                if self.queued() >= SNAPSHOT_BURST {
+                    self.drained().await;
+                }
                 self.agent_event_named(&unit, EventType::Snapshot, None);
             }
             let agents = self.tracked.len() as u64;
@@ -268,7 +314,7 @@ impl Watcher {
             self.queued.keys().filter(|u| !now.iter().any(|r| &r.systemd_unit == *u)).cloned().collect();
         left.sort();
         for unit in left {
-            let record = self.queued.remove(&unit);
+            let record = self.queued.remove(&unit).map(Box::new);
             let detail = if self.tracked.contains_key(&unit) { "admitted" } else { "left the queue" };
             self.emit(WatchEvent { unit: Some(unit), agent: record, ..meta(EventType::Dequeued, Some(detail.into())) });
         }
@@ -280,7 +326,7 @@ impl Watcher {
             let detail = r.queue.as_ref().map(|q| format!("#{} {}", q.position, q.reason));
             self.emit(WatchEvent {
                 unit: Some(r.systemd_unit.clone()),
-                agent: Some(r),
+                agent: Some(Box::new(r)),
                 ..meta(EventType::Queued, detail)
             });
         }
@@ -298,8 +344,14 @@ impl Watcher {
 
     /// An event about one agent, carrying its record as it is now (after the change).
     fn agent_event_named(&mut self, unit: &str, kind: EventType, exit: Option<ExitInfo>) {
-        let agent = self.tracked.get(unit).map(|t| t.record.clone());
+        let agent = self.tracked.get(unit).and_then(|t| self.record_of(&t.snap)).map(Box::new);
         self.emit(WatchEvent { unit: Some(unit.to_string()), agent, exit, ..meta(kind, None) });
+    }
+
+    /// The record of tracked properties; the main process as the properties say (no /proc read).
+    fn record_of(&self, snap: &UnitSnapshot) -> Option<AgentRecord> {
+        let proc = if snap.main_pid > 0 { ProcState::Running } else { ProcState::Gone };
+        record::agent_record(snap, proc, &self.host.home)
     }
 
     async fn on_properties(&mut self, sup: &Supervisor, unit: &str, change: Change) -> Result<(), Error> {
@@ -358,11 +410,19 @@ impl Watcher {
     /// Tracks a unit's properties (and its record made from them) without reporting anything;
     /// false when the unit carries no agent metadata.
     fn track(&mut self, unit: &str, snap: UnitSnapshot) -> bool {
-        let proc = if snap.main_pid > 0 { ProcState::Running } else { ProcState::Gone };
-        let Some(record) = record::agent_record(&snap, proc, &self.host.home) else { return false };
-        let announced = self.tracked.get(unit).map(|t| t.announced).unwrap_or(0);
+        if self.record_of(&snap).is_none() {
+            return false;
+        }
         let view = view_of(&snap);
-        self.tracked.insert(unit.to_string(), Tracked { snap, view, record, announced });
+        match self.tracked.get_mut(unit) {
+            Some(t) => {
+                t.snap = snap;
+                t.view = view;
+            }
+            None => {
+                self.tracked.insert(unit.to_string(), Box::new(Tracked { snap, view, announced: 0 }));
+            }
+        }
         true
     }
 
@@ -401,15 +461,15 @@ impl Watcher {
             None => {
                 // Gone from systemd, and no process of it runs there (see above): the events
                 // carry the agent as it is now, dead and unloaded.
-                if let Some(t) = self.tracked.get_mut(unit) {
-                    let r = &mut t.record;
+                let gone = self.tracked.get(unit).and_then(|t| self.record_of(&t.snap)).map(|mut r| {
                     r.active_state = "inactive".into();
                     r.sub_state = "dead".into();
                     r.pid = None;
                     r.state = record::Liveness::Dead;
-                }
+                    r
+                });
                 for t in ts {
-                    self.agent_event(unit, t.kind, t.exit);
+                    self.agent_event_as(unit, t.kind, t.exit, gone.as_ref());
                 }
                 self.tracked.remove(unit);
             }

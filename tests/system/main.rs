@@ -46,6 +46,8 @@ mod orchestrator;
 mod reap;
 // Races settled by systemd, stop racing reap, secrets never where others look.
 mod reliability;
+// Among 200 agents a reference by agent id costs what one by unit costs (show, stop).
+mod scale;
 // The private manager itself and the `sandbox` verb: private, and nothing left behind.
 mod sandbox;
 // The orchestrator's seams: stop's window and `killed`, one unit per request, every id

@@ -14,7 +14,9 @@ use crate::error::Error;
 use crate::model::record::UnitSnapshot;
 
 mod facts;
+mod listing;
 pub use facts::ManagerInfo;
+pub use listing::Listing;
 
 use crate::error::dbus_name::{ALREADY_SUBSCRIBED, NO_SUCH_UNIT};
 
@@ -111,24 +113,6 @@ impl Manager {
             Ok(r) => r.map_err(|e| map_err(what, self.timeout, e)),
             Err(_) => Err(Error::Timeout { what: what.to_string(), after: self.timeout }),
         }
-    }
-
-    /// Loaded units matching the globs, with what the listing itself says of each.
-    pub async fn list_units(&self, patterns: &[String]) -> Result<Vec<Listed>, Error> {
-        let units = self
-            .bounded("ListUnitsByPatterns", self.proxy.list_units_by_patterns(Vec::new(), patterns.to_vec()))
-            .await?;
-        Ok(units
-            .into_iter()
-            .map(|u| Listed {
-                unit: u.0,
-                description: u.1,
-                load_state: u.2,
-                active_state: u.3,
-                sub_state: u.4,
-                path: u.6,
-            })
-            .collect())
     }
 
     /// A loaded unit's `ActiveState` from the listing (one call, never loads the unit).
