@@ -36,45 +36,56 @@ impl Socket for PrivateSocket {
 
     fn split(self) -> Split<Reader, Writer> {
         let (r, w) = self.0.into_split();
-        Split::new(Reader { sock: r, raw: Vec::new(), ready: Vec::new(), ready_at: 0, authenticated: false }, Writer(w))
+        Split::new(Reader { sock: r, raw: Vec::new(), sent: 0, framed: 0, authenticated: false }, Writer(w))
     }
 }
 
-/// Reads bytes, passing the auth lines through and each message through [`patch_sender`].
+/// Reads bytes, passing the auth lines through and each message through [`patch_sender`]. The
+/// bytes are read into one buffer and handed over from it: `raw[..sent]` went to zbus,
+/// `raw[sent..framed]` is framed (auth lines, whole messages patched), the rest awaits its end.
 #[derive(Debug)]
 pub struct Reader {
     sock: OwnedReadHalf,
     raw: Vec<u8>,
-    ready: Vec<u8>,
-    ready_at: usize,
+    sent: usize,
+    framed: usize,
     authenticated: bool,
 }
+
+/// Bytes asked of the socket at once (more when a message is known to be longer).
+const READ_AT_LEAST: usize = 16 * 1024;
 
 #[zbus::export::async_trait::async_trait]
 impl ReadHalf for Reader {
     async fn recvmsg(&mut self, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
         loop {
-            if self.ready_at < self.ready.len() {
-                let n = buf.len().min(self.ready.len() - self.ready_at);
-                buf[..n].copy_from_slice(&self.ready[self.ready_at..self.ready_at + n]);
-                self.ready_at += n;
-                if self.ready_at == self.ready.len() {
-                    self.ready.clear();
-                    self.ready_at = 0;
+            if self.sent < self.framed {
+                let n = buf.len().min(self.framed - self.sent);
+                buf[..n].copy_from_slice(&self.raw[self.sent..self.sent + n]);
+                self.sent += n;
+                if self.sent == self.framed {
+                    // Keep only what is not framed yet (the start of the next message, if any).
+                    self.raw.drain(..self.sent);
+                    self.framed = 0;
+                    self.sent = 0;
                 }
                 return Ok((n, Vec::new()));
             }
-            let mut chunk = [0u8; 16 * 1024];
-            let n = self.sock.read(&mut chunk).await?;
+            let want = match message_len(&self.raw[self.framed..]) {
+                Some(len) if self.authenticated => (self.framed + len).saturating_sub(self.raw.len()),
+                _ => 0,
+            };
+            // A length from a header is not trusted with an allocation: at most 1 MiB at a time.
+            self.raw.reserve(want.clamp(READ_AT_LEAST, 1 << 20));
+            let n = self.sock.read_buf(&mut self.raw).await?;
             if n == 0 {
                 // End of stream: hand over whatever is left, as it is.
-                self.ready.append(&mut self.raw);
-                if self.ready.is_empty() {
+                self.framed = self.raw.len();
+                if self.sent == self.framed {
                     return Ok((0, Vec::new()));
                 }
                 continue;
             }
-            self.raw.extend_from_slice(&chunk[..n]);
             self.frame();
         }
     }
@@ -85,22 +96,21 @@ impl ReadHalf for Reader {
 }
 
 impl Reader {
-    /// Moves complete auth lines, then complete messages, from `raw` to `ready`.
+    /// Frames complete auth lines, then complete messages (patched in place), after `framed`.
     fn frame(&mut self) {
         while !self.authenticated {
-            let Some(end) = self.raw.windows(2).position(|w| w == b"\r\n") else { return };
-            let line: Vec<u8> = self.raw.drain(..end + 2).collect();
+            let rest = &self.raw[self.framed..];
+            let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else { return };
             // Without fd passing, `OK <guid>` is the server's last line before messages.
-            self.authenticated = line.starts_with(b"OK ");
-            self.ready.extend_from_slice(&line);
+            self.authenticated = rest.starts_with(b"OK ");
+            self.framed += end + 2;
         }
-        while let Some(len) = message_len(&self.raw) {
-            if self.raw.len() < len {
+        while let Some(len) = message_len(&self.raw[self.framed..]) {
+            if self.raw.len() - self.framed < len {
                 return;
             }
-            let mut msg: Vec<u8> = self.raw.drain(..len).collect();
-            patch_sender(&mut msg);
-            self.ready.extend_from_slice(&msg);
+            patch_sender(&mut self.raw[self.framed..self.framed + len]);
+            self.framed += len;
         }
     }
 }
@@ -222,6 +232,47 @@ mod tests {
         let diff = msg.iter().zip(&before).filter(|(a, b)| a != b).count();
         assert!(diff <= STAND_IN.len());
         assert!(msg.ends_with(b"org\0\0"), "body untouched");
+    }
+
+    /// A stream of auth lines and messages, written in chunks of every size, comes out of the
+    /// reader byte for byte (the senders patched), however zbus asks for it; a long message (a
+    /// listing of 2000 units is 600 KB) in one piece.
+    #[tokio::test]
+    async fn hands_over_lines_and_messages_whole_whatever_the_chunks() {
+        let mut long = reply_from_systemd();
+        let body_len = 700_000usize;
+        long[4..8].copy_from_slice(&(body_len as u32).to_le_bytes());
+        let header_len = long.len() - 9;
+        long.truncate(header_len);
+        long.extend((0..body_len).map(|i| (i % 251) as u8));
+        let mut stream = b"DATA\r\nOK 0123456789abcdef\r\n".to_vec();
+        let mut want = stream.clone();
+        for m in [reply_from_systemd(), long, reply_from_systemd(), reply_from_systemd()] {
+            stream.extend_from_slice(&m);
+            let mut patched = m.clone();
+            patch_sender(&mut patched);
+            want.extend_from_slice(&patched);
+        }
+        for (chunk, ask) in [(1, 1), (7, 16), (4096, 3), (65536, 100_000), (1 << 20, 1 << 20)] {
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            let (mut reader, _) = PrivateSocket(ours).split().take();
+            let sent = stream.clone();
+            let writer = tokio::spawn(async move {
+                let mut theirs = theirs;
+                for c in sent.chunks(chunk) {
+                    theirs.write_all(c).await.unwrap();
+                }
+            });
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; ask];
+            while got.len() < want.len() {
+                let (n, _) = reader.recvmsg(&mut buf).await.unwrap();
+                assert!(n > 0, "end of stream after {} of {} bytes", got.len(), want.len());
+                got.extend_from_slice(&buf[..n]);
+            }
+            writer.await.unwrap();
+            assert!(got == want, "chunks of {chunk}, reads of {ask}: the bytes differ");
+        }
     }
 
     #[test]
