@@ -378,6 +378,8 @@ struct Row {
     spawn_cpu_ms: f64,
     stop_id_ms: f64,
     stop_unit_ms: f64,
+    stop_id_cpu_ms: f64,
+    stop_unit_cpu_ms: f64,
     watch_fresh_kib: u64,
     watch_ready_ms: f64,
     watch_follower_kib: u64,
@@ -393,6 +395,7 @@ impl Row {
             "showAgentIdManagerCpuMs": self.show_id_cpu_ms, "showUnitManagerCpuMs": self.show_unit_cpu_ms,
             "showSpawnRequestIdManagerCpuMs": self.show_rid_cpu_ms,
             "spawnP50Ms": self.spawn_p50_ms, "spawnManagerCpuMs": self.spawn_cpu_ms, "stopAgentIdMs": self.stop_id_ms, "stopUnitMs": self.stop_unit_ms,
+            "stopAgentIdManagerCpuMs": self.stop_id_cpu_ms, "stopUnitManagerCpuMs": self.stop_unit_cpu_ms,
             "watchFreshPeakRssKiB": self.watch_fresh_kib, "watchReadyMs": self.watch_ready_ms,
             "watchFollowerPeakRssKiB": self.watch_follower_kib,
         })
@@ -448,6 +451,10 @@ impl Row {
                 self.stop_unit_ms,
                 self.stop_id_ms / self.stop_unit_ms
             ),
+        );
+        line(
+            "  the manager's CPU per stop, median",
+            format!("{:.2} / {:.2} ms", self.stop_id_cpu_ms, self.stop_unit_cpu_ms),
         );
         line(
             "watch peak RSS: started at this size / following since 0",
@@ -568,23 +575,27 @@ fn main() {
         row.show_rid_cpu_ms = median(&by["spawnRequestId"].1);
 
         // stop by agent id beside stop by unit, taking turns; the next growth spawns anew.
-        let (mut by_id, mut by_unit) = (Vec::new(), Vec::new());
+        let (mut by_id, mut by_unit, mut cpu_id, mut cpu_unit) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 0..STOP_ROUNDS {
             for k in 0..2 {
                 let a = live.remove((i * 7919 + 101 * k) % live.len());
                 let by_agent_id = (i + k) % 2 == 0;
                 let r = if by_agent_id { &a.agent_id } else { &a.unit };
-                let (d, _, v) = b.timed(&["stop", r, "-o", "json"]);
+                let (d, cpu, v) = b.timed(&["stop", r, "-o", "json"]);
                 assert_eq!((v["stopped"].clone(), v["agentId"].clone()), (json!(true), json!(a.agent_id)), "stop {r}");
                 if by_agent_id {
-                    by_id.push(d)
+                    by_id.push(d);
+                    cpu_id.push(cpu);
                 } else {
-                    by_unit.push(d)
+                    by_unit.push(d);
+                    cpu_unit.push(cpu);
                 }
             }
         }
         row.stop_id_ms = median(&by_id);
         row.stop_unit_ms = median(&by_unit);
+        row.stop_id_cpu_ms = median(&cpu_id);
+        row.stop_unit_cpu_ms = median(&cpu_unit);
 
         // A watch started at this size: peak RSS once its snapshot is out.
         let w = Watch::start(&b);
@@ -603,6 +614,7 @@ fn main() {
     spawned_units.extend(agents.iter().map(|a| a.unit.clone()));
     live.extend(agents);
     let load_before_stop = load_average();
+    let cpu_before_stop = manager_cpu(b.mgr.pid());
     let (stop_all, stops) = time(|| {
         parallel(&live, WORKERS, |a| {
             let (d, _, v) = b.timed(&["stop", &a.agent_id, "-o", "json"]);
@@ -610,6 +622,7 @@ fn main() {
             d
         })
     });
+    let stop_all_cpu_ms = ms(manager_cpu(b.mgr.pid()).saturating_sub(cpu_before_stop)) / max as f64;
     let (_, _, left) = b.timed(&["list", "-o", "json"]);
     assert_eq!(left, json!([]), "agents left after stopping all");
 
@@ -634,10 +647,11 @@ fn main() {
 
     println!("== stop of all {max} by agent id, {WORKERS} at a time (load average {load_before_stop}) ==");
     println!(
-        "  wall {:.1} s; per stop p50 {:.1} ms, p99 {:.1} ms",
+        "  wall {:.1} s; per stop p50 {:.1} ms, p99 {:.1} ms; the manager's CPU {:.2} ms per stop",
         stop_all.as_secs_f64(),
         median(&stops),
-        quantile(&stops, 0.99)
+        quantile(&stops, 0.99),
+        stop_all_cpu_ms
     );
     println!(
         "== watch following since 0: {lines} lines, {} units spawned: {lost_spawned} never seen `spawned`, {lost_removed} never seen `removed`; seq gaps {gaps:?}; lagged {lagged}; disconnected {disconnected}; peak RSS {:.1} MiB ==",
@@ -740,7 +754,7 @@ fn main() {
     let report = json!({
         "sizes": rows.iter().map(Row::json).collect::<Vec<_>>(),
         "spawnP50At0Ms": spawn_p50_at_0, "spawnManagerCpuAt0Ms": spawn_cpu_at_0,
-        "stopAll": {"agents": max, "wallS": stop_all.as_secs_f64(), "p50Ms": median(&stops), "p99Ms": quantile(&stops, 0.99), "loadAverage": load_before_stop},
+        "stopAll": {"agents": max, "wallS": stop_all.as_secs_f64(), "p50Ms": median(&stops), "p99Ms": quantile(&stops, 0.99), "managerCpuPerStopMs": stop_all_cpu_ms, "loadAverage": load_before_stop},
         "watchFollower": {"lines": lines, "units": spawned_units.len(), "neverSpawned": lost_spawned, "neverRemoved": lost_removed,
             "seqGaps": gaps.len(), "lagged": lagged, "disconnected": disconnected, "peakRssKiB": follower_kib},
         "targets": targets.iter().map(|t| json!({"name": t.name, "value": t.value, "wanted": format!("≤ {}", t.bound), "met": t.met(), "gates": t.gates})).collect::<Vec<_>>(),

@@ -54,6 +54,8 @@ pub struct Reader {
 
 /// Bytes asked of the socket at once (more when a message is known to be longer).
 const READ_AT_LEAST: usize = 16 * 1024;
+/// A buffer grown beyond this for a long message is given back once that message is out.
+const LONG: usize = 256 * 1024;
 
 #[zbus::export::async_trait::async_trait]
 impl ReadHalf for Reader {
@@ -64,8 +66,12 @@ impl ReadHalf for Reader {
                 buf[..n].copy_from_slice(&self.raw[self.sent..self.sent + n]);
                 self.sent += n;
                 if self.sent == self.framed {
-                    // Keep only what is not framed yet (the start of the next message, if any).
+                    // Keep only what is not framed yet (the start of the next message, if any),
+                    // and not the room a long message took (a `watch` lives on).
                     self.raw.drain(..self.sent);
+                    if self.raw.capacity() > LONG {
+                        self.raw.shrink_to(READ_AT_LEAST);
+                    }
                     self.framed = 0;
                     self.sent = 0;
                 }
