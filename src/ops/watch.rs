@@ -42,8 +42,8 @@ pub struct WatchEvent {
     pub time: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
-    /// Boxed: an event waits in the queue for the writer, and 2000 agents' snapshots at once
-    /// would otherwise hold 2000 records inline in it.
+    // Boxed: an event waits in the queue for the writer, and 2000 agents' snapshots at once
+    // would otherwise hold 2000 records inline in it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<Box<AgentRecord>>,
     #[serde(skip_serializing_if = "Option::is_none")]
