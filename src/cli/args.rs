@@ -52,7 +52,8 @@ pub struct Global {
     // names means defaults (the orchestrator's loader), not an error (`config_path`).
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Output format: `json` for programs (stdout holds only JSON), `text` for people
+    /// Output format: `json` for programs (stdout holds only JSON), `text` for people, `wide`: text
+    /// with more columns (`list`: memory, CPU, tasks, restarts, durable, start time)
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
     /// Bound on every call to the systemd user manager, in seconds
@@ -103,6 +104,7 @@ pub enum TerminalCommand {
 pub enum Output {
     Text,
     Json,
+    Wide,
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +163,10 @@ pub enum Command {
         /// Text output without the header line (one agent a line; nothing when none)
         #[arg(long)]
         no_headers: bool,
+        /// Also agents whose unit is gone but whose exit is recorded (newest record of each; `reap`
+        /// prunes records older than exitRetentionDays)
+        #[arg(long)]
+        all: bool,
     },
     /// Show one agent by agent id, session name, unit name or spawn request id
     #[command(after_help = "Example:\n  agent-relay-systemd show req-1")]
@@ -178,6 +184,21 @@ pub enum Command {
         /// Seconds to wait for a graceful stop before SIGKILL (0 or less: the default 10; at most 60)
         #[arg(long, default_value_t = 10.0, value_name = "SECONDS", allow_negative_numbers = true)]
         timeout_stop: f64,
+    },
+    /// One overview: agents by state, queued spawns, exited agents on record, the manager and the reaper timer
+    #[command(after_help = "Example:\n  agent-relay-systemd status\n  agent-relay-systemd status -o json")]
+    Status,
+    /// A refreshing view of the running agents' memory, CPU and tasks, most memory first
+    #[command(
+        after_help = "Figures come from systemd's accounting where the manager has it (cgroup v2 with delegation),\nelse summed over the unit's processes from /proc; SRC says which. CPU% is the rate since the\nprevious refresh (the first: the average since each run started). With -o json: one JSON\ndocument per refresh, one per line.\nExample:\n  agent-relay-systemd top --interval 5\n  agent-relay-systemd top --iterations 1 -o json"
+    )]
+    Top {
+        /// Seconds between refreshes
+        #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+        interval: f64,
+        /// Stop after N refreshes [default: until interrupted]
+        #[arg(long, value_name = "N")]
+        iterations: Option<u64>,
     },
     /// Swap a running agent for a new generation: the successor registers and settles first
     #[command(

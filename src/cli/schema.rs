@@ -49,6 +49,8 @@ pub fn documents() -> Vec<Document> {
         output::<AgentList>("agent-list", "AgentList", "`list` (a bare array)"),
         output::<StopOutcome>("stop-answer", "StopAnswer", "`stop`"),
         output::<crate::ops::restart::RestartOutcome>("restart-answer", "RestartAnswer", "`restart`"),
+        output::<crate::ops::resources::TopFrame>("top-frame", "TopFrame", "`top` (one per line)"),
+        output::<crate::ops::status::Status>("status", "Status", "`status`"),
         output::<KillOutcome>("kill-answer", "KillAnswer", "`kill`"),
         output::<RemoveOutcome>("remove-answer", "RemoveAnswer", "`remove`"),
         output::<Generated>("generate-answer", "GenerateAnswer", "`generate`"),

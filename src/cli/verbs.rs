@@ -31,7 +31,7 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             answer(o, block_on(spawn(cli, spec.as_deref(), *persist, ready, opts)))
         }
         Command::Generate { spec } => answer(o, generate(cli, spec.as_deref())),
-        Command::List { state, provider, label, tag, durable, no_headers } => {
+        Command::List { state, provider, label, tag, durable, no_headers, all } => {
             let filter = ListFilter {
                 states: state.clone(),
                 providers: provider.clone(),
@@ -39,13 +39,31 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
                 tags: tag.clone(),
                 durable: *durable,
             };
-            let list = block_on(async { Ok(AgentList(filter.apply(connect(cli).await?.list_with_queued().await?))) });
+            let wide = o == Output::Wide;
+            let list = block_on(async {
+                let sup = connect(cli).await?;
+                let mut agents = sup.list_with_queued().await?;
+                if *all {
+                    let gone = sup.exited_agents(&agents);
+                    agents.extend(gone);
+                }
+                let agents = filter.apply(agents);
+                Ok(AgentList(if wide { sup.with_resources(agents).await } else { agents }))
+            });
             match list {
                 Ok(list) if *no_headers => answer(o, Ok(BareAgentList(list))),
                 list => answer(o, list),
             }
         }
-        Command::Show { agent } => answer(o, block_on(async { connect(cli).await?.show(agent).await })),
+        Command::Show { agent } => answer(
+            o,
+            block_on(async {
+                let sup = connect(cli).await?;
+                let mut r = sup.show(agent).await?;
+                r.resources = sup.resources_of(&r).await.unwrap_or_default();
+                Ok(r)
+            }),
+        ),
         Command::Stop { agent, timeout_stop } => answer(o, block_on(stop(cli, agent, *timeout_stop))),
         Command::Restart { agent, spec, spawn_request_id, registration_timeout, settle_ms, timeout_stop } => {
             let args = RestartArgs {
@@ -57,6 +75,8 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             };
             answer(o, block_on(restart(cli, agent, args)))
         }
+        Command::Status => answer(o, block_on(async { connect(cli).await?.status().await })),
+        Command::Top { interval, iterations } => done(block_on(top(cli, *interval, *iterations))),
         Command::Start { agent } => answer(o, block_on(async { connect(cli).await?.start(agent).await })),
         Command::Remove { agent, timeout_stop } => answer(o, block_on(remove(cli, agent, *timeout_stop))),
         Command::Wait { agent, timeout_wait } => answer(o, block_on(wait(cli, agent, *timeout_wait))),
@@ -210,6 +230,47 @@ fn stop_timeout(timeout_stop: f64) -> Result<Duration, Error> {
 async fn stop(cli: &Cli, agent: &str, timeout_stop: f64) -> Result<ops::StopOutcome, Error> {
     let timeout = stop_timeout(timeout_stop)?;
     connect(cli).await?.stop(agent, timeout).await
+}
+
+/// `top`: refreshes until `iterations` (or forever); text clears the screen between refreshes
+/// on a terminal, JSON is one document per line.
+async fn top(cli: &Cli, interval: f64, iterations: Option<u64>) -> Result<(), Error> {
+    let every = seconds(interval, "--interval")?;
+    let sup = connect(cli).await?;
+    let mut prev = ops::resources::CpuSamples::default();
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut n = 0u64;
+    loop {
+        let frame = sup.top_frame(&mut prev).await?;
+        let text = match cli.global.output {
+            Output::Json => serde_json::to_string(&frame).map(|s| s + "\n").unwrap_or_default(),
+            _ => {
+                let head = format!(
+                    "agent-relay-systemd top: {} running, {}\n",
+                    frame.agents.len(),
+                    super::render::clock_time(frame.time)
+                );
+                let body = AgentList(frame.agents).wide();
+                if tty {
+                    format!("\x1b[H\x1b[2J{head}{body}")
+                } else {
+                    format!("{head}{body}\n")
+                }
+            }
+        };
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            if out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_err() {
+                return Ok(());
+            }
+        }
+        n += 1;
+        if iterations.is_some_and(|max| n >= max) {
+            return Ok(());
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 struct RestartArgs<'a> {

@@ -20,6 +20,7 @@ pub mod property;
 pub mod reap;
 pub mod record;
 pub mod request;
+pub mod resources;
 pub mod restart;
 pub mod state;
 pub mod unit;

@@ -57,3 +57,5 @@ mod watch;
 mod toolkit;
 // The operator's toolkit, second part: start of a durable agent, spawn --wait-ready.
 mod toolkit2;
+// Resources per agent against /proc, list -o wide, top, status, list --all.
+mod toolkit3;

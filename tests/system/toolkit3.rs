@@ -1,0 +1,117 @@
+//! The operator's toolkit, third part, against a real user manager: resources per agent checked
+//! against `/proc`, `list -o wide`, `top`, `status`, `list --all`.
+
+use crate::util::*;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// `VmRSS` of a process, bytes, as the test reads it.
+fn vm_rss(pid: u64) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// A runner that holds 64 MiB it has written to, then sleeps (extra arguments are ignored).
+fn hog(env: &Env) {
+    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&env.config).unwrap()).unwrap();
+    let code = "import time\nb = bytearray(b'x' * (64 << 20))\nprint('ready', flush=True)\ntime.sleep(600)\n";
+    cfg["runnerCommand"] = json!(["/usr/bin/python3", "-c", code]);
+    std::fs::write(&env.config, cfg.to_string()).unwrap();
+}
+
+#[test]
+fn show_reports_the_memory_a_runner_holds_as_proc_does_and_says_where_from() {
+    let env = Env::new();
+    hog(&env);
+    let agent = env.spawn(&env.request(json!({"label": "hog", "spawnRequestId": "hog-000001"})))["agent"].clone();
+    let pid = agent["pid"].as_u64().unwrap();
+    // The 64 MiB are held once the runner has said so in its log: wait for it.
+    let log = agent["logFile"].as_str().unwrap().to_string();
+    assert!(wait_until(Duration::from_secs(20), || std::fs::read_to_string(&log).is_ok_and(|t| t.contains("ready"))));
+    let shown = schema::parse_valid("agent-record", &env.run(&["show", "hog-000001", "-o", "json"], None).stdout);
+    let r = &shown["resources"];
+    let ours = r["memoryBytes"].as_u64().expect("memoryBytes");
+    let proc_rss = vm_rss(pid);
+    let source = r["source"].as_str().unwrap();
+    assert!(["systemd", "proc", "mixed"].contains(&source), "{r}");
+    assert!(ours >= 64 << 20, "ours {ours} < 64 MiB: {r}");
+    if source == "proc" {
+        // The sum over the unit's processes: this one process, within what it allocates meanwhile.
+        let diff = ours.abs_diff(proc_rss);
+        assert!(diff < 4 << 20, "ours {ours} vs /proc VmRSS {proc_rss}: {r}");
+        assert_eq!(r["processes"], 1, "{r}");
+    } else {
+        // The cgroup's figure counts the page cache too: at least the process's.
+        assert!(ours + (4 << 20) >= proc_rss, "ours {ours} vs /proc VmRSS {proc_rss}: {r}");
+    }
+    assert!(r["tasks"].as_u64().unwrap() >= 1, "{r}");
+    assert!(r["cpuNs"].as_u64().unwrap() > 0, "{r}");
+
+    // list -o wide: the same figure in the MEM column; plain list leaves resources null.
+    let wide = String::from_utf8(env.run(&["list", "-o", "wide"], None).stdout).unwrap();
+    let header = wide.lines().next().unwrap();
+    for col in ["MEM", "CPU%", "TASKS", "SRC", "RESTARTS", "DURABLE", "STARTED"] {
+        assert!(header.contains(col), "{wide}");
+    }
+    let row = wide.lines().find(|l| l.contains("hog")).unwrap();
+    assert!(row.contains('M') && row.contains(source), "{wide}");
+    let plain = env.json(&["list", "-o", "json"], None);
+    assert_eq!(plain[0]["resources"], Value::Null);
+
+    // top: two refreshes as two JSON lines, the agent in each with its figures.
+    let out = env.run(&["top", "--iterations", "2", "--interval", "0.3", "-o", "json"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let frames: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(frames.len(), 2);
+    for f in &frames {
+        schema::validate("top-frame", f);
+        assert_eq!(f["agents"][0]["spawnRequestId"], "hog-000001", "{f}");
+        assert!(f["agents"][0]["resources"]["memoryBytes"].as_u64().unwrap() >= 64 << 20);
+    }
+    // A bad interval changes nothing: exit 2.
+    assert_eq!(env.run(&["top", "--interval", "0"], None).status.code(), Some(2));
+}
+
+#[test]
+fn status_counts_agents_and_list_all_adds_the_exited_ones() {
+    let env = Env::new();
+    env.spawn(&env.request(json!({"label": "live", "spawnRequestId": "st-000001"})));
+    let gone =
+        env.spawn(&env.request(
+            json!({"label": "gone", "spawnRequestId": "st-000002", "env": {"FAKE_RUNNER_EXIT_AFTER_MS": "50"}}),
+        ));
+    let gone_unit = gone["agent"]["systemdUnit"].as_str().unwrap().to_string();
+    // Its runner exits 0: the transient unit is collected, only its exit record remains.
+    assert!(wait_until(Duration::from_secs(10), || !env.agent_units().contains(&gone_unit)), "{:?}", env.agent_units());
+
+    let status = schema::parse_valid("status", &env.run(&["status", "-o", "json"], None).stdout);
+    assert_eq!(status["agents"], 1, "{status}");
+    assert_eq!(status["alive"], 1, "{status}");
+    assert_eq!(status["exited"], 1, "{status}");
+    assert_eq!(status["queued"], 0, "{status}");
+    assert_eq!(status["tmuxPrefix"], "ar");
+    assert!(status["managerVersion"].as_str().is_some_and(|v| !v.is_empty()), "{status}");
+    assert_eq!(status["spawnSlots"], 2);
+    let text = String::from_utf8(env.run(&["status"], None).stdout).unwrap();
+    assert!(text.contains("1 alive") && text.contains("reaper timer"), "{text}");
+
+    let all = env.json(&["list", "--all", "-o", "json"], None);
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 2, "{all:?}");
+    let exited = all.iter().find(|a| a["systemdUnit"] == gone_unit.as_str()).expect("the exited agent");
+    assert_eq!(exited["state"], "dead");
+    assert_eq!(exited["result"], "success");
+    assert_eq!(exited["spawnRequestId"], "st-000002");
+    schema::validate("agent-list", &Value::Array(all.clone()));
+    assert_eq!(env.json(&["list", "-o", "json"], None).as_array().unwrap().len(), 1);
+    let dead = env.json(&["list", "--all", "--state", "dead", "-o", "json"], None);
+    assert_eq!(dead.as_array().unwrap().len(), 1, "{dead}");
+}
