@@ -17,10 +17,11 @@ use crate::model::record::AgentRecord;
 use crate::model::request::SpawnRequest;
 use crate::ops::diagnose::Diagnosis;
 use crate::ops::durable::{Generated, RemoveOutcome};
-use crate::ops::guests::{Capture, GuestRecord, GuestStop};
+use crate::ops::guests::{GuestRecord, GuestStop};
 use crate::ops::logs::LogTail;
 use crate::ops::reap::ReapReport;
 use crate::ops::stop::KillOutcome;
+use crate::ops::terminal::{Capture, Resized};
 use crate::ops::watch::WatchEvent;
 use crate::ops::{SpawnOutcome, StopOutcome};
 
@@ -60,6 +61,7 @@ pub fn documents() -> Vec<Document> {
         output::<GuestStop>("guest-stop", "GuestStopAnswer", "`guest stop`"),
         output::<Capture>("capture", "Capture", "`terminal capture`"),
         output::<Sent>("send-answer", "SendAnswer", "`terminal send`"),
+        output::<Resized>("resize-answer", "ResizeAnswer", "`terminal resize`"),
         output::<ReapReport>("reap-summary", "ReapSummary", "`reap`"),
         output::<Report>("doctor-report", "DoctorReport", "`doctor`"),
         output::<ErrorDocument>(

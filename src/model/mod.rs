@@ -20,5 +20,6 @@ pub mod reap;
 pub mod record;
 pub mod request;
 pub mod state;
+pub mod terminal;
 pub mod unit;
 pub mod unitfile;

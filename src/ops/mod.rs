@@ -13,6 +13,7 @@ pub mod record_exit;
 pub mod show;
 pub mod spawn;
 pub mod stop;
+pub mod terminal;
 pub mod wait;
 pub mod watch;
 
