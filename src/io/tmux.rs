@@ -111,12 +111,14 @@ impl Tmux {
         self.run(socket, &[vec![s("kill-server")]]).await.map(drop)
     }
 
-    /// Runs `tmux -N -L <socket> <command> ; <command> …` with a bound; stdout on success, a
+    /// Runs `tmux -u -N -L <socket> <command> ; <command> …` with a bound; stdout on success, a
     /// one-line error otherwise.
     async fn run(&self, socket: &str, commands: &[Vec<String>]) -> Result<String, Error> {
         let mut cmd = tokio::process::Command::new("tmux");
         cmd.env("TMUX_TMPDIR", &self.tmpdir);
-        cmd.args(["-N", "-L", socket]);
+        // `-u`: UTF-8 whatever the locale. Without it a client in the C locale (a unit, a
+        // cleared environment) gets a tab of a format as `_` and non-ASCII input mangled.
+        cmd.args(["-u", "-N", "-L", socket]);
         for (i, command) in commands.iter().enumerate() {
             if i > 0 {
                 // The separator itself: the only argument that reaches tmux as a bare `;`.

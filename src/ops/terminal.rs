@@ -50,11 +50,13 @@ pub struct Capture {
     pub running: bool,
     /// The unit's main process is alive (the agent's runner; a guest's tmux server).
     pub agent_alive: bool,
-    /// The pane's size; null when not running.
+    /// The pane's width; null when not running.
     pub cols: Option<u32>,
+    /// The pane's height; null when not running.
     pub rows: Option<u32>,
-    /// The cursor in the pane (0 when not running).
+    /// The cursor's column in the pane (0 when not running).
     pub cursor_x: u32,
+    /// The cursor's row in the pane (0 when not running).
     pub cursor_y: u32,
     /// Two reads of the content agreed around the cursor read; false when the pane kept
     /// changing (the latest reads are given) or is not running.
@@ -70,10 +72,12 @@ pub struct Sent {
     /// The JSON contract's version.
     pub schema_version: crate::model::contract::SchemaVersion,
     pub kind: TerminalKind,
+    /// The tmux session.
     pub session: String,
     /// The guest's name (guest terminals only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guest: Option<String>,
+    /// The unit of the agent, or the guest's own.
     pub systemd_unit: String,
     /// Key groups typed (a run of text is one; the orchestrator's `sent`).
     pub keys: usize,
@@ -88,12 +92,16 @@ pub struct Resized {
     /// The JSON contract's version.
     pub schema_version: crate::model::contract::SchemaVersion,
     pub kind: TerminalKind,
+    /// The tmux session.
     pub session: String,
     /// The guest's name (guest terminals only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guest: Option<String>,
+    /// The unit of the agent, or the guest's own.
     pub systemd_unit: String,
+    /// The pane's width after the resize.
     pub cols: u32,
+    /// The pane's height after the resize.
     pub rows: u32,
 }
 
