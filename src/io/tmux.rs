@@ -80,22 +80,22 @@ impl Tmux {
         self.run(socket, &[args.to_vec()]).await
     }
 
-    /// Types `keys` into the pane: one `send-keys` per key or text, all in one tmux invocation
-    /// (commands chained by `;`), so they arrive in order and a long input costs one process.
+    /// Types `keys` into the pane: one `send-keys` per key or text, chained by `;` into as few
+    /// tmux invocations as fit [`SEND_BATCH_BYTES`], in order.
     pub async fn send(&self, socket: &str, session: &str, keys: &[Key]) -> Result<(), Error> {
         let target = exact_target(session);
-        let commands: Vec<Vec<String>> = keys
-            .iter()
-            .map(|k| {
-                let mut c = vec![s("send-keys"), s("-t"), target.clone()];
-                match k {
-                    Key::Named(n) => c.push(s(n)),
-                    Key::Literal(t) => c.extend([s("-l"), s("--"), t.clone()]),
-                }
-                c
-            })
-            .collect();
-        self.run(socket, &commands).await.map(drop)
+        let commands = keys.iter().map(|k| {
+            let mut c = vec![s("send-keys"), s("-t"), target.clone()];
+            match k {
+                Key::Named(n) => c.push(s(n)),
+                Key::Literal(t) => c.extend([s("-l"), s("--"), t.clone()]),
+            }
+            c
+        });
+        for batch in batches(commands, SEND_BATCH_BYTES) {
+            self.run(socket, &batch).await?;
+        }
+        Ok(())
     }
 
     /// `resize-window -x -y`: the window's size, fixed from now on (tmux sets its `window-size`
@@ -140,6 +140,32 @@ impl Tmux {
             Err(Error::Tmux { op: format!("tmux {op}"), message: msg })
         }
     }
+}
+
+/// Bytes of commands sent in one tmux invocation. A client hands its command to the server as
+/// one message of at most 16 KiB (tmux's `MAX_IMSGSIZE`; more is "command too long"); half of
+/// that leaves room for the one command that is larger alone (a text of 4096 UTF-16 units is
+/// at most 12 KiB of UTF-8).
+pub const SEND_BATCH_BYTES: usize = 8 * 1024;
+
+/// `commands` in groups of at most `budget` bytes as tmux packs them (each argument and the `;`
+/// between commands with a NUL); a command larger than that is a group of its own.
+fn batches(commands: impl Iterator<Item = Vec<String>>, budget: usize) -> Vec<Vec<Vec<String>>> {
+    let packed = |c: &Vec<String>| c.iter().map(|a| escape_separator(a).len() + 1).sum::<usize>() + 2;
+    let mut out: Vec<Vec<Vec<String>>> = Vec::new();
+    let mut size = 0;
+    for c in commands {
+        let n = packed(&c);
+        match out.last_mut() {
+            Some(batch) if size + n <= budget => batch.push(c),
+            _ => {
+                out.push(vec![c]);
+                size = 0;
+            }
+        }
+        size += n;
+    }
+    out
 }
 
 fn s(v: &str) -> String {
@@ -200,6 +226,20 @@ mod tests {
         assert_eq!(escape_separator("a\\;"), "a\\\\;");
         assert_eq!(escape_separator("a;b"), "a;b");
         assert_eq!(escape_separator("#{l:/etc}"), "#{l:/etc}");
+    }
+
+    #[test]
+    fn keys_go_in_batches_tmux_takes_in_order() {
+        let cmd = |t: &str| vec![s("send-keys"), s("-t"), s("=x:"), s("-l"), s("--"), s(t)];
+        let size = cmd("a").iter().map(|a| a.len() + 1).sum::<usize>() + 2;
+        let all: Vec<Vec<String>> = (0..100).map(|i| cmd(&format!("{}", i % 10))).collect();
+        let b = batches(all.clone().into_iter(), size * 30);
+        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [30, 30, 30, 10]);
+        assert_eq!(b.concat(), all, "in order, none lost");
+        let big = cmd(&"y".repeat(12 * 1024));
+        let b = batches([cmd("a"), big.clone(), cmd("b")].into_iter(), SEND_BATCH_BYTES);
+        assert_eq!(b, [vec![cmd("a")], vec![big], vec![cmd("b")]], "a large command goes alone");
+        assert!(batches(std::iter::empty(), 10).is_empty());
     }
 
     #[test]

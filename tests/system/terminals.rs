@@ -209,6 +209,10 @@ fn input_is_typed_as_the_orchestrator_types_it() {
     send(&fill(4096), fill(4096).as_bytes(), 1, 0);
     let emoji = format!("{}😀", fill(4094));
     send(&emoji, emoji.as_bytes(), 1, 0);
+    // The largest text there is (12 KiB of UTF-8), and the most keys there are, all arrive.
+    let euros = "€".repeat(4096);
+    send(&euros, euros.as_bytes(), 1, 0);
+    send(&"a\r".repeat(2048), "a\r".repeat(2048).as_bytes(), 4096, 0);
     let refused = [fill(4097), format!("{}😀", fill(4095)), "é".repeat(4097), "\x01".repeat(4097)];
     for input in &refused {
         let err = fails(&env, &["terminal", "send", "keys-1", "-"], Some(input), 2);
