@@ -30,6 +30,13 @@ export type TaskId = number | string;
  */
 export type AgentList = AgentRecord[];
 /**
+ * Whose terminal it is.
+ *
+ * This interface was referenced by `Documents`'s JSON-Schema
+ * via the `definition` "TerminalKind".
+ */
+export type TerminalKind = 'guest' | 'agent';
+/**
  * The kind of an ending, first-class (seed #636).
  *
  * This interface was referenced by `Documents`'s JSON-Schema
@@ -168,6 +175,7 @@ export interface Documents {
   LogsAnswer: LogsAnswer;
   ReapSummary: ReapSummary;
   RemoveAnswer: RemoveAnswer;
+  ResizeAnswer: ResizeAnswer;
   SendAnswer: SendAnswer;
   SpawnAnswer: SpawnAnswer;
   SpawnRequest: SpawnRequest;
@@ -262,7 +270,7 @@ export interface Limits {
   tasksMax: number | null;
 }
 /**
- * A pane read consistently with its cursor.
+ * The answer of `terminal capture`: the pane read consistently with its cursor.
  *
  * Schema: `schema/capture.json` (`terminal capture`; generated from the Rust types).
  *
@@ -270,15 +278,60 @@ export interface Limits {
  * via the `definition` "Capture".
  */
 export interface Capture {
+  /**
+   * The unit's main process is alive (the agent's runner; a guest's tmux server).
+   */
+  agentAlive: boolean;
+  /**
+   * When it was read, ms since the epoch.
+   */
+  capturedAt: number;
+  /**
+   * The pane's width; null when not running.
+   */
+  cols: number | null;
+  /**
+   * Two reads of the content agreed around the cursor read; false when the pane kept
+   * changing (the latest reads are given) or is not running.
+   */
   consistent: boolean;
+  /**
+   * The pane's text with its escape sequences, 1000 lines of history; empty when not running.
+   */
   content: string;
+  /**
+   * The cursor's column in the pane (0 when not running).
+   */
   cursorX: number;
+  /**
+   * The cursor's row in the pane (0 when not running).
+   */
   cursorY: number;
-  guest: string;
+  /**
+   * The guest's name (guest terminals only).
+   */
+  guest?: string | null;
+  kind: TerminalKind;
+  /**
+   * The pane's height; null when not running.
+   */
+  rows: number | null;
+  /**
+   * The pane exists (tmux keeps a pane after its process ended).
+   */
+  running: boolean;
   /**
    * The JSON contract's version.
    */
   schemaVersion: 2;
+  /**
+   * The tmux session.
+   */
+  session: string;
+  /**
+   * The unit whose main process `agentAlive` speaks of: the agent's, or the guest's own.
+   */
+  systemdUnit: string;
 }
 /**
  * The seed's exit diagnostics, for a live, failed or collected agent.
@@ -583,7 +636,42 @@ export interface RemoveAnswer {
   wasRunning: boolean;
 }
 /**
- * `terminal send`: how many key groups went to the guest.
+ * The answer of `terminal resize`: the size tmux reports after it.
+ *
+ * Schema: `schema/resize-answer.json` (`terminal resize`; generated from the Rust types).
+ *
+ * This interface was referenced by `Documents`'s JSON-Schema
+ * via the `definition` "ResizeAnswer".
+ */
+export interface ResizeAnswer {
+  /**
+   * The pane's width after the resize.
+   */
+  cols: number;
+  /**
+   * The guest's name (guest terminals only).
+   */
+  guest?: string | null;
+  kind: TerminalKind;
+  /**
+   * The pane's height after the resize.
+   */
+  rows: number;
+  /**
+   * The JSON contract's version.
+   */
+  schemaVersion: 2;
+  /**
+   * The tmux session.
+   */
+  session: string;
+  /**
+   * The unit of the agent, or the guest's own.
+   */
+  systemdUnit: string;
+}
+/**
+ * The answer of `terminal send`.
  *
  * Schema: `schema/send-answer.json` (`terminal send`; generated from the Rust types).
  *
@@ -591,12 +679,31 @@ export interface RemoveAnswer {
  * via the `definition` "SendAnswer".
  */
 export interface SendAnswer {
-  guest: string;
+  /**
+   * Control characters dropped from the input.
+   */
+  dropped: number;
+  /**
+   * The guest's name (guest terminals only).
+   */
+  guest?: string | null;
+  /**
+   * Key groups typed (a run of text is one; the orchestrator's `sent`).
+   */
   keys: number;
+  kind: TerminalKind;
   /**
    * The JSON contract's version.
    */
   schemaVersion: 2;
+  /**
+   * The tmux session.
+   */
+  session: string;
+  /**
+   * The unit of the agent, or the guest's own.
+   */
+  systemdUnit: string;
 }
 /**
  * The answer of a spawn: the agent, and whether this call started it.
@@ -781,6 +888,7 @@ export const SCHEMA_FILES = {
   LogsAnswer: 'logs-answer.json',
   ReapSummary: 'reap-summary.json',
   RemoveAnswer: 'remove-answer.json',
+  ResizeAnswer: 'resize-answer.json',
   SendAnswer: 'send-answer.json',
   SpawnAnswer: 'spawn-answer.json',
   SpawnRequest: 'spawn-request.json',
