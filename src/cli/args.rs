@@ -14,8 +14,8 @@ Exit codes:
   4  conflict: the unit name belongs to another agent, the unit is not ours, or the reference
      matches more than one agent (ambiguous: the JSON error lists their units in `matches`)
   5  no systemd user manager reachable
-  6  the user manager did not answer in time, or `wait --timeout-wait` or `spawn --ready-timeout`
-     passed first
+  6  the user manager (or a terminal's tmux server) did not answer in time, or `wait
+     --timeout-wait` or `spawn --ready-timeout` passed first
   7  the agent survived SIGKILL (not stopped)
   8  doctor: a required check failed (its findings say which and how to fix it)";
 

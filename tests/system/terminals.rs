@@ -171,6 +171,13 @@ fn resize_takes_the_orchestrators_bounds_and_out_of_them_is_exit_2_changing_noth
     assert_eq!((c["cols"].as_u64(), c["rows"].as_u64(), c["kind"].as_str()), (Some(90), Some(20), Some("guest")));
     assert_eq!(c["agentAlive"], true, "a live guest's unit runs: {c}");
     fails(&env, &["terminal", "resize", guest, "--cols", "9", "--rows", "20"], None, 2);
+    // A guest name no unit has: no such guest.
+    for args in [
+        &["terminal", "capture", "ar-guest-nobody-12345678"][..],
+        &["terminal", "send", "ar-guest-nobody-12345678", "x"],
+    ] {
+        fails(&env, args, None, 3);
+    }
 }
 
 #[test]
