@@ -157,7 +157,12 @@ impl Supervisor {
         let Some(pane) = self.tmux().pane(&t.socket, &t.session).await? else { return Ok(None) };
         // The server must run in the unit's control group: a runner's info file cannot make us
         // read or type into a terminal the agent does not own (the user's own tmux, another's).
-        let cgroup = tmux::server_cgroup(pane.server_pid).unwrap_or_default();
+        let cgroup = match tmux::server_cgroup(pane.server_pid) {
+            Ok(text) => text,
+            // The server ended since it answered.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(_) => String::new(),
+        };
         if !crate::model::terminal::cgroup_has_unit(&cgroup, &t.unit) {
             return Err(refuse(format!(
                 "its tmux server (pid {}) does not run in {}'s control group: not this agent's terminal",

@@ -350,6 +350,16 @@ fn a_runner_cannot_point_a_terminal_at_another_session_or_socket() {
         tmux(&env, foreign, &["kill-server"]);
     }
 
+    // Another agent's terminal, named by this agent's runner: not this agent's.
+    let (_, other) = agent_with_tmux(&env, "victim-1", json!({}));
+    with(&|v| {
+        v["tmuxSession"] = other["tmuxSession"].clone();
+        v["tmuxSocket"] = other["tmuxSocket"].clone();
+    });
+    refused("does not run in");
+    let victim = env.json(&["terminal", "capture", "victim-1", "-o", "json"], None);
+    assert!(!victim["content"].as_str().unwrap().contains("pwned"), "{victim}");
+
     // What the runner named is its terminal again: the checks above can pass.
     std::fs::write(&info, good.to_string()).unwrap();
     let c = env.json(&["terminal", "capture", "evil-1", "-o", "json"], None);
