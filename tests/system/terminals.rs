@@ -65,6 +65,15 @@ fn tmux(env: &Env, socket: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// A process of the test's own, SIGKILLed by pid when dropped.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
+    }
+}
+
 fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
     v[k].as_str().unwrap_or_else(|| panic!("{k} in {v}"))
 }
@@ -336,6 +345,8 @@ fn a_runner_cannot_point_a_terminal_at_another_session_or_socket() {
             foreign,
             &["new-session", "-d", "-s", &session, "--", "/bin/sh", "-c", "echo foreign-pane; exec cat"],
         );
+        // Ended by pid however the test ends (its socket directory goes with the manager's).
+        let _server = KillOnDrop(tmux(&env, foreign, &["display-message", "-p", "#{pid}"]).parse().unwrap());
         with(&|v| {
             if foreign == "default" {
                 v.as_object_mut().unwrap().remove("tmuxSocket");
