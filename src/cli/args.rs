@@ -14,8 +14,8 @@ Exit codes:
   4  conflict: the unit name belongs to another agent, the unit is not ours, or the reference
      matches more than one agent (ambiguous: the JSON error lists their units in `matches`)
   5  no systemd user manager reachable
-  6  the user manager did not answer in time, or `wait --timeout-wait` or `spawn --ready-timeout`
-     passed first
+  6  the user manager (or a terminal's tmux server) did not answer in time, or `wait
+     --timeout-wait` or `spawn --ready-timeout` passed first
   7  the agent survived SIGKILL (not stopped)
   8  doctor: a required check failed (its findings say which and how to fix it)
   9  spawn not admitted: no spawn slot or host headroom within spawnAdmissionMaxWaitMs (or at
@@ -84,19 +84,37 @@ pub enum GuestCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TerminalCommand {
-    /// Print the guest's pane, read consistently with its cursor
-    #[command(after_help = "Example:\n  agent-relay-systemd terminal capture ar-guest-claude-…")]
+    /// Print a terminal's pane, read consistently with its cursor (JSON: size, cursor, running, agentAlive)
+    #[command(
+        after_help = "TARGET is a guest name, or an agent: then its own tmux session, as its runner names it in its\nrunner info (tmuxSession, tmuxSocket). `running` says whether the pane exists, `agentAlive`\nwhether the unit's main process lives; a pane that is gone is `running: false`, exit 0.\nExample:\n  agent-relay-systemd terminal capture req-1 -o json"
+    )]
     Capture {
-        /// The guest's name
-        guest: String,
+        /// A guest name, or an agent id, session name, unit name or spawn request id
+        target: String,
     },
-    /// Type into the guest: text, with \r Enter, \t Tab, \x03 C-c, arrows as escape sequences
-    #[command(after_help = "Example:\n  printf 'ls\\r' | agent-relay-systemd terminal send ar-guest-claude-… -")]
+    /// Type into a terminal: text; \r or \n Enter (\r\n one Enter), \t Tab, \x03 C-c, arrows as escape sequences
+    #[command(
+        after_help = "Other control characters are dropped (counted in `dropped`). At most 4096 UTF-16 code units\n(a character beyond the BMP counts 2): more is exit 2 and nothing is typed.\nExample:\n  printf 'ls\\r' | agent-relay-systemd terminal send req-1 -"
+    )]
     Send {
-        /// The guest's name
-        guest: String,
-        /// The input (at most 4096 characters); `-` reads it from stdin
+        /// A guest name, or an agent id, session name, unit name or spawn request id
+        target: String,
+        /// The input (at most 4096 UTF-16 code units); `-` reads it from stdin
         input: String,
+    },
+    /// Resize a terminal's window (cols 10-500, rows 5-200); answers the size tmux reports after
+    #[command(
+        after_help = "Out of bounds is exit 2, nothing resized.\nExample:\n  agent-relay-systemd terminal resize req-1 --cols 120 --rows 40"
+    )]
+    Resize {
+        /// A guest name, or an agent id, session name, unit name or spawn request id
+        target: String,
+        /// Columns, 10-500
+        #[arg(long, value_name = "N")]
+        cols: u16,
+        /// Rows, 5-200
+        #[arg(long, value_name = "M")]
+        rows: u16,
     },
 }
 
@@ -304,8 +322,11 @@ pub enum Command {
         after_help = "Examples:\n  agent-relay-systemd guest create req-1\n  agent-relay-systemd guest list -o json"
     )]
     Guest(GuestCommand),
-    /// Read or type into a guest terminal
-    #[command(subcommand, after_help = "Example:\n  agent-relay-systemd terminal capture ar-guest-claude-…")]
+    /// Read, type into or resize a guest terminal or an agent's own tmux session
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  agent-relay-systemd terminal capture ar-guest-claude-…\n  agent-relay-systemd terminal send req-1 $'ls\\r'\n  agent-relay-systemd terminal resize req-1 --cols 120 --rows 40"
+    )]
     Terminal(TerminalCommand),
     /// Remove leftovers of gone agents, reset recorded failures, prune old exit records, end stray guest servers
     #[command(

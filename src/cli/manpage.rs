@@ -30,12 +30,20 @@ const ENVIRONMENT: &[(&str, &str)] = &[
     ),
     ("XDG_CONFIG_HOME", "Durable agents' unit files go to $XDG_CONFIG_HOME/systemd/user (default ~/.config)."),
     ("XDG_STATE_HOME", "Durable agents' secret directories and exit records (default ~/.local/state)."),
+    (
+        "TMUX_TMPDIR",
+        "Where tmux sockets are (default /tmp): guests' servers, and the only directory where an agent's own terminal is looked for.",
+    ),
 ];
 
 const FILES: &[(&str, &str)] = &[
     ("~/.agent-relay/orchestrator.json", "The orchestrator config file (missing: defaults)."),
     ("~/.agent-relay/logs/SESSION.log", "An agent's output (0600); logs reads it."),
-    ("~/.agent-relay/runners/SESSION.json", "What the runner says about itself (its info file)."),
+    (
+        "~/.agent-relay/runners/SESSION.json",
+        "What the runner says about itself (its info file): its control URL, and its own tmux session and socket (tmuxSession, tmuxSocket), which terminal capture|send|resize use once checked.",
+    ),
+    ("$TMUX_TMPDIR/tmux-UID/", "tmux sockets: each guest's server, and the servers agents' runners name."),
     (
         "$XDG_RUNTIME_DIR/agent-relay-systemd/",
         "Secret and payload files of transient agents (request.json: the spawn request restart starts the successor from), request locks, admission slots and queue tickets.",

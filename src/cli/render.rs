@@ -12,10 +12,11 @@ use crate::error::Error;
 use crate::model::record::AgentRecord;
 use crate::ops::diagnose::Diagnosis;
 use crate::ops::durable::{Generated, RemoveOutcome};
-use crate::ops::guests::{Capture, GuestRecord, GuestStop};
+use crate::ops::guests::{GuestRecord, GuestStop};
 use crate::ops::logs::LogTail;
 use crate::ops::reap::ReapReport;
 use crate::ops::stop::KillOutcome;
+use crate::ops::terminal::{Capture, Resized};
 use crate::ops::{now_ms, SpawnOutcome, StopOutcome};
 
 /// An answer the CLI prints: as JSON (its serde form) or as text for people.
@@ -65,15 +66,8 @@ pub struct BareAgentList(pub AgentList);
 #[serde(transparent)]
 pub struct GuestList(pub Vec<GuestRecord>);
 
-/// `terminal send`: how many key groups went to the guest.
-#[derive(Serialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Sent {
-    /// The JSON contract's version.
-    pub schema_version: crate::model::contract::SchemaVersion,
-    pub guest: String,
-    pub keys: usize,
-}
+/// `terminal send`: how many key groups went to the terminal.
+pub use crate::ops::terminal::Sent;
 
 /// One line of `logs --follow -o json` (NDJSON, one per log line).
 #[derive(Serialize, JsonSchema)]
@@ -214,7 +208,13 @@ impl Render for Capture {
 
 impl Render for Sent {
     fn text(&self) -> String {
-        format!("sent {} key groups to {}\n", self.keys, self.guest)
+        format!("sent {} key groups to {}\n", self.keys, self.session)
+    }
+}
+
+impl Render for Resized {
+    fn text(&self) -> String {
+        format!("{} is {}x{}\n", self.session, self.cols, self.rows)
     }
 }
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::args::{Cli, Command, CompletionShell, GuestCommand, Output, TerminalCommand};
-use super::render::{emit, AgentList, BareAgentList, GuestList, Render, Sent};
+use super::render::{emit, AgentList, BareAgentList, GuestList, Render};
 use super::{ErrorKind, Failure};
 use crate::error::Error;
 use crate::io::config_file;
@@ -95,10 +95,13 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         Command::Guest(GuestCommand::Stop { guest }) => {
             answer(o, block_on(async { connect(cli).await?.guest_stop(guest).await }))
         }
-        Command::Terminal(TerminalCommand::Capture { guest }) => {
-            answer(o, block_on(async { connect(cli).await?.terminal_capture(guest).await }))
+        Command::Terminal(TerminalCommand::Capture { target }) => {
+            answer(o, block_on(async { connect(cli).await?.terminal_capture(target).await }))
         }
-        Command::Terminal(TerminalCommand::Send { guest, input }) => answer(o, block_on(send(cli, guest, input))),
+        Command::Terminal(TerminalCommand::Send { target, input }) => answer(o, block_on(send(cli, target, input))),
+        Command::Terminal(TerminalCommand::Resize { target, cols, rows }) => {
+            answer(o, block_on(resize(cli, target, *cols, *rows)))
+        }
         Command::Reap { dry_run, retention_days } => answer(o, block_on(reap(cli, *dry_run, *retention_days))),
         Command::Watch { queue } => done(watch(cli, *queue)),
         Command::Doctor => doctor(cli),
@@ -306,19 +309,35 @@ async fn kill(cli: &Cli, agent: &str, signal: &str, whom: &str) -> Result<ops::s
     connect(cli).await?.kill(agent, signal, whom).await
 }
 
-async fn send(cli: &Cli, guest: &str, input: &str) -> Result<Sent, Error> {
+/// The input is read and made into keys (refused whole when too long) before the manager is
+/// contacted.
+async fn send(cli: &Cli, target: &str, input: &str) -> Result<ops::terminal::Sent, Error> {
+    use crate::model::terminal::{tokenize_input, MAX_INPUT_UTF16};
     let text = if input == "-" {
-        let mut t = String::new();
+        // A UTF-16 code unit is at most 3 bytes of UTF-8: more bytes than that is too long.
+        let most = 3 * MAX_INPUT_UTF16;
+        let mut bytes = Vec::new();
         std::io::stdin()
-            .take(4 * 4096 + 1)
-            .read_to_string(&mut t)
+            .take(most as u64 + 1)
+            .read_to_end(&mut bytes)
             .map_err(|e| Error::Argument(format!("cannot read the input from stdin: {e}")))?;
-        t
+        if bytes.len() > most {
+            return Err(Error::Argument(format!(
+                "terminal input exceeds {MAX_INPUT_UTF16} characters (UTF-16 code units); nothing was sent"
+            )));
+        }
+        String::from_utf8(bytes).map_err(|_| Error::Argument("terminal input on stdin is not UTF-8".into()))?
     } else {
         input.to_string()
     };
-    let keys = connect(cli).await?.terminal_send(guest, &text).await?;
-    Ok(Sent { schema_version: Default::default(), guest: guest.to_string(), keys })
+    let keys = tokenize_input(&text).map_err(Error::Argument)?;
+    connect(cli).await?.terminal_send(target, &keys).await
+}
+
+/// The size is checked before the manager is contacted.
+async fn resize(cli: &Cli, target: &str, cols: u16, rows: u16) -> Result<ops::terminal::Resized, Error> {
+    crate::model::terminal::check_size(cols, rows).map_err(Error::Argument)?;
+    connect(cli).await?.terminal_resize(target, cols, rows).await
 }
 
 async fn reap(cli: &Cli, dry_run: bool, retention_days: Option<u32>) -> Result<ops::reap::ReapReport, Error> {

@@ -23,5 +23,6 @@ pub mod request;
 pub mod resources;
 pub mod restart;
 pub mod state;
+pub mod terminal;
 pub mod unit;
 pub mod unitfile;

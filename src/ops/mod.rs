@@ -17,6 +17,7 @@ pub mod show;
 pub mod spawn;
 pub mod status;
 pub mod stop;
+pub mod terminal;
 pub mod wait;
 pub mod watch;
 

@@ -51,6 +51,8 @@ mod sandbox;
 // The orchestrator's seams: stop's window and `killed`, one unit per request, every id
 // addressable and ambiguity refused, `watch` from a snapshot with numbered events.
 mod seams;
+// Terminals of an agent's own tmux session: capture, send, resize; input rules; hostile runners.
+mod terminals;
 // `watch`: deaths reported fast and exactly, nothing false across reloads and a reexec.
 mod watch;
 // The operator's toolkit: list filters and --no-headers, wait.

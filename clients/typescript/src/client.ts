@@ -13,6 +13,7 @@ import type {
   LogsAnswer,
   ReapSummary,
   RemoveAnswer,
+  ResizeAnswer,
   SendAnswer,
   SpawnAnswer,
   SpawnRequest,
@@ -132,14 +133,23 @@ export class AgentRelayClient {
     return this.call(['guest', 'stop', '--', guest], o);
   }
 
-  /** `terminal capture`: a guest's pane. */
-  terminalCapture(guest: string, o: CallOptions = {}): Promise<Capture> {
-    return this.call(['terminal', 'capture', '--', guest], o);
+  /** `terminal capture`: the pane of a guest (by its name) or of an agent's own tmux session (any
+   * agent reference), read consistently with its cursor; `running: false` when the pane is gone. */
+  terminalCapture(target: string, o: CallOptions = {}): Promise<Capture> {
+    return this.call(['terminal', 'capture', '--', target], o);
   }
 
-  /** `terminal send`: types `text` into a guest (through stdin, never the command line). */
-  terminalSend(guest: string, text: string, o: CallOptions = {}): Promise<SendAnswer> {
-    return this.call(['terminal', 'send', '--', guest, '-'], o, text);
+  /** `terminal send`: types `text` into a guest or an agent's own session (through stdin, never
+   * the command line); at most 4096 UTF-16 code units (`text.length`), other control characters
+   * dropped. */
+  terminalSend(target: string, text: string, o: CallOptions = {}): Promise<SendAnswer> {
+    return this.call(['terminal', 'send', '--', target, '-'], o, text);
+  }
+
+  /** `terminal resize`: `cols` 10-500, `rows` 5-200 (else an `InvalidError`, nothing resized). */
+  terminalResize(target: string, cols: number, rows: number, o: CallOptions = {}): Promise<ResizeAnswer> {
+    const args = ['terminal', 'resize', '--cols', String(cols), '--rows', String(rows), '--', target];
+    return this.call(args, o);
   }
 
   /** `reap`: removes leftovers of gone agents (with `dryRun`, says what it would do). */

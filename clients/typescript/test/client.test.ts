@@ -136,6 +136,9 @@ describe('against a private user manager', () => {
     const cap = await client.terminalCapture(g.guest);
     assert.equal(typeof cap.content, 'string');
     assert.equal((await client.terminalSend(g.guest, '-x\r')).guest, g.guest);
+    const r = await client.terminalResize(g.guest, 80, 24);
+    assert.deepEqual([r.kind, r.cols, r.rows], ['guest', 80, 24]);
+    await assert.rejects(client.terminalResize(g.guest, 9, 24), InvalidError);
     assert.equal((await client.guestStop(g.guest)).stopped, true);
     const stop = await client.stop('ts-live', { timeoutStopSeconds: 5 });
     assert.deepEqual([stop.stopped, stop.wasRunning], [true, true]);
