@@ -303,6 +303,10 @@ pub enum Command {
         /// how many (run `list` to resync)
         #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         queue: u32,
+        /// Give up (exit 5, after a last `disconnected` event saying so) once the user manager has
+        /// been unreachable for SECONDS without a break; 0: retry for ever
+        #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
+        give_up_after: f64,
     },
     /// Send a signal to an agent's main process or its whole control group
     #[command(after_help = "Example:\n  agent-relay-systemd kill req-1 --signal INT --whom main")]

@@ -103,7 +103,7 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             answer(o, block_on(resize(cli, target, *cols, *rows)))
         }
         Command::Reap { dry_run, retention_days } => answer(o, block_on(reap(cli, *dry_run, *retention_days))),
-        Command::Watch { queue } => done(watch(cli, *queue)),
+        Command::Watch { queue, give_up_after } => done(watch(cli, *queue, *give_up_after)),
         Command::Doctor => doctor(cli),
         Command::RecordExit { dir, unit, session, agent_id, provider, log_file, spawn_request_id, prompt_file } => {
             let args = ops::record_exit::RecordArgs {
@@ -364,7 +364,11 @@ async fn follow(cli: &Cli, agent: &str, lines: u16, raw: bool) -> Result<(), Err
 
 /// `watch`: events from the watcher, written by a thread of their own so that a slow reader
 /// blocks only that thread; the watcher drops (and counts) what does not fit in the queue.
-fn watch(cli: &Cli, queue: u32) -> Result<(), Error> {
+fn watch(cli: &Cli, queue: u32, give_up_after: f64) -> Result<(), Error> {
+    let give_up = match give_up_after {
+        s if s == 0.0 => None,
+        s => Some(seconds(s, "--give-up-after")?),
+    };
     block_on(async {
         let (cfg, host, timeout) = setup(cli)?;
         // Fail fast, with the usual one line, when there is no manager at all; the watcher then
@@ -385,7 +389,8 @@ fn watch(cli: &Cli, queue: u32) -> Result<(), Error> {
                 }
             }
         });
-        let watcher = tokio::spawn(ops::watch::Watcher::new(cfg, host, timeout, tx).run(Some(first)));
+        let watcher =
+            tokio::spawn(ops::watch::Watcher::new(cfg, host, timeout, tx).give_up_after(give_up).run(Some(first)));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(Error::io("installing a SIGTERM handler", "-"))?;
         let finished = async {
@@ -398,7 +403,13 @@ fn watch(cli: &Cli, queue: u32) -> Result<(), Error> {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
             _ = finished => {}
-            _ = watcher => {}
+            ended = watcher => {
+                if let Ok(Err(e)) = ended {
+                    // The watcher (and its sender) is gone: the writer prints what is left, then ends.
+                    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+                    return Err(e);
+                }
+            }
         }
         Ok(())
     })

@@ -115,3 +115,53 @@ fn status_counts_agents_and_list_all_adds_the_exited_ones() {
     let dead = env.json(&["list", "--all", "--state", "dead", "-o", "json"], None);
     assert_eq!(dead.as_array().unwrap().len(), 1, "{dead}");
 }
+
+#[test]
+fn watch_gives_up_with_exit_5_once_the_manager_is_gone_for_good() {
+    let mut env = Env::new();
+    let mut child = env
+        .cli()
+        .args(["watch", "-o", "json", "--give-up-after", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Killed by pid whatever happens below.
+    struct Reap(u32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0 as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    let _reap = Reap(pid);
+    std::thread::sleep(Duration::from_millis(800));
+    // The manager (and its bus) goes away for good.
+    env.mgr.take().unwrap().stop();
+    let began = std::time::Instant::now();
+    let mut status = None;
+    while began.elapsed() < Duration::from_secs(30) {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = status.expect("watch did not give up within 30 s");
+    let took = began.elapsed();
+    assert_eq!(status.code(), Some(5), "exit status");
+    assert!(took >= Duration::from_secs(2), "gave up after only {took:?}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let docs: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // The last event says it gives up; then the error document (kind manager-unreachable).
+    let (error, events) = docs.split_last().unwrap();
+    assert_eq!(error["error"]["kind"], "manager-unreachable", "{out}");
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "disconnected", "{out}");
+    assert!(last["detail"].as_str().unwrap().starts_with("giving up"), "{out}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
