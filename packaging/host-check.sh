@@ -144,7 +144,10 @@ wait_for() {
   shift 2
   deadline=$((SECONDS + secs))
   until "$@" >/dev/null 2>&1; do
-    [ "$SECONDS" -lt "$deadline" ] || fail "$what: not within $secs s"
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      "$@" >&2 || true # what it says now, for the log
+      fail "$what: not within $secs s"
+    fi
     sleep 0.5
   done
 }
@@ -158,13 +161,14 @@ print(v if isinstance(v, str) else json.dumps(v))' "$1"
 # expect WHAT GOT WANT
 expect() { [ "$2" = "$3" ] || fail "$1 is '$2', expected '$3'"; }
 
-system_running() { [ "$(in_root systemctl is-system-running 2>/dev/null)" = running ]; }
-user_manager_up() { # USER: user@UID.service runs and its bus answers
-  as "$1" systemctl --user is-system-running --wait >/dev/null 2>&1
+user_manager_up() { # USER: user@UID.service has started up, no unit failed, and its bus answers
+  local state
+  state=$(as "$1" systemctl --user is-system-running 2>&1) || true
+  echo "$1's user manager: $state"
+  [ "$state" = running ]
 }
 
 boot() {
-  mkdir -p "$work"
   echo "=== boot $((++boots)) ===" >>"$work/console.log"
   SYSTEMD_COLORS=0 systemd-nspawn -D "$root" -b --register=no --keep-unit --private-network \
     --console=read-only -M "$machine" >>"$work/console.log" 2>&1 </dev/null &
