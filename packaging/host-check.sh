@@ -40,8 +40,13 @@ step() {
   step_name=$*
   echo "-- $step_name ($((SECONDS - started)) s)"
 }
-fail() {
-  failure="host check FAILED at $step_name: $*"
+fail() { # the failure line names the step; a long or multi-line detail goes in full above it
+  local why=$*
+  if [[ $why == *$'\n'* ]] || [ ${#why} -gt 300 ]; then
+    printf '%s\n' "$why" >&2
+    why="$(printf '%s' "$why" | tr -s '\n' ' ' | cut -c1-300)… (in full above)"
+  fi
+  failure="host check FAILED at $step_name: $why"
   exit 1
 }
 on_err() {
