@@ -17,6 +17,8 @@
 #   HOST_CHECK_MIRROR=URL   the Debian mirror for debootstrap (default http://deb.debian.org/debian)
 #   HOST_CHECK_KEEP=1       keep the work directory (the tree, the console log) on failure
 # Every step that fails ends the script with one line: `host check FAILED at <step>: <why>`.
+# The single-quoted $… below are for a shell in the container (or dpkg-query's ${Status}):
+# shellcheck disable=SC2016
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,6 +69,7 @@ container_pid1() {
   for p in /proc/[0-9]*; do
     stat=$(cat "$p/stat" 2>/dev/null) || continue
     stat=${stat##*) }
+    # shellcheck disable=SC2086 # split on purpose: the fields after the command name
     set -- "$1" $stat # $3: the parent's pid
     if [ "$3" = "$1" ] && [ "$(cat "$p/comm" 2>/dev/null)" = systemd ]; then
       echo "${p#/proc/}"
@@ -455,7 +458,7 @@ wait_for 30 "the durable agent to be alive after the reboot" durable_alive
 back=$(ars alice show hc-durable -o json)
 expect "the durable agent's unit after the reboot" "$(j 'd["systemdUnit"]' <<<"$back")" "$unit_durable"
 pid_back=$(j 'd["pid"]' <<<"$back")
-[ "$pid_back" -gt 1 ] && [ "$pid_back" != "$pid_durable" ] ||
+{ [ "$pid_back" -gt 1 ] && [ "$pid_back" != "$pid_durable" ]; } ||
   fail "the durable agent's pid after the reboot is '$pid_back' (before: $pid_durable)"
 expect "the durable agent's process" "$(in_root cat /proc/"$pid_back"/comm)" fake-runner
 expect "alice's timer after the reboot" "$(as alice systemctl --user is-active agent-relay-reap.timer)" active
