@@ -462,6 +462,9 @@ pid_back=$(j 'd["pid"]' <<<"$back")
   fail "the durable agent's pid after the reboot is '$pid_back' (before: $pid_durable)"
 expect "the durable agent's process" "$(in_root cat /proc/"$pid_back"/comm)" fake-runner
 expect "alice's timer after the reboot" "$(as alice systemctl --user is-active agent-relay-reap.timer)" active
+# The durable agent's unit now comes from its unit file: still no token in it, nor on a command line.
+leaked=$(leaks)
+[ -z "$leaked" ] || fail "a token leaked: $leaked"
 
 step "the transient agent is gone and diagnose tells how it ended"
 rc=0
