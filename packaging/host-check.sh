@@ -430,6 +430,7 @@ session_durable=$(j 'd["agent"]["sessionName"]' <<<"$durable")
 pid_durable=$(ars alice show hc-durable -o json | j 'd["pid"]')
 transient=$(request hc-transient transient alice | ars alice spawn -o json)
 unit_transient=$(j 'd["agent"]["systemdUnit"]' <<<"$transient")
+session_transient=$(j 'd["agent"]["sessionName"]' <<<"$transient")
 expect "the transient agent's state" "$(ars alice show hc-transient -o json | j 'd["state"]')" alive
 expect "the durable unit is enabled" "$(as alice systemctl --user is-enabled "$unit_durable")" enabled
 # The runners have written their info (the durable agent's, for reap to keep below).
@@ -496,6 +497,10 @@ in_root find /home/alice/.agent-relay /home/alice/.local/state/agent-relay-syste
 reaped=$(ars alice reap -o json)
 expect "reap's failed" "$(j 'd["failed"]' <<<"$reaped")" "[]"
 echo "reap: $(j '[a["action"] + " " + a["target"] for a in d["actions"]]' <<<"$reaped")"
+# It did reap: the transient agent's leftover runner info (its unit is gone) ...
+[ "$(j "{'action': 'remove-runner-info', 'target': '/home/alice/.agent-relay/runners/$session_transient.json'} in d['actions']" <<<"$reaped")" = true ] ||
+  fail "reap did not remove the transient agent's runner info: $reaped"
+# ... and kept every file of the durable one.
 after=$(durable_files) || fail "reap removed some of the durable agent's files: $after"
 expect "the durable agent's files after reap" "$after" "$before"
 expect "the durable agent after reap" "$(ars alice show hc-durable -o json | j 'd["pid"]')" "$pid_back"
