@@ -21,6 +21,8 @@
 # shellcheck disable=SC2016
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
+# The report goes to the script's own stderr (fd 3) even when a trap runs inside a redirection.
+exec 3>&2
 
 name=agent-relay-systemd
 suite=bookworm
@@ -45,7 +47,7 @@ step() {
 fail() { # the failure line names the step; a long or multi-line detail goes in full above it
   local why=$*
   if [[ $why == *$'\n'* ]] || [ ${#why} -gt 300 ]; then
-    printf '%s\n' "$why" >&2
+    printf '%s\n' "$why" >&3
     why="$(printf '%s' "$why" | tr -s '\n' ' ' | cut -c1-300)… (in full above)"
   fi
   failure="host check FAILED at $step_name: $why"
@@ -96,22 +98,23 @@ cleanup() {
   local rc=$?
   trap - ERR
   set +e
+  if [ "$rc" -ne 0 ] && [ -n "$work" ] && [ -s "$work/console.log" ]; then
+    # As it was when the step failed, before the shutdown below adds to it.
+    echo "last lines of the container's console:" >&3
+    tail -n 15 "$work/console.log" | sed 's/\x1b\[[0-9;]*m//g' >&3
+  fi
   stop_container
   if [ -n "$work" ] && [ -d "$work" ]; then
-    if [ "$rc" -ne 0 ] && [ -s "$work/console.log" ]; then
-      echo "last lines of the container's console ($work/console.log):" >&2
-      tail -n 15 "$work/console.log" | sed 's/\x1b\[[0-9;]*m//g' >&2
-    fi
     # systemd-nspawn mounts in its own namespace; unmount anything that still shows up here.
     findmnt -rn -o TARGET | grep -F "$work/" | sort -r | while read -r m; do umount -l "$m"; done
     if [ "$rc" -ne 0 ] && [ "${HOST_CHECK_KEEP:-}" = 1 ]; then
-      echo "kept $work" >&2
+      echo "kept $work" >&3
     else
       rm -rf --one-file-system "$work"
     fi
   fi
   if [ "$rc" -ne 0 ]; then
-    echo "${failure:-host check FAILED at $step_name (exit $rc)}" >&2
+    echo "${failure:-host check FAILED at $step_name (exit $rc)}" >&3
   fi
   exit "$rc"
 }
