@@ -101,7 +101,8 @@ cleanup() {
   if [ "$rc" -ne 0 ] && [ -n "$work" ] && [ -s "$work/console.log" ]; then
     # As it was when the step failed, before the shutdown below adds to it.
     echo "last lines of the container's console:" >&3
-    tail -n 15 "$work/console.log" | sed 's/\x1b\[[0-9;]*m//g' >&3
+    # (no colour codes; awk ends the last line, a login prompt, with a newline)
+    tail -n 15 "$work/console.log" | awk '{ gsub(/\033\[[0-9;]*m/, ""); print }' >&3
   fi
   stop_container
   if [ -n "$work" ] && [ -d "$work" ]; then
