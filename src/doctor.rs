@@ -144,6 +144,8 @@ pub enum Status {
     Ok,
     Warn,
     Fail,
+    /// Not checked: what it needs (the manager, the config) failed first; the fix says which.
+    Skipped,
 }
 
 /// One check's verdict and, unless it is ok, what to do about it.
@@ -206,6 +208,7 @@ pub fn render_text(findings: &[Finding]) -> String {
             Status::Ok => "ok",
             Status::Warn => "warn",
             Status::Fail => "FAIL",
+            Status::Skipped => "skip",
         };
         out.push_str(&format!("{tag:<5}{:<17}{}\n", f.check, f.detail));
         if let Some(fix) = &f.fix {
@@ -215,11 +218,12 @@ pub fn render_text(findings: &[Finding]) -> String {
         }
     }
     let count = |s| findings.iter().filter(|f| f.status == s).count();
-    let (fails, warns) = (count(Status::Fail), count(Status::Warn));
+    let (fails, warns, skipped) = (count(Status::Fail), count(Status::Warn), count(Status::Skipped));
+    let not_checked = if skipped > 0 { format!(", {skipped} not checked") } else { String::new() };
     out.push_str(&if fails > 0 {
-        format!("{fails} required check(s) failed, {warns} warning(s)\n")
+        format!("{fails} required check(s) failed, {warns} warning(s){not_checked}\n")
     } else {
-        format!("everything required is in place, {warns} warning(s)\n")
+        format!("everything required is in place, {warns} warning(s){not_checked}\n")
     });
     out
 }

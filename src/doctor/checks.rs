@@ -37,9 +37,14 @@ fn fail(check: &'static str, detail: String, fix: impl Into<String>) -> Finding 
     Finding { check, status: Status::Fail, detail, fix: Some(fix.into()) }
 }
 
+/// A check that could not run because what it needs failed first.
+fn skipped(check: &'static str, detail: String, fix: impl Into<String>) -> Finding {
+    Finding { check, status: Status::Skipped, detail, fix: Some(fix.into()) }
+}
+
 /// For checks that need answers from a manager that gave none.
 fn unknown(check: &'static str) -> Finding {
-    warn(check, "not checked: the user manager did not answer".into(), "fix the manager first (see `manager`)")
+    skipped(check, "not checked: the user manager did not answer".into(), "fix the manager first (see `manager`)")
 }
 
 pub fn manager(f: &Facts) -> Finding {
@@ -344,7 +349,7 @@ pub fn runner(r: Option<&RunnerFact>) -> Finding {
         "set runnerCommand in the config (or AGENT_RELAY_RUNNER_COMMAND), or put <provider>-relay on PATH";
     match r {
         None => {
-            warn("runner", "not checked: the config could not be loaded".into(), "fix the config first (see `config`)")
+            skipped("runner", "not checked: the config could not be loaded".into(), "fix the config first (see `config`)")
         }
         Some(RunnerFact::Configured { program, resolved: Some(p) }) => {
             ok("runner", format!("runnerCommand {program} is {}", p.display()))

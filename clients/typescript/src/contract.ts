@@ -55,7 +55,7 @@ export type ExitKind = 'exited' | 'signal' | 'oom' | 'crash-loop' | 'unknown';
  * This interface was referenced by `Documents`'s JSON-Schema
  * via the `definition` "Status".
  */
-export type Status = 'ok' | 'warn' | 'fail';
+export type Status = ('ok' | 'warn' | 'fail') | 'skipped';
 /**
  * What went wrong, for programs to match on: `kind` in the JSON error document. Each kind has
  * one exit code (README "Exit codes"), except `io`, `systemd`, `tmux`, `spawn-failed` and
