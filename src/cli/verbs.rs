@@ -346,11 +346,30 @@ async fn reap(cli: &Cli, dry_run: bool, retention_days: Option<u32>) -> Result<o
     sup.reap(dry_run, Duration::from_secs(days as u64 * 86_400)).await
 }
 
-/// `logs --follow`: the tail, then new lines as they are appended.
+/// `logs --follow`: the tail, then new lines as they are appended, until the agent has ended;
+/// then one line on stderr says how it ended (as `diagnose`).
 async fn follow(cli: &Cli, agent: &str, lines: u16, raw: bool) -> Result<(), Error> {
     let json = cli.global.output == Output::Json;
-    let path = connect(cli).await?.log_file(agent).await?;
-    ops::logs::follow(&path, lines as usize, raw, |l| {
+    let sup = connect(cli).await?;
+    let path = sup.log_file(agent).await?;
+    let reading = follow_lines(&path, lines, raw, json);
+    tokio::pin!(reading);
+    let ended = tokio::select! {
+        r = &mut reading => return r,
+        d = sup.wait(agent, None) => d?,
+    };
+    // What the runner wrote last is read before the stream ends.
+    let _ = tokio::time::timeout(FOLLOW_DRAIN, &mut reading).await;
+    let how = ended.last_error.clone().unwrap_or_else(|| format!("{:?}", ended.exit.kind).to_lowercase());
+    eprintln!("agent-relay-systemd: {} has ended: {how}", ended.systemd_unit);
+    Ok(())
+}
+
+/// How long `logs --follow` keeps reading after the agent has ended.
+const FOLLOW_DRAIN: Duration = Duration::from_millis(600);
+
+async fn follow_lines(path: &Path, lines: u16, raw: bool, json: bool) -> Result<(), Error> {
+    ops::logs::follow(path, lines as usize, raw, |l| {
         let line = match json {
             true => serde_json::to_string(&super::render::LogLine { schema_version: Default::default(), line: l })
                 .expect("a log line serializes"),

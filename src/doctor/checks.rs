@@ -348,9 +348,11 @@ pub fn runner(r: Option<&RunnerFact>) -> Finding {
     const SET: &str =
         "set runnerCommand in the config (or AGENT_RELAY_RUNNER_COMMAND), or put <provider>-relay on PATH";
     match r {
-        None => {
-            skipped("runner", "not checked: the config could not be loaded".into(), "fix the config first (see `config`)")
-        }
+        None => skipped(
+            "runner",
+            "not checked: the config could not be loaded".into(),
+            "fix the config first (see `config`)",
+        ),
         Some(RunnerFact::Configured { program, resolved: Some(p) }) => {
             ok("runner", format!("runnerCommand {program} is {}", p.display()))
         }

@@ -165,3 +165,27 @@ fn watch_gives_up_with_exit_5_once_the_manager_is_gone_for_good() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn logs_follow_ends_when_the_agent_ends_and_says_how() {
+    let env = Env::new();
+    let req = env.request(json!({
+        "label": "fol", "spawnRequestId": "fol-000001",
+        "env": {"FAKE_RUNNER_SAY": "last words", "FAKE_RUNNER_EXIT_AFTER_MS": "1500"}
+    }));
+    env.spawn(&req);
+    let began = std::time::Instant::now();
+    let out = env.run_within(Duration::from_secs(30), &["logs", "fol-000001", "--follow"], None);
+    let took = began.elapsed();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(took >= Duration::from_millis(1000) && took < Duration::from_secs(15), "took {took:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("last words"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("has ended"), "{stderr}");
+    eprintln!("logs --follow ended after {took:?}: {stderr}");
+    // An agent that has ended already: the tail, then the same line, at once.
+    let out = env.run_within(Duration::from_secs(10), &["logs", "fol-000001", "--follow"], None);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("has ended"));
+}
