@@ -384,10 +384,7 @@ async fn follow_lines(path: &Path, lines: u16, raw: bool, json: bool) -> Result<
 /// `watch`: events from the watcher, written by a thread of their own so that a slow reader
 /// blocks only that thread; the watcher drops (and counts) what does not fit in the queue.
 fn watch(cli: &Cli, queue: u32, give_up_after: f64) -> Result<(), Error> {
-    let give_up = match give_up_after {
-        s if s == 0.0 => None,
-        s => Some(seconds(s, "--give-up-after")?),
-    };
+    let give_up = if give_up_after == 0.0 { None } else { Some(seconds(give_up_after, "--give-up-after")?) };
     block_on(async {
         let (cfg, host, timeout) = setup(cli)?;
         // Fail fast, with the usual one line, when there is no manager at all; the watcher then
