@@ -118,6 +118,17 @@ pub enum TerminalCommand {
     },
 }
 
+/// What `complete-names` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NameKind {
+    /// Agents' session names and spawn request ids.
+    Agents,
+    /// Guests' names.
+    Guests,
+    /// Both: what `terminal …` takes.
+    Terminals,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Text,
@@ -367,6 +378,14 @@ pub enum Command {
         /// The shell to complete for
         #[arg(value_enum)]
         shell: CompletionShell,
+    },
+    /// Print the names a completion offers (run by the bash completion, not by people): quiet and
+    /// bounded, nothing on failure
+    #[command(hide = true)]
+    CompleteNames {
+        /// What to name
+        #[arg(value_enum)]
+        kind: NameKind,
     },
     /// Run a guest's command from its launch file (run by the guest's tmux pane, not by people)
     #[command(hide = true)]

@@ -4,6 +4,7 @@
 //! documented exit code and one line on stderr (plus a JSON error document under `-o json`).
 
 pub mod args;
+mod completion;
 mod manpage;
 pub mod render;
 pub mod schema;

@@ -105,6 +105,13 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         Command::Reap { dry_run, retention_days } => answer(o, block_on(reap(cli, *dry_run, *retention_days))),
         Command::Watch { queue, give_up_after } => done(watch(cli, *queue, *give_up_after)),
         Command::Doctor => doctor(cli),
+        Command::CompleteNames { kind } => {
+            // A completion must never print an error or wait: at most 2 s, nothing on failure.
+            let names = block_on(super::completion::names(cli, *kind)).unwrap_or_default();
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(names.join("\n").as_bytes()).and_then(|_| out.write_all(b"\n"));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::RecordExit { dir, unit, session, agent_id, provider, log_file, spawn_request_id, prompt_file } => {
             let args = ops::record_exit::RecordArgs {
                 dir: dir.clone(),
@@ -480,6 +487,8 @@ fn completions(shell: CompletionShell) -> Result<ExitCode, Failure> {
     clap_complete::generate(shell, &mut cmd, "agent-relay-systemd", &mut out);
     if shell == Shell::Bash {
         out = fix_bash_labels(&out);
+        let dynamic = super::completion::bash_dynamic(&cmd, &out);
+        out.extend_from_slice(dynamic.as_bytes());
     }
     std::io::stdout().lock().write_all(&out).map_err(|e| io_failure(format!("writing the completions: {e}")))?;
     Ok(ExitCode::SUCCESS)

@@ -193,3 +193,46 @@ fn logs_follow_ends_when_the_agent_ends_and_says_how() {
     let out = env.run_within(Duration::from_secs(10), &["logs", "fol-000001", "--follow"], None);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("has ended"));
 }
+
+#[test]
+fn bash_completes_agent_and_guest_names_from_the_manager() {
+    let env = Env::new();
+    let agent = env.spawn(&env.request(json!({"label": "cmp", "spawnRequestId": "cmp-000001"})))["agent"].clone();
+    let session = agent["sessionName"].as_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("completion.bash");
+    let out = env.run(&["completions", "bash"], None);
+    std::fs::write(&script, &out.stdout).unwrap();
+    // The command as an operator types it: on PATH by its own name.
+    std::os::unix::fs::symlink(bin(), dir.path().join("agent-relay-systemd")).unwrap();
+    let driver = r#"
+source "$1"; shift
+COMP_WORDS=("$@")
+COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+COMP_LINE="${COMP_WORDS[*]}"
+COMP_POINT=${#COMP_LINE}
+fn=$(complete -p agent-relay-systemd | sed -E 's/.* -F ([^ ]+) .*/\1/')
+"$fn" agent-relay-systemd "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+printf '%s\n' "${COMPREPLY[@]}"
+"#;
+    let complete = |words: &[&str]| -> Vec<String> {
+        let mut c = std::process::Command::new("bash");
+        c.env_clear();
+        for (k, v) in env.mgr().env() {
+            c.env(k, v);
+        }
+        c.env("HOME", &env.home);
+        c.env("PATH", format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap_or_default()));
+        c.arg("-c").arg(driver).arg("bash").arg(&script).arg("agent-relay-systemd").arg("--config").arg(&env.config);
+        let out = output_within(c.args(words), None, Duration::from_secs(20));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
+    };
+    assert_eq!(complete(&["stop", "cmp-"]), ["cmp-000001"]);
+    assert_eq!(complete(&["logs", "-n", "5", &session[..6]]), vec![session.clone()]);
+    assert!(complete(&["diagnose", ""]).contains(&session));
+    // Past the agent: no names (the next word is no agent).
+    assert!(!complete(&["stop", "cmp-000001", ""]).contains(&session));
+    // A flag's value is not a verb's agent.
+    assert!(!complete(&["stop", "--timeout-stop", ""]).contains(&session));
+}
