@@ -69,6 +69,18 @@ pub enum GuestCommand {
         /// Agent id, session name, unit name or spawn request id of a live agent
         agent: String,
     },
+    /// Attach this terminal to a guest's tmux session (for a person at a terminal; detach with the
+    /// tmux prefix key, then d)
+    #[command(
+        after_help = "The socket is the guest's own, derived from its name. stdin and stdout must be a terminal;
+programs use `terminal capture|send` instead.
+Example:
+  agent-relay-systemd guest attach ar-guest-claude-…"
+    )]
+    Attach {
+        /// The guest's name (`<prefix>-guest-…`)
+        guest: String,
+    },
     /// List guest terminals, from their units
     #[command(after_help = "Example:\n  agent-relay-systemd guest list")]
     List,

@@ -89,6 +89,7 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         Command::Guest(GuestCommand::Create { agent }) => {
             answer(o, block_on(async { connect(cli).await?.guest_create(agent).await }))
         }
+        Command::Guest(GuestCommand::Attach { guest }) => done(guest_attach(cli, guest)),
         Command::Guest(GuestCommand::List) => {
             answer(o, block_on(async { Ok(GuestList(connect(cli).await?.guest_list().await?)) }))
         }
@@ -281,6 +282,19 @@ async fn top(cli: &Cli, interval: f64, iterations: Option<u64>) -> Result<(), Er
         }
         tokio::time::sleep(every).await;
     }
+}
+
+/// `guest attach`: replaces this process with tmux attached to the guest (returns only on failure).
+fn guest_attach(cli: &Cli, guest: &str) -> Result<(), Error> {
+    use std::io::IsTerminal;
+    if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+        return Err(Error::Argument(
+            "guest attach needs a terminal on stdin and stdout; programs use `terminal capture|send`".into(),
+        ));
+    }
+    let mut cmd = block_on(async { connect(cli).await?.guest_attach_command(guest).await })?;
+    let err = std::os::unix::process::CommandExt::exec(&mut cmd);
+    Err(Error::Argument(format!("cannot run tmux: {err}")))
 }
 
 struct RestartArgs<'a> {

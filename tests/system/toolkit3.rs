@@ -236,3 +236,75 @@ printf '%s\n' "${COMPREPLY[@]}"
     // A flag's value is not a verb's agent.
     assert!(!complete(&["stop", "--timeout-stop", ""]).contains(&session));
 }
+
+#[test]
+fn guest_attach_attaches_a_terminal_to_the_guests_session_and_refuses_a_pipe() {
+    let env = Env::new();
+    let a = env.spawn(&env.request(json!({"spawnRequestId": "att-000001"})))["agent"].clone();
+    let info = env.runner_info(a["sessionName"].as_str().unwrap());
+    assert!(wait_until(Duration::from_secs(5), || info.exists()));
+    let name = env.json(&["guest", "create", "att-000001", "-o", "json"], None)["guest"].as_str().unwrap().to_string();
+    // Not a terminal: exit 2, one line, nothing attached.
+    let out = env.run(&["guest", "attach", &name], Some(""));
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a terminal"));
+    // Not a guest name: exit 2.
+    assert_eq!(env.run(&["guest", "attach", "ar-claude-x"], None).status.code(), Some(2));
+
+    let with_env = |c: &mut std::process::Command| {
+        c.env_clear();
+        for (k, v) in env.mgr().env() {
+            c.env(k, v);
+        }
+        c.env("HOME", &env.home).env("PATH", std::env::var("PATH").unwrap_or_default());
+    };
+    let tmux = |args: &[&str]| {
+        let mut c = std::process::Command::new("tmux");
+        with_env(&mut c);
+        c.args(["-N", "-L", &name]).args(args);
+        output_within(&mut c, None, Duration::from_secs(5))
+    };
+    // A terminal: `script` gives the command a pty, as a person's terminal would.
+    let line = format!("'{}' --config '{}' guest attach {name}", bin().display(), env.config.display());
+    let mut c = std::process::Command::new("script");
+    with_env(&mut c);
+    c.env("TERM", "xterm").args(["-q", "-e", "-c", &line, "/dev/null"]);
+    let mut child = c
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Reap(u32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0 as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    let _reap = Reap(child.id());
+    let attached = wait_until(Duration::from_secs(10), || {
+        let out = tmux(&["list-clients", "-F", "#{client_session}"]);
+        String::from_utf8_lossy(&out.stdout).lines().any(|l| l == name)
+    });
+    if !attached {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("no client attached to {name}");
+    }
+    // Detached from the server's side: the attach ends, exit 0.
+    assert!(tmux(&["detach-client", "-s", &format!("={name}")]).status.success());
+    let began = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if began.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("guest attach did not end after the detach");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
