@@ -308,3 +308,51 @@ fn guest_attach_attaches_a_terminal_to_the_guests_session_and_refuses_a_pipe() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn reap_cuts_big_logs_and_removes_the_logs_of_agents_gone_past_the_retention() {
+    let env = Env::with_config(|c| {
+        c["logMaxMb"] = json!(1);
+        c["logRetentionDays"] = json!(1);
+    });
+    let agent = env.spawn(&env.request(json!({"label": "big", "spawnRequestId": "log-000001"})))["agent"].clone();
+    let log = std::path::PathBuf::from(agent["logFile"].as_str().unwrap());
+    let logs = log.parent().unwrap().to_path_buf();
+    // The live agent's log grows past the cap (appended, as its runner appends).
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        for i in 0..40_000 {
+            writeln!(f, "line {i:06} of a chatty runner ..........................").unwrap();
+        }
+    }
+    assert!(std::fs::metadata(&log).unwrap().len() > 2 << 20);
+    // A gone agent's log, two days old; a fresh one; another prefix's; a link named like ours.
+    let old = logs.join("ar-claude-old-0123456789ab.log");
+    let fresh = logs.join("ar-claude-fresh-0123456789ab.log");
+    let other = logs.join("zz-claude-old-0123456789ab.log");
+    let outside = env.home.join("precious.txt");
+    let link = logs.join("ar-claude-link-0123456789ab.log");
+    for p in [&old, &fresh, &other, &outside] {
+        std::fs::write(p, "x\n").unwrap();
+    }
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    for p in [&old, &other, &outside, &link] {
+        backdate(p, 2 * 86_400);
+    }
+    let out = env.run(&["reap", "-o", "json"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["failed"], json!([]), "{report}");
+    let size = std::fs::metadata(&log).unwrap().len();
+    assert!(size <= 600 << 10, "the live log is cut to its newer half: {size}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.starts_with("[agent-relay-systemd reap: the log's first"), "{}", &text[..200]);
+    assert!(text.trim_end().ends_with("line 039999 of a chatty runner .........................."));
+    assert!(!old.exists(), "the old log of a gone agent is removed");
+    assert!(fresh.exists() && other.exists(), "a fresh log and another prefix's stay");
+    assert!(std::fs::symlink_metadata(&link).is_err(), "an old link named like a log goes, itself");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "x\n", "a link's target is never touched");
+    // The agent still writes to its log after the cut.
+    assert!(env.json(&["logs", "log-000001", "-o", "json"], None)["lines"].as_array().is_some_and(|l| !l.is_empty()));
+}

@@ -129,6 +129,14 @@ export type Action =
   | {
       action: 'remove-request-lock';
       target: string;
+    }
+  | {
+      action: 'remove-log';
+      target: string;
+    }
+  | {
+      action: 'cap-log';
+      target: string;
     };
 /**
  * `persistent` agents are restarted on failure; `ephemeral` ones are not.
