@@ -97,6 +97,11 @@ pub fn liveness(s: &UnitSnapshot, proc_state: ProcState) -> Liveness {
         // Between a crash and its restart: the runner is positively gone.
         return Liveness::Dead;
     }
+    if s.active() == ActiveState::Deactivating {
+        // Stopping with no main process (systemd clears MainPID when it exits): the runner is
+        // gone, and what runs is the stop's own commands (ExecStopPost= recording the exit).
+        return Liveness::Dead;
+    }
     Liveness::Unknown
 }
 
@@ -301,6 +306,14 @@ mod tests {
             main_pid: pid,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn deactivating_with_no_main_process_is_dead() {
+        let s = snap("deactivating", "stop-post", 0);
+        assert_eq!(liveness(&s, ProcState::Gone), Liveness::Dead);
+        assert_eq!(liveness(&snap("deactivating", "stop-sigterm", 42), ProcState::Running), Liveness::Alive);
+        assert_eq!(liveness(&snap("activating", "start-pre", 0), ProcState::Gone), Liveness::Unknown);
     }
 
     #[test]

@@ -14,9 +14,11 @@ import type {
   ReapSummary,
   RemoveAnswer,
   ResizeAnswer,
+  RestartAnswer,
   SendAnswer,
   SpawnAnswer,
   SpawnRequest,
+  StatusAnswer,
   StopAnswer,
 } from './contract.js';
 import { SCHEMA_VERSION } from './contract.js';
@@ -64,10 +66,56 @@ export class AgentRelayClient {
     this.timeoutMs = options.timeoutMs ?? 30_000;
   }
 
-  /** `spawn` (or `spawn --persist`): starts the agent of `request`, or answers its live agent. */
-  spawn(request: SpawnRequest, o: CallOptions & { persist?: boolean } = {}): Promise<SpawnAnswer> {
-    const args = o.persist ? ['spawn', '--persist'] : ['spawn'];
+  /** `spawn` (or `spawn --persist`): starts the agent of `request`, or answers its live agent.
+   * It passes the admission gate first (queued while no slot or headroom is free; `noWait`: a
+   * `NotAdmittedError` at once instead); `waitReady` answers once the runner has registered. */
+  spawn(
+    request: SpawnRequest,
+    o: CallOptions & { persist?: boolean; noWait?: boolean; waitReady?: boolean; readyTimeoutSeconds?: number } = {},
+  ): Promise<SpawnAnswer> {
+    const args = ['spawn'];
+    if (o.persist) args.push('--persist');
+    if (o.noWait) args.push('--no-wait');
+    if (o.waitReady) args.push('--wait-ready');
+    if (o.waitReady && o.readyTimeoutSeconds !== undefined) args.push('--ready-timeout', String(o.readyTimeoutSeconds));
     return this.call(args, o, JSON.stringify(request));
+  }
+
+  /** `restart`: a transactional swap; the successor (from `request`, else the agent's own) must
+   * register and settle before the predecessor stops, or it is stopped and the predecessor kept
+   * (a `SpawnFailedError` saying why). */
+  restart(
+    agent: string,
+    o: CallOptions & {
+      request?: SpawnRequest;
+      spawnRequestId?: string;
+      registrationTimeoutSeconds?: number;
+      settleMs?: number;
+      timeoutStopSeconds?: number;
+    } = {},
+  ): Promise<RestartAnswer> {
+    const args = ['restart'];
+    if (o.request) args.push('--spec', '-');
+    if (o.spawnRequestId !== undefined) args.push('--spawn-request-id', o.spawnRequestId);
+    if (o.registrationTimeoutSeconds !== undefined) args.push('--registration-timeout', String(o.registrationTimeoutSeconds));
+    if (o.settleMs !== undefined) args.push('--settle-ms', String(o.settleMs));
+    if (o.timeoutStopSeconds !== undefined) args.push('--timeout-stop', String(o.timeoutStopSeconds));
+    args.push('--', agent);
+    return this.call(args, o, o.request ? JSON.stringify(o.request) : undefined);
+  }
+
+  /** `status`: agents by state, queued spawns, exited agents on record, manager and reaper timer. */
+  status(o: CallOptions = {}): Promise<StatusAnswer> {
+    return this.call(['status'], o);
+  }
+
+  /** `wait`: blocks until the agent has ended, then answers as `diagnose` (a `TimeoutError` when
+   * `timeoutWaitSeconds` pass first). */
+  wait(agent: string, o: CallOptions & { timeoutWaitSeconds?: number } = {}): Promise<Diagnosis> {
+    const args = ['wait'];
+    if (o.timeoutWaitSeconds !== undefined) args.push('--timeout-wait', String(o.timeoutWaitSeconds));
+    args.push('--', agent);
+    return this.call(args, o);
   }
 
   /** `generate`: the unit file `spawn --persist` would write; changes nothing. */
@@ -75,9 +123,12 @@ export class AgentRelayClient {
     return this.call(['generate'], o, JSON.stringify(request));
   }
 
-  /** `list`: every agent. */
-  list(o: CallOptions = {}): Promise<AgentRecord[]> {
-    return this.call(['list'], o);
+  /** `list`: every agent, and spawns queued for admission (`state: 'queued'`); `all` adds agents
+   * whose unit is gone, from their exit records; `state` keeps those in these states. */
+  list(o: CallOptions & { all?: boolean; state?: string[] } = {}): Promise<AgentRecord[]> {
+    const args = ['list', ...(o.all ? ['--all'] : [])];
+    for (const st of o.state ?? []) args.push('--state', st);
+    return this.call(args, o);
   }
 
   /** `show`: one agent by unit, session, agent id, spawn request id or policy name. */
