@@ -104,10 +104,11 @@ cat >"$work/deb.depends.want" <<EOF
 dbus-user-session | default-dbus-session-bus
 init-system-helpers (>= 1.63)
 systemd
-tmux
 EOF
 same ".deb Depends (besides shared libraries)" "$work/deb.depends.want" "$work/deb.depends.named"
 grep -qE '^libc6 \(>= [0-9.]+\)$' "$work/deb.depends" || fail ".deb Depends lacks libc6 (\$auto)"
+# tmux is recommended, not required: agents run without it, terminals need it.
+[ "$(dpkg-deb -f "$deb" Recommends)" = "tmux" ] || fail ".deb Recommends is not tmux"
 grep '^lib' "$work/deb.depends" | grep -vqE '^lib[a-z0-9.+-]+ \(>= [^)]+\)$' && fail ".deb Depends has an odd library entry"
 # The maintainer scripts are ours, byte for byte, and executable.
 dpkg-deb -e "$deb" "$work/control"
@@ -143,10 +144,10 @@ post,interp /bin/sh
 preun,interp /bin/sh
 manual dbus
 manual systemd
-manual tmux
 EOF
 same ".rpm Requires (besides rpmlib() and shared libraries)" "$work/rpm.requires.want" "$work/rpm.requires"
 rpm -qp --requires "$rpm" 2>/dev/null | grep -q '^libc\.so\.6' || fail ".rpm Requires lacks libc.so.6 (auto-req)"
+rpm -qp --recommends "$rpm" 2>/dev/null | grep -qx 'tmux' || fail ".rpm Recommends lacks tmux"
 rpm -qp --scripts "$rpm" 2>/dev/null >"$work/rpm.scripts"
 {
   echo "postinstall scriptlet:"
@@ -247,9 +248,11 @@ chown -R nobody "$work/arch"
 (cd "$work/arch" && runuser -u nobody -- makepkg --printsrcinfo) >"$work/srcinfo" ||
   fail "makepkg --printsrcinfo"
 grep -qxF "	pkgver = $version" "$work/srcinfo" || fail "PKGBUILD pkgver is not Cargo.toml's $version"
-for d in systemd dbus tmux; do
+for d in systemd dbus; do
   grep -qxF "	depends = $d" "$work/srcinfo" || fail "PKGBUILD does not depend on $d"
 done
+grep -qE "^	optdepends = tmux: " "$work/srcinfo" || fail "PKGBUILD does not suggest tmux"
+grep -qxF "	depends = tmux" "$work/srcinfo" && fail "PKGBUILD depends on tmux (a recommendation only)"
 grep -qxF "	install = $name.install" "$work/srcinfo" || fail "PKGBUILD names no install file"
 # package() against this tree's build outputs, as makepkg would call it after build().
 mkdir -p "$work/arch/src" "$work/arch/pkg"
