@@ -3,6 +3,7 @@
 //! functions over plain data: no tokio, no zbus, no filesystem, no environment, no clock (the
 //! callers in `ops` pass the time and the host facts in). `.ci/run` checks this with a grep.
 
+pub mod agentfile;
 pub mod config;
 pub mod contract;
 pub mod events;
