@@ -4,6 +4,7 @@
 //! the throwaway manager of the tests (`sandbox`). Each boundary's verbs speak the domain and
 //! every call across it is bounded; decisions are the model's.
 
+pub mod agent_dirs;
 pub mod config_file;
 pub mod exit_store;
 pub mod files;

@@ -5,6 +5,7 @@
 pub mod diagnose;
 pub mod durable;
 pub mod exec;
+pub mod generate;
 pub mod guests;
 pub mod logs;
 pub mod ready;
