@@ -343,6 +343,9 @@ pub enum Command {
         /// The secret file prepare-agent wrote
         #[arg(long)]
         env_file: PathBuf,
+        /// The agent's log file, which the runner's output is appended to
+        #[arg(long)]
+        log_file: PathBuf,
         /// The runner's argv, argv[0] its absolute path
         #[arg(required = true, last = true, value_name = "WORD")]
         argv: Vec<String>,

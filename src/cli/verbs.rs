@@ -93,7 +93,7 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             ops::generate::prepare(&ctx, name, digest)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::RunAgent { env_file, argv } => match ops::generate::run_agent(env_file, argv) {
+        Command::RunAgent { env_file, log_file, argv } => match ops::generate::run_agent(env_file, log_file, argv) {
             e @ Error::Io { .. } => Err(Failure::new(format!("run-agent: {e}"), ErrorKind::Exec, EXIT_EXEC)),
             e => Err(e.into()),
         },

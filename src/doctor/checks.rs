@@ -367,7 +367,11 @@ pub fn runner(r: Option<&RunnerFact>) -> Finding {
 pub fn agent_files(d: Option<&DeclaredFact>) -> Finding {
     const CHECK: &str = "agent-files";
     let Some(d) = d else {
-        return warn(CHECK, "not checked: the config could not be loaded".into(), "fix the config first (see `config`)");
+        return warn(
+            CHECK,
+            "not checked: the config could not be loaded".into(),
+            "fix the config first (see `config`)",
+        );
     };
     let dirs = d.dirs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and ");
     let total = d.valid + d.invalid.len();

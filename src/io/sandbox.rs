@@ -61,9 +61,7 @@ impl PrivateManager {
 
     /// Starts a manager whose environment also holds `extra(root)` (given the private root
     /// directory, before the manager starts), on every start of it: `SYSTEMD_GENERATOR_PATH`, say.
-    pub fn start_with_env(
-        extra: impl FnOnce(&Path) -> Vec<(String, String)>,
-    ) -> Result<PrivateManager, SandboxError> {
+    pub fn start_with_env(extra: impl FnOnce(&Path) -> Vec<(String, String)>) -> Result<PrivateManager, SandboxError> {
         PrivateManager::start_inner(Duration::from_secs(10), extra)
     }
 

@@ -115,7 +115,12 @@ pub struct Declarations {
 
 /// Plans and renders one declaration. The plan takes no time and no randomness: the same file,
 /// config and host give the same unit on every run.
-pub fn declare(ctx: &Context, name: &str, source: &Path, file: &AgentFile) -> Result<(DeclaredUnit, SpawnPlan), String> {
+pub fn declare(
+    ctx: &Context,
+    name: &str,
+    source: &Path,
+    file: &AgentFile,
+) -> Result<(DeclaredUnit, SpawnPlan), String> {
     let home = &ctx.host.home;
     let named = |path: &Option<String>| -> Result<Option<String>, String> {
         path.as_deref()
@@ -148,7 +153,8 @@ pub fn declare(ctx: &Context, name: &str, source: &Path, file: &AgentFile) -> Re
         inherited_env: &[],
     };
     let plan = plan::plan(&req, &inputs).map_err(|e| e.to_string())?;
-    let (exe, env_file) = (ctx.exe.display().to_string(), plan.env_file.display().to_string());
+    let exe = ctx.exe.display().to_string();
+    let (env_file, log_file) = (plan.env_file.display().to_string(), plan.log_file.display().to_string());
     let unit = agent_unit::render(agent_unit::Inputs {
         name,
         source: &source.display().to_string(),
@@ -158,6 +164,7 @@ pub fn declare(ctx: &Context, name: &str, source: &Path, file: &AgentFile) -> Re
         argv: &plan.argv,
         exe: &exe,
         env_file: &env_file,
+        log_file: &log_file,
     })
     .map_err(|e| e.to_string())?;
     let declared = DeclaredUnit {
@@ -324,7 +331,12 @@ pub fn prepare(ctx: &Context, name: &str, digest: &str) -> Result<(), Error> {
         });
     };
     if unit.digest != digest {
-        return Err(stale(format!("{} changed since the user manager read it", unit.source.display())));
+        let e = stale(format!("{} changed since the user manager read it", unit.source.display()));
+        // Also where `logs` and `diagnose` look (stderr goes to the journal, which may not run).
+        if let Ok(mut log) = agent_dirs::open_log(&plan.log_file) {
+            let _ = std::io::Write::write_all(&mut log, format!("agent-relay-systemd prepare-agent: {e}\n").as_bytes());
+        }
+        return Err(e);
     }
     let env_text = plan::render_env_file(&plan.secret_env);
     let replay = plan.record_exit_argv.as_ref().is_none_or(|a| !a.iter().any(|w| w.starts_with("--prompt-file=")));
@@ -333,8 +345,9 @@ pub fn prepare(ctx: &Context, name: &str, digest: &str) -> Result<(), Error> {
 
 /// `run-agent` (a declared unit's `ExecStart=`): the runner's argv executed in this very
 /// process (same pid, control group), with the secret file's variables over the unit's
-/// environment, as an `EnvironmentFile=` would set them. Returns only when it could not.
-pub fn run_agent(env_file: &Path, argv: &[String]) -> Error {
+/// environment (as an `EnvironmentFile=` would set them) and its output appended to its log
+/// file (0600, never through a link). Returns only when it could not.
+pub fn run_agent(env_file: &Path, log_file: &Path, argv: &[String]) -> Error {
     use std::os::unix::process::CommandExt;
     let vars = match agent_dirs::read_env_file(env_file) {
         Ok(v) => v,
@@ -343,6 +356,16 @@ pub fn run_agent(env_file: &Path, argv: &[String]) -> Error {
     let Some((program, args)) = argv.split_first() else {
         return Error::Argument("run-agent: no command after --".into());
     };
-    let e = std::process::Command::new(program).arg0(program).args(args).envs(vars).exec();
+    let log = match agent_dirs::open_log(log_file) {
+        Ok(f) => f,
+        Err(e) => {
+            return Error::Io { op: "opening the log file (not through a symlink)", path: log_file.into(), source: e }
+        }
+    };
+    let (out, err) = match (log.try_clone(), log.try_clone()) {
+        (Ok(o), Ok(e)) => (o, e),
+        (Err(e), _) | (_, Err(e)) => return Error::Io { op: "duplicating", path: log_file.into(), source: e },
+    };
+    let e = std::process::Command::new(program).arg0(program).args(args).envs(vars).stdout(out).stderr(err).exec();
     Error::Io { op: "executing the runner", path: program.into(), source: e }
 }

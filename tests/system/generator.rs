@@ -72,13 +72,18 @@ fn dry_run(env: &Env, name: Option<&str>) -> (Value, Option<i32>) {
     (parse_valid("generate-dry-run", &out.stdout), out.status.code())
 }
 
-/// The agent's record once it runs (panics after 10 s).
+/// The agent's record once its runner runs (panics after 10 s): `run-agent` has executed it
+/// in its place (until then the unit's main process is `run-agent`, already "started").
 fn alive(env: &Env, agent_id: &str) -> Value {
     let mut last = Value::Null;
     let ok = wait_until(Duration::from_secs(10), || {
         let out = env.run(&["show", agent_id, "-o", "json"], None);
         last = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        last["state"] == "alive" && last["pid"].as_u64().is_some_and(|p| p > 0)
+        let runner = |pid: u64| {
+            let argv0 = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            argv0.split(|b| *b == 0).next().is_some_and(|a| a.ends_with(b"fake-runner"))
+        };
+        last["state"] == "alive" && last["pid"].as_u64().is_some_and(|p| p > 0 && runner(p))
     });
     assert!(ok, "{agent_id} is not alive: {last}\nmanager.log:\n{}", manager_log(env));
     last
@@ -93,7 +98,8 @@ fn alpha(app: &Path, model: &str) -> String {
     )
 }
 
-const BETA: &str = "[Agent]\nProvider=claude\nCwd=~/projects/app\nLabel=Odd \"one\" 100% $HOME\nSpawnRequestId=beta-req\n\
+const BETA: &str =
+    "[Agent]\nProvider=claude\nCwd=~/projects/app\nLabel=Odd \"one\" 100% $HOME\nSpawnRequestId=beta-req\n\
                     Lifecycle=ephemeral\n[Install]\nWantedBy=default.target\n";
 
 #[test]
@@ -103,12 +109,30 @@ fn declared_agents_run_from_their_files_with_no_secret_in_their_units() {
     declare(&env, "alpha", &alpha(&app, "opus"));
     declare(&env, "beta", BETA);
     declare(&env, "broken", "[Agent]\nProvider=claude\nCwd=~/projects/app\nModle=opus\n");
+    // Planted where a declaration goes: a FIFO must not hang the reload, a link is not followed.
+    let dir = agents_dir(&env);
+    nix::unistd::mkfifo(&dir.join("fifo.agent"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    std::os::unix::fs::symlink(dir.join("alpha.agent"), dir.join("linked.agent")).unwrap();
+    let started = std::time::Instant::now();
+    env.systemctl(&["daemon-reload"]);
+    assert!(started.elapsed() < Duration::from_secs(5), "the reload took {:?}", started.elapsed());
+    let log = manager_log(&env);
+    for (name, why) in [("fifo", "not a regular file (a FIFO)"), ("linked", "is a symbolic link")] {
+        let line = format!("agent-relay-generator: {}: ", dir.join(format!("{name}.agent")).display());
+        assert!(log.lines().any(|l| l.starts_with(&line) && l.contains(why)), "{name}: {log}");
+    }
+    std::fs::remove_file(dir.join("fifo.agent")).unwrap();
+    std::fs::remove_file(dir.join("linked.agent")).unwrap();
     env.systemctl(&["daemon-reload"]);
 
     // The broken file: one line in the journal (here the manager's output), skipped.
     let broken = agents_dir(&env).join("broken.agent");
     let line = format!("agent-relay-generator: {}: line 4: unknown key Modle= in [Agent]", broken.display());
-    assert!(manager_log(&env).lines().any(|l| l.starts_with(&line) && l.ends_with("; skipped")), "{}", manager_log(&env));
+    assert!(
+        manager_log(&env).lines().any(|l| l.starts_with(&line) && l.ends_with("; skipped")),
+        "{}",
+        manager_log(&env)
+    );
 
     // What the dry run says is what the generator wrote, byte for byte.
     let (report, code) = dry_run(&env, None);
@@ -126,7 +150,8 @@ fn declared_agents_run_from_their_files_with_no_secret_in_their_units() {
             assert_eq!(target, Path::new(l["target"].as_str().unwrap()));
         }
         // What systemd-analyze says of it.
-        let verify = tool(&env, "systemd-analyze", &["--user", "verify", &gen.join(unit).display().to_string()]);
+        let verify =
+            tool(&env, "systemd-analyze", &["--user", "verify", "--man=no", &gen.join(unit).display().to_string()]);
         let said = String::from_utf8_lossy(&verify.stderr);
         assert!(verify.status.success() && said.trim().is_empty(), "verify {unit}: {said}");
     }
@@ -156,15 +181,15 @@ fn declared_agents_run_from_their_files_with_no_secret_in_their_units() {
     assert_eq!(tail, ["a b", "$HOME", "${PATH}", "%n", ";", "back\\slash", "say \"hi\""], "{argv:?}");
     assert_eq!(argv[argv.iter().position(|w| w == "--model").unwrap() + 1], "opus");
     let environ = environ(pid);
-    for want in [format!("AGENT_RELAY_TOKEN={TOKEN}"), format!("EXTRA_SECRET={ENV_SECRET}"), "SPACED=two words".into()] {
+    for want in [format!("AGENT_RELAY_TOKEN={TOKEN}"), format!("EXTRA_SECRET={ENV_SECRET}"), "SPACED=two words".into()]
+    {
         assert!(environ.contains(&want), "{want} not in the runner's environment");
     }
     let b_argv = cmdline(rb["pid"].as_u64().unwrap());
     assert_eq!(b_argv[b_argv.iter().position(|w| w == "--label").unwrap() + 1], "Odd \"one\" 100% $HOME");
-    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(env.home.join(format!(
-        ".agent-relay/logs/{}.log",
-        ra["sessionName"].as_str().unwrap()
-    )))
+    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(
+        env.home.join(format!(".agent-relay/logs/{}.log", ra["sessionName"].as_str().unwrap()))
+    )
     .is_ok_and(|l| l.contains(&format!("PROMPT-BYTES {}", PROMPT.len())))));
 
     // No secret in the unit files, nor in what systemd shows of the units.
@@ -200,7 +225,8 @@ fn declared_agents_run_from_their_files_with_no_secret_in_their_units() {
     assert!(seen.is_some(), "watch did not see the declared agent start again");
     // The prompt was for the first run.
     let log = env.home.join(format!(".agent-relay/logs/{}.log", ra["sessionName"].as_str().unwrap()));
-    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("PROMPT-BYTES 0"))));
+    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(&log)
+        .is_ok_and(|l| l.contains("PROMPT-BYTES 0"))));
 
     // doctor lists the broken file.
     let gen_path = env.mgr().root().join("generators");
@@ -214,9 +240,14 @@ fn declared_agents_run_from_their_files_with_no_secret_in_their_units() {
     // An edit the manager has not read is refused at the next start, not half applied; after
     // a reload the next start runs the new declaration.
     declare(&env, "alpha", &alpha(&app, "sonnet"));
-    env.systemctl_fails(&["restart", "alpha.agent"]);
+    let refused = env.systemctl_fails(&["restart", "alpha.agent"]);
+    let told = String::from_utf8_lossy(&refused.stderr);
+    assert!(told.contains("changed on disk. Run 'systemctl --user daemon-reload'"), "{told}");
     let said = std::fs::read_to_string(&log).unwrap();
-    assert!(said.contains("alpha.agent changed since the user manager read it; run `systemctl --user daemon-reload`"), "{said}");
+    assert!(
+        said.contains("alpha.agent changed since the user manager read it; run `systemctl --user daemon-reload`"),
+        "{said}"
+    );
     env.systemctl(&["daemon-reload"]);
     env.systemctl(&["reset-failed", &a_unit]);
     env.systemctl(&["restart", "alpha.agent"]);
@@ -237,13 +268,20 @@ fn declared_agents_run_from_their_files_with_no_secret_in_their_units() {
 #[test]
 fn a_declared_agent_comes_back_with_the_manager_and_masking_hides_it() {
     let mut env = declared_env();
-    declare(&env, "keeper", &format!("[Agent]\nProvider=claude\nCwd=~/projects/app\nPrompt={PROMPT}\n[Install]\nWantedBy=default.target\n"));
+    declare(
+        &env,
+        "keeper",
+        &format!("[Agent]\nProvider=claude\nCwd=~/projects/app\nPrompt={PROMPT}\n[Install]\nWantedBy=default.target\n"),
+    );
     declare(&env, "manual", "[Agent]\nProvider=claude\nCwd=~/projects/app\nLabel=by hand\n");
     env.systemctl(&["daemon-reload"]);
     let (report, code) = dry_run(&env, None);
     assert_eq!(code, Some(0), "{report}");
     let id = |n: &str| {
-        report["units"].as_array().unwrap().iter().find(|u| u["name"] == n).unwrap()["agentId"].as_str().unwrap().to_string()
+        report["units"].as_array().unwrap().iter().find(|u| u["name"] == n).unwrap()["agentId"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     let (keeper, manual) = (id("keeper"), id("manual"));
     env.systemctl(&["start", "keeper.agent"]);
@@ -258,7 +296,8 @@ fn a_declared_agent_comes_back_with_the_manager_and_masking_hides_it() {
     assert_eq!(back["durable"], true);
     assert!(environ(back["pid"].as_u64().unwrap()).contains(&format!("AGENT_RELAY_TOKEN={TOKEN}")));
     let log = env.home.join(format!(".agent-relay/logs/{}.log", back["sessionName"].as_str().unwrap()));
-    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("PROMPT-BYTES 0"))));
+    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(&log)
+        .is_ok_and(|l| l.contains("PROMPT-BYTES 0"))));
     // Without [Install] it is not started, yet show finds it and start starts it.
     let shown = env.json(&["show", &manual, "-o", "json"], None);
     assert_eq!(shown["state"], "dead", "{shown}");

@@ -72,10 +72,7 @@ impl Env {
 
     /// [`Env::with_config`] with variables added to the manager's own environment, `extra`
     /// given the private root (the home is its `home/`, the config `home/orchestrator.json`).
-    pub fn with_manager_env(
-        edit: impl FnOnce(&mut Value),
-        extra: impl FnOnce(&Path) -> Vec<(String, String)>,
-    ) -> Env {
+    pub fn with_manager_env(edit: impl FnOnce(&mut Value), extra: impl FnOnce(&Path) -> Vec<(String, String)>) -> Env {
         let share = share();
         let mgr = PrivateManager::start_with_env(extra).unwrap_or_else(|e| {
             panic!(

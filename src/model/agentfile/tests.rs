@@ -194,6 +194,7 @@ fn generated(name: &str, text: &str) -> (SpawnPlan, super::unit::GeneratedUnit) 
     let f = agent(text);
     let p = plan_of(name, &f);
     let env_file = p.env_file.display().to_string();
+    let log_file = p.log_file.display().to_string();
     let g = render(Inputs {
         name,
         source: "/home/u/.config/agent-relay/agents/x.agent",
@@ -203,6 +204,7 @@ fn generated(name: &str, text: &str) -> (SpawnPlan, super::unit::GeneratedUnit) 
         argv: &p.argv,
         exe: EXE,
         env_file: &env_file,
+        log_file: &log_file,
     })
     .unwrap();
     (p, g)
@@ -228,7 +230,7 @@ fn the_unit_runs_the_runner_through_our_launcher_and_holds_no_secret() {
         assert!(!g.text.contains(secret), "{secret} in\n{}", g.text);
     }
     let k = keys(&g.text);
-    assert!(!k.contains(&"EnvironmentFile"), "{}", g.text);
+    assert!(!k.contains(&"EnvironmentFile") && !k.contains(&"StandardOutput"), "{}", g.text);
     assert_eq!(k.iter().filter(|k| **k == "ExecStart").count(), 1);
     let exec_start = g.text.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
     let env_file = p.env_file.display().to_string();

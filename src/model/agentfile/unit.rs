@@ -7,7 +7,11 @@
 //!   the 0600 file and executes the runner's very argv in its own process;
 //! - an `ExecStartPre=` of ours (`prepare-agent`) that writes that file and the payloads at
 //!   every start. It gets the digest of the unit's text, so that a declaration changed since the
-//!   manager read it is refused instead of half applied.
+//!   manager read it is refused instead of half applied;
+//! - no `StandardOutput=append:`: systemd opens that file for `ExecStartPre=` too, before
+//!   anything has made its directory on a first start (status 209/STDOUT). `run-agent` appends
+//!   the runner's output to the log file itself; what `prepare-agent` says goes to the journal,
+//!   where `systemctl --user status` shows it.
 //!
 //! Pure.
 
@@ -65,20 +69,28 @@ pub struct Inputs<'a> {
     pub props: Vec<Property>,
     /// The runner's argv (argv\[0\] is its absolute path).
     pub argv: &'a [String],
-    /// Our binary, and the secret file `prepare-agent` writes for `run-agent`.
+    /// Our binary, the secret file `prepare-agent` writes for `run-agent`, and the agent's log.
     pub exe: &'a str,
     pub env_file: &'a str,
+    pub log_file: &'a str,
 }
 
 /// Renders the unit and its links.
 pub fn render(inp: Inputs<'_>) -> Result<GeneratedUnit, RenderError> {
     let bad = |property: &str, why| RenderError::Unrepresentable { property: property.to_string(), why };
-    let mut run = vec![inp.exe.to_string(), RUN_VERB.to_string(), format!("--env-file={}", inp.env_file), "--".into()];
+    let mut run = vec![
+        inp.exe.to_string(),
+        RUN_VERB.to_string(),
+        format!("--env-file={}", inp.env_file),
+        format!("--log-file={}", inp.log_file),
+        "--".into(),
+    ];
     run.extend(inp.argv.iter().cloned());
+    const REPLACED: [&str; 3] = ["EnvironmentFiles", "StandardOutputFileToAppend", "StandardErrorFileToAppend"];
     let props: Vec<Property> = inp
         .props
         .into_iter()
-        .filter(|(n, _)| *n != "EnvironmentFiles")
+        .filter(|(n, _)| !REPLACED.contains(n))
         .map(|(n, v)| match n {
             "ExecStartEx" => (n, exec::exact(inp.exe, &run, false)),
             _ => (n, v),
