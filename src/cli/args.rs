@@ -188,9 +188,9 @@ pub enum Command {
         /// Agent id, session name, unit name or spawn request id
         agent: String,
     },
-    /// Stop an agent and, when durable, disable it and delete its unit file and secret files
+    /// Stop an agent and, when durable, disable it and delete its unit file (or .agent file) and secret files
     #[command(
-        after_help = "For a transient agent this is a stop. A removed durable agent does not come back.\nExample:\n  agent-relay-systemd remove req-1 -o json"
+        after_help = "For a transient agent this is a stop. A removed durable agent does not come back. For a\ndeclared agent (NAME.agent in ~/.config/agent-relay/agents), its file is deleted and the manager\nreloaded; one an administrator declared in /etc/agent-relay/agents is refused (mask it instead).\nExample:\n  agent-relay-systemd remove req-1 -o json"
     )]
     Remove {
         /// Agent id, session name, unit name or spawn request id

@@ -331,7 +331,10 @@ pub fn prepare(ctx: &Context, name: &str, digest: &str) -> Result<(), Error> {
         });
     };
     if unit.digest != digest {
-        let e = stale(format!("{} changed since the user manager read it", unit.source.display()));
+        let e = stale(format!(
+            "{} (or the config it is planned with) changed since the user manager read it",
+            unit.source.display()
+        ));
         // Also where `logs` and `diagnose` look (stderr goes to the journal, which may not run).
         if let Ok(mut log) = agent_dirs::open_log(&plan.log_file) {
             let _ = std::io::Write::write_all(&mut log, format!("agent-relay-systemd prepare-agent: {e}\n").as_bytes());

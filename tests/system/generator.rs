@@ -245,7 +245,7 @@ fn declared_agents_run_from_their_files_with_no_secret_in_their_units() {
     assert!(told.contains("changed on disk. Run 'systemctl --user daemon-reload'"), "{told}");
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(
-        said.contains("alpha.agent changed since the user manager read it; run `systemctl --user daemon-reload`"),
+        said.contains("alpha.agent (or the config it is planned with) changed since the user manager read it; run `systemctl --user daemon-reload`"),
         "{said}"
     );
     env.systemctl(&["daemon-reload"]);
