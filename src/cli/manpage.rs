@@ -37,7 +37,10 @@ const FILES: &[(&str, &str)] = &[
     ("~/.agent-relay/runners/SESSION.json", "What the runner says about itself (its info file)."),
     ("$XDG_RUNTIME_DIR/agent-relay-systemd/", "Secret and payload files of transient agents, request locks."),
     ("$XDG_CONFIG_HOME/systemd/user/", "Unit files of durable agents (spawn --persist)."),
-    ("$XDG_STATE_HOME/agent-relay-systemd/", "Durable and declared agents' secret files and the exit records diagnose reads."),
+    (
+        "$XDG_STATE_HOME/agent-relay-systemd/",
+        "Durable and declared agents' secret files and the exit records diagnose reads.",
+    ),
     (
         "$XDG_CONFIG_HOME/agent-relay/agents/NAME.agent",
         "A declared agent (see DECLARED AGENTS); an empty file or a link to /dev/null masks NAME.",

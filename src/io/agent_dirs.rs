@@ -251,7 +251,7 @@ mod tests {
         assert!(unreadable("bad name").contains("not a valid agent name"));
         assert!(unreadable("big").contains("larger than"));
         assert!(unreadable("latin1").contains("UTF-8"));
-        assert_eq!(found.len(), 12, "{found:?}");
+        assert_eq!(found.len(), 11, "{found:?}");
         assert_eq!(found.iter().filter(|f| f.name == "hidden").count(), 1);
     }
 

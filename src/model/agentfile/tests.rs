@@ -1,10 +1,10 @@
 use std::path::Path;
 
-use super::unit::{render, Inputs};
 use super::*;
 use crate::model::config::Config;
 use crate::model::plan::{plan, render_env_file, PlanInputs, SpawnPlan};
 use crate::model::unit::agent_properties;
+use unit::{render, Inputs};
 
 fn agent(text: &str) -> AgentFile {
     match parse(text) {
@@ -190,7 +190,7 @@ fn plan_of(name: &str, f: &AgentFile) -> SpawnPlan {
     plan(&req, &inputs).unwrap()
 }
 
-fn generated(name: &str, text: &str) -> (SpawnPlan, super::unit::GeneratedUnit) {
+fn generated(name: &str, text: &str) -> (SpawnPlan, unit::GeneratedUnit) {
     let f = agent(text);
     let p = plan_of(name, &f);
     let env_file = p.env_file.display().to_string();
@@ -235,8 +235,10 @@ fn the_unit_runs_the_runner_through_our_launcher_and_holds_no_secret() {
     let exec_start = g.text.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
     let env_file = p.env_file.display().to_string();
     assert!(
-        exec_start
-            .starts_with(&format!("ExecStart={EXE} run-agent --env-file={env_file} -- /usr/bin/claude-relay claude")),
+        exec_start.starts_with(&format!(
+            "ExecStart={EXE} run-agent --env-file={env_file} --log-file={} -- /usr/bin/claude-relay claude",
+            p.log_file.display()
+        )),
         "{exec_start}"
     );
     let service = g.text.split("[Service]\n").nth(1).unwrap();
@@ -245,12 +247,12 @@ fn the_unit_runs_the_runner_through_our_launcher_and_holds_no_secret() {
     assert!(g.text.contains("\nSourcePath=/home/u/.config/agent-relay/agents/x.agent\n"));
     assert!(g.text.trim_end().ends_with("Nice=5"), "{}", g.text);
     assert!(!g.text.contains("[Install]"));
-    assert_eq!(g.digest, super::unit::digest(&g.text.replace(&pre, "")));
+    assert_eq!(g.digest, unit::digest(&g.text.replace(&pre, "")));
     assert_eq!(
         g.links,
         [
-            super::unit::Link { path: "reviewer.agent.service".into(), target: p.unit.clone() },
-            super::unit::Link { path: format!("default.target.wants/{}", p.unit), target: format!("../{}", p.unit) },
+            unit::Link { path: "reviewer.agent.service".into(), target: p.unit.clone() },
+            unit::Link { path: format!("default.target.wants/{}", p.unit), target: format!("../{}", p.unit) },
         ]
     );
     // The plan is the same on every reload: no time, no randomness.
