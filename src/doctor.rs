@@ -38,6 +38,21 @@ pub struct Facts {
     pub runner: Option<RunnerFact>,
     /// The name of PID 1 (`/proc/1/comm`, trimmed); `None` when it could not be read.
     pub pid1: Option<String>,
+    /// The `.agent` files; `None` when the config could not be loaded (they are planned with it).
+    pub declared: Option<DeclaredFact>,
+}
+
+/// Declared agents: what the generator would make of the `.agent` files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeclaredFact {
+    /// The directories read, the user's first.
+    pub dirs: Vec<PathBuf>,
+    /// Files that make a unit.
+    pub valid: usize,
+    /// The files the generator skips, one line each (`path: why`).
+    pub invalid: Vec<String>,
+    /// Where `agent-relay-generator` is installed for user managers, if anywhere.
+    pub generator: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -153,7 +168,7 @@ pub enum Status {
 pub struct Finding {
     /// The check's name, kebab-case: `manager`, `systemd-version`, `credentials`, `runtime-dir`,
     /// `session-bus`, `private-socket`, `pid1`, `linger`, `cgroup`, `reaper-timer`, `slice`, `tmux`,
-    /// `config`, `runner`.
+    /// `config`, `runner`, `agent-files`.
     pub check: &'static str,
     pub status: Status,
     /// What was found, one line for people.
@@ -186,6 +201,7 @@ pub fn evaluate(f: &Facts) -> Vec<Finding> {
     out.push(checks::tmux(&f.tmux));
     out.push(checks::config(&f.config));
     out.push(checks::runner(f.runner.as_ref()));
+    out.push(checks::agent_files(f.declared.as_ref()));
     out
 }
 

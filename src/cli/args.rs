@@ -172,14 +172,21 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
-    /// Print the unit file `spawn --persist` would write for a spawn request; changes nothing
+    /// Print the unit file `spawn --persist` would write for a spawn request, or with --dry-run
+    /// what the generator writes for the .agent files; changes nothing
     #[command(
-        after_help = "The secret EnvironmentFile= is only named, never printed. Without an agentId in the request,\nthe agent id and the files' directory are fresh on every run, as for a spawn.\nExample:\n  echo '{\"provider\":\"claude\",\"cwd\":\"~/projects/app\",\"spawnRequestId\":\"req-1\"}' | agent-relay-systemd generate"
+        after_help = "The secret EnvironmentFile= is only named, never printed. Without an agentId in the request,\nthe agent id and the files' directory are fresh on every run, as for a spawn.\nWith --dry-run: the units agent-relay-generator writes at each daemon-reload for the .agent\nfiles in ~/.config/agent-relay/agents (XDG_CONFIG_HOME) and /etc/agent-relay/agents, their links,\nand each file it skips with why (on stderr); exit 2 when any file is invalid.\nExamples:\n  echo '{\"provider\":\"claude\",\"cwd\":\"~/projects/app\",\"spawnRequestId\":\"req-1\"}' | agent-relay-systemd generate\n  agent-relay-systemd generate --dry-run reviewer"
     )]
     Generate {
         /// Read the spawn request from FILE instead of stdin
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
         spec: Option<PathBuf>,
+        /// Print what the generator writes for the .agent files (and which it skips), instead
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: only the agent declared by NAME.agent
+        #[arg(value_name = "NAME", requires = "dry_run")]
+        name: Option<String>,
     },
     /// List agents, from unit properties alone; filters narrow the list
     #[command(
@@ -272,9 +279,9 @@ pub enum Command {
         /// Agent id, session name, unit name or spawn request id
         agent: String,
     },
-    /// Stop an agent and, when durable, disable it and delete its unit file and secret files
+    /// Stop an agent and, when durable, disable it and delete its unit file (or .agent file) and secret files
     #[command(
-        after_help = "For a transient agent this is a stop. A removed durable agent does not come back.\nExample:\n  agent-relay-systemd remove req-1 -o json"
+        after_help = "For a transient agent this is a stop. A removed durable agent does not come back. For a\ndeclared agent (NAME.agent in ~/.config/agent-relay/agents), its file is deleted and the manager\nreloaded; one an administrator declared in /etc/agent-relay/agents is refused (mask it instead).\nExample:\n  agent-relay-systemd remove req-1 -o json"
     )]
     Remove {
         /// Agent id, session name, unit name or spawn request id
@@ -425,6 +432,29 @@ pub enum Command {
         /// The run's prompt file, emptied once the run is over (a restart does not replay it)
         #[arg(long)]
         prompt_file: Option<PathBuf>,
+    },
+    /// Write a declared agent's secret and payload files for a start (run by its unit's ExecStartPre=, not by people)
+    #[command(hide = true)]
+    PrepareAgent {
+        /// The declaration's name (NAME.agent)
+        #[arg(long)]
+        name: String,
+        /// The digest of the unit the generator wrote for it
+        #[arg(long)]
+        digest: String,
+    },
+    /// Run a declared agent's runner with its secret file's variables (its unit's ExecStart=, not by people)
+    #[command(hide = true)]
+    RunAgent {
+        /// The secret file prepare-agent wrote
+        #[arg(long)]
+        env_file: PathBuf,
+        /// The agent's log file, which the runner's output is appended to
+        #[arg(long)]
+        log_file: PathBuf,
+        /// The runner's argv, argv[0] its absolute path
+        #[arg(required = true, last = true, value_name = "WORD")]
+        argv: Vec<String>,
     },
     /// Run a percent-encoded command line in place of this process (run by agent units whose words systemd < 254 cannot keep, not by people)
     #[command(hide = true)]

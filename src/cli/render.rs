@@ -92,6 +92,26 @@ impl Render for Generated {
     }
 }
 
+impl Render for crate::ops::generate::DryRun {
+    fn text(&self) -> String {
+        let dir = self.output_dir.as_ref().map_or("<generator dir>".to_string(), |d| d.display().to_string());
+        let mut out = String::new();
+        for u in &self.units {
+            out.push_str(&format!("# {dir}/{} (from {}, also {})\n", u.unit, u.source.display(), u.alias));
+            out.push_str(&u.text);
+            for l in &u.links {
+                out.push_str(&format!("# link {dir}/{} -> {}\n", l.path, l.target));
+            }
+            out.push('\n');
+        }
+        if self.units.is_empty() && self.errors.is_empty() {
+            let dirs: Vec<String> = self.dirs.iter().map(|d| d.display().to_string()).collect();
+            out.push_str(&format!("# no .agent files in {}\n", dirs.join(", ")));
+        }
+        out
+    }
+}
+
 impl Render for AgentList {
     fn text(&self) -> String {
         agent_table(&self.0, now_ms())

@@ -17,6 +17,7 @@ use crate::model::record::AgentRecord;
 use crate::model::request::SpawnRequest;
 use crate::ops::diagnose::Diagnosis;
 use crate::ops::durable::{Generated, RemoveOutcome};
+use crate::ops::generate::DryRun;
 use crate::ops::guests::{GuestRecord, GuestStop};
 use crate::ops::logs::LogTail;
 use crate::ops::reap::ReapReport;
@@ -55,6 +56,7 @@ pub fn documents() -> Vec<Document> {
         output::<KillOutcome>("kill-answer", "KillAnswer", "`kill`"),
         output::<RemoveOutcome>("remove-answer", "RemoveAnswer", "`remove`"),
         output::<Generated>("generate-answer", "GenerateAnswer", "`generate`"),
+        output::<DryRun>("generate-dry-run", "GenerateDryRun", "`generate --dry-run`"),
         output::<Diagnosis>("diagnosis", "Diagnosis", "`diagnose`, `wait`"),
         output::<LogTail>("logs-answer", "LogsAnswer", "`logs`"),
         output::<LogLine<'static>>("log-line", "LogLine", "`logs --follow` (one per line)"),

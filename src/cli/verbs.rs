@@ -30,7 +30,8 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             let opts = ops::spawn::SpawnOptions { no_wait: *no_wait };
             answer(o, block_on(spawn(cli, spec.as_deref(), *persist, ready, opts)))
         }
-        Command::Generate { spec } => answer(o, generate(cli, spec.as_deref())),
+        Command::Generate { dry_run: true, name, .. } => dry_run(cli, name.as_deref()),
+        Command::Generate { spec, .. } => answer(o, generate(cli, spec.as_deref())),
         Command::List { state, provider, label, tag, durable, no_headers, all } => {
             let filter = ListFilter {
                 states: state.clone(),
@@ -129,6 +130,15 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
                 Err(e) => Err(io_failure(format!("recording the exit of {unit}: {e}"))),
             }
         }
+        Command::PrepareAgent { name, digest } => {
+            let ctx = ops::generate::Context::from_process(cli.global.config.as_deref(), ops::generate::own_exe()?)?;
+            ops::generate::prepare(&ctx, name, digest)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::RunAgent { env_file, log_file, argv } => match ops::generate::run_agent(env_file, log_file, argv) {
+            e @ Error::Io { .. } => Err(Failure::new(format!("run-agent: {e}"), ErrorKind::Exec, EXIT_EXEC)),
+            e => Err(e.into()),
+        },
         // Returns only when the program could not be executed: systemd's own status for that.
         Command::Exec { words } => {
             Err(Failure::new(format!("exec: {}", ops::exec::exec_encoded(words)), ErrorKind::Exec, EXIT_EXEC))
@@ -227,6 +237,24 @@ fn generate(cli: &Cli, spec: Option<&Path>) -> Result<ops::durable::Generated, E
     let req = read_request(spec)?;
     let (cfg, host, _) = setup(cli)?;
     ops::durable::generate(&cfg, &host, &req)
+}
+
+/// `generate --dry-run`: the report (units on stdout), then one line on stderr per skipped file;
+/// exit 2 (kind `invalid`) when there is one. Needs no manager.
+fn dry_run(cli: &Cli, name: Option<&str>) -> Result<ExitCode, Failure> {
+    let ctx = ops::generate::Context::from_process(cli.global.config.as_deref(), ops::generate::own_exe()?)?;
+    let report = ops::generate::dry_run(&ctx, name)?;
+    emit(cli.global.output, &report)?;
+    for e in &report.errors {
+        eprintln!("error: {e}");
+    }
+    match report.errors.len() {
+        0 => Ok(ExitCode::SUCCESS),
+        n => {
+            eprintln!("error: {n} .agent file(s) invalid: the generator skips them (see above)");
+            Ok(ExitCode::from(2))
+        }
+    }
 }
 
 /// The seed's rule: 0 or less means the default 10 s, more than 60 means 60.

@@ -369,3 +369,36 @@ pub fn runner(r: Option<&RunnerFact>) -> Finding {
         Some(RunnerFact::Default { found }) => ok("runner", format!("on PATH: {}", found.join(", "))),
     }
 }
+
+/// Declared agents: every `.agent` file valid, and a generator installed to read them.
+pub fn agent_files(d: Option<&DeclaredFact>) -> Finding {
+    const CHECK: &str = "agent-files";
+    let Some(d) = d else {
+        return warn(
+            CHECK,
+            "not checked: the config could not be loaded".into(),
+            "fix the config first (see `config`)",
+        );
+    };
+    let dirs = d.dirs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and ");
+    let total = d.valid + d.invalid.len();
+    if total == 0 {
+        return ok(CHECK, format!("no .agent files in {dirs}"));
+    }
+    if !d.invalid.is_empty() {
+        return warn(
+            CHECK,
+            format!("{} of {total} .agent files are invalid and not run: {}", d.invalid.len(), d.invalid.join("; ")),
+            "fix each file as its message says, then `systemctl --user daemon-reload`; \
+             `agent-relay-systemd generate --dry-run` shows what the generator makes of them",
+        );
+    }
+    match &d.generator {
+        Some(g) => ok(CHECK, format!("{total} .agent file(s), all valid; generator {}", g.display())),
+        None => warn(
+            CHECK,
+            format!("{total} .agent file(s), but no agent-relay-generator where user managers look for generators: they are not run"),
+            "install the package (it puts the generator in /usr/lib/systemd/user-generators/), then `systemctl --user daemon-reload`",
+        ),
+    }
+}

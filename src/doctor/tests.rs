@@ -50,6 +50,12 @@ fn healthy() -> Facts {
         tmux: TmuxFact::Found { path: "/usr/bin/tmux".into(), version: Ok("tmux 3.3a".into()) },
         runner: Some(RunnerFact::Default { found: vec!["claude-relay".into()] }),
         pid1: Some("systemd".into()),
+        declared: Some(DeclaredFact {
+            dirs: vec!["/home/alice/.config/agent-relay/agents".into(), "/etc/agent-relay/agents".into()],
+            valid: 2,
+            invalid: vec![],
+            generator: Some("/usr/lib/systemd/user-generators/agent-relay-generator".into()),
+        }),
     }
 }
 
@@ -325,4 +331,24 @@ fn pid1_not_systemd_warns_and_suggests_the_sandbox() {
         // A warning alone: doctor still exits 0.
         assert_eq!(exit_code(&f, &evaluate(&f)), 0);
     }
+}
+
+#[test]
+fn invalid_agent_files_are_listed_and_a_missing_generator_said() {
+    let mut f = healthy();
+    let d = f.declared.as_mut().unwrap();
+    d.invalid = vec!["/home/alice/.config/agent-relay/agents/x.agent: line 3: unknown key Modle= in [Agent]".into()];
+    assert_status(&f, "agent-files", Status::Warn, "generate --dry-run");
+    let detail = finding(&f, "agent-files").detail;
+    assert!(detail.contains("1 of 3 .agent files are invalid") && detail.contains("x.agent: line 3"), "{detail}");
+    assert_eq!(exit_code(&f, &evaluate(&f)), 0, "a warning");
+    let d = f.declared.as_mut().unwrap();
+    d.invalid.clear();
+    d.generator = None;
+    assert_status(&f, "agent-files", Status::Warn, "/usr/lib/systemd/user-generators/");
+    let d = f.declared.as_mut().unwrap();
+    d.valid = 0;
+    assert_status(&f, "agent-files", Status::Ok, "");
+    f.declared = None;
+    assert_status(&f, "agent-files", Status::Warn, "fix the config first");
 }

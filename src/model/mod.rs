@@ -4,6 +4,7 @@
 //! callers in `ops` pass the time and the host facts in). `.ci/run` checks this with a grep.
 
 pub mod admission;
+pub mod agentfile;
 pub mod config;
 pub mod contract;
 pub mod events;

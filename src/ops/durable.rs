@@ -196,6 +196,9 @@ impl Supervisor {
     pub async fn remove(&self, reference: &str, timeout: Duration) -> Result<RemoveOutcome, Error> {
         let agent = self.resolve(reference).await?;
         let unit = agent.systemd_unit.clone();
+        if let Some(declared) = self.declaration_of(&unit) {
+            return self.remove_declared(&agent, declared, timeout).await;
+        }
         let unit_file = self.host.user_unit_dir().join(&unit);
         let durable = agent.durable || unit_file.exists();
         // Held from before the stop: a `spawn --persist` of the same request must not start the
@@ -231,6 +234,59 @@ impl Supervisor {
             files::remove_session_dirs(&self.host.durable_root().join("agents"), &agent.session_name, None);
         }
         Ok(RemoveOutcome { stop, durable, unit_file: removed_file })
+    }
+
+    /// The `.agent` file that declares `unit`, if a valid one does, and whether it is the user's.
+    fn declaration_of(&self, unit: &str) -> Option<(crate::ops::generate::DeclaredUnit, bool)> {
+        let exe = self.host.self_exe.as_ref().and_then(|e| std::fs::canonicalize(e).ok())?;
+        let ctx = crate::ops::generate::Context { config: self.config.clone(), host: self.host.clone(), exe };
+        crate::ops::generate::declaration_of(&ctx, unit)
+    }
+
+    /// `remove` of a declared agent: its `.agent` file goes (the user's own only: an
+    /// administrator's is masked by the user, not deleted), the manager reloads (the generator
+    /// then writes no unit for it), the agent is stopped and its files go.
+    async fn remove_declared(
+        &self,
+        agent: &crate::model::record::AgentRecord,
+        (declared, user): (crate::ops::generate::DeclaredUnit, bool),
+        timeout: Duration,
+    ) -> Result<RemoveOutcome, Error> {
+        let source = declared.source;
+        if !user {
+            return Err(Error::Argument(format!(
+                "{} ({}) is declared by {}, an administrator's file; to remove it for yourself, mask it: \
+                 `ln -s /dev/null {}/{}.agent && systemctl --user daemon-reload`, then stop it",
+                agent.agent_id,
+                agent.systemd_unit,
+                source.display(),
+                crate::io::agent_dirs::user_dir(&self.host).display(),
+                declared.name
+            )));
+        }
+        let _lock = self.durable_lock().await?;
+        let stop = match self.stop(&agent.systemd_unit, timeout).await {
+            Ok(s) => s,
+            Err(Error::NotFound { .. }) => StopOutcome {
+                schema_version: Default::default(),
+                agent_id: agent.agent_id.clone(),
+                session_name: agent.session_name.clone(),
+                systemd_unit: agent.systemd_unit.clone(),
+                stopped: false,
+                was_running: false,
+                killed: false,
+            },
+            Err(e) => return Err(e),
+        };
+        match std::fs::remove_file(&source) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::Io { op: "removing the declaration", path: source, source: e }),
+        }
+        self.mgr.reload().await?;
+        self.mgr.reset_failed(&agent.systemd_unit).await?;
+        files::remove_session_dirs(&self.host.durable_root().join("agents"), &agent.session_name, None);
+        Ok(RemoveOutcome { stop, durable: true, unit_file: Some(source) })
     }
 
     /// A transient spawn found the durable agent of its own spawn request at its unit name. A live
@@ -280,7 +336,8 @@ impl Supervisor {
     }
 
     pub(crate) async fn unloaded_durable_snapshot(&self, unit: &str) -> Result<Option<UnitSnapshot>, Error> {
-        if !self.host.user_unit_dir().join(unit).exists() {
+        let generated = self.generator_dir().is_some_and(|d| d.join(unit).exists());
+        if !(self.host.user_unit_dir().join(unit).exists() || generated) {
             return Ok(None);
         }
         // Reading through the unit's object path loads it again should the manager have
@@ -301,6 +358,7 @@ impl Supervisor {
     /// loaded (disabled by hand, or half removed), so that `show` and `remove` still find them.
     pub(crate) async fn unloaded_durable_agents(&self) -> Result<Vec<crate::model::record::AgentRecord>, Error> {
         let dir = self.host.user_unit_dir();
+        let generated = self.generator_dir();
         let pattern = naming::agent_unit_pattern(&self.config.tmux_prefix);
         let files = self.mgr.unit_files(std::slice::from_ref(&pattern)).await?;
         let loaded: Vec<String> =
@@ -309,7 +367,8 @@ impl Supervisor {
         for (path, _state) in files {
             let path = Path::new(&path);
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-            if path.parent() != Some(dir.as_path()) || loaded.iter().any(|u| u == name) {
+            let ours = path.parent() == Some(dir.as_path()) || path.parent() == generated.as_deref();
+            if !ours || loaded.iter().any(|u| u == name) {
                 continue;
             }
             // One odd unit file must not make every lookup fail: it is skipped, as in spawn.
@@ -318,6 +377,12 @@ impl Supervisor {
             }
         }
         Ok(out)
+    }
+
+    /// Where the user manager's generators write (`$XDG_RUNTIME_DIR/systemd/generator`): the
+    /// units of declared agents (`.agent` files).
+    fn generator_dir(&self) -> Option<PathBuf> {
+        self.host.runtime_dir.as_ref().map(|d| d.join("systemd").join("generator"))
     }
 
     /// The unit directory must be one the manager reads, or the unit file would never load.

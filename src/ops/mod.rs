@@ -6,6 +6,7 @@ pub mod admission;
 pub mod diagnose;
 pub mod durable;
 pub mod exec;
+pub mod generate;
 pub mod guests;
 pub mod logs;
 pub mod ready;

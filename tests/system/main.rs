@@ -20,6 +20,8 @@ mod contract;
 mod doctor;
 // Durable agents (`spawn --persist`): unit files, restarts of the manager, `remove`.
 mod durable;
+// Declared agents (`.agent` files) through our systemd user generator: reloads, secrets, edits.
+mod generator;
 // Exit truth: every exit code and signal reported exactly by `diagnose`; crash loops.
 mod exits;
 // Guest terminals: a tmux server per guest in its own unit, bound to its agent, ended at its TTL.

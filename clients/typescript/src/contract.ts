@@ -186,6 +186,7 @@ export interface Documents {
   DoctorReport: DoctorReport;
   ErrorDocument: ErrorDocument;
   GenerateAnswer: GenerateAnswer;
+  GenerateDryRun: GenerateDryRun;
   GuestList: GuestList;
   GuestRecord: GuestRecord;
   GuestStopAnswer: GuestStopAnswer;
@@ -517,7 +518,7 @@ export interface Finding {
   /**
    * The check's name, kebab-case: `manager`, `systemd-version`, `credentials`, `runtime-dir`,
    * `session-bus`, `private-socket`, `pid1`, `linger`, `cgroup`, `reaper-timer`, `slice`, `tmux`,
-   * `config`, `runner`.
+   * `config`, `runner`, `agent-files`.
    */
   check: string;
   /**
@@ -583,6 +584,86 @@ export interface GenerateAnswer {
   systemdUnit: string;
   text: string;
   unitFile: string;
+}
+/**
+ * What `generate --dry-run` prints.
+ *
+ * Schema: `schema/generate-dry-run.json` (`generate --dry-run`; generated from the Rust types).
+ *
+ * This interface was referenced by `Documents`'s JSON-Schema
+ * via the `definition` "GenerateDryRun".
+ */
+export interface GenerateDryRun {
+  /**
+   * The directories read, the user's first.
+   */
+  dirs: string[];
+  /**
+   * The files the generator would skip; any makes `generate --dry-run` exit 2.
+   */
+  errors: FileError[];
+  /**
+   * Where the user manager's generators write (`$XDG_RUNTIME_DIR/systemd/generator`).
+   */
+  outputDir: string | null;
+  /**
+   * The JSON contract's version.
+   */
+  schemaVersion: 2;
+  units: DeclaredUnit[];
+}
+/**
+ * A declaration the generator skips, and why (one line).
+ *
+ * This interface was referenced by `Documents`'s JSON-Schema
+ * via the `definition` "FileError".
+ */
+export interface FileError {
+  message: string;
+  source: string;
+}
+/**
+ * A declaration as the generator writes it.
+ *
+ * This interface was referenced by `Documents`'s JSON-Schema
+ * via the `definition` "DeclaredUnit".
+ */
+export interface DeclaredUnit {
+  agentId: string;
+  /**
+   * `NAME.agent.service`, for `systemctl --user`.
+   */
+  alias: string;
+  /**
+   * Symlinks beside it: aliases, `<target>.wants/` links.
+   */
+  links: Link[];
+  /**
+   * The declaration's name (its file name without `.agent`).
+   */
+  name: string;
+  /**
+   * The `.agent` file.
+   */
+  source: string;
+  /**
+   * The unit file's text.
+   */
+  text: string;
+  /**
+   * The agent's unit (`agent-relay-managed-<session>.service`) and its id.
+   */
+  unit: string;
+}
+/**
+ * A symlink in the generator's directory: `path` (relative to it) → `target`.
+ *
+ * This interface was referenced by `Documents`'s JSON-Schema
+ * via the `definition` "Link".
+ */
+export interface Link {
+  path: string;
+  target: string;
 }
 /**
  * A guest terminal, rebuilt from its unit.
@@ -1079,6 +1160,7 @@ export const SCHEMA_FILES = {
   DoctorReport: 'doctor-report.json',
   ErrorDocument: 'error.json',
   GenerateAnswer: 'generate-answer.json',
+  GenerateDryRun: 'generate-dry-run.json',
   GuestList: 'guest-list.json',
   GuestRecord: 'guest-record.json',
   GuestStopAnswer: 'guest-stop.json',
