@@ -45,9 +45,27 @@ pub struct RemoveOutcome {
     pub unit_file: Option<PathBuf>,
 }
 
+/// Where the packages install our binary.
+const PACKAGED_BINARY: &str = "/usr/bin/agent-relay-systemd";
+/// systemd's default PATH for services (`systemd-path search-binaries-default`).
+const SYSTEMD_DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// The plan of a durable agent (files below [`HostEnv::durable_root`]) and its unit-file text.
+/// A durable agent outlives the caller that made it: its unit freezes neither the caller's PATH
+/// (the runner gets the user's own bin directories, then systemd's default PATH; its program is
+/// resolved to an absolute path) nor the path of whichever binary of ours wrote it, when the
+/// packaged one is installed (the exit recorder runs `/usr/bin/agent-relay-systemd`).
 fn durable_plan(config: &Config, host: &HostEnv, req: &SpawnRequest) -> Result<(SpawnPlan, String), Error> {
-    let plan = plan_request(config, host, req, &host.durable_root())?;
+    let mut lasting = host.clone();
+    if Path::new(PACKAGED_BINARY).is_file() {
+        lasting.self_exe = Some(PACKAGED_BINARY.into());
+    }
+    let mut plan = plan_request(config, &lasting, req, &host.durable_root())?;
+    for (key, value) in &mut plan.environment {
+        if key == "PATH" {
+            *value = crate::model::plan::runner_path(&host.home, SYSTEMD_DEFAULT_PATH);
+        }
+    }
     let text = unitfile::render(&unit::agent_properties(&plan))?;
     Ok((plan, text))
 }

@@ -356,3 +356,26 @@ fn reap_cuts_big_logs_and_removes_the_logs_of_agents_gone_past_the_retention() {
     // The agent still writes to its log after the cut.
     assert!(env.json(&["logs", "log-000001", "-o", "json"], None)["lines"].as_array().is_some_and(|l| !l.is_empty()));
 }
+
+#[test]
+fn a_durable_unit_freezes_neither_the_callers_path_nor_a_build_tree_binary() {
+    let env = Env::new();
+    let path = format!("/opt/caller-only-bin:{}", std::env::var("PATH").unwrap_or_default());
+    let req = env.request(json!({"label": "dpath", "spawnRequestId": "dpath-000001"}));
+    let out = env.run_with(
+        &[("PATH", std::ffi::OsStr::new(&path))],
+        &["spawn", "--persist", "-o", "json"],
+        Some(&req.to_string()),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let unit =
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["agent"]["systemdUnit"].as_str().unwrap().to_string();
+    let text = std::fs::read_to_string(env.unit_dir().join(&unit)).unwrap();
+    let path_line = text.lines().find(|l| l.starts_with("Environment=PATH=")).expect("a PATH");
+    assert!(!path_line.contains("caller-only"), "{path_line}");
+    assert!(path_line.ends_with(":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"), "{path_line}");
+    // The exit recorder: the packaged binary when installed, else this one.
+    let packaged = std::path::Path::new("/usr/bin/agent-relay-systemd").is_file();
+    let stop_post = text.lines().find(|l| l.starts_with("ExecStopPost=")).expect("the exit recorder");
+    assert_eq!(stop_post.contains("/usr/bin/agent-relay-systemd"), packaged, "{stop_post}");
+}
