@@ -17,6 +17,13 @@
 //! - `FAKE_RUNNER_CHILD_READ=PATH`: start a child that reads PATH (`cat`) and log its pid;
 //! - `FAKE_RUNNER_SAY=TEXT`: print TEXT (`\e` and `\a` stand for ESC and BEL);
 //! - `FAKE_RUNNER_TMUX_SESSION=NAME`: the tmux session named in the runner-info file;
+//! - `FAKE_RUNNER_TMUX=1`: start a tmux server of its own on the socket `agent-relay-fake-<pid>`
+//!   (`$TMUX_TMPDIR/tmux-<uid>/`, as a real runner's) with one 120×40 session, named
+//!   `FAKE_RUNNER_TMUX_SESSION` or else `$AGENT_RELAY_TMUX_SESSION`, whose pane prints
+//!   `pane-ready` and echoes what is typed (`cat`); name both in the runner info (`tmuxSession`,
+//!   `tmuxSocket`); end that server when the runner exits;
+//! - `FAKE_RUNNER_TMUX_RECORD=PATH` (with `FAKE_RUNNER_TMUX`): the pane's terminal is raw with no
+//!   echo and every byte typed into it is appended to PATH, exactly as it arrived;
 //! - `FAKE_RUNNER_TERM_EXIT_AFTER_MS=N`: on SIGTERM, exit 0 N ms later instead of at once;
 //! - `FAKE_RUNNER_ATTACH_SPEC=TEXT`: the body of `/terminal/attach-spec` (any text);
 //! - `FAKE_RUNNER_ATTACH_SPEC_FILE=PATH`: that body from a file (larger than an env value may be);
@@ -27,6 +34,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{self, SigHandler, Signal};
@@ -36,7 +44,7 @@ use nix::sys::signal::{self, SigHandler, Signal};
 const FATAL: i32 = 86;
 
 /// Every knob; any other `FAKE_RUNNER_*` variable is a mistake.
-const KNOBS: [&str; 13] = [
+const KNOBS: [&str; 15] = [
     "FAKE_RUNNER_EXIT_AFTER_MS",
     "FAKE_RUNNER_EXIT_CODE",
     "FAKE_RUNNER_KILL_SELF",
@@ -45,6 +53,8 @@ const KNOBS: [&str; 13] = [
     "FAKE_RUNNER_CHILD_READ",
     "FAKE_RUNNER_SAY",
     "FAKE_RUNNER_TMUX_SESSION",
+    "FAKE_RUNNER_TMUX",
+    "FAKE_RUNNER_TMUX_RECORD",
     "FAKE_RUNNER_ATTACH_SPEC",
     "FAKE_RUNNER_ATTACH_DELAY_MS",
     "FAKE_RUNNER_ATTACH_SPEC_FILE",
@@ -53,6 +63,9 @@ const KNOBS: [&str; 13] = [
 ];
 
 static TERM: AtomicBool = AtomicBool::new(false);
+
+/// The socket of the tmux server this runner started (`FAKE_RUNNER_TMUX`), ended at exit.
+static OWN_TMUX: OnceLock<String> = OnceLock::new();
 
 extern "C" fn on_term(_: i32) {
     TERM.store(true, Ordering::SeqCst);
@@ -64,10 +77,58 @@ fn now_ms() -> u128 {
 
 /// Ends the runner loudly: one line on stderr, exit status [`FATAL`].
 fn fatal(why: &str) -> ! {
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "FAKE-RUNNER FATAL: {why}");
-    let _ = err.flush();
-    std::process::exit(FATAL);
+    {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "FAKE-RUNNER FATAL: {why}");
+        let _ = err.flush();
+    }
+    exit(FATAL);
+}
+
+/// Exits with `code`, ending the tmux server this runner started first.
+fn exit(code: i32) -> ! {
+    if let Some(socket) = OWN_TMUX.get() {
+        let _ = tmux(socket).arg("kill-server").status();
+    }
+    std::process::exit(code);
+}
+
+/// `tmux -L <socket>`, not inside any tmux of the caller's, with no terminal.
+fn tmux(socket: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new("tmux");
+    cmd.args(["-L", socket]).env_remove("TMUX").stdin(std::process::Stdio::null());
+    cmd.stdout(std::process::Stdio::null());
+    cmd
+}
+
+/// `FAKE_RUNNER_TMUX`: starts the runner's own tmux server and session; `(session, socket)`.
+fn start_own_tmux(pid: u32) -> Option<(String, String)> {
+    let record = knob("FAKE_RUNNER_TMUX_RECORD");
+    if !switch("FAKE_RUNNER_TMUX") {
+        if record.is_some() {
+            fatal("FAKE_RUNNER_TMUX_RECORD without FAKE_RUNNER_TMUX: there is no pane to record");
+        }
+        return None;
+    }
+    let session = knob("FAKE_RUNNER_TMUX_SESSION")
+        .or_else(|| var("AGENT_RELAY_TMUX_SESSION"))
+        .unwrap_or_else(|| fatal("FAKE_RUNNER_TMUX: no FAKE_RUNNER_TMUX_SESSION and no AGENT_RELAY_TMUX_SESSION"));
+    let socket = format!("agent-relay-fake-{pid}");
+    let script = match record {
+        Some(_) => "stty raw -echo; echo pane-ready; exec cat >>\"$1\"",
+        None => "echo pane-ready; exec cat",
+    };
+    let mut cmd = tmux(&socket);
+    cmd.args(["new-session", "-d", "-s", &session, "-x", "120", "-y", "40", "--", "/bin/sh", "-c", script, "sh"]);
+    cmd.args(record.iter());
+    match cmd.output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => fatal(&format!("tmux new-session: {}", String::from_utf8_lossy(&out.stderr).trim())),
+        Err(e) => fatal(&format!("running tmux: {e}")),
+    }
+    let _ = OWN_TMUX.set(socket.clone());
+    say(&format!("FAKE-RUNNER TMUX session={session} socket={socket}"));
+    Some((session, socket))
 }
 
 /// A variable the supervisor sets (unset or empty: `None`).
@@ -203,7 +264,7 @@ fn main() {
             });
             if at.elapsed() >= Duration::from_millis(term_linger.unwrap_or(0)) {
                 say(&format!("FAKE-RUNNER EXIT 0 at={}", now_ms()));
-                std::process::exit(0);
+                exit(0);
             }
         }
         let due = match deadline {
@@ -221,7 +282,7 @@ fn main() {
             }
             let code = exit_code.unwrap_or(0);
             say(&format!("FAKE-RUNNER EXIT {code} at={}", now_ms()));
-            std::process::exit(code.into());
+            exit(code.into());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -242,7 +303,10 @@ fn serve_control(info_path: &str, provider: &str, cwd: &str, pid: u32, delay: Op
         "startedAt": now_ms() as u64, "registeredAt": now_ms() as u64,
     });
     // The tmux session a real runner names (tmux renders `.` and `:` of the requested name as `_`).
-    if let Some(tmux) = knob("FAKE_RUNNER_TMUX_SESSION") {
+    if let Some((session, socket)) = start_own_tmux(pid) {
+        info["tmuxSession"] = serde_json::Value::String(session);
+        info["tmuxSocket"] = serde_json::Value::String(socket);
+    } else if let Some(tmux) = knob("FAKE_RUNNER_TMUX_SESSION") {
         info["tmuxSession"] = serde_json::Value::String(tmux);
     }
     let path = std::path::Path::new(info_path);

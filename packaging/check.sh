@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the .deb and the .rpm and checks what they install: exact file lists, modes and
 # dependency fields; the extracted binary runs and the extracted units pass
-# `systemd-analyze --user verify`; the .deb's maintainer scripts enable the reaper timer for all
+# `systemd-analyze --user verify`; the extracted user generator turns an .agent file into a unit
+# that verifies and reports a broken one in one line; the .deb's maintainer scripts enable the reaper timer for all
 # users on install and drop it on purge, run by a real `dpkg --root` into a throwaway root, with
 # the host's systemd and dpkg state checked unchanged; the Arch PKGBUILD parses, prints its
 # .SRCINFO, and its package() installs the expected tree.
@@ -71,6 +72,8 @@ drwxr-xr-x 0/0 ./usr/lib/systemd/user/
 -rw-r--r-- 0/0 ./usr/lib/systemd/user/agent-relay-reap.service
 -rw-r--r-- 0/0 ./usr/lib/systemd/user/agent-relay-reap.timer
 -rw-r--r-- 0/0 ./usr/lib/systemd/user/agent_relay.slice
+drwxr-xr-x 0/0 ./usr/lib/systemd/user-generators/
+-rwxr-xr-x 0/0 ./usr/lib/systemd/user-generators/agent-relay-generator
 drwxr-xr-x 0/0 ./usr/share/
 drwxr-xr-x 0/0 ./usr/share/bash-completion/
 drwxr-xr-x 0/0 ./usr/share/bash-completion/completions/
@@ -104,10 +107,11 @@ cat >"$work/deb.depends.want" <<EOF
 dbus-user-session | default-dbus-session-bus
 init-system-helpers (>= 1.63)
 systemd
-tmux
 EOF
 same ".deb Depends (besides shared libraries)" "$work/deb.depends.want" "$work/deb.depends.named"
 grep -qE '^libc6 \(>= [0-9.]+\)$' "$work/deb.depends" || fail ".deb Depends lacks libc6 (\$auto)"
+# tmux is recommended, not required: agents run without it, terminals need it.
+[ "$(dpkg-deb -f "$deb" Recommends)" = "tmux" ] || fail ".deb Recommends is not tmux"
 grep '^lib' "$work/deb.depends" | grep -vqE '^lib[a-z0-9.+-]+ \(>= [^)]+\)$' && fail ".deb Depends has an odd library entry"
 # The maintainer scripts are ours, byte for byte, and executable.
 dpkg-deb -e "$deb" "$work/control"
@@ -126,6 +130,7 @@ sort -k3 >"$work/rpm.want" <<EOF
 -rw-r--r-- root/root /usr/lib/systemd/user/agent-relay-reap.service
 -rw-r--r-- root/root /usr/lib/systemd/user/agent-relay-reap.timer
 -rw-r--r-- root/root /usr/lib/systemd/user/agent_relay.slice
+-rwxr-xr-x root/root /usr/lib/systemd/user-generators/agent-relay-generator
 -rw-r--r-- root/root /usr/lib/systemd/user-preset/80-$name.preset
 -rw-r--r-- root/root /usr/share/bash-completion/completions/$name
 -rw-r--r-- root/root /usr/share/doc/$name/README.md
@@ -143,10 +148,10 @@ post,interp /bin/sh
 preun,interp /bin/sh
 manual dbus
 manual systemd
-manual tmux
 EOF
 same ".rpm Requires (besides rpmlib() and shared libraries)" "$work/rpm.requires.want" "$work/rpm.requires"
 rpm -qp --requires "$rpm" 2>/dev/null | grep -q '^libc\.so\.6' || fail ".rpm Requires lacks libc.so.6 (auto-req)"
+rpm -qp --recommends "$rpm" 2>/dev/null | grep -qx 'tmux' || fail ".rpm Recommends lacks tmux"
 rpm -qp --scripts "$rpm" 2>/dev/null >"$work/rpm.scripts"
 {
   echo "postinstall scriptlet:"
@@ -179,6 +184,30 @@ cp "$x"/usr/lib/systemd/user/* "$work/verify/units/"
 sed -i "s#/usr/bin/$name#$x/usr/bin/$name#" "$work/verify/units/"*.service
 XDG_RUNTIME_DIR="$work/verify/run" MANPATH="$x/usr/share/man" \
   systemd-analyze --user verify "$work/verify/units/"*
+echo "-- extracted generator: a declared agent becomes a unit that verifies, a broken one one line"
+for root in "$x" "$work/rpm-root"; do
+  [ -x "$root/usr/lib/systemd/user-generators/agent-relay-generator" ] || fail "$root has no executable generator"
+done
+g=$work/generator
+mkdir -p "$g/bin" "$g/home/projects/app" "$g/config/agent-relay/agents" "$g/out" "$g/run"
+chmod 700 "$g/run"
+# Side by side, as in a build tree: the generator names the agent-relay-systemd beside it.
+cp "$x/usr/bin/$name" "$x/usr/lib/systemd/user-generators/agent-relay-generator" "$g/bin/"
+printf '{"baseDir":"%s","token":"check-token","runnerCommand":["/bin/true"]}' "$g/home/projects" >"$g/home/orchestrator.json"
+printf '[Agent]\nProvider=claude\nCwd=~/projects/app\n[Install]\nWantedBy=default.target\n' \
+  >"$g/config/agent-relay/agents/check.agent"
+printf '[Agent]\nProvider=claude\n' >"$g/config/agent-relay/agents/broken.agent"
+env -i PATH=/usr/bin:/bin HOME="$g/home" XDG_CONFIG_HOME="$g/config" XDG_RUNTIME_DIR="$g/run" \
+  XDG_STATE_HOME="$g/state" AGENT_RELAY_ORCHESTRATOR_CONFIG="$g/home/orchestrator.json" \
+  "$g/bin/agent-relay-generator" "$g/out" "$g/out" "$g/out" 2>"$g/stderr" || fail "the generator exited non-zero"
+unit=$(cd "$g/out" && echo agent-relay-managed-*.service)
+[ -f "$g/out/$unit" ] || fail "the generator wrote no unit for check.agent: $(ls -A "$g/out")"
+[ "$(readlink "$g/out/check.agent.service")" = "$unit" ] || fail "no alias check.agent.service -> $unit"
+[ "$(readlink "$g/out/default.target.wants/$unit")" = "../$unit" ] || fail "no default.target.wants link"
+grep -q check-token "$g/out/$unit" && fail "the token is in the generated unit"
+[ "$(wc -l <"$g/stderr")" = 1 ] && grep -q "broken.agent: no Cwd=" "$g/stderr" ||
+  fail "the broken .agent file is not one line on stderr: $(cat "$g/stderr")"
+XDG_RUNTIME_DIR="$g/run" systemd-analyze --user verify --man=no "$g/out/$unit"
 # The man page renders without groff warnings.
 warnings=$(MANWIDTH=80 man --warnings -l "$x/usr/share/man/man1/$name.1.gz" 2>&1 >/dev/null)
 [ -z "$warnings" ] || fail "man page warnings: $warnings"
@@ -247,9 +276,11 @@ chown -R nobody "$work/arch"
 (cd "$work/arch" && runuser -u nobody -- makepkg --printsrcinfo) >"$work/srcinfo" ||
   fail "makepkg --printsrcinfo"
 grep -qxF "	pkgver = $version" "$work/srcinfo" || fail "PKGBUILD pkgver is not Cargo.toml's $version"
-for d in systemd dbus tmux; do
+for d in systemd dbus; do
   grep -qxF "	depends = $d" "$work/srcinfo" || fail "PKGBUILD does not depend on $d"
 done
+grep -qE "^	optdepends = tmux: " "$work/srcinfo" || fail "PKGBUILD does not suggest tmux"
+grep -qxF "	depends = tmux" "$work/srcinfo" && fail "PKGBUILD depends on tmux (a recommendation only)"
 grep -qxF "	install = $name.install" "$work/srcinfo" || fail "PKGBUILD names no install file"
 # package() against this tree's build outputs, as makepkg would call it after build().
 mkdir -p "$work/arch/src" "$work/arch/pkg"
@@ -269,6 +300,7 @@ sort -k2 >"$work/arch.want" <<EOF
 -rw-r--r-- ./usr/lib/systemd/user/agent-relay-reap.service
 -rw-r--r-- ./usr/lib/systemd/user/agent-relay-reap.timer
 -rw-r--r-- ./usr/lib/systemd/user/agent_relay.slice
+-rwxr-xr-x ./usr/lib/systemd/user-generators/agent-relay-generator
 -rw-r--r-- ./usr/share/bash-completion/completions/$name
 -rw-r--r-- ./usr/share/doc/$name/README.md
 -rw-r--r-- ./usr/share/fish/vendor_completions.d/$name.fish

@@ -38,6 +38,21 @@ pub struct Facts {
     pub runner: Option<RunnerFact>,
     /// The name of PID 1 (`/proc/1/comm`, trimmed); `None` when it could not be read.
     pub pid1: Option<String>,
+    /// The `.agent` files; `None` when the config could not be loaded (they are planned with it).
+    pub declared: Option<DeclaredFact>,
+}
+
+/// Declared agents: what the generator would make of the `.agent` files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeclaredFact {
+    /// The directories read, the user's first.
+    pub dirs: Vec<PathBuf>,
+    /// Files that make a unit.
+    pub valid: usize,
+    /// The files the generator skips, one line each (`path: why`).
+    pub invalid: Vec<String>,
+    /// Where `agent-relay-generator` is installed for user managers, if anywhere.
+    pub generator: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -144,6 +159,8 @@ pub enum Status {
     Ok,
     Warn,
     Fail,
+    /// Not checked: what it needs (the manager, the config) failed first; the fix says which.
+    Skipped,
 }
 
 /// One check's verdict and, unless it is ok, what to do about it.
@@ -151,7 +168,7 @@ pub enum Status {
 pub struct Finding {
     /// The check's name, kebab-case: `manager`, `systemd-version`, `credentials`, `runtime-dir`,
     /// `session-bus`, `private-socket`, `pid1`, `linger`, `cgroup`, `reaper-timer`, `slice`, `tmux`,
-    /// `config`, `runner`.
+    /// `config`, `runner`, `agent-files`.
     pub check: &'static str,
     pub status: Status,
     /// What was found, one line for people.
@@ -184,6 +201,7 @@ pub fn evaluate(f: &Facts) -> Vec<Finding> {
     out.push(checks::tmux(&f.tmux));
     out.push(checks::config(&f.config));
     out.push(checks::runner(f.runner.as_ref()));
+    out.push(checks::agent_files(f.declared.as_ref()));
     out
 }
 
@@ -206,6 +224,7 @@ pub fn render_text(findings: &[Finding]) -> String {
             Status::Ok => "ok",
             Status::Warn => "warn",
             Status::Fail => "FAIL",
+            Status::Skipped => "skip",
         };
         out.push_str(&format!("{tag:<5}{:<17}{}\n", f.check, f.detail));
         if let Some(fix) = &f.fix {
@@ -215,11 +234,12 @@ pub fn render_text(findings: &[Finding]) -> String {
         }
     }
     let count = |s| findings.iter().filter(|f| f.status == s).count();
-    let (fails, warns) = (count(Status::Fail), count(Status::Warn));
+    let (fails, warns, skipped) = (count(Status::Fail), count(Status::Warn), count(Status::Skipped));
+    let not_checked = if skipped > 0 { format!(", {skipped} not checked") } else { String::new() };
     out.push_str(&if fails > 0 {
-        format!("{fails} required check(s) failed, {warns} warning(s)\n")
+        format!("{fails} required check(s) failed, {warns} warning(s){not_checked}\n")
     } else {
-        format!("everything required is in place, {warns} warning(s)\n")
+        format!("everything required is in place, {warns} warning(s){not_checked}\n")
     });
     out
 }

@@ -86,6 +86,14 @@ pub enum Error {
     Systemd { op: String, name: Option<String>, message: String },
     #[error("{op} failed: {message}")]
     Tmux { op: String, message: String },
+    /// A tmux server did not answer within the bound: a wedged server (stopped, hung).
+    #[error("{what} did not answer within {after:?}; its tmux server may be wedged: retry, or end it")]
+    TmuxTimeout { what: String, after: Duration },
+    /// The terminal's tmux session is gone (no pane): there is nothing to type into or resize.
+    #[error(
+        "terminal session {session} is not running (no tmux pane); `terminal capture` says whether its agent is alive"
+    )]
+    TerminalGone { session: String },
     /// The manager cannot run a command line exactly (see [`crate::model::exec`]).
     #[error(transparent)]
     Exec(#[from] ExecError),

@@ -14,8 +14,8 @@ Exit codes:
   4  conflict: the unit name belongs to another agent, the unit is not ours, or the reference
      matches more than one agent (ambiguous: the JSON error lists their units in `matches`)
   5  no systemd user manager reachable
-  6  the user manager did not answer in time, or `wait --timeout-wait` or `spawn --ready-timeout`
-     passed first
+  6  the user manager (or a terminal's tmux server) did not answer in time, or `wait
+     --timeout-wait` or `spawn --ready-timeout` passed first
   7  the agent survived SIGKILL (not stopped)
   8  doctor: a required check failed (its findings say which and how to fix it)
   9  spawn not admitted: no spawn slot or host headroom within spawnAdmissionMaxWaitMs (or at
@@ -52,7 +52,8 @@ pub struct Global {
     // names means defaults (the orchestrator's loader), not an error (`config_path`).
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Output format: `json` for programs (stdout holds only JSON), `text` for people
+    /// Output format: `json` for programs (stdout holds only JSON), `text` for people, `wide`: text
+    /// with more columns (`list`: memory, CPU, tasks, restarts, durable, start time)
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
     /// Bound on every call to the systemd user manager, in seconds
@@ -67,6 +68,18 @@ pub enum GuestCommand {
     Create {
         /// Agent id, session name, unit name or spawn request id of a live agent
         agent: String,
+    },
+    /// Attach this terminal to a guest's tmux session (for a person at a terminal; detach with the
+    /// tmux prefix key, then d)
+    #[command(
+        after_help = "The socket is the guest's own, derived from its name. stdin and stdout must be a terminal;
+programs use `terminal capture|send` instead.
+Example:
+  agent-relay-systemd guest attach ar-guest-claude-…"
+    )]
+    Attach {
+        /// The guest's name (`<prefix>-guest-…`)
+        guest: String,
     },
     /// List guest terminals, from their units
     #[command(after_help = "Example:\n  agent-relay-systemd guest list")]
@@ -83,26 +96,56 @@ pub enum GuestCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TerminalCommand {
-    /// Print the guest's pane, read consistently with its cursor
-    #[command(after_help = "Example:\n  agent-relay-systemd terminal capture ar-guest-claude-…")]
+    /// Print a terminal's pane, read consistently with its cursor (JSON: size, cursor, running, agentAlive)
+    #[command(
+        after_help = "TARGET is a guest name, or an agent: then its own tmux session, as its runner names it in its\nrunner info (tmuxSession, tmuxSocket). `running` says whether the pane exists, `agentAlive`\nwhether the unit's main process lives; a pane that is gone is `running: false`, exit 0.\nExample:\n  agent-relay-systemd terminal capture req-1 -o json"
+    )]
     Capture {
-        /// The guest's name
-        guest: String,
+        /// A guest name, or an agent id, session name, unit name or spawn request id
+        target: String,
     },
-    /// Type into the guest: text, with \r Enter, \t Tab, \x03 C-c, arrows as escape sequences
-    #[command(after_help = "Example:\n  printf 'ls\\r' | agent-relay-systemd terminal send ar-guest-claude-… -")]
+    /// Type into a terminal: text; \r or \n Enter (\r\n one Enter), \t Tab, \x03 C-c, arrows as escape sequences
+    #[command(
+        after_help = "Other control characters are dropped (counted in `dropped`). At most 4096 UTF-16 code units\n(a character beyond the BMP counts 2): more is exit 2 and nothing is typed.\nExample:\n  printf 'ls\\r' | agent-relay-systemd terminal send req-1 -"
+    )]
     Send {
-        /// The guest's name
-        guest: String,
-        /// The input (at most 4096 characters); `-` reads it from stdin
+        /// A guest name, or an agent id, session name, unit name or spawn request id
+        target: String,
+        /// The input (at most 4096 UTF-16 code units); `-` reads it from stdin
         input: String,
     },
+    /// Resize a terminal's window (cols 10-500, rows 5-200); answers the size tmux reports after
+    #[command(
+        after_help = "Out of bounds is exit 2, nothing resized.\nExample:\n  agent-relay-systemd terminal resize req-1 --cols 120 --rows 40"
+    )]
+    Resize {
+        /// A guest name, or an agent id, session name, unit name or spawn request id
+        target: String,
+        /// Columns, 10-500
+        #[arg(long, value_name = "N")]
+        cols: u16,
+        /// Rows, 5-200
+        #[arg(long, value_name = "M")]
+        rows: u16,
+    },
+}
+
+/// What `complete-names` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NameKind {
+    /// Agents' session names and spawn request ids.
+    Agents,
+    /// Guests' names.
+    Guests,
+    /// Both: what `terminal …` takes.
+    Terminals,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Text,
     Json,
+    Wide,
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,14 +172,21 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
-    /// Print the unit file `spawn --persist` would write for a spawn request; changes nothing
+    /// Print the unit file `spawn --persist` would write for a spawn request, or with --dry-run
+    /// what the generator writes for the .agent files; changes nothing
     #[command(
-        after_help = "The secret EnvironmentFile= is only named, never printed. Without an agentId in the request,\nthe agent id and the files' directory are fresh on every run, as for a spawn.\nExample:\n  echo '{\"provider\":\"claude\",\"cwd\":\"~/projects/app\",\"spawnRequestId\":\"req-1\"}' | agent-relay-systemd generate"
+        after_help = "The secret EnvironmentFile= is only named, never printed. Without an agentId in the request,\nthe agent id and the files' directory are fresh on every run, as for a spawn.\nWith --dry-run: the units agent-relay-generator writes at each daemon-reload for the .agent\nfiles in ~/.config/agent-relay/agents (XDG_CONFIG_HOME) and /etc/agent-relay/agents, their links,\nand each file it skips with why (on stderr); exit 2 when any file is invalid.\nExamples:\n  echo '{\"provider\":\"claude\",\"cwd\":\"~/projects/app\",\"spawnRequestId\":\"req-1\"}' | agent-relay-systemd generate\n  agent-relay-systemd generate --dry-run reviewer"
     )]
     Generate {
         /// Read the spawn request from FILE instead of stdin
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
         spec: Option<PathBuf>,
+        /// Print what the generator writes for the .agent files (and which it skips), instead
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: only the agent declared by NAME.agent
+        #[arg(value_name = "NAME", requires = "dry_run")]
+        name: Option<String>,
     },
     /// List agents, from unit properties alone; filters narrow the list
     #[command(
@@ -161,6 +211,10 @@ pub enum Command {
         /// Text output without the header line (one agent a line; nothing when none)
         #[arg(long)]
         no_headers: bool,
+        /// Also agents whose unit is gone but whose exit is recorded (newest record of each; `reap`
+        /// prunes records older than exitRetentionDays)
+        #[arg(long)]
+        all: bool,
     },
     /// Show one agent by agent id, session name, unit name or spawn request id
     #[command(after_help = "Example:\n  agent-relay-systemd show req-1")]
@@ -178,6 +232,21 @@ pub enum Command {
         /// Seconds to wait for a graceful stop before SIGKILL (0 or less: the default 10; at most 60)
         #[arg(long, default_value_t = 10.0, value_name = "SECONDS", allow_negative_numbers = true)]
         timeout_stop: f64,
+    },
+    /// One overview: agents by state, queued spawns, exited agents on record, the manager and the reaper timer
+    #[command(after_help = "Example:\n  agent-relay-systemd status\n  agent-relay-systemd status -o json")]
+    Status,
+    /// A refreshing view of the running agents' memory, CPU and tasks, most memory first
+    #[command(
+        after_help = "Figures come from systemd's accounting where the manager has it (cgroup v2 with delegation),\nelse summed over the unit's processes from /proc; SRC says which. CPU% is the rate since the\nprevious refresh (the first: the average since each run started). With -o json: one JSON\ndocument per refresh, one per line.\nExample:\n  agent-relay-systemd top --interval 5\n  agent-relay-systemd top --iterations 1 -o json"
+    )]
+    Top {
+        /// Seconds between refreshes
+        #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+        interval: f64,
+        /// Stop after N refreshes [default: until interrupted]
+        #[arg(long, value_name = "N")]
+        iterations: Option<u64>,
     },
     /// Swap a running agent for a new generation: the successor registers and settles first
     #[command(
@@ -210,9 +279,9 @@ pub enum Command {
         /// Agent id, session name, unit name or spawn request id
         agent: String,
     },
-    /// Stop an agent and, when durable, disable it and delete its unit file and secret files
+    /// Stop an agent and, when durable, disable it and delete its unit file (or .agent file) and secret files
     #[command(
-        after_help = "For a transient agent this is a stop. A removed durable agent does not come back.\nExample:\n  agent-relay-systemd remove req-1 -o json"
+        after_help = "For a transient agent this is a stop. A removed durable agent does not come back. For a\ndeclared agent (NAME.agent in ~/.config/agent-relay/agents), its file is deleted and the manager\nreloaded; one an administrator declared in /etc/agent-relay/agents is refused (mask it instead).\nExample:\n  agent-relay-systemd remove req-1 -o json"
     )]
     Remove {
         /// Agent id, session name, unit name or spawn request id
@@ -264,6 +333,10 @@ pub enum Command {
         /// how many (run `list` to resync)
         #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         queue: u32,
+        /// Give up (exit 5, after a last `disconnected` event saying so) once the user manager has
+        /// been unreachable for SECONDS without a break; 0: retry for ever
+        #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
+        give_up_after: f64,
     },
     /// Send a signal to an agent's main process or its whole control group
     #[command(after_help = "Example:\n  agent-relay-systemd kill req-1 --signal INT --whom main")]
@@ -283,8 +356,11 @@ pub enum Command {
         after_help = "Examples:\n  agent-relay-systemd guest create req-1\n  agent-relay-systemd guest list -o json"
     )]
     Guest(GuestCommand),
-    /// Read or type into a guest terminal
-    #[command(subcommand, after_help = "Example:\n  agent-relay-systemd terminal capture ar-guest-claude-…")]
+    /// Read, type into or resize a guest terminal or an agent's own tmux session
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  agent-relay-systemd terminal capture ar-guest-claude-…\n  agent-relay-systemd terminal send req-1 $'ls\\r'\n  agent-relay-systemd terminal resize req-1 --cols 120 --rows 40"
+    )]
     Terminal(TerminalCommand),
     /// Remove leftovers of gone agents, reset recorded failures, prune old exit records, end stray guest servers
     #[command(
@@ -322,6 +398,14 @@ pub enum Command {
         #[arg(value_enum)]
         shell: CompletionShell,
     },
+    /// Print the names a completion offers (run by the bash completion, not by people): quiet and
+    /// bounded, nothing on failure
+    #[command(hide = true)]
+    CompleteNames {
+        /// What to name
+        #[arg(value_enum)]
+        kind: NameKind,
+    },
     /// Run a guest's command from its launch file (run by the guest's tmux pane, not by people)
     #[command(hide = true)]
     GuestExec {
@@ -348,6 +432,29 @@ pub enum Command {
         /// The run's prompt file, emptied once the run is over (a restart does not replay it)
         #[arg(long)]
         prompt_file: Option<PathBuf>,
+    },
+    /// Write a declared agent's secret and payload files for a start (run by its unit's ExecStartPre=, not by people)
+    #[command(hide = true)]
+    PrepareAgent {
+        /// The declaration's name (NAME.agent)
+        #[arg(long)]
+        name: String,
+        /// The digest of the unit the generator wrote for it
+        #[arg(long)]
+        digest: String,
+    },
+    /// Run a declared agent's runner with its secret file's variables (its unit's ExecStart=, not by people)
+    #[command(hide = true)]
+    RunAgent {
+        /// The secret file prepare-agent wrote
+        #[arg(long)]
+        env_file: PathBuf,
+        /// The agent's log file, which the runner's output is appended to
+        #[arg(long)]
+        log_file: PathBuf,
+        /// The runner's argv, argv[0] its absolute path
+        #[arg(required = true, last = true, value_name = "WORD")]
+        argv: Vec<String>,
     },
     /// Run a percent-encoded command line in place of this process (run by agent units whose words systemd < 254 cannot keep, not by people)
     #[command(hide = true)]

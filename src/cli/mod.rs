@@ -4,6 +4,7 @@
 //! documented exit code and one line on stderr (plus a JSON error document under `-o json`).
 
 pub mod args;
+mod completion;
 mod manpage;
 pub mod render;
 pub mod schema;
@@ -27,7 +28,8 @@ use args::{Cli, Output};
 pub enum ErrorKind {
     /// Exit 2: bad arguments, spawn request, config file or agent reference.
     Invalid,
-    /// Exit 2: the verb needs a live agent (`guest create`, `terminal …` on a stopped guest).
+    /// Exit 2: the verb needs a live agent (`guest create`) or terminal (`terminal send|resize`
+    /// on a pane that is gone).
     NotRunning,
     /// Exit 3: no such agent (or guest).
     NotFound,
@@ -39,7 +41,7 @@ pub enum ErrorKind {
     NotOurs,
     /// Exit 5: no systemd user manager reachable.
     ManagerUnreachable,
-    /// Exit 6: the user manager did not answer in time.
+    /// Exit 6: the user manager (or a tmux server) did not answer in time.
     Timeout,
     /// Exit 7: the agent survived SIGKILL.
     Survived,
@@ -156,13 +158,15 @@ pub fn classify(e: &Error) -> (ErrorKind, u8) {
         | Error::Runner(_)
         | Error::BadReference { .. }
         | Error::NotAGuest { .. } => (ErrorKind::Invalid, 2),
-        Error::NotRunning { .. } => (ErrorKind::NotRunning, 2),
+        Error::NotRunning { .. } | Error::TerminalGone { .. } => (ErrorKind::NotRunning, 2),
         Error::NotFound { .. } => (ErrorKind::NotFound, 3),
         Error::Conflict(_) => (ErrorKind::Conflict, 4),
         Error::Ambiguous { .. } => (ErrorKind::Ambiguous, 4),
         Error::NotOurs { .. } => (ErrorKind::NotOurs, 4),
         Error::ManagerUnreachable { .. } => (ErrorKind::ManagerUnreachable, 5),
-        Error::Timeout { .. } | Error::WaitTimeout { .. } | Error::ReadyTimeout { .. } => (ErrorKind::Timeout, 6),
+        Error::Timeout { .. } | Error::WaitTimeout { .. } | Error::ReadyTimeout { .. } | Error::TmuxTimeout { .. } => {
+            (ErrorKind::Timeout, 6)
+        }
         Error::Survived { .. } => (ErrorKind::Survived, 7),
         Error::NotAdmitted { .. } => (ErrorKind::NotAdmitted, 9),
         Error::SpawnFailed { .. } => (ErrorKind::SpawnFailed, 1),

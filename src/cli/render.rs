@@ -12,15 +12,20 @@ use crate::error::Error;
 use crate::model::record::AgentRecord;
 use crate::ops::diagnose::Diagnosis;
 use crate::ops::durable::{Generated, RemoveOutcome};
-use crate::ops::guests::{Capture, GuestRecord, GuestStop};
+use crate::ops::guests::{GuestRecord, GuestStop};
 use crate::ops::logs::LogTail;
 use crate::ops::reap::ReapReport;
 use crate::ops::stop::KillOutcome;
+use crate::ops::terminal::{Capture, Resized};
 use crate::ops::{now_ms, SpawnOutcome, StopOutcome};
 
 /// An answer the CLI prints: as JSON (its serde form) or as text for people.
 pub trait Render: Serialize {
     fn text(&self) -> String;
+    /// `-o wide`: the text with more columns where an answer has them.
+    fn wide(&self) -> String {
+        self.text()
+    }
 }
 
 /// Writes an answer to stdout in the chosen form. A closed pipe (`| head`) is not an error; an
@@ -37,6 +42,7 @@ pub fn emit<T: Render>(output: Output, answer: &T) -> Result<(), Error> {
             s
         }
         Output::Text => answer.text(),
+        Output::Wide => answer.wide(),
     };
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
@@ -60,15 +66,8 @@ pub struct BareAgentList(pub AgentList);
 #[serde(transparent)]
 pub struct GuestList(pub Vec<GuestRecord>);
 
-/// `terminal send`: how many key groups went to the guest.
-#[derive(Serialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Sent {
-    /// The JSON contract's version.
-    pub schema_version: crate::model::contract::SchemaVersion,
-    pub guest: String,
-    pub keys: usize,
-}
+/// `terminal send`: how many key groups went to the terminal.
+pub use crate::ops::terminal::Sent;
 
 /// One line of `logs --follow -o json` (NDJSON, one per log line).
 #[derive(Serialize, JsonSchema)]
@@ -93,15 +92,41 @@ impl Render for Generated {
     }
 }
 
+impl Render for crate::ops::generate::DryRun {
+    fn text(&self) -> String {
+        let dir = self.output_dir.as_ref().map_or("<generator dir>".to_string(), |d| d.display().to_string());
+        let mut out = String::new();
+        for u in &self.units {
+            out.push_str(&format!("# {dir}/{} (from {}, also {})\n", u.unit, u.source.display(), u.alias));
+            out.push_str(&u.text);
+            for l in &u.links {
+                out.push_str(&format!("# link {dir}/{} -> {}\n", l.path, l.target));
+            }
+            out.push('\n');
+        }
+        if self.units.is_empty() && self.errors.is_empty() {
+            let dirs: Vec<String> = self.dirs.iter().map(|d| d.display().to_string()).collect();
+            out.push_str(&format!("# no .agent files in {}\n", dirs.join(", ")));
+        }
+        out
+    }
+}
+
 impl Render for AgentList {
     fn text(&self) -> String {
         agent_table(&self.0, now_ms())
+    }
+    fn wide(&self) -> String {
+        agent_rows(&self.0, now_ms(), true, true)
     }
 }
 
 impl Render for BareAgentList {
     fn text(&self) -> String {
-        agent_rows(&self.0 .0, now_ms(), false)
+        agent_rows(&self.0 .0, now_ms(), false, false)
+    }
+    fn wide(&self) -> String {
+        agent_rows(&self.0 .0, now_ms(), false, true)
     }
 }
 
@@ -115,6 +140,28 @@ impl Render for crate::ops::restart::RestartOutcome {
             self.predecessor_pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             self.registered_ms,
             self.swap_ms
+        )
+    }
+}
+
+impl Render for crate::ops::status::Status {
+    fn text(&self) -> String {
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "not loaded".into());
+        format!(
+            "manager       systemd {} ({})\nprefix        {}\nagents        {} loaded: {} alive, {} dead, {} unknown; {} durable, {} crash-looping\nqueued        {} spawn(s) waiting for admission{}\nexited        {} on record (list --all)\nreaper timer  {}\n",
+            self.manager_version,
+            self.transport,
+            self.tmux_prefix,
+            self.agents,
+            self.alive,
+            self.dead,
+            self.unknown,
+            self.durable,
+            self.crash_looping,
+            self.queued,
+            self.spawn_slots.map(|n| format!(" ({n} slots)")).unwrap_or_else(|| " (admission disabled)".into()),
+            self.exited,
+            opt(&self.reaper_timer),
         )
     }
 }
@@ -181,7 +228,13 @@ impl Render for Capture {
 
 impl Render for Sent {
     fn text(&self) -> String {
-        format!("sent {} key groups to {}\n", self.keys, self.guest)
+        format!("sent {} key groups to {}\n", self.keys, self.session)
+    }
+}
+
+impl Render for Resized {
+    fn text(&self) -> String {
+        format!("{} is {}x{}\n", self.session, self.cols, self.rows)
     }
 }
 
@@ -213,16 +266,22 @@ impl Render for crate::doctor::Report {
 
 /// A table of agents, one line each.
 pub fn agent_table(agents: &[AgentRecord], now_ms: u64) -> String {
-    agent_rows(agents, now_ms, true)
+    agent_rows(agents, now_ms, true, false)
 }
 
 const AGENT_COLUMNS: [&str; 7] = ["SESSION", "STATE", "PID", "PROVIDER", "LABEL", "UPTIME", "UNIT"];
+/// `-o wide` adds these.
+const WIDE_COLUMNS: [&str; 7] = ["MEM", "CPU%", "TASKS", "SRC", "RESTARTS", "DURABLE", "STARTED"];
 
 /// The table, with or without its header line (without it, no "(no agents)" either).
-fn agent_rows(agents: &[AgentRecord], now_ms: u64, headers: bool) -> String {
-    let mut rows = Vec::new();
+fn agent_rows(agents: &[AgentRecord], now_ms: u64, headers: bool, wide: bool) -> String {
+    let mut rows: Vec<Vec<String>> = Vec::new();
     if headers {
-        rows.push(AGENT_COLUMNS.map(String::from).to_vec());
+        let mut h = AGENT_COLUMNS.map(String::from).to_vec();
+        if wide {
+            h.extend(WIDE_COLUMNS.map(String::from));
+        }
+        rows.push(h);
     }
     for a in agents {
         rows.push(vec![
@@ -237,8 +296,24 @@ fn agent_rows(agents: &[AgentRecord], now_ms: u64, headers: bool) -> String {
                 .unwrap_or_else(|| "-".into()),
             a.systemd_unit.clone(),
         ]);
+        if wide {
+            let r = a.resources.as_ref();
+            let dash = || "-".to_string();
+            let row = rows.last_mut().expect("just pushed");
+            row.extend([
+                r.and_then(|r| r.memory_bytes).map(crate::model::resources::human_bytes).unwrap_or_else(dash),
+                r.and_then(|r| r.cpu_percent).map(|p| format!("{p:.1}")).unwrap_or_else(dash),
+                r.and_then(|r| r.tasks).map(|t| t.to_string()).unwrap_or_else(dash),
+                r.map(|r| source_name(r.source).to_string()).unwrap_or_else(dash),
+                a.restarts.to_string(),
+                if a.durable { "yes".into() } else { "no".into() },
+                a.started_at.map(clock_time).unwrap_or_else(dash),
+            ]);
+        }
     }
-    let widths: Vec<usize> = (0..7).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let columns = rows.first().map(Vec::len).unwrap_or(0);
+    let widths: Vec<usize> =
+        (0..columns).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for r in &rows {
         let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
@@ -256,6 +331,24 @@ fn state_text(a: &AgentRecord) -> String {
         Some(q) => format!("queued #{} ({})", q.position, q.reason),
         None => format!("{} ({}/{})", a.state.as_str(), a.active_state, a.sub_state),
     }
+}
+
+/// A time for people: `2026-11-30T02:40:12Z` (UTC, seconds).
+pub fn clock_time(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+}
+
+fn source_name(s: crate::model::resources::Source) -> &'static str {
+    match s {
+        crate::model::resources::Source::Systemd => "systemd",
+        crate::model::resources::Source::Proc => "proc",
+        crate::model::resources::Source::Mixed => "mixed",
+    }
+}
+
+/// One resource figure of an agent for `show`'s text, `-` where there is none.
+fn res(a: &AgentRecord, f: impl Fn(&crate::model::resources::Resources) -> Option<String>) -> String {
+    a.resources.as_ref().and_then(f).unwrap_or_else(|| "-".into())
 }
 
 /// `3d4h`, `2h5m`, `4m10s`, `12s`.
@@ -298,10 +391,30 @@ pub fn agent_details(a: &AgentRecord) -> String {
         ("taskId", a.task_id.as_ref().map(|t| t.to_string()).unwrap_or_else(|| "-".into())),
         ("tags", if a.tags.is_empty() { "-".into() } else { a.tags.join(",") }),
         ("capabilities", if a.capabilities.is_empty() { "-".into() } else { a.capabilities.join(",") }),
-        ("startedAt", a.started_at.map(|t| t.to_string()).unwrap_or_else(|| "-".into())),
+        (
+            "startedAt",
+            a.started_at
+                .map(|t| format!("{} ({} ago)", clock_time(t), age(now_ms().saturating_sub(t))))
+                .unwrap_or_else(|| "-".into()),
+        ),
         ("restarts", a.restarts.to_string()),
         ("logFile", a.log_file.clone()),
         ("durable", a.durable.to_string()),
+        ("memory", res(a, |r| r.memory_bytes.map(crate::model::resources::human_bytes))),
+        (
+            "cpu",
+            res(a, |r| {
+                r.cpu_ns.map(|ns| {
+                    format!(
+                        "{:.2}s ({}% of one CPU since start)",
+                        ns as f64 / 1e9,
+                        r.cpu_percent.map(|p| format!("{p:.1}")).unwrap_or_else(|| "-".into())
+                    )
+                })
+            }),
+        ),
+        ("tasks", res(a, |r| r.tasks.map(|t| t.to_string()))),
+        ("resourcesFrom", res(a, |r| Some(source_name(r.source).to_string()))),
     ];
     lines.iter().map(|(k, v)| format!("{k:<16}{v}\n")).collect()
 }

@@ -17,10 +17,12 @@ use crate::model::record::AgentRecord;
 use crate::model::request::SpawnRequest;
 use crate::ops::diagnose::Diagnosis;
 use crate::ops::durable::{Generated, RemoveOutcome};
-use crate::ops::guests::{Capture, GuestRecord, GuestStop};
+use crate::ops::generate::DryRun;
+use crate::ops::guests::{GuestRecord, GuestStop};
 use crate::ops::logs::LogTail;
 use crate::ops::reap::ReapReport;
 use crate::ops::stop::KillOutcome;
+use crate::ops::terminal::{Capture, Resized};
 use crate::ops::watch::WatchEvent;
 use crate::ops::{SpawnOutcome, StopOutcome};
 
@@ -49,9 +51,12 @@ pub fn documents() -> Vec<Document> {
         output::<AgentList>("agent-list", "AgentList", "`list` (a bare array)"),
         output::<StopOutcome>("stop-answer", "StopAnswer", "`stop`"),
         output::<crate::ops::restart::RestartOutcome>("restart-answer", "RestartAnswer", "`restart`"),
+        output::<crate::ops::resources::TopFrame>("top-frame", "TopFrame", "`top` (one per line)"),
+        output::<crate::ops::status::Status>("status", "StatusAnswer", "`status`"),
         output::<KillOutcome>("kill-answer", "KillAnswer", "`kill`"),
         output::<RemoveOutcome>("remove-answer", "RemoveAnswer", "`remove`"),
         output::<Generated>("generate-answer", "GenerateAnswer", "`generate`"),
+        output::<DryRun>("generate-dry-run", "GenerateDryRun", "`generate --dry-run`"),
         output::<Diagnosis>("diagnosis", "Diagnosis", "`diagnose`, `wait`"),
         output::<LogTail>("logs-answer", "LogsAnswer", "`logs`"),
         output::<LogLine<'static>>("log-line", "LogLine", "`logs --follow` (one per line)"),
@@ -61,6 +66,7 @@ pub fn documents() -> Vec<Document> {
         output::<GuestStop>("guest-stop", "GuestStopAnswer", "`guest stop`"),
         output::<Capture>("capture", "Capture", "`terminal capture`"),
         output::<Sent>("send-answer", "SendAnswer", "`terminal send`"),
+        output::<Resized>("resize-answer", "ResizeAnswer", "`terminal resize`"),
         output::<ReapReport>("reap-summary", "ReapSummary", "`reap`"),
         output::<Report>("doctor-report", "DoctorReport", "`doctor`"),
         output::<ErrorDocument>(

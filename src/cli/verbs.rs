@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::args::{Cli, Command, CompletionShell, GuestCommand, Output, TerminalCommand};
-use super::render::{emit, AgentList, BareAgentList, GuestList, Render, Sent};
+use super::render::{emit, AgentList, BareAgentList, GuestList, Render};
 use super::{ErrorKind, Failure};
 use crate::error::Error;
 use crate::io::config_file;
@@ -30,8 +30,9 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             let opts = ops::spawn::SpawnOptions { no_wait: *no_wait };
             answer(o, block_on(spawn(cli, spec.as_deref(), *persist, ready, opts)))
         }
-        Command::Generate { spec } => answer(o, generate(cli, spec.as_deref())),
-        Command::List { state, provider, label, tag, durable, no_headers } => {
+        Command::Generate { dry_run: true, name, .. } => dry_run(cli, name.as_deref()),
+        Command::Generate { spec, .. } => answer(o, generate(cli, spec.as_deref())),
+        Command::List { state, provider, label, tag, durable, no_headers, all } => {
             let filter = ListFilter {
                 states: state.clone(),
                 providers: provider.clone(),
@@ -39,13 +40,31 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
                 tags: tag.clone(),
                 durable: *durable,
             };
-            let list = block_on(async { Ok(AgentList(filter.apply(connect(cli).await?.list_with_queued().await?))) });
+            let wide = o == Output::Wide;
+            let list = block_on(async {
+                let sup = connect(cli).await?;
+                let mut agents = sup.list_with_queued().await?;
+                if *all {
+                    let gone = sup.exited_agents(&agents);
+                    agents.extend(gone);
+                }
+                let agents = filter.apply(agents);
+                Ok(AgentList(if wide { sup.with_resources(agents).await } else { agents }))
+            });
             match list {
                 Ok(list) if *no_headers => answer(o, Ok(BareAgentList(list))),
                 list => answer(o, list),
             }
         }
-        Command::Show { agent } => answer(o, block_on(async { connect(cli).await?.show(agent).await })),
+        Command::Show { agent } => answer(
+            o,
+            block_on(async {
+                let sup = connect(cli).await?;
+                let mut r = sup.show(agent).await?;
+                r.resources = sup.resources_of(&r).await.unwrap_or_default();
+                Ok(r)
+            }),
+        ),
         Command::Stop { agent, timeout_stop } => answer(o, block_on(stop(cli, agent, *timeout_stop))),
         Command::Restart { agent, spec, spawn_request_id, registration_timeout, settle_ms, timeout_stop } => {
             let args = RestartArgs {
@@ -57,6 +76,8 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             };
             answer(o, block_on(restart(cli, agent, args)))
         }
+        Command::Status => answer(o, block_on(async { connect(cli).await?.status().await })),
+        Command::Top { interval, iterations } => done(block_on(top(cli, *interval, *iterations))),
         Command::Start { agent } => answer(o, block_on(async { connect(cli).await?.start(agent).await })),
         Command::Remove { agent, timeout_stop } => answer(o, block_on(remove(cli, agent, *timeout_stop))),
         Command::Wait { agent, timeout_wait } => answer(o, block_on(wait(cli, agent, *timeout_wait))),
@@ -69,19 +90,30 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         Command::Guest(GuestCommand::Create { agent }) => {
             answer(o, block_on(async { connect(cli).await?.guest_create(agent).await }))
         }
+        Command::Guest(GuestCommand::Attach { guest }) => done(guest_attach(cli, guest)),
         Command::Guest(GuestCommand::List) => {
             answer(o, block_on(async { Ok(GuestList(connect(cli).await?.guest_list().await?)) }))
         }
         Command::Guest(GuestCommand::Stop { guest }) => {
             answer(o, block_on(async { connect(cli).await?.guest_stop(guest).await }))
         }
-        Command::Terminal(TerminalCommand::Capture { guest }) => {
-            answer(o, block_on(async { connect(cli).await?.terminal_capture(guest).await }))
+        Command::Terminal(TerminalCommand::Capture { target }) => {
+            answer(o, block_on(async { connect(cli).await?.terminal_capture(target).await }))
         }
-        Command::Terminal(TerminalCommand::Send { guest, input }) => answer(o, block_on(send(cli, guest, input))),
+        Command::Terminal(TerminalCommand::Send { target, input }) => answer(o, block_on(send(cli, target, input))),
+        Command::Terminal(TerminalCommand::Resize { target, cols, rows }) => {
+            answer(o, block_on(resize(cli, target, *cols, *rows)))
+        }
         Command::Reap { dry_run, retention_days } => answer(o, block_on(reap(cli, *dry_run, *retention_days))),
-        Command::Watch { queue } => done(watch(cli, *queue)),
+        Command::Watch { queue, give_up_after } => done(watch(cli, *queue, *give_up_after)),
         Command::Doctor => doctor(cli),
+        Command::CompleteNames { kind } => {
+            // A completion must never print an error or wait: at most 2 s, nothing on failure.
+            let names = block_on(super::completion::names(cli, *kind)).unwrap_or_default();
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(names.join("\n").as_bytes()).and_then(|_| out.write_all(b"\n"));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::RecordExit { dir, unit, session, agent_id, provider, log_file, spawn_request_id, prompt_file } => {
             let args = ops::record_exit::RecordArgs {
                 dir: dir.clone(),
@@ -98,6 +130,15 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
                 Err(e) => Err(io_failure(format!("recording the exit of {unit}: {e}"))),
             }
         }
+        Command::PrepareAgent { name, digest } => {
+            let ctx = ops::generate::Context::from_process(cli.global.config.as_deref(), ops::generate::own_exe()?)?;
+            ops::generate::prepare(&ctx, name, digest)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::RunAgent { env_file, log_file, argv } => match ops::generate::run_agent(env_file, log_file, argv) {
+            e @ Error::Io { .. } => Err(Failure::new(format!("run-agent: {e}"), ErrorKind::Exec, EXIT_EXEC)),
+            e => Err(e.into()),
+        },
         // Returns only when the program could not be executed: systemd's own status for that.
         Command::Exec { words } => {
             Err(Failure::new(format!("exec: {}", ops::exec::exec_encoded(words)), ErrorKind::Exec, EXIT_EXEC))
@@ -198,6 +239,24 @@ fn generate(cli: &Cli, spec: Option<&Path>) -> Result<ops::durable::Generated, E
     ops::durable::generate(&cfg, &host, &req)
 }
 
+/// `generate --dry-run`: the report (units on stdout), then one line on stderr per skipped file;
+/// exit 2 (kind `invalid`) when there is one. Needs no manager.
+fn dry_run(cli: &Cli, name: Option<&str>) -> Result<ExitCode, Failure> {
+    let ctx = ops::generate::Context::from_process(cli.global.config.as_deref(), ops::generate::own_exe()?)?;
+    let report = ops::generate::dry_run(&ctx, name)?;
+    emit(cli.global.output, &report)?;
+    for e in &report.errors {
+        eprintln!("error: {e}");
+    }
+    match report.errors.len() {
+        0 => Ok(ExitCode::SUCCESS),
+        n => {
+            eprintln!("error: {n} .agent file(s) invalid: the generator skips them (see above)");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
 /// The seed's rule: 0 or less means the default 10 s, more than 60 means 60.
 fn stop_timeout(timeout_stop: f64) -> Result<Duration, Error> {
     crate::model::unit::stop_window(timeout_stop).ok_or_else(|| {
@@ -210,6 +269,60 @@ fn stop_timeout(timeout_stop: f64) -> Result<Duration, Error> {
 async fn stop(cli: &Cli, agent: &str, timeout_stop: f64) -> Result<ops::StopOutcome, Error> {
     let timeout = stop_timeout(timeout_stop)?;
     connect(cli).await?.stop(agent, timeout).await
+}
+
+/// `top`: refreshes until `iterations` (or forever); text clears the screen between refreshes
+/// on a terminal, JSON is one document per line.
+async fn top(cli: &Cli, interval: f64, iterations: Option<u64>) -> Result<(), Error> {
+    let every = seconds(interval, "--interval")?;
+    let sup = connect(cli).await?;
+    let mut prev = ops::resources::CpuSamples::default();
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut n = 0u64;
+    loop {
+        let frame = sup.top_frame(&mut prev).await?;
+        let text = match cli.global.output {
+            Output::Json => serde_json::to_string(&frame).map(|s| s + "\n").unwrap_or_default(),
+            _ => {
+                let head = format!(
+                    "agent-relay-systemd top: {} running, {}\n",
+                    frame.agents.len(),
+                    super::render::clock_time(frame.time)
+                );
+                let body = AgentList(frame.agents).wide();
+                if tty {
+                    format!("\x1b[H\x1b[2J{head}{body}")
+                } else {
+                    format!("{head}{body}\n")
+                }
+            }
+        };
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            if out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_err() {
+                return Ok(());
+            }
+        }
+        n += 1;
+        if iterations.is_some_and(|max| n >= max) {
+            return Ok(());
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// `guest attach`: replaces this process with tmux attached to the guest (returns only on failure).
+fn guest_attach(cli: &Cli, guest: &str) -> Result<(), Error> {
+    use std::io::IsTerminal;
+    if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+        return Err(Error::Argument(
+            "guest attach needs a terminal on stdin and stdout; programs use `terminal capture|send`".into(),
+        ));
+    }
+    let mut cmd = block_on(async { connect(cli).await?.guest_attach_command(guest).await })?;
+    let err = std::os::unix::process::CommandExt::exec(&mut cmd);
+    Err(Error::Argument(format!("cannot run tmux: {err}")))
 }
 
 struct RestartArgs<'a> {
@@ -245,19 +358,35 @@ async fn kill(cli: &Cli, agent: &str, signal: &str, whom: &str) -> Result<ops::s
     connect(cli).await?.kill(agent, signal, whom).await
 }
 
-async fn send(cli: &Cli, guest: &str, input: &str) -> Result<Sent, Error> {
+/// The input is read and made into keys (refused whole when too long) before the manager is
+/// contacted.
+async fn send(cli: &Cli, target: &str, input: &str) -> Result<ops::terminal::Sent, Error> {
+    use crate::model::terminal::{tokenize_input, MAX_INPUT_UTF16};
     let text = if input == "-" {
-        let mut t = String::new();
+        // A UTF-16 code unit is at most 3 bytes of UTF-8: more bytes than that is too long.
+        let most = 3 * MAX_INPUT_UTF16;
+        let mut bytes = Vec::new();
         std::io::stdin()
-            .take(4 * 4096 + 1)
-            .read_to_string(&mut t)
+            .take(most as u64 + 1)
+            .read_to_end(&mut bytes)
             .map_err(|e| Error::Argument(format!("cannot read the input from stdin: {e}")))?;
-        t
+        if bytes.len() > most {
+            return Err(Error::Argument(format!(
+                "terminal input exceeds {MAX_INPUT_UTF16} characters (UTF-16 code units); nothing was sent"
+            )));
+        }
+        String::from_utf8(bytes).map_err(|_| Error::Argument("terminal input on stdin is not UTF-8".into()))?
     } else {
         input.to_string()
     };
-    let keys = connect(cli).await?.terminal_send(guest, &text).await?;
-    Ok(Sent { schema_version: Default::default(), guest: guest.to_string(), keys })
+    let keys = tokenize_input(&text).map_err(Error::Argument)?;
+    connect(cli).await?.terminal_send(target, &keys).await
+}
+
+/// The size is checked before the manager is contacted.
+async fn resize(cli: &Cli, target: &str, cols: u16, rows: u16) -> Result<ops::terminal::Resized, Error> {
+    crate::model::terminal::check_size(cols, rows).map_err(Error::Argument)?;
+    connect(cli).await?.terminal_resize(target, cols, rows).await
 }
 
 async fn reap(cli: &Cli, dry_run: bool, retention_days: Option<u32>) -> Result<ops::reap::ReapReport, Error> {
@@ -266,11 +395,30 @@ async fn reap(cli: &Cli, dry_run: bool, retention_days: Option<u32>) -> Result<o
     sup.reap(dry_run, Duration::from_secs(days as u64 * 86_400)).await
 }
 
-/// `logs --follow`: the tail, then new lines as they are appended.
+/// `logs --follow`: the tail, then new lines as they are appended, until the agent has ended;
+/// then one line on stderr says how it ended (as `diagnose`).
 async fn follow(cli: &Cli, agent: &str, lines: u16, raw: bool) -> Result<(), Error> {
     let json = cli.global.output == Output::Json;
-    let path = connect(cli).await?.log_file(agent).await?;
-    ops::logs::follow(&path, lines as usize, raw, |l| {
+    let sup = connect(cli).await?;
+    let path = sup.log_file(agent).await?;
+    let reading = follow_lines(&path, lines, raw, json);
+    tokio::pin!(reading);
+    let ended = tokio::select! {
+        r = &mut reading => return r,
+        d = sup.wait(agent, None) => d?,
+    };
+    // What the runner wrote last is read before the stream ends.
+    let _ = tokio::time::timeout(FOLLOW_DRAIN, &mut reading).await;
+    let how = ended.last_error.clone().unwrap_or_else(|| format!("{:?}", ended.exit.kind).to_lowercase());
+    eprintln!("agent-relay-systemd: {} has ended: {how}", ended.systemd_unit);
+    Ok(())
+}
+
+/// How long `logs --follow` keeps reading after the agent has ended.
+const FOLLOW_DRAIN: Duration = Duration::from_millis(600);
+
+async fn follow_lines(path: &Path, lines: u16, raw: bool, json: bool) -> Result<(), Error> {
+    ops::logs::follow(path, lines as usize, raw, |l| {
         let line = match json {
             true => serde_json::to_string(&super::render::LogLine { schema_version: Default::default(), line: l })
                 .expect("a log line serializes"),
@@ -284,7 +432,8 @@ async fn follow(cli: &Cli, agent: &str, lines: u16, raw: bool) -> Result<(), Err
 
 /// `watch`: events from the watcher, written by a thread of their own so that a slow reader
 /// blocks only that thread; the watcher drops (and counts) what does not fit in the queue.
-fn watch(cli: &Cli, queue: u32) -> Result<(), Error> {
+fn watch(cli: &Cli, queue: u32, give_up_after: f64) -> Result<(), Error> {
+    let give_up = if give_up_after == 0.0 { None } else { Some(seconds(give_up_after, "--give-up-after")?) };
     block_on(async {
         let (cfg, host, timeout) = setup(cli)?;
         // Fail fast, with the usual one line, when there is no manager at all; the watcher then
@@ -305,7 +454,8 @@ fn watch(cli: &Cli, queue: u32) -> Result<(), Error> {
                 }
             }
         });
-        let watcher = tokio::spawn(ops::watch::Watcher::new(cfg, host, timeout, tx).run(Some(first)));
+        let watcher =
+            tokio::spawn(ops::watch::Watcher::new(cfg, host, timeout, tx).give_up_after(give_up).run(Some(first)));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(Error::io("installing a SIGTERM handler", "-"))?;
         let finished = async {
@@ -318,7 +468,13 @@ fn watch(cli: &Cli, queue: u32) -> Result<(), Error> {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
             _ = finished => {}
-            _ = watcher => {}
+            ended = watcher => {
+                if let Ok(Err(e)) = ended {
+                    // The watcher (and its sender) is gone: the writer prints what is left, then ends.
+                    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+                    return Err(e);
+                }
+            }
         }
         Ok(())
     })
@@ -373,6 +529,8 @@ fn completions(shell: CompletionShell) -> Result<ExitCode, Failure> {
     clap_complete::generate(shell, &mut cmd, "agent-relay-systemd", &mut out);
     if shell == Shell::Bash {
         out = fix_bash_labels(&out);
+        let dynamic = super::completion::bash_dynamic(&cmd, &out);
+        out.extend_from_slice(dynamic.as_bytes());
     }
     std::io::stdout().lock().write_all(&out).map_err(|e| io_failure(format!("writing the completions: {e}")))?;
     Ok(ExitCode::SUCCESS)

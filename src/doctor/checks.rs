@@ -37,9 +37,14 @@ fn fail(check: &'static str, detail: String, fix: impl Into<String>) -> Finding 
     Finding { check, status: Status::Fail, detail, fix: Some(fix.into()) }
 }
 
+/// A check that could not run because what it needs failed first.
+fn skipped(check: &'static str, detail: String, fix: impl Into<String>) -> Finding {
+    Finding { check, status: Status::Skipped, detail, fix: Some(fix.into()) }
+}
+
 /// For checks that need answers from a manager that gave none.
 fn unknown(check: &'static str) -> Finding {
-    warn(check, "not checked: the user manager did not answer".into(), "fix the manager first (see `manager`)")
+    skipped(check, "not checked: the user manager did not answer".into(), "fix the manager first (see `manager`)")
 }
 
 pub fn manager(f: &Facts) -> Finding {
@@ -343,9 +348,11 @@ pub fn runner(r: Option<&RunnerFact>) -> Finding {
     const SET: &str =
         "set runnerCommand in the config (or AGENT_RELAY_RUNNER_COMMAND), or put <provider>-relay on PATH";
     match r {
-        None => {
-            warn("runner", "not checked: the config could not be loaded".into(), "fix the config first (see `config`)")
-        }
+        None => skipped(
+            "runner",
+            "not checked: the config could not be loaded".into(),
+            "fix the config first (see `config`)",
+        ),
         Some(RunnerFact::Configured { program, resolved: Some(p) }) => {
             ok("runner", format!("runnerCommand {program} is {}", p.display()))
         }
@@ -360,5 +367,38 @@ pub fn runner(r: Option<&RunnerFact>) -> Finding {
             SET,
         ),
         Some(RunnerFact::Default { found }) => ok("runner", format!("on PATH: {}", found.join(", "))),
+    }
+}
+
+/// Declared agents: every `.agent` file valid, and a generator installed to read them.
+pub fn agent_files(d: Option<&DeclaredFact>) -> Finding {
+    const CHECK: &str = "agent-files";
+    let Some(d) = d else {
+        return warn(
+            CHECK,
+            "not checked: the config could not be loaded".into(),
+            "fix the config first (see `config`)",
+        );
+    };
+    let dirs = d.dirs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and ");
+    let total = d.valid + d.invalid.len();
+    if total == 0 {
+        return ok(CHECK, format!("no .agent files in {dirs}"));
+    }
+    if !d.invalid.is_empty() {
+        return warn(
+            CHECK,
+            format!("{} of {total} .agent files are invalid and not run: {}", d.invalid.len(), d.invalid.join("; ")),
+            "fix each file as its message says, then `systemctl --user daemon-reload`; \
+             `agent-relay-systemd generate --dry-run` shows what the generator makes of them",
+        );
+    }
+    match &d.generator {
+        Some(g) => ok(CHECK, format!("{total} .agent file(s), all valid; generator {}", g.display())),
+        None => warn(
+            CHECK,
+            format!("{total} .agent file(s), but no agent-relay-generator where user managers look for generators: they are not run"),
+            "install the package (it puts the generator in /usr/lib/systemd/user-generators/), then `systemctl --user daemon-reload`",
+        ),
     }
 }

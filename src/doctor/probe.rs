@@ -42,6 +42,7 @@ pub async fn gather(inputs: ProbeInputs) -> Facts {
         _ => None,
     };
     let runner = config.as_ref().ok().map(|c| runner(c, &host.path));
+    let declared = config.as_ref().ok().map(|c| declared(c, &host));
     Facts {
         linger: Path::new("/var/lib/systemd/linger").join(&user).exists(),
         user,
@@ -54,6 +55,37 @@ pub async fn gather(inputs: ProbeInputs) -> Facts {
         tmux,
         runner,
         pid1: pid1(),
+        declared,
+    }
+}
+
+/// Where a user manager looks for generators (systemd.generator(7)), `$SYSTEMD_GENERATOR_PATH`
+/// first when this process has it.
+const USER_GENERATOR_DIRS: [&str; 4] = [
+    "/run/systemd/user-generators",
+    "/etc/systemd/user-generators",
+    "/usr/local/lib/systemd/user-generators",
+    "/usr/lib/systemd/user-generators",
+];
+
+/// What the generator would make of the `.agent` files, and where it is installed.
+fn declared(config: &Config, host: &HostEnv) -> DeclaredFact {
+    use crate::ops::generate::{declarations, Context, GENERATOR_NAME};
+    let exe = host.self_exe.clone().unwrap_or_else(|| PathBuf::from("/usr/bin/agent-relay-systemd"));
+    let ctx = Context { config: config.clone(), host: host.clone(), exe };
+    let d = declarations(&ctx);
+    let from_env = std::env::var("SYSTEMD_GENERATOR_PATH").unwrap_or_default();
+    let generator = from_env
+        .split(':')
+        .filter(|p| !p.is_empty())
+        .chain(USER_GENERATOR_DIRS)
+        .map(|dir| Path::new(dir).join(GENERATOR_NAME))
+        .find(|p| p.exists());
+    DeclaredFact {
+        dirs: crate::io::agent_dirs::dirs(host),
+        valid: d.units.len(),
+        invalid: d.errors.iter().map(ToString::to_string).collect(),
+        generator,
     }
 }
 

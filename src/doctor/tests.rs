@@ -50,6 +50,12 @@ fn healthy() -> Facts {
         tmux: TmuxFact::Found { path: "/usr/bin/tmux".into(), version: Ok("tmux 3.3a".into()) },
         runner: Some(RunnerFact::Default { found: vec!["claude-relay".into()] }),
         pid1: Some("systemd".into()),
+        declared: Some(DeclaredFact {
+            dirs: vec!["/home/alice/.config/agent-relay/agents".into(), "/etc/agent-relay/agents".into()],
+            valid: 2,
+            invalid: vec![],
+            generator: Some("/usr/lib/systemd/user-generators/agent-relay-generator".into()),
+        }),
     }
 }
 
@@ -87,7 +93,7 @@ fn an_unreachable_manager_fails_with_exit_5_and_every_other_check_still_reports(
     assert_status(&f, "manager", Status::Fail, "loginctl enable-linger alice");
     assert_eq!(exit_code(&f, &findings), 5);
     for check in ["systemd-version", "reaper-timer", "slice"] {
-        assert_status(&f, check, Status::Warn, "manager");
+        assert_status(&f, check, Status::Skipped, "manager");
     }
     assert_status(&f, "session-bus", Status::Warn, "start the user manager");
     assert_status(&f, "tmux", Status::Ok, "");
@@ -258,7 +264,7 @@ fn a_broken_config_or_runner_command_is_required() {
     f.config = Err("config file /x is not valid: expected value".into());
     f.runner = None;
     assert_status(&f, "config", Status::Fail, "fix the file");
-    assert_status(&f, "runner", Status::Warn, "config");
+    assert_status(&f, "runner", Status::Skipped, "config");
     assert_eq!(exit_code(&f, &evaluate(&f)), EXIT_REQUIRED_MISSING);
     let mut f = healthy();
     f.runner = Some(RunnerFact::Configured { program: "/opt/nope".into(), resolved: None });
@@ -325,4 +331,24 @@ fn pid1_not_systemd_warns_and_suggests_the_sandbox() {
         // A warning alone: doctor still exits 0.
         assert_eq!(exit_code(&f, &evaluate(&f)), 0);
     }
+}
+
+#[test]
+fn invalid_agent_files_are_listed_and_a_missing_generator_said() {
+    let mut f = healthy();
+    let d = f.declared.as_mut().unwrap();
+    d.invalid = vec!["/home/alice/.config/agent-relay/agents/x.agent: line 3: unknown key Modle= in [Agent]".into()];
+    assert_status(&f, "agent-files", Status::Warn, "generate --dry-run");
+    let detail = finding(&f, "agent-files").detail;
+    assert!(detail.contains("1 of 3 .agent files are invalid") && detail.contains("x.agent: line 3"), "{detail}");
+    assert_eq!(exit_code(&f, &evaluate(&f)), 0, "a warning");
+    let d = f.declared.as_mut().unwrap();
+    d.invalid.clear();
+    d.generator = None;
+    assert_status(&f, "agent-files", Status::Warn, "/usr/lib/systemd/user-generators/");
+    let d = f.declared.as_mut().unwrap();
+    d.valid = 0;
+    assert_status(&f, "agent-files", Status::Ok, "");
+    f.declared = None;
+    assert_status(&f, "agent-files", Status::Warn, "fix the config first");
 }

@@ -65,3 +65,58 @@ mod tests {
         assert_eq!(read_from(&log, 4).unwrap(), (b"two\n".to_vec(), 8));
     }
 }
+
+/// Cuts a log larger than `max` bytes to its newer half, from the first line start in it, under
+/// a first line saying how much went. A regular file only (a link is not followed). The runner
+/// appends (`O_APPEND`): its next lines go after what is kept. `Ok(false)`: nothing to cut.
+pub fn cap(path: &Path, max: u64) -> std::io::Result<bool> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let len = meta.len();
+    if len <= max {
+        return Ok(false);
+    }
+    let start = len - max / 2;
+    let mut tail = vec![0u8; (len - start) as usize];
+    f.read_exact_at(&mut tail, start)?;
+    let cut = tail.iter().position(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
+    let kept = &tail[cut..];
+    let note =
+        format!("[agent-relay-systemd reap: the log's first {} bytes were cut (logMaxMb)]\n", start + cut as u64);
+    f.set_len(0)?;
+    f.write_all_at(note.as_bytes(), 0)?;
+    f.write_all_at(kept, note.len() as u64)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod cap_tests {
+    use super::*;
+
+    #[test]
+    fn a_big_log_keeps_its_newer_half_from_a_line_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.log");
+        let text: String = (0..100).map(|i| format!("line {i:03}\n")).collect();
+        std::fs::write(&p, &text).unwrap();
+        assert!(!cap(&p, 10_000).unwrap());
+        assert!(cap(&p, 400).unwrap());
+        let after = std::fs::read_to_string(&p).unwrap();
+        let lines: Vec<&str> = after.lines().collect();
+        assert!(lines[0].starts_with("[agent-relay-systemd reap: the log's first"), "{after}");
+        assert_eq!(lines.last(), Some(&"line 099"));
+        assert!(lines[1].starts_with("line ") && lines[1].len() == 8, "{after}");
+        assert!(after.len() < 400, "{}", after.len());
+        let link = dir.path().join("l.log");
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        assert!(cap(&link, 1).is_err(), "a link is not followed");
+    }
+}

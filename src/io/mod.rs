@@ -5,6 +5,8 @@
 //! every call across it is bounded; decisions are the model's.
 
 pub mod admission;
+pub mod agent_dirs;
+pub mod cgroup_procs;
 pub mod config_file;
 pub mod exit_store;
 pub mod files;

@@ -33,6 +33,21 @@ pub enum RunnerError {
     Unreachable { url: String, detail: String },
     #[error("{0}")]
     BadSpec(String),
+    /// The runner names no terminal of its own (no runner info, or no `tmuxSession` in it).
+    #[error("agent {agent_id} has no terminal of its own: its runner names no tmux session in {path}")]
+    NoTerminal { agent_id: String, path: String },
+    /// The terminal the runner names is refused (a name with tmux target syntax, a socket
+    /// outside our directory, a server that is not the agent's).
+    #[error("the terminal named in runner info {path} is refused: {why}")]
+    BadTerminal { path: String, why: String },
+}
+
+/// The agent's own terminal as its runner names it: a session and its server's socket name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerTerminal {
+    pub session: String,
+    /// A name in `socket_dir` (`tmux -L`).
+    pub socket: String,
 }
 
 /// Longest tmux session name taken from a runner-info file.
@@ -74,6 +89,38 @@ pub fn tmux_session(info_path: &Path, agent_id: &str) -> Option<String> {
     let name = info.get("tmuxSession")?.as_str()?;
     (!name.is_empty() && name.len() <= MAX_TMUX_SESSION && !name.chars().any(char::is_control))
         .then(|| name.to_string())
+}
+
+/// The tmux session and socket the runner of `agent_id` names in its runner-info file
+/// (`tmuxSession`, `tmuxSocket`), both checked ([`crate::model::terminal`]): the session a
+/// plain name, the socket a name or path in `socket_dir`. A file that does not name this agent
+/// names no terminal of it.
+pub fn terminal(info_path: &Path, agent_id: &str, socket_dir: &Path) -> Result<RunnerTerminal, RunnerError> {
+    let path = info_path.display().to_string();
+    let none = || RunnerError::NoTerminal { agent_id: agent_id.to_string(), path: path.clone() };
+    let bad = |why: String| RunnerError::BadTerminal { path: path.clone(), why };
+    let info = match read_info(info_path) {
+        Ok(info) => info,
+        Err(RunnerError::NoControlUrl) => return Err(none()),
+        Err(e) => return Err(e),
+    };
+    match info.get("agentId") {
+        Some(serde_json::Value::String(id)) if id == agent_id => {}
+        _ => return Err(bad(format!("it does not name agent {agent_id}"))),
+    }
+    let session = match info.get("tmuxSession") {
+        None | Some(serde_json::Value::Null) => return Err(none()),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(_) => return Err(bad("tmuxSession is not a string".into())),
+    };
+    crate::model::terminal::check_session_name(&session).map_err(&bad)?;
+    let socket = match info.get("tmuxSocket") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s.as_str()),
+        Some(_) => return Err(bad("tmuxSocket is not a string".into())),
+    };
+    let socket = crate::model::terminal::socket_name(socket, socket_dir).map_err(&bad)?;
+    Ok(RunnerTerminal { session, socket })
 }
 
 /// A runner's text as one line of ours, at most [`MAX_RUNNER_ERROR_CHARS`] characters.
@@ -178,5 +225,33 @@ mod tests {
         assert!(control_url(&info).unwrap_err().to_string().contains("larger than"));
         std::fs::write(&info, r#"{"controlUrl":"http://127.0.0.1:9"}"#).unwrap();
         assert_eq!(control_url(&info).unwrap(), "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn the_terminal_a_runner_names_is_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let (info, dir) = (d.path().join("s.json"), Path::new("/tmp/tmux-7"));
+        let named = |v: serde_json::Value| {
+            std::fs::write(&info, v.to_string()).unwrap();
+            terminal(&info, "a-1", dir)
+        };
+        assert!(matches!(terminal(&info, "a-1", dir), Err(RunnerError::NoTerminal { .. })), "no file");
+        let t = named(serde_json::json!({"agentId": "a-1", "tmuxSession": "ar-x", "tmuxSocket": "agent-relay-1"}));
+        assert_eq!(t.unwrap(), RunnerTerminal { session: "ar-x".into(), socket: "agent-relay-1".into() });
+        let t = named(serde_json::json!({"agentId": "a-1", "tmuxSession": "ar-x"})).unwrap();
+        assert_eq!(t.socket, "default");
+        assert!(matches!(named(serde_json::json!({"agentId": "a-1"})), Err(RunnerError::NoTerminal { .. })));
+        for bad in [
+            serde_json::json!({"agentId": "a-2", "tmuxSession": "ar-x"}),
+            serde_json::json!({"tmuxSession": "ar-x"}),
+            serde_json::json!({"agentId": "a-1", "tmuxSession": "ar-x:0.1"}),
+            serde_json::json!({"agentId": "a-1", "tmuxSession": 7}),
+            serde_json::json!({"agentId": "a-1", "tmuxSession": "ar-x", "tmuxSocket": "/tmp/s"}),
+            serde_json::json!({"agentId": "a-1", "tmuxSession": "ar-x", "tmuxSocket": "../tmux-8/s"}),
+            serde_json::json!({"agentId": "a-1", "tmuxSession": "ar-x", "tmuxSocket": ["s"]}),
+        ] {
+            let err = named(bad.clone()).unwrap_err();
+            assert!(matches!(err, RunnerError::BadTerminal { .. }), "{bad}: {err:?}");
+        }
     }
 }

@@ -49,6 +49,8 @@ pub struct PrivateManager {
     root: PathBuf,
     runtime: PathBuf,
     exe: PathBuf,
+    /// Variables the manager gets on top of its usual environment ([`PrivateManager::start_with_env`]).
+    extra_env: Vec<(String, String)>,
 }
 
 impl PrivateManager {
@@ -57,7 +59,20 @@ impl PrivateManager {
         PrivateManager::start_with_timeout(Duration::from_secs(10))
     }
 
+    /// Starts a manager whose environment also holds `extra(root)` (given the private root
+    /// directory, before the manager starts), on every start of it: `SYSTEMD_GENERATOR_PATH`, say.
+    pub fn start_with_env(extra: impl FnOnce(&Path) -> Vec<(String, String)>) -> Result<PrivateManager, SandboxError> {
+        PrivateManager::start_inner(Duration::from_secs(10), extra)
+    }
+
     pub fn start_with_timeout(wait: Duration) -> Result<PrivateManager, SandboxError> {
+        PrivateManager::start_inner(wait, |_| Vec::new())
+    }
+
+    fn start_inner(
+        wait: Duration,
+        extra: impl FnOnce(&Path) -> Vec<(String, String)>,
+    ) -> Result<PrivateManager, SandboxError> {
         let exe = ["/lib/systemd/systemd", "/usr/lib/systemd/systemd"]
             .into_iter()
             .map(PathBuf::from)
@@ -90,7 +105,9 @@ impl PrivateManager {
             root: root.clone(),
             runtime,
             exe,
+            extra_env: Vec::new(),
         };
+        mgr.extra_env = extra(&root);
 
         let name = format!(
             "agent-relay-sandbox-{}-{}-{}",
@@ -157,6 +174,7 @@ impl PrivateManager {
             }
         }
         cmd.envs(self.xdg_env());
+        cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         let no_mask = SigSet::empty();
         // SAFETY: only async-signal-safe calls (sigprocmask, setsid, open, write, close) between
         // fork and exec.

@@ -39,6 +39,10 @@ pub struct Config {
     pub limits: Option<crate::model::limits::LimitsSpec>,
     /// How many days `reap` keeps exit records (default 7).
     pub exit_retention_days: u32,
+    /// How many days `reap` keeps the log of an agent that is gone (default 7).
+    pub log_retention_days: u32,
+    /// `reap` cuts a log larger than this to its newer half (default 64 MiB).
+    pub log_max_bytes: u64,
     /// The runner starts with the caller's environment underneath (as the seed's `process.env`).
     pub inherit_environment: bool,
     /// The orchestrator's shared MCP listener, the runner's `AGENT_RELAY_SHARED_MCP_URL`.
@@ -62,6 +66,8 @@ struct ConfigFile {
     runner_command: Option<Vec<String>>,
     limits: Option<crate::model::limits::LimitsSpec>,
     exit_retention_days: Option<u32>,
+    log_retention_days: Option<u32>,
+    log_max_mb: Option<u64>,
     inherit_environment: Option<bool>,
     max_concurrent_spawns: Option<u32>,
     spawn_min_free_mem_mb: Option<u64>,
@@ -170,6 +176,14 @@ pub fn resolve(text: Option<&str>, path: &Path, inputs: &ConfigInputs<'_>) -> Re
     if crate::model::limits::resolve(None, file.limits.as_ref()).is_err() {
         return Err(malformed(format!("limits must be {LIMITS}")));
     }
+    let log_retention_days = file.log_retention_days.unwrap_or(7);
+    if log_retention_days == 0 {
+        return Err(malformed("logRetentionDays must be at least 1".into()));
+    }
+    let log_max_mb = file.log_max_mb.unwrap_or(64);
+    if log_max_mb == 0 {
+        return Err(malformed("logMaxMb must be at least 1".into()));
+    }
     let exit_retention_days = file.exit_retention_days.unwrap_or(7);
     if exit_retention_days == 0 {
         return Err(malformed("exitRetentionDays must be at least 1".into()));
@@ -193,6 +207,8 @@ pub fn resolve(text: Option<&str>, path: &Path, inputs: &ConfigInputs<'_>) -> Re
         runner_command,
         limits: file.limits,
         exit_retention_days,
+        log_retention_days,
+        log_max_bytes: log_max_mb.saturating_mul(1024 * 1024),
         inherit_environment,
         shared_mcp_url: shared_mcp_url(&var),
         admission,
@@ -370,6 +386,8 @@ fn parse_file(text: &str) -> Result<ConfigFile, String> {
         runner_command: key(&map, "runnerCommand", "an array of strings")?,
         limits: key(&map, "limits", &format!("{LIMITS}, no other keys"))?,
         exit_retention_days: key(&map, "exitRetentionDays", "a whole number of days")?,
+        log_retention_days: key(&map, "logRetentionDays", "a whole number of days")?,
+        log_max_mb: key(&map, "logMaxMb", "a whole number of MiB")?,
         inherit_environment: key(&map, "inheritEnvironment", "true or false")?,
         max_concurrent_spawns: key(&map, "maxConcurrentSpawns", "a whole number from 1 to 256")?,
         spawn_min_free_mem_mb: key(&map, "spawnMinFreeMemMb", "a whole number of MB")?,

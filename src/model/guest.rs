@@ -1,5 +1,5 @@
 //! Guest terminals, the pure part: names, the runner's attach spec and its validation, the TTL,
-//! the guest unit's properties, and tokenising input for `tmux send-keys`. No IO here.
+//! the guest unit's properties (what is typed into a terminal: `model::terminal`). No IO here.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,8 +15,6 @@ pub const MIN_TTL_MS: u64 = 60 * 1000;
 pub const MAX_TTL_MS: u64 = 4 * DEFAULT_TTL_MS;
 /// Largest attach spec read from a runner.
 pub const MAX_SPEC_BYTES: usize = 64 * 1024;
-/// Largest input accepted by `terminal send`, as the seed.
-pub const MAX_INPUT_CHARS: usize = 4096;
 
 /// The runner's `/terminal/attach-spec` answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,60 +199,6 @@ pub fn guest_properties(g: &GuestUnitSpec<'_>) -> Vec<Property> {
     ]
 }
 
-/// One `tmux send-keys` call: a key name, or literal text (`-l`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Key {
-    Named(&'static str),
-    Literal(String),
-}
-
-/// Terminal input → send-keys tokens: arrows, Home/End, Delete, Enter, Tab, C-c, BSpace, Escape
-/// by name, everything else literally.
-pub fn tokenize_input(input: &str) -> Result<Vec<Key>, String> {
-    if input.chars().count() > MAX_INPUT_CHARS {
-        return Err(format!("input is longer than {MAX_INPUT_CHARS} characters"));
-    }
-    const SEQS: [(&str, &str); 12] = [
-        ("\x1b[A", "Up"),
-        ("\x1b[B", "Down"),
-        ("\x1b[C", "Right"),
-        ("\x1b[D", "Left"),
-        ("\x1b[H", "Home"),
-        ("\x1b[F", "End"),
-        ("\x1b[3~", "DC"),
-        ("\r\n", "Enter"),
-        ("\r", "Enter"),
-        ("\n", "Enter"),
-        ("\t", "Tab"),
-        ("\x03", "C-c"),
-    ];
-    let mut out = Vec::new();
-    let mut lit = String::new();
-    let mut rest = input;
-    'outer: while !rest.is_empty() {
-        for (seq, name) in SEQS.iter().chain([("\x7f", "BSpace"), ("\x08", "BSpace"), ("\x1b", "Escape")].iter()) {
-            if let Some(r) = rest.strip_prefix(seq) {
-                if !lit.is_empty() {
-                    out.push(Key::Literal(std::mem::take(&mut lit)));
-                }
-                out.push(Key::Named(name));
-                rest = r;
-                continue 'outer;
-            }
-        }
-        let c = rest.chars().next().expect("non-empty");
-        if c.is_control() {
-            return Err(format!("input holds an unsupported control character U+{:04X}", c as u32));
-        }
-        lit.push(c);
-        rest = &rest[c.len_utf8()..];
-    }
-    if !lit.is_empty() {
-        out.push(Key::Literal(lit));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,26 +277,6 @@ mod tests {
         assert_eq!(guest_name("ar", &p, a, "abcd1234", 27).unwrap().len(), "ar-guest-".len() + 8 + 1 + 8);
         assert_eq!(guest_name("ar", &p, a, "abcd1234", 25), None);
         assert_eq!(guest_name("ar", &p, a, "abcd1234", 0), None);
-    }
-
-    #[test]
-    fn input_tokens() {
-        let keys = tokenize_input("ls -l\r\x1b[A\x03\x7f\tq\x1b").unwrap();
-        assert_eq!(
-            keys,
-            [
-                Key::Literal("ls -l".into()),
-                Key::Named("Enter"),
-                Key::Named("Up"),
-                Key::Named("C-c"),
-                Key::Named("BSpace"),
-                Key::Named("Tab"),
-                Key::Literal("q".into()),
-                Key::Named("Escape"),
-            ]
-        );
-        assert!(tokenize_input(&"x".repeat(MAX_INPUT_CHARS + 1)).is_err());
-        assert!(tokenize_input("\x00").is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! callers in `ops` pass the time and the host facts in). `.ci/run` checks this with a grep.
 
 pub mod admission;
+pub mod agentfile;
 pub mod config;
 pub mod contract;
 pub mod events;
@@ -20,7 +21,9 @@ pub mod property;
 pub mod reap;
 pub mod record;
 pub mod request;
+pub mod resources;
 pub mod restart;
 pub mod state;
+pub mod terminal;
 pub mod unit;
 pub mod unitfile;

@@ -75,6 +75,12 @@ pub struct Facts {
     pub durable_unit_files: Vec<DurableUnitFile>,
     /// Per-request lock files (`requests/<hash>.lock`); a spawn touches its own as it takes it.
     pub request_locks: Vec<FileFact>,
+    /// Agents' logs (`~/.agent-relay/logs/<session>.log` of this prefix) and their sizes.
+    pub logs: Vec<(FileFact, u64)>,
+    /// A log untouched this long whose agent is gone (no loaded unit, no unit file) is removed.
+    pub log_retention_ms: u64,
+    /// A log larger than this is cut to its newer half.
+    pub log_max_bytes: u64,
 }
 
 /// A request lock no spawn took for this long is removed (when no spawn holds it then).
@@ -93,6 +99,10 @@ pub enum Action {
     RemoveGuestLaunchFile(PathBuf),
     /// Removed only if no spawn holds it at that moment.
     RemoveRequestLock(PathBuf),
+    /// The log of an agent gone longer than the log retention.
+    RemoveLog(PathBuf),
+    /// A log over the size cap, cut to its newer half (at a line start).
+    CapLog(PathBuf),
 }
 
 /// A failed unit whose exit is recorded: the reap resets it, and with it goes its agent.
@@ -166,6 +176,15 @@ pub fn decide(f: &Facts) -> Vec<Action> {
             out.push(Action::RemoveRequestLock(l.path.clone()));
         }
     }
+    for (l, size) in &f.logs {
+        let declared = f.durable_unit_files.iter().any(|u| u.session == l.owner);
+        let gone = !loaded.contains(l.owner.as_str()) && !declared;
+        if gone && f.now_ms.saturating_sub(l.mtime_ms) >= f.log_retention_ms.max(f.grace_ms) {
+            out.push(Action::RemoveLog(l.path.clone()));
+        } else if f.log_max_bytes > 0 && *size > f.log_max_bytes {
+            out.push(Action::CapLog(l.path.clone()));
+        }
+    }
     out
 }
 
@@ -188,6 +207,39 @@ mod tests {
     use proptest::prelude::*;
 
     const STATES: [&str; 6] = ["active", "activating", "deactivating", "reloading", "failed", "inactive"];
+
+    #[test]
+    fn logs_of_agents_gone_past_the_retention_go_and_big_ones_are_cut() {
+        let day = 86_400_000;
+        let unit = |session: &str| UnitFact {
+            unit: format!("agent-relay-managed-{session}.service"),
+            session: session.into(),
+            active_state: "active".into(),
+            exit_recorded: false,
+            agent_dir: None,
+        };
+        let log = |owner: &str, mtime: u64, size: u64| {
+            (FileFact { path: format!("/l/{owner}.log").into(), owner: owner.into(), mtime_ms: mtime }, size)
+        };
+        let f = Facts {
+            now_ms: 30 * day,
+            grace_ms: 60_000,
+            log_retention_ms: 7 * day,
+            log_max_bytes: 100,
+            agent_units: vec![unit("ar-live")],
+            durable_unit_files: vec![DurableUnitFile { session: "ar-declared".into(), secret_dirs: vec![] }],
+            logs: vec![
+                log("ar-live", 0, 10),
+                log("ar-live-big", 30 * day, 500),
+                log("ar-gone-old", 20 * day, 10),
+                log("ar-gone-new", 29 * day, 10),
+                log("ar-declared", 0, 10),
+            ],
+            ..Default::default()
+        };
+        let got = decide(&f);
+        assert_eq!(got, [Action::CapLog("/l/ar-live-big.log".into()), Action::RemoveLog("/l/ar-gone-old.log".into())]);
+    }
 
     #[test]
     fn only_request_locks_idle_for_a_day_go() {
@@ -286,7 +338,21 @@ mod tests {
                         .map(|s| FileFact { path: PathBuf::from(format!("/g/{}.json", s.owner)), ..s.clone() })
                         .filter(|l| seen.insert(l.path.clone()))
                         .collect();
+                    let mut seen = HashSet::new();
+                    let logs = runner_infos
+                        .iter()
+                        .map(|i: &FileFact| {
+                            (
+                                FileFact { path: PathBuf::from(format!("/l/{}.log", i.owner)), ..i.clone() },
+                                i.mtime_ms % 300,
+                            )
+                        })
+                        .filter(|(l, _)| seen.insert(l.path.clone()))
+                        .collect();
                     Facts {
+                        logs,
+                        log_retention_ms: r,
+                        log_max_bytes: 100,
                         now_ms: now,
                         grace_ms: g,
                         retention_ms: r,
@@ -327,6 +393,17 @@ mod tests {
                         prop_assert!(!loaded.contains(owner) || reset.contains(owner) || elsewhere, "files of a loaded unit: {p:?}");
                         prop_assert!(!f.agent_units.iter().any(|u| !to_reset(u) && u.agent_dir.as_ref() == Some(&p)), "a kept unit's own directory: {p:?}");
                         prop_assert!(f.now_ms - fact.mtime_ms >= f.grace_ms, "files younger than the grace");
+                    }
+                    Action::RemoveLog(p) => {
+                        let (fact, _) = f.logs.iter().find(|(x, _)| x.path == p).unwrap();
+                        let owner = fact.owner.as_str();
+                        prop_assert!(!loaded.contains(owner) || reset.contains(owner), "the log of a loaded agent: {p:?}");
+                        prop_assert!(named_by_unit_file(&f, owner).is_none(), "the log of a declared agent: {p:?}");
+                        prop_assert!(f.now_ms - fact.mtime_ms >= f.log_retention_ms.max(f.grace_ms), "a log inside the retention");
+                    }
+                    Action::CapLog(p) => {
+                        let (_, size) = f.logs.iter().find(|(x, _)| x.path == p).unwrap();
+                        prop_assert!(*size > f.log_max_bytes, "a log under the cap cut: {p:?}");
                     }
                     Action::ResetFailedUnit(u) => {
                         if let Some(fact) = f.agent_units.iter().find(|x| x.unit == u) {

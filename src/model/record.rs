@@ -97,6 +97,11 @@ pub fn liveness(s: &UnitSnapshot, proc_state: ProcState) -> Liveness {
         // Between a crash and its restart: the runner is positively gone.
         return Liveness::Dead;
     }
+    if s.active() == ActiveState::Deactivating {
+        // Stopping with no main process (systemd clears MainPID when it exits): the runner is
+        // gone, and what runs is the stop's own commands (ExecStopPost= recording the exit).
+        return Liveness::Dead;
+    }
     Liveness::Unknown
 }
 
@@ -110,7 +115,7 @@ pub fn parse_proc_stat_state(stat: &str) -> ProcState {
 }
 
 /// An agent as reported by `list` and `show`. Every key is always present (null when unset).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentRecord {
     /// The JSON contract's version (also on each element of `list`).
@@ -163,6 +168,10 @@ pub struct AgentRecord {
     /// A spawn waiting for admission (`state: queued`): its place in the queue and why it
     /// waits; null for every agent that has a unit.
     pub queue: Option<crate::model::admission::QueueInfo>,
+    /// What the running agent uses (memory, CPU, tasks, and where the figures come from): filled
+    /// by `show`, `list -o wide` and `top`; null in plain `list`, `watch` and for an agent not
+    /// running.
+    pub resources: Option<crate::model::resources::Resources>,
 }
 
 impl AgentRecord {
@@ -235,7 +244,54 @@ pub fn agent_record(s: &UnitSnapshot, proc_state: ProcState, home: &Path) -> Opt
         description: s.description.clone(),
         durable: s.durable,
         queue: None,
+        resources: None,
     })
+}
+
+/// An agent whose unit is gone, as its last exit record describes it (`list --all`): dead,
+/// `activeState: inactive`, `result` the run's; what the record does not keep is empty or null.
+pub fn from_exit_record(r: &crate::model::exit::ExitRecord, home: &Path) -> AgentRecord {
+    AgentRecord {
+        schema_version: Default::default(),
+        agent_id: r.agent_id.clone(),
+        provider: r.provider.clone(),
+        label: String::new(),
+        session_name: r.session_name.clone(),
+        tmux_session: r.session_name.clone(),
+        systemd_unit: r.unit.clone(),
+        invocation_id: Some(r.invocation_id.clone()).filter(|i| !i.is_empty()),
+        pid: None,
+        state: Liveness::Dead,
+        alive: false,
+        active_state: "inactive".into(),
+        sub_state: "dead".into(),
+        result: r.service_result.clone(),
+        cwd: String::new(),
+        approval_mode: String::new(),
+        policy_name: None,
+        spawn_request_id: r.spawn_request_id.clone(),
+        automation_id: None,
+        automation_run_id: None,
+        lifecycle: String::new(),
+        workspace_mode: String::new(),
+        model: None,
+        effort: None,
+        profile: None,
+        rig: None,
+        task_id: None,
+        tags: Vec::new(),
+        capabilities: Vec::new(),
+        started_at: r.started_at,
+        restarts: r.restarts.unwrap_or(0),
+        crash_looping: r.service_result == "start-limit-hit",
+        limits: Default::default(),
+        requested_limits: Default::default(),
+        log_file: crate::model::plan::log_file(home, &r.session_name).display().to_string(),
+        description: String::new(),
+        durable: false,
+        queue: None,
+        resources: None,
+    }
 }
 
 #[cfg(test)]
@@ -250,6 +306,14 @@ mod tests {
             main_pid: pid,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn deactivating_with_no_main_process_is_dead() {
+        let s = snap("deactivating", "stop-post", 0);
+        assert_eq!(liveness(&s, ProcState::Gone), Liveness::Dead);
+        assert_eq!(liveness(&snap("deactivating", "stop-sigterm", 42), ProcState::Running), Liveness::Alive);
+        assert_eq!(liveness(&snap("activating", "start-pre", 0), ProcState::Gone), Liveness::Unknown);
     }
 
     #[test]

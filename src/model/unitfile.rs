@@ -87,6 +87,23 @@ pub fn knows(property: &str) -> bool {
 /// The unit file for an agent's properties: `[Unit]`, `[Service]` in the list's order, and
 /// `[Install] WantedBy=default.target`.
 pub fn render(props: &[Property]) -> Result<String, RenderError> {
+    let (unit, service) = sections(props)?;
+    let mut out =
+        String::from("# Written by agent-relay-systemd (spawn --persist); `agent-relay-systemd remove` deletes it.\n");
+    for (title, body) in [("Unit", unit), ("Service", service), ("Install", vec![format!("WantedBy={WANTED_BY}")])] {
+        out.push_str(&format!("\n[{title}]\n"));
+        for l in body {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+/// The lines of `[Unit]` (Description first, as readers of `systemctl --user cat` expect, then
+/// `Documentation=`) and of `[Service]` for an agent's properties, in the list's order: what
+/// [`render`] writes, and what the generator of declared agents builds its units from.
+pub fn sections(props: &[Property]) -> Result<(Vec<String>, Vec<String>), RenderError> {
     let (mut description, mut unit, mut service) =
         (Vec::new(), vec![format!("Documentation={DOCUMENTATION}")], Vec::new());
     for (name, value) in props {
@@ -99,20 +116,8 @@ pub fn render(props: &[Property]) -> Result<String, RenderError> {
             Section::Service => service.extend(lines),
         }
     }
-    let mut out =
-        String::from("# Written by agent-relay-systemd (spawn --persist); `agent-relay-systemd remove` deletes it.\n");
-    // Description first, as readers of `systemctl --user cat` expect.
     description.extend(unit);
-    for (title, body) in
-        [("Unit", description), ("Service", service), ("Install", vec![format!("WantedBy={WANTED_BY}")])]
-    {
-        out.push_str(&format!("\n[{title}]\n"));
-        for l in body {
-            out.push_str(&l);
-            out.push('\n');
-        }
-    }
-    Ok(out)
+    Ok((description, service))
 }
 
 fn lines(name: &str, key: &str, kind: Kind, value: &Value) -> Result<Vec<String>, RenderError> {
@@ -198,7 +203,7 @@ fn exec_line(key: &str, path: &str, argv: &[String], ignore: bool) -> Result<Str
 /// A value systemd takes to the end of the line after specifier expansion: `%` doubled; what
 /// a line cannot carry (control characters, edge whitespace that systemd trims, a trailing `\`
 /// that would continue the line) is refused rather than silently changed.
-fn text(s: &str) -> Result<String, &'static str> {
+pub fn text(s: &str) -> Result<String, &'static str> {
     if s.is_empty() {
         return Err("an empty value");
     }

@@ -45,9 +45,27 @@ pub struct RemoveOutcome {
     pub unit_file: Option<PathBuf>,
 }
 
+/// Where the packages install our binary.
+const PACKAGED_BINARY: &str = "/usr/bin/agent-relay-systemd";
+/// systemd's default PATH for services (`systemd-path search-binaries-default`).
+const SYSTEMD_DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// The plan of a durable agent (files below [`HostEnv::durable_root`]) and its unit-file text.
+/// A durable agent outlives the caller that made it: its unit freezes neither the caller's PATH
+/// (the runner gets the user's own bin directories, then systemd's default PATH; its program is
+/// resolved to an absolute path) nor the path of whichever binary of ours wrote it, when the
+/// packaged one is installed (the exit recorder runs `/usr/bin/agent-relay-systemd`).
 fn durable_plan(config: &Config, host: &HostEnv, req: &SpawnRequest) -> Result<(SpawnPlan, String), Error> {
-    let plan = plan_request(config, host, req, &host.durable_root())?;
+    let mut lasting = host.clone();
+    if Path::new(PACKAGED_BINARY).is_file() {
+        lasting.self_exe = Some(PACKAGED_BINARY.into());
+    }
+    let mut plan = plan_request(config, &lasting, req, &host.durable_root())?;
+    for (key, value) in &mut plan.environment {
+        if key == "PATH" {
+            *value = crate::model::plan::runner_path(&host.home, SYSTEMD_DEFAULT_PATH);
+        }
+    }
     let text = unitfile::render(&unit::agent_properties(&plan))?;
     Ok((plan, text))
 }
@@ -196,6 +214,9 @@ impl Supervisor {
     pub async fn remove(&self, reference: &str, timeout: Duration) -> Result<RemoveOutcome, Error> {
         let agent = self.resolve(reference).await?;
         let unit = agent.systemd_unit.clone();
+        if let Some(declared) = self.declaration_of(&unit) {
+            return self.remove_declared(&agent, declared, timeout).await;
+        }
         let unit_file = self.host.user_unit_dir().join(&unit);
         let durable = agent.durable || unit_file.exists();
         // Held from before the stop: a `spawn --persist` of the same request must not start the
@@ -231,6 +252,59 @@ impl Supervisor {
             files::remove_session_dirs(&self.host.durable_root().join("agents"), &agent.session_name, None);
         }
         Ok(RemoveOutcome { stop, durable, unit_file: removed_file })
+    }
+
+    /// The `.agent` file that declares `unit`, if a valid one does, and whether it is the user's.
+    fn declaration_of(&self, unit: &str) -> Option<(crate::ops::generate::DeclaredUnit, bool)> {
+        let exe = self.host.self_exe.as_ref().and_then(|e| std::fs::canonicalize(e).ok())?;
+        let ctx = crate::ops::generate::Context { config: self.config.clone(), host: self.host.clone(), exe };
+        crate::ops::generate::declaration_of(&ctx, unit)
+    }
+
+    /// `remove` of a declared agent: its `.agent` file goes (the user's own only: an
+    /// administrator's is masked by the user, not deleted), the manager reloads (the generator
+    /// then writes no unit for it), the agent is stopped and its files go.
+    async fn remove_declared(
+        &self,
+        agent: &crate::model::record::AgentRecord,
+        (declared, user): (crate::ops::generate::DeclaredUnit, bool),
+        timeout: Duration,
+    ) -> Result<RemoveOutcome, Error> {
+        let source = declared.source;
+        if !user {
+            return Err(Error::Argument(format!(
+                "{} ({}) is declared by {}, an administrator's file; to remove it for yourself, mask it: \
+                 `ln -s /dev/null {}/{}.agent && systemctl --user daemon-reload`, then stop it",
+                agent.agent_id,
+                agent.systemd_unit,
+                source.display(),
+                crate::io::agent_dirs::user_dir(&self.host).display(),
+                declared.name
+            )));
+        }
+        let _lock = self.durable_lock().await?;
+        let stop = match self.stop(&agent.systemd_unit, timeout).await {
+            Ok(s) => s,
+            Err(Error::NotFound { .. }) => StopOutcome {
+                schema_version: Default::default(),
+                agent_id: agent.agent_id.clone(),
+                session_name: agent.session_name.clone(),
+                systemd_unit: agent.systemd_unit.clone(),
+                stopped: false,
+                was_running: false,
+                killed: false,
+            },
+            Err(e) => return Err(e),
+        };
+        match std::fs::remove_file(&source) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::Io { op: "removing the declaration", path: source, source: e }),
+        }
+        self.mgr.reload().await?;
+        self.mgr.reset_failed(&agent.systemd_unit).await?;
+        files::remove_session_dirs(&self.host.durable_root().join("agents"), &agent.session_name, None);
+        Ok(RemoveOutcome { stop, durable: true, unit_file: Some(source) })
     }
 
     /// A transient spawn found the durable agent of its own spawn request at its unit name. A live
@@ -280,7 +354,8 @@ impl Supervisor {
     }
 
     pub(crate) async fn unloaded_durable_snapshot(&self, unit: &str) -> Result<Option<UnitSnapshot>, Error> {
-        if !self.host.user_unit_dir().join(unit).exists() {
+        let generated = self.generator_dir().is_some_and(|d| d.join(unit).exists());
+        if !(self.host.user_unit_dir().join(unit).exists() || generated) {
             return Ok(None);
         }
         // Reading through the unit's object path loads it again should the manager have
@@ -297,26 +372,31 @@ impl Supervisor {
         }
     }
 
-    /// Records of durable agents whose unit file is in our unit directory but whose unit is not
-    /// loaded (disabled by hand, or half removed), so that `show` and `remove` still find them.
-    /// Our unit directory is read, not the manager's list of unit files: that list holds every
-    /// unit file of its search path, each transient agent's among them, and making it costs the
-    /// manager a second with 2000 agents. A file whose unit is loaded is skipped (`GetUnit`).
+    /// Records of durable agents whose unit file is in our unit directory (or the generator's,
+    /// for declared agents) but whose unit is not loaded (disabled by hand, or half removed), so
+    /// that `show` and `remove` still find them. Those two directories are read, not the
+    /// manager's list of unit files: that list holds every unit file of its search path, each
+    /// transient agent's among them, and making it costs the manager a second with 2000 agents.
+    /// A file whose unit is loaded is skipped (`GetUnit`).
     pub(crate) async fn unloaded_durable_agents(&self) -> Result<Vec<crate::model::record::AgentRecord>, Error> {
-        let dir = self.host.user_unit_dir();
         let head = format!("{}{}-", naming::AGENT_UNIT_PREFIX, self.config.tmux_prefix);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::Io { op: "reading the unit directory", path: dir, source: e }),
-        };
-        // The names the manager's `agent-relay-managed-<prefix>-*.service` would match, and
-        // would take for unit names.
-        let mut names: Vec<String> = entries
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| n.starts_with(&head) && n.ends_with(".service") && is_unit_name(n))
-            .collect();
+        let mut names: Vec<String> = Vec::new();
+        for dir in std::iter::once(self.host.user_unit_dir()).chain(self.generator_dir()) {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::Io { op: "reading the unit directory", path: dir, source: e }),
+            };
+            // The names the manager's `agent-relay-managed-<prefix>-*.service` would match, and
+            // would take for unit names.
+            names.extend(
+                entries
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.starts_with(&head) && n.ends_with(".service") && is_unit_name(n)),
+            );
+        }
         names.sort();
+        names.dedup();
         let mut out = Vec::new();
         for name in names {
             if self.mgr.unit_path(&name).await?.is_some() {
@@ -328,6 +408,12 @@ impl Supervisor {
             }
         }
         Ok(out)
+    }
+
+    /// Where the user manager's generators write (`$XDG_RUNTIME_DIR/systemd/generator`): the
+    /// units of declared agents (`.agent` files).
+    fn generator_dir(&self) -> Option<PathBuf> {
+        self.host.runtime_dir.as_ref().map(|d| d.join("systemd").join("generator"))
     }
 
     /// The unit directory must be one the manager reads, or the unit file would never load.

@@ -1,5 +1,5 @@
-//! `guest create|list|stop` and `terminal capture|send`: the runner's attach spec (io::runner),
-//! each guest's tmux server as its own transient unit, and its pane through io::tmux.
+//! `guest create|list|stop`: the runner's attach spec (io::runner), each guest's tmux server as
+//! its own transient unit, and its session through io::tmux (its terminal: ops::terminal).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -43,19 +43,6 @@ pub struct GuestStop {
     pub schema_version: crate::model::contract::SchemaVersion,
     pub guest: String,
     pub stopped: bool,
-}
-
-/// A pane read consistently with its cursor.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Capture {
-    /// The JSON contract's version.
-    pub schema_version: crate::model::contract::SchemaVersion,
-    pub guest: String,
-    pub content: String,
-    pub cursor_x: u32,
-    pub cursor_y: u32,
-    pub consistent: bool,
 }
 
 impl Supervisor {
@@ -146,7 +133,7 @@ impl Supervisor {
         })
     }
 
-    fn tmux(&self) -> Tmux {
+    pub(crate) fn tmux(&self) -> Tmux {
         Tmux::new(&self.host.tmux_tmpdir)
     }
 
@@ -181,53 +168,45 @@ impl Supervisor {
         Ok(GuestStop { schema_version: Default::default(), guest: name.to_string(), stopped: running })
     }
 
+    /// What `guest attach` runs in its own place: tmux attached to the guest's session, on the
+    /// socket derived from its name (never one a caller names), once the guest's unit is active
+    /// and its socket is a socket of ours.
+    pub async fn guest_attach_command(&self, name: &str) -> Result<std::process::Command, Error> {
+        self.guest_checked(name)?;
+        let unit = guest::guest_unit(name);
+        match self.mgr.unit_state(&unit).await?.map(|s| ActiveState::parse(&s)) {
+            None => return Err(Error::NotFound { reference: name.to_string() }),
+            Some(ActiveState::Active) => {}
+            Some(_) => {
+                return Err(Error::NotRunning {
+                    agent_id: name.to_string(),
+                    needs: "guest attach needs a running guest",
+                })
+            }
+        }
+        let dir = self.host.tmux_socket_dir();
+        match crate::io::tmux::socket_is_ours(&dir, name) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Error::NotRunning {
+                    agent_id: name.to_string(),
+                    needs: "its tmux server has no socket yet",
+                })
+            }
+            Err(why) => return Err(Error::Argument(format!("refusing the guest's socket: {why}"))),
+        }
+        let mut cmd = std::process::Command::new("tmux");
+        cmd.env("TMUX_TMPDIR", &self.host.tmux_tmpdir).env_remove("TMUX");
+        cmd.args(["-u", "-N", "-L", name, "attach-session", "-t"]).arg(crate::model::terminal::exact_target(name));
+        Ok(cmd)
+    }
+
     fn guest_checked(&self, name: &str) -> Result<(), Error> {
         if guest::is_guest_name(name, &self.config.tmux_prefix) {
             Ok(())
         } else {
             Err(Error::NotAGuest { name: name.to_string(), prefix: self.config.tmux_prefix.clone() })
         }
-    }
-
-    /// Reads the pane as content, cursor, content until two reads agree (at most 4 tries).
-    pub async fn terminal_capture(&self, name: &str) -> Result<Capture, Error> {
-        self.guest_checked(name)?;
-        let tmux = self.tmux();
-        let mut last = tmux.capture(name).await.map_err(|e| not_running(name, e))?;
-        for _ in 0..4 {
-            let (x, y) = tmux.cursor(name).await.map_err(|e| not_running(name, e))?;
-            let again = tmux.capture(name).await.map_err(|e| not_running(name, e))?;
-            if again == last {
-                return Ok(Capture {
-                    schema_version: Default::default(),
-                    guest: name.into(),
-                    content: again,
-                    cursor_x: x,
-                    cursor_y: y,
-                    consistent: true,
-                });
-            }
-            last = again;
-        }
-        Ok(Capture {
-            schema_version: Default::default(),
-            guest: name.into(),
-            content: last,
-            cursor_x: 0,
-            cursor_y: 0,
-            consistent: false,
-        })
-    }
-
-    /// Sends input (at most 4096 characters) as send-keys tokens.
-    pub async fn terminal_send(&self, name: &str, input: &str) -> Result<usize, Error> {
-        self.guest_checked(name)?;
-        let keys = guest::tokenize_input(input).map_err(Error::Argument)?;
-        let tmux = self.tmux();
-        for k in &keys {
-            tmux.send_key(name, k).await.map_err(|e| not_running(name, e))?;
-        }
-        Ok(keys.len())
     }
 }
 
@@ -261,13 +240,6 @@ fn read_launch_file(file: &Path) -> Result<guest::GuestLaunch, Error> {
     let bytes = crate::io::files::read_regular(file, MAX_LAUNCH_BYTES).map_err(Error::io("reading", file))?;
     serde_json::from_slice(&bytes)
         .map_err(|_| Error::Argument(format!("{} is not a launch file of ours", file.display())))
-}
-
-fn not_running(name: &str, e: Error) -> Error {
-    match e {
-        Error::Tmux { message, .. } => Error::NotFound { reference: format!("{name} ({message})") },
-        other => other,
-    }
 }
 
 fn guest_record(snap: &crate::model::record::UnitSnapshot, prefix: &str) -> Option<GuestRecord> {

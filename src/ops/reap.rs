@@ -205,7 +205,23 @@ impl Supervisor {
             .filter(|(n, _, t)| n.ends_with(".lock") && removable_file(t))
             .filter_map(|(n, p, _)| Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner: n }))
             .collect();
+        let log_dir = crate::model::plan::log_file(&self.host.home, "x").parent().map(Path::to_path_buf);
+        let logs = log_dir
+            .map(|d| typed_entries(&d))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(n, _, t)| n.starts_with(&session_prefix) && n.ends_with(".log") && removable_file(t))
+            .filter_map(|(n, p, _)| {
+                let m = std::fs::symlink_metadata(&p).ok()?;
+                let size = if m.is_file() { m.len() } else { 0 };
+                let owner = n.trim_end_matches(".log").to_string();
+                Some((FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner }, size))
+            })
+            .collect();
         Ok(Facts {
+            logs,
+            log_retention_ms: u64::from(self.config.log_retention_days) * 86_400_000,
+            log_max_bytes: self.config.log_max_bytes,
             now_ms: now_ms(),
             grace_ms: GRACE.as_millis() as u64,
             retention_ms: retention.as_millis() as u64,
@@ -237,7 +253,13 @@ impl Supervisor {
                     Err(e) => Err(Error::Io { op: "renaming", path: p.clone(), source: e }),
                 }
             }
-            Action::RemoveRunnerInfo(p) | Action::PruneExitRecord(p) | Action::RemoveGuestLaunchFile(p) => {
+            Action::CapLog(p) => {
+                crate::io::log_file::cap(p, self.config.log_max_bytes).map(drop).map_err(Error::io("cutting log", p))
+            }
+            Action::RemoveRunnerInfo(p)
+            | Action::PruneExitRecord(p)
+            | Action::RemoveGuestLaunchFile(p)
+            | Action::RemoveLog(p) => {
                 // Only files and links were gathered: remove_file never follows a link.
                 match std::fs::symlink_metadata(p) {
                     Ok(m) if m.is_dir() => Ok(()),

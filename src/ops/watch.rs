@@ -99,6 +99,8 @@ pub struct Watcher {
     tracked: HashMap<String, Box<Tracked>>,
     /// Spawns waiting for admission, by the unit they will have, as last reported.
     queued: HashMap<String, AgentRecord>,
+    /// How long an outage may last before `run` gives up.
+    give_up: Option<Duration>,
 }
 
 /// How often `watch` looks at the admission queue.
@@ -122,6 +124,7 @@ impl Watcher {
             ready: false,
             tracked: HashMap::new(),
             queued: HashMap::new(),
+            give_up: None,
         }
     }
 
@@ -130,27 +133,45 @@ impl Watcher {
     ///
     /// `connected` is used for the first session (the caller has usually just connected to fail
     /// fast); later sessions connect anew.
-    pub async fn run(mut self, mut connected: Option<Supervisor>) {
+    pub async fn run(mut self, mut connected: Option<Supervisor>) -> Result<(), Error> {
         let mut backoff = Duration::from_millis(100);
         let mut outage = false;
+        let mut outage_since: Option<tokio::time::Instant> = None;
         while !self.out.is_closed() {
             let sup = match connected.take() {
                 Some(sup) => Ok(sup),
                 None => Supervisor::connect(self.config.clone(), self.host.clone(), self.timeout).await,
             };
             match async { self.session(sup?, &mut outage).await }.await {
-                Ok(()) => return,
+                Ok(()) => return Ok(()),
                 Err(e) => {
                     // One event per outage, not one per retry.
+                    // `session` clears `outage` once connected again: a new outage starts its clock.
                     if !outage {
                         self.emit(meta(EventType::Disconnected, Some(e.to_string())));
                         outage = true;
+                        outage_since = Some(tokio::time::Instant::now());
+                    }
+                    let since = outage_since.unwrap_or_else(tokio::time::Instant::now);
+                    if let Some(limit) = self.give_up.filter(|l| since.elapsed() >= *l) {
+                        let detail =
+                            format!("giving up: unreachable for {} s (watch --give-up-after)", limit.as_secs());
+                        self.emit(meta(EventType::Disconnected, Some(format!("{detail}; last error: {e}"))));
+                        return Err(Error::ManagerUnreachable { detail });
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Ends [`Watcher::run`] with [`Error::ManagerUnreachable`] once the manager has been
+    /// unreachable for `limit` without a break (`None`: retry for ever).
+    pub fn give_up_after(mut self, limit: Option<Duration>) -> Watcher {
+        self.give_up = limit;
+        self
     }
 
     /// Events in the queue, not yet taken by the writer.

@@ -105,7 +105,7 @@ fn bash_completes_past_the_first_word() {
     let offered = complete_in_bash(&["agent-relay-systemd", "guest", "cr"]);
     assert_eq!(offered, ["create"], "guest cr<TAB>");
     let offered = complete_in_bash(&["agent-relay-systemd", "-o", ""]);
-    assert_eq!(offered, ["text", "json"], "-o <TAB>");
+    assert_eq!(offered, ["text", "json", "wide"], "-o <TAB>");
     let offered = complete_in_bash(&["agent-relay-systemd", "dia"]);
     assert_eq!(offered, ["diagnose"], "dia<TAB>");
 }

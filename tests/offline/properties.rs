@@ -11,7 +11,7 @@ use agent_relay_systemd::model::meta::AgentMeta;
 use agent_relay_systemd::model::naming::{self, Sanitize};
 use agent_relay_systemd::model::plan::{is_supervisor_owned, render_env_file};
 use agent_relay_systemd::model::request::{env_value_problem, is_systemd_run_var};
-use agent_relay_systemd::model::{guest, logtext, request, unit};
+use agent_relay_systemd::model::{guest, logtext, request, terminal, unit};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use serde_json::{json, Map, Value};
@@ -310,12 +310,34 @@ proptest! {
 
     #[test]
     fn input_tokens_round_trip_literals(text in "[ -~]{0,300}") {
-        let keys = guest::tokenize_input(&text).unwrap();
-        let joined: String = keys.iter().map(|k| match k {
-            guest::Key::Literal(t) => t.clone(),
-            guest::Key::Named(_) => String::from("\x1b"),
+        let keys = terminal::tokenize_input(&text).unwrap();
+        prop_assert_eq!(keys.dropped, 0);
+        let joined: String = keys.keys.iter().map(|k| match k {
+            terminal::Key::Literal(t) => t.clone(),
+            terminal::Key::Named(_) => String::from("\x1b"),
         }).collect();
         prop_assert_eq!(joined, text);
+    }
+
+    #[test]
+    fn typed_text_holds_no_control_character(text in "(?s).{0,300}") {
+        let keys = terminal::tokenize_input(&text).unwrap();
+        for k in &keys.keys {
+            if let terminal::Key::Literal(t) = k {
+                prop_assert!(!t.is_empty() && !t.chars().any(char::is_control), "{:?}", t);
+            }
+        }
+        let typed: usize = keys.keys.iter().map(|k| match k {
+            terminal::Key::Literal(t) => t.chars().count(),
+            terminal::Key::Named(_) => 0,
+        }).sum();
+        // Every printable character is typed, except those of an escape sequence typed as its key.
+        let printable = text.chars().filter(|c| !c.is_control()).count();
+        prop_assert!(typed <= printable);
+        if !text.contains('\x1b') {
+            prop_assert_eq!(typed, printable);
+        }
+        prop_assert!(keys.dropped <= text.chars().filter(|c| c.is_control()).count());
     }
 
     #[test]

@@ -100,10 +100,14 @@ fn doctor_with_no_manager_fails_on_the_manager_and_still_reports_everything_else
     let fix = text.lines().nth(manager + 1).unwrap();
     assert!(fix.trim_start().starts_with("fix: ") && fix.contains("loginctl enable-linger"), "{text}");
     for check in
-        ["ok   runtime-dir", "warn private-socket", "ok   tmux", "ok   config", "ok   runner", "warn reaper-timer"]
+        ["ok   runtime-dir", "warn private-socket", "ok   tmux", "ok   config", "ok   runner", "skip reaper-timer"]
     {
         assert!(text.lines().any(|l| l.starts_with(check)), "no {check:?} line in\n{text}");
     }
+    // What could not be checked without a manager says so, and is counted as such, not as warnings.
+    let skip = text.lines().find(|l| l.starts_with("skip reaper-timer")).unwrap();
+    assert!(skip.contains("not checked"), "{text}");
+    assert!(text.lines().last().unwrap().contains("not checked"), "{text}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 }

@@ -20,6 +20,8 @@ mod contract;
 mod doctor;
 // Durable agents (`spawn --persist`): unit files, restarts of the manager, `remove`.
 mod durable;
+// Declared agents (`.agent` files) through our systemd user generator: reloads, secrets, edits.
+mod generator;
 // Exit truth: every exit code and signal reported exactly by `diagnose`; crash loops.
 mod exits;
 // Guest terminals: a tmux server per guest in its own unit, bound to its agent, ended at its TTL.
@@ -53,9 +55,13 @@ mod sandbox;
 // The orchestrator's seams: stop's window and `killed`, one unit per request, every id
 // addressable and ambiguity refused, `watch` from a snapshot with numbered events.
 mod seams;
+// Terminals of an agent's own tmux session: capture, send, resize; input rules; hostile runners.
+mod terminals;
 // `watch`: deaths reported fast and exactly, nothing false across reloads and a reexec.
 mod watch;
 // The operator's toolkit: list filters and --no-headers, wait.
 mod toolkit;
 // The operator's toolkit, second part: start of a durable agent, spawn --wait-ready.
 mod toolkit2;
+// Resources per agent against /proc, list -o wide, top, status, list --all.
+mod toolkit3;

@@ -67,8 +67,14 @@ impl Env {
 
     /// Starts a private manager and writes a config; `edit` may change the config JSON.
     pub fn with_config(edit: impl FnOnce(&mut Value)) -> Env {
+        Env::with_manager_env(edit, |_| Vec::new())
+    }
+
+    /// [`Env::with_config`] with variables added to the manager's own environment, `extra`
+    /// given the private root (the home is its `home/`, the config `home/orchestrator.json`).
+    pub fn with_manager_env(edit: impl FnOnce(&mut Value), extra: impl FnOnce(&Path) -> Vec<(String, String)>) -> Env {
         let share = share();
-        let mgr = PrivateManager::start().unwrap_or_else(|e| {
+        let mgr = PrivateManager::start_with_env(extra).unwrap_or_else(|e| {
             panic!(
                 "cannot start a private systemd --user: {e}\n\
                  These tests need a real systemd user manager: run them as root on a host with \

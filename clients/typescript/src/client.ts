@@ -13,9 +13,12 @@ import type {
   LogsAnswer,
   ReapSummary,
   RemoveAnswer,
+  ResizeAnswer,
+  RestartAnswer,
   SendAnswer,
   SpawnAnswer,
   SpawnRequest,
+  StatusAnswer,
   StopAnswer,
 } from './contract.js';
 import { SCHEMA_VERSION } from './contract.js';
@@ -63,10 +66,56 @@ export class AgentRelayClient {
     this.timeoutMs = options.timeoutMs ?? 30_000;
   }
 
-  /** `spawn` (or `spawn --persist`): starts the agent of `request`, or answers its live agent. */
-  spawn(request: SpawnRequest, o: CallOptions & { persist?: boolean } = {}): Promise<SpawnAnswer> {
-    const args = o.persist ? ['spawn', '--persist'] : ['spawn'];
+  /** `spawn` (or `spawn --persist`): starts the agent of `request`, or answers its live agent.
+   * It passes the admission gate first (queued while no slot or headroom is free; `noWait`: a
+   * `NotAdmittedError` at once instead); `waitReady` answers once the runner has registered. */
+  spawn(
+    request: SpawnRequest,
+    o: CallOptions & { persist?: boolean; noWait?: boolean; waitReady?: boolean; readyTimeoutSeconds?: number } = {},
+  ): Promise<SpawnAnswer> {
+    const args = ['spawn'];
+    if (o.persist) args.push('--persist');
+    if (o.noWait) args.push('--no-wait');
+    if (o.waitReady) args.push('--wait-ready');
+    if (o.waitReady && o.readyTimeoutSeconds !== undefined) args.push('--ready-timeout', String(o.readyTimeoutSeconds));
     return this.call(args, o, JSON.stringify(request));
+  }
+
+  /** `restart`: a transactional swap; the successor (from `request`, else the agent's own) must
+   * register and settle before the predecessor stops, or it is stopped and the predecessor kept
+   * (a `SpawnFailedError` saying why). */
+  restart(
+    agent: string,
+    o: CallOptions & {
+      request?: SpawnRequest;
+      spawnRequestId?: string;
+      registrationTimeoutSeconds?: number;
+      settleMs?: number;
+      timeoutStopSeconds?: number;
+    } = {},
+  ): Promise<RestartAnswer> {
+    const args = ['restart'];
+    if (o.request) args.push('--spec', '-');
+    if (o.spawnRequestId !== undefined) args.push('--spawn-request-id', o.spawnRequestId);
+    if (o.registrationTimeoutSeconds !== undefined) args.push('--registration-timeout', String(o.registrationTimeoutSeconds));
+    if (o.settleMs !== undefined) args.push('--settle-ms', String(o.settleMs));
+    if (o.timeoutStopSeconds !== undefined) args.push('--timeout-stop', String(o.timeoutStopSeconds));
+    args.push('--', agent);
+    return this.call(args, o, o.request ? JSON.stringify(o.request) : undefined);
+  }
+
+  /** `status`: agents by state, queued spawns, exited agents on record, manager and reaper timer. */
+  status(o: CallOptions = {}): Promise<StatusAnswer> {
+    return this.call(['status'], o);
+  }
+
+  /** `wait`: blocks until the agent has ended, then answers as `diagnose` (a `TimeoutError` when
+   * `timeoutWaitSeconds` pass first). */
+  wait(agent: string, o: CallOptions & { timeoutWaitSeconds?: number } = {}): Promise<Diagnosis> {
+    const args = ['wait'];
+    if (o.timeoutWaitSeconds !== undefined) args.push('--timeout-wait', String(o.timeoutWaitSeconds));
+    args.push('--', agent);
+    return this.call(args, o);
   }
 
   /** `generate`: the unit file `spawn --persist` would write; changes nothing. */
@@ -74,9 +123,12 @@ export class AgentRelayClient {
     return this.call(['generate'], o, JSON.stringify(request));
   }
 
-  /** `list`: every agent. */
-  list(o: CallOptions = {}): Promise<AgentRecord[]> {
-    return this.call(['list'], o);
+  /** `list`: every agent, and spawns queued for admission (`state: 'queued'`); `all` adds agents
+   * whose unit is gone, from their exit records; `state` keeps those in these states. */
+  list(o: CallOptions & { all?: boolean; state?: string[] } = {}): Promise<AgentRecord[]> {
+    const args = ['list', ...(o.all ? ['--all'] : [])];
+    for (const st of o.state ?? []) args.push('--state', st);
+    return this.call(args, o);
   }
 
   /** `show`: one agent by unit, session, agent id, spawn request id or policy name. */
@@ -132,14 +184,23 @@ export class AgentRelayClient {
     return this.call(['guest', 'stop', '--', guest], o);
   }
 
-  /** `terminal capture`: a guest's pane. */
-  terminalCapture(guest: string, o: CallOptions = {}): Promise<Capture> {
-    return this.call(['terminal', 'capture', '--', guest], o);
+  /** `terminal capture`: the pane of a guest (by its name) or of an agent's own tmux session (any
+   * agent reference), read consistently with its cursor; `running: false` when the pane is gone. */
+  terminalCapture(target: string, o: CallOptions = {}): Promise<Capture> {
+    return this.call(['terminal', 'capture', '--', target], o);
   }
 
-  /** `terminal send`: types `text` into a guest (through stdin, never the command line). */
-  terminalSend(guest: string, text: string, o: CallOptions = {}): Promise<SendAnswer> {
-    return this.call(['terminal', 'send', '--', guest, '-'], o, text);
+  /** `terminal send`: types `text` into a guest or an agent's own session (through stdin, never
+   * the command line); at most 4096 UTF-16 code units (`text.length`), other control characters
+   * dropped. */
+  terminalSend(target: string, text: string, o: CallOptions = {}): Promise<SendAnswer> {
+    return this.call(['terminal', 'send', '--', target, '-'], o, text);
+  }
+
+  /** `terminal resize`: `cols` 10-500, `rows` 5-200 (else an `InvalidError`, nothing resized). */
+  terminalResize(target: string, cols: number, rows: number, o: CallOptions = {}): Promise<ResizeAnswer> {
+    const args = ['terminal', 'resize', '--cols', String(cols), '--rows', String(rows), '--', target];
+    return this.call(args, o);
   }
 
   /** `reap`: removes leftovers of gone agents (with `dryRun`, says what it would do). */

@@ -6,6 +6,13 @@
  */
 
 /**
+ * Where the figures come from.
+ *
+ * This interface was referenced by `Documents`'s JSON-Schema
+ * via the `definition` "Source".
+ */
+export type Source = 'systemd' | 'proc' | 'mixed';
+/**
  * alive / dead / unknown; `queued` for a spawn still waiting for admission (no unit yet). A dead
  * verdict needs positive evidence.
  *
@@ -31,6 +38,13 @@ export type TaskId = number | string;
  */
 export type AgentList = AgentRecord[];
 /**
+ * Whose terminal it is.
+ *
+ * This interface was referenced by `Documents`'s JSON-Schema
+ * via the `definition` "TerminalKind".
+ */
+export type TerminalKind = 'guest' | 'agent';
+/**
  * The kind of an ending, first-class (seed #636).
  *
  * This interface was referenced by `Documents`'s JSON-Schema
@@ -41,7 +55,7 @@ export type ExitKind = 'exited' | 'signal' | 'oom' | 'crash-loop' | 'unknown';
  * This interface was referenced by `Documents`'s JSON-Schema
  * via the `definition` "Status".
  */
-export type Status = 'ok' | 'warn' | 'fail';
+export type Status = ('ok' | 'warn' | 'fail') | 'skipped';
 /**
  * What went wrong, for programs to match on: `kind` in the JSON error document. Each kind has
  * one exit code (README "Exit codes"), except `io`, `systemd`, `tmux`, `spawn-failed` and
@@ -115,6 +129,14 @@ export type Action =
   | {
       action: 'remove-request-lock';
       target: string;
+    }
+  | {
+      action: 'remove-log';
+      target: string;
+    }
+  | {
+      action: 'cap-log';
+      target: string;
     };
 /**
  * `persistent` agents are restarted on failure; `ephemeral` ones are not.
@@ -164,6 +186,7 @@ export interface Documents {
   DoctorReport: DoctorReport;
   ErrorDocument: ErrorDocument;
   GenerateAnswer: GenerateAnswer;
+  GenerateDryRun: GenerateDryRun;
   GuestList: GuestList;
   GuestRecord: GuestRecord;
   GuestStopAnswer: GuestStopAnswer;
@@ -172,11 +195,14 @@ export interface Documents {
   LogsAnswer: LogsAnswer;
   ReapSummary: ReapSummary;
   RemoveAnswer: RemoveAnswer;
+  ResizeAnswer: ResizeAnswer;
   RestartAnswer: RestartAnswer;
   SendAnswer: SendAnswer;
   SpawnAnswer: SpawnAnswer;
   SpawnRequest: SpawnRequest;
+  StatusAnswer: StatusAnswer;
   StopAnswer: StopAnswer;
+  TopFrame: TopFrame;
   WatchEvent: WatchEvent;
 }
 /**
@@ -231,6 +257,12 @@ export interface AgentRecord {
    * The limits the request (or the config's `limits`) asked for: null where none was asked.
    */
   requestedLimits: Limits;
+  /**
+   * What the running agent uses (memory, CPU, tasks, and where the figures come from): filled
+   * by `show`, `list -o wide` and `top`; null in plain `list`, `watch` and for an agent not
+   * running.
+   */
+  resources: Resources | null;
   restarts: number;
   result: string;
   /**
@@ -296,7 +328,37 @@ export interface QueueInfo {
   reason: string;
 }
 /**
- * A pane read consistently with its cursor.
+ * An agent's resource use at one moment.
+ *
+ * This interface was referenced by `Documents`'s JSON-Schema
+ * via the `definition` "Resources".
+ */
+export interface Resources {
+  /**
+   * CPU time used since the run started, ns.
+   */
+  cpuNs: number | null;
+  /**
+   * CPU rate in percent of one CPU: `top` from one refresh to the next; `show` and
+   * `list -o wide` the average since the run started.
+   */
+  cpuPercent: number | null;
+  /**
+   * Memory in use, bytes (systemd: the cgroup's; `/proc`: the sum of VmRSS).
+   */
+  memoryBytes: number | null;
+  /**
+   * Processes the figures from `/proc` were summed over (null for systemd's alone).
+   */
+  processes: number | null;
+  source: Source;
+  /**
+   * Tasks (threads) in the control group.
+   */
+  tasks: number | null;
+}
+/**
+ * The answer of `terminal capture`: the pane read consistently with its cursor.
  *
  * Schema: `schema/capture.json` (`terminal capture`; generated from the Rust types).
  *
@@ -304,15 +366,60 @@ export interface QueueInfo {
  * via the `definition` "Capture".
  */
 export interface Capture {
+  /**
+   * The unit's main process is alive (the agent's runner; a guest's tmux server).
+   */
+  agentAlive: boolean;
+  /**
+   * When it was read, ms since the epoch.
+   */
+  capturedAt: number;
+  /**
+   * The pane's width; null when not running.
+   */
+  cols: number | null;
+  /**
+   * Two reads of the content agreed around the cursor read; false when the pane kept
+   * changing (the latest reads are given) or is not running.
+   */
   consistent: boolean;
+  /**
+   * The pane's text with its escape sequences, 1000 lines of history; empty when not running.
+   */
   content: string;
+  /**
+   * The cursor's column in the pane (0 when not running).
+   */
   cursorX: number;
+  /**
+   * The cursor's row in the pane (0 when not running).
+   */
   cursorY: number;
-  guest: string;
+  /**
+   * The guest's name (guest terminals only).
+   */
+  guest?: string | null;
+  kind: TerminalKind;
+  /**
+   * The pane's height; null when not running.
+   */
+  rows: number | null;
+  /**
+   * The pane exists (tmux keeps a pane after its process ended).
+   */
+  running: boolean;
   /**
    * The JSON contract's version.
    */
   schemaVersion: 2;
+  /**
+   * The tmux session.
+   */
+  session: string;
+  /**
+   * The unit whose main process `agentAlive` speaks of: the agent's, or the guest's own.
+   */
+  systemdUnit: string;
 }
 /**
  * The seed's exit diagnostics, for a live, failed or collected agent.
@@ -411,7 +518,7 @@ export interface Finding {
   /**
    * The check's name, kebab-case: `manager`, `systemd-version`, `credentials`, `runtime-dir`,
    * `session-bus`, `private-socket`, `pid1`, `linger`, `cgroup`, `reaper-timer`, `slice`, `tmux`,
-   * `config`, `runner`.
+   * `config`, `runner`, `agent-files`.
    */
   check: string;
   /**
@@ -477,6 +584,86 @@ export interface GenerateAnswer {
   systemdUnit: string;
   text: string;
   unitFile: string;
+}
+/**
+ * What `generate --dry-run` prints.
+ *
+ * Schema: `schema/generate-dry-run.json` (`generate --dry-run`; generated from the Rust types).
+ *
+ * This interface was referenced by `Documents`'s JSON-Schema
+ * via the `definition` "GenerateDryRun".
+ */
+export interface GenerateDryRun {
+  /**
+   * The directories read, the user's first.
+   */
+  dirs: string[];
+  /**
+   * The files the generator would skip; any makes `generate --dry-run` exit 2.
+   */
+  errors: FileError[];
+  /**
+   * Where the user manager's generators write (`$XDG_RUNTIME_DIR/systemd/generator`).
+   */
+  outputDir: string | null;
+  /**
+   * The JSON contract's version.
+   */
+  schemaVersion: 2;
+  units: DeclaredUnit[];
+}
+/**
+ * A declaration the generator skips, and why (one line).
+ *
+ * This interface was referenced by `Documents`'s JSON-Schema
+ * via the `definition` "FileError".
+ */
+export interface FileError {
+  message: string;
+  source: string;
+}
+/**
+ * A declaration as the generator writes it.
+ *
+ * This interface was referenced by `Documents`'s JSON-Schema
+ * via the `definition` "DeclaredUnit".
+ */
+export interface DeclaredUnit {
+  agentId: string;
+  /**
+   * `NAME.agent.service`, for `systemctl --user`.
+   */
+  alias: string;
+  /**
+   * Symlinks beside it: aliases, `<target>.wants/` links.
+   */
+  links: Link[];
+  /**
+   * The declaration's name (its file name without `.agent`).
+   */
+  name: string;
+  /**
+   * The `.agent` file.
+   */
+  source: string;
+  /**
+   * The unit file's text.
+   */
+  text: string;
+  /**
+   * The agent's unit (`agent-relay-managed-<session>.service`) and its id.
+   */
+  unit: string;
+}
+/**
+ * A symlink in the generator's directory: `path` (relative to it) → `target`.
+ *
+ * This interface was referenced by `Documents`'s JSON-Schema
+ * via the `definition` "Link".
+ */
+export interface Link {
+  path: string;
+  target: string;
 }
 /**
  * A guest terminal, rebuilt from its unit.
@@ -617,6 +804,41 @@ export interface RemoveAnswer {
   wasRunning: boolean;
 }
 /**
+ * The answer of `terminal resize`: the size tmux reports after it.
+ *
+ * Schema: `schema/resize-answer.json` (`terminal resize`; generated from the Rust types).
+ *
+ * This interface was referenced by `Documents`'s JSON-Schema
+ * via the `definition` "ResizeAnswer".
+ */
+export interface ResizeAnswer {
+  /**
+   * The pane's width after the resize.
+   */
+  cols: number;
+  /**
+   * The guest's name (guest terminals only).
+   */
+  guest?: string | null;
+  kind: TerminalKind;
+  /**
+   * The pane's height after the resize.
+   */
+  rows: number;
+  /**
+   * The JSON contract's version.
+   */
+  schemaVersion: 2;
+  /**
+   * The tmux session.
+   */
+  session: string;
+  /**
+   * The unit of the agent, or the guest's own.
+   */
+  systemdUnit: string;
+}
+/**
  * The answer of a restart: the successor running, the predecessor stopped.
  *
  * Schema: `schema/restart-answer.json` (`restart`; generated from the Rust types).
@@ -651,7 +873,7 @@ export interface RestartAnswer {
   swapMs: number;
 }
 /**
- * `terminal send`: how many key groups went to the guest.
+ * The answer of `terminal send`.
  *
  * Schema: `schema/send-answer.json` (`terminal send`; generated from the Rust types).
  *
@@ -659,12 +881,31 @@ export interface RestartAnswer {
  * via the `definition` "SendAnswer".
  */
 export interface SendAnswer {
-  guest: string;
+  /**
+   * Control characters dropped from the input.
+   */
+  dropped: number;
+  /**
+   * The guest's name (guest terminals only).
+   */
+  guest?: string | null;
+  /**
+   * Key groups typed (a run of text is one; the orchestrator's `sent`).
+   */
   keys: number;
+  kind: TerminalKind;
   /**
    * The JSON contract's version.
    */
   schemaVersion: 2;
+  /**
+   * The tmux session.
+   */
+  session: string;
+  /**
+   * The unit of the agent, or the guest's own.
+   */
+  systemdUnit: string;
 }
 /**
  * The answer of a spawn: the agent, and whether this call started it.
@@ -767,6 +1008,57 @@ export interface LimitsSpec {
   tasksMax?: number | null;
 }
 /**
+ * `status`: how things stand.
+ *
+ * Schema: `schema/status.json` (`status`; generated from the Rust types).
+ *
+ * This interface was referenced by `Documents`'s JSON-Schema
+ * via the `definition` "StatusAnswer".
+ */
+export interface StatusAnswer {
+  /**
+   * Loaded agent units.
+   */
+  agents: number;
+  alive: number;
+  crashLooping: number;
+  dead: number;
+  durable: number;
+  /**
+   * Agents whose unit is gone but whose exit is recorded (`list --all` shows them).
+   */
+  exited: number;
+  /**
+   * The user manager's `Version`.
+   */
+  managerVersion: string;
+  /**
+   * Spawns waiting for admission.
+   */
+  queued: number;
+  /**
+   * The reaper timer's `ActiveState` (`active` when it is running), null when not loaded.
+   */
+  reaperTimer: string | null;
+  /**
+   * The JSON contract's version.
+   */
+  schemaVersion: 2;
+  /**
+   * Spawn slots (`maxConcurrentSpawns`), or null when admission is disabled.
+   */
+  spawnSlots: number | null;
+  /**
+   * This orchestrator's tmux prefix: only its agents are counted.
+   */
+  tmuxPrefix: string;
+  /**
+   * `private-socket` (peer to peer) or `session-bus`.
+   */
+  transport: string;
+  unknown: number;
+}
+/**
  * The answer of a stop. `stopped`: this stop ended a running agent (false for one already dead,
  * as in the seed); never true while a process of the agent lives.
  *
@@ -789,6 +1081,29 @@ export interface StopAnswer {
   stopped: boolean;
   systemdUnit: string;
   wasRunning: boolean;
+}
+/**
+ * One refresh of `top`: the running agents and what each uses, most memory first.
+ *
+ * Schema: `schema/top-frame.json` (`top` (one per line); generated from the Rust types).
+ *
+ * This interface was referenced by `Documents`'s JSON-Schema
+ * via the `definition` "TopFrame".
+ */
+export interface TopFrame {
+  /**
+   * Running agents with `resources` filled: `cpuPercent` is the rate since the previous
+   * refresh (the first: the average since each run started).
+   */
+  agents: AgentRecord[];
+  /**
+   * The JSON contract's version.
+   */
+  schemaVersion: 2;
+  /**
+   * ms since the epoch.
+   */
+  time: number;
 }
 /**
  * One line of `watch` output. `unit` and `agent` come with the events about one agent, `exit`
@@ -845,6 +1160,7 @@ export const SCHEMA_FILES = {
   DoctorReport: 'doctor-report.json',
   ErrorDocument: 'error.json',
   GenerateAnswer: 'generate-answer.json',
+  GenerateDryRun: 'generate-dry-run.json',
   GuestList: 'guest-list.json',
   GuestRecord: 'guest-record.json',
   GuestStopAnswer: 'guest-stop.json',
@@ -853,10 +1169,13 @@ export const SCHEMA_FILES = {
   LogsAnswer: 'logs-answer.json',
   ReapSummary: 'reap-summary.json',
   RemoveAnswer: 'remove-answer.json',
+  ResizeAnswer: 'resize-answer.json',
   RestartAnswer: 'restart-answer.json',
   SendAnswer: 'send-answer.json',
   SpawnAnswer: 'spawn-answer.json',
   SpawnRequest: 'spawn-request.json',
+  StatusAnswer: 'status.json',
   StopAnswer: 'stop-answer.json',
+  TopFrame: 'top-frame.json',
   WatchEvent: 'watch-event.json',
 } as const;

@@ -58,6 +58,9 @@ export class TimeoutError extends AgentRelayError {}
 export class CallTimeoutError extends TimeoutError {}
 /** Exit 7, kind `survived`: the agent survived SIGKILL. */
 export class SurvivedError extends AgentRelayError {}
+/** Exit 9, kind `not-admitted`: the admission gate let no spawn through in time (or at once with
+ * `noWait`); nothing was started. */
+export class NotAdmittedError extends AgentRelayError {}
 /** Exit 1, kind `spawn-failed`: the runner could not be started. */
 export class SpawnFailedError extends AgentRelayError {}
 /** The call's `AbortSignal` fired: the process was killed. */
@@ -95,6 +98,8 @@ export function failureOf(doc: ErrorDocument | null, details: Omit<FailureDetail
       return new SurvivedError(message, d);
     case 'spawn-failed':
       return new SpawnFailedError(message, d);
+    case 'not-admitted':
+      return new NotAdmittedError(message, d);
     case null:
       break;
     default:
@@ -114,6 +119,8 @@ export function failureOf(doc: ErrorDocument | null, details: Omit<FailureDetail
       return new TimeoutError(message, d);
     case 7:
       return new SurvivedError(message, d);
+    case 9:
+      return new NotAdmittedError(message, d);
     default:
       return new AgentRelayError(message, d);
   }

@@ -10,6 +10,7 @@ export {
   ConflictError,
   InvalidError,
   ManagerUnreachableError,
+  NotAdmittedError,
   NotFoundError,
   NotOursError,
   NotRunningError,

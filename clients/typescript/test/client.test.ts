@@ -14,7 +14,9 @@ import {
   ConflictError,
   InvalidError,
   ManagerUnreachableError,
+  NotAdmittedError,
   NotFoundError,
+  SpawnFailedError,
   SCHEMA_VERSION,
   TimeoutError,
   type SpawnRequest,
@@ -136,6 +138,9 @@ describe('against a private user manager', () => {
     const cap = await client.terminalCapture(g.guest);
     assert.equal(typeof cap.content, 'string');
     assert.equal((await client.terminalSend(g.guest, '-x\r')).guest, g.guest);
+    const r = await client.terminalResize(g.guest, 80, 24);
+    assert.deepEqual([r.kind, r.cols, r.rows], ['guest', 80, 24]);
+    await assert.rejects(client.terminalResize(g.guest, 9, 24), InvalidError);
     assert.equal((await client.guestStop(g.guest)).stopped, true);
     const stop = await client.stop('ts-live', { timeoutStopSeconds: 5 });
     assert.deepEqual([stop.stopped, stop.wasRunning], [true, true]);
@@ -200,6 +205,39 @@ describe('against a private user manager', () => {
       AbortError,
     );
     await aborted.closed;
+  });
+
+  test('restart swaps generations; a failing successor keeps the predecessor; status counts', async () => {
+    const first = await client.spawn(request('ts-swap-1'), { waitReady: true });
+    const swapped = await client.restart('ts-swap-1', { spawnRequestId: 'ts-swap-2' });
+    assert.equal(swapped.agent.agentId, first.agent.agentId);
+    assert.equal(swapped.predecessorUnit, first.agent.systemdUnit);
+    assert.equal(swapped.agent.spawnRequestId, 'ts-swap-2');
+    await assert.rejects(
+      client.restart('ts-swap-2', {
+        request: request('ts-swap-3', { env: { FAKE_RUNNER_EXIT_AFTER_MS: '50', FAKE_RUNNER_EXIT_CODE: '3' } }),
+      }),
+      (e: unknown) => {
+        assert.ok(e instanceof SpawnFailedError, String(e));
+        assert.match(e.message, /keeps running/);
+        return true;
+      },
+    );
+    assert.equal((await client.show('ts-swap-2')).pid, swapped.agent.pid);
+    const status = await client.status();
+    assert.ok(status.alive >= 1 && status.queued === 0, JSON.stringify(status));
+    await client.stop('ts-swap-2', { timeoutStopSeconds: 2 });
+  });
+
+  test('a spawn the memory gate refuses is a NotAdmittedError (noWait), nothing started', async () => {
+    const env = { ...process.env, AGENT_RELAY_SPAWN_MIN_FREE_MEM_MB: String(1 << 30) };
+    const gated = new AgentRelayClient({ env, timeoutMs: 20_000 });
+    await assert.rejects(gated.spawn(request('ts-gated'), { noWait: true }), (e: unknown) => {
+      assert.ok(e instanceof NotAdmittedError, String(e));
+      assert.deepEqual([e.kind, e.exitCode], ['not-admitted', 9]);
+      return true;
+    });
+    await assert.rejects(client.show('ts-gated'), NotFoundError);
   });
 
   test('no manager: ManagerUnreachableError from a call and from a watch', async () => {

@@ -313,4 +313,5 @@ pub fn map_err(what: &str, timeout: Duration, e: zbus::Error) -> Error {
     }
 }
 
+mod accounting;
 mod install;

@@ -19,6 +19,8 @@ fn config() -> Config {
         inherit_environment: true,
         shared_mcp_url: "http://127.0.0.1:4861/mcp".into(),
         admission: Default::default(),
+        log_retention_days: 7,
+        log_max_bytes: 64 << 20,
     }
 }
 
