@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::io::nofollow;
+use crate::io::{nofollow, runner};
 use crate::model::record::{AgentRecord, Liveness};
 use crate::model::request::{self, SpawnRequest};
 use crate::model::{naming, plan, restart};
@@ -70,7 +70,6 @@ impl Supervisor {
             old.spawn_request_id.as_deref(),
             rid,
         )?;
-        request::validate(&next)?;
 
         let (outcome, _slot) = if old.durable {
             (self.spawn_persist(&next).await?, None)
@@ -189,10 +188,10 @@ fn is_agent_dir_of(dir: &Path, root: &Path, session: &str) -> bool {
         && attempt.is_some_and(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// The pid a runner's info file names, when it names `agent_id` (a regular file, bounded).
+/// The pid a runner's info file names, when it names `agent_id` (read as every runner-info read
+/// is: [`runner::read_info`]).
 fn registered_pid(info: &Path, agent_id: &str) -> Option<u32> {
-    let bytes = nofollow::read_regular(info, 64 * 1024).ok()?;
-    let doc: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let doc = runner::read_info(info).ok()?;
     if doc.get("agentId")?.as_str()? != agent_id {
         return None;
     }
