@@ -20,17 +20,11 @@ use crate::model::admission::{self, Headroom, Ticket};
 
 /// A ticket is a few hundred bytes; anything larger is not ours.
 const MAX_TICKET_BYTES: u64 = 256 * 1024;
-/// `/proc` files are small; read at most this much of one.
-const MAX_PROC_BYTES: u64 = 64 * 1024;
 
 /// The host's headroom now. A `/proc` file that cannot be read leaves its gate open (as the
 /// orchestrator's probe fails open): the gate is a guard against overload, not a new failure.
 pub fn headroom() -> Headroom {
-    let read = |p: &str| -> Option<String> {
-        let mut s = String::new();
-        File::open(p).ok()?.take(MAX_PROC_BYTES).read_to_string(&mut s).ok()?;
-        Some(s)
-    };
+    let read = crate::io::host::read_proc;
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
     Headroom {
         usable_mem_mb: read("/proc/meminfo").as_deref().and_then(admission::parse_meminfo).unwrap_or(u64::MAX),

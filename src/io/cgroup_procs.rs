@@ -2,17 +2,8 @@
 //! manager has no accounting (cgroup v1 controllers). Each file read is small and bounded; a
 //! process that ends meanwhile is skipped.
 
-use std::io::Read;
-
+use crate::io::host::read_proc as read;
 use crate::model::resources::{self, ProcSum};
-
-const MAX_PROC_FILE: u64 = 64 * 1024;
-
-fn read(path: &str) -> Option<String> {
-    let mut s = String::new();
-    std::fs::File::open(path).ok()?.take(MAX_PROC_FILE).read_to_string(&mut s).ok()?;
-    Some(s)
-}
 
 /// The sum over `pids` (the unit's processes, as the manager lists them).
 pub fn sum(pids: &[u32]) -> ProcSum {

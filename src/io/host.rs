@@ -200,6 +200,13 @@ pub fn resolve_cwd(cwd: &str, config: &Config, home: &Path) -> Result<PathBuf, H
 }
 
 /// What `/proc/<pid>/stat` says.
+/// A `/proc` file's text, read whole (at most 64 KiB); `None` when it cannot be read.
+pub fn read_proc(path: &str) -> Option<String> {
+    let mut buf = Vec::with_capacity(1024);
+    std::io::Read::read_to_end(&mut std::io::Read::take(std::fs::File::open(path).ok()?, 64 * 1024), &mut buf).ok()?;
+    String::from_utf8(buf).ok()
+}
+
 pub fn proc_state(pid: u32) -> ProcState {
     // /proc files report size 0, so read_to_string would probe in 32-byte steps (six reads for
     // one line); a buffer the line fits in takes one read, and `list` does this once per agent.
