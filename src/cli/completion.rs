@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use crate::cli::args::{Cli, NameKind};
 use crate::error::Error;
-use crate::io::host::HostEnv;
 use crate::ops::Supervisor;
 
 /// The whole answer is bounded by this (the manager, the unit listing, the guests).
@@ -15,11 +14,9 @@ const NAMES_BOUND: Duration = Duration::from_secs(2);
 /// Session names and spawn request ids of agents, guest names, or both; sorted, unique.
 pub async fn names(cli: &Cli, kind: NameKind) -> Result<Vec<String>, Error> {
     let work = async {
-        let host = HostEnv::from_process();
-        let var = |k: &str| std::env::var(k).ok();
-        let inputs = crate::model::config::ConfigInputs { home: &host.home, os_hostname: &host.hostname, var: &var };
-        let cfg = crate::io::config_file::load(cli.global.config.as_deref(), &inputs)?;
-        let sup = Supervisor::connect(cfg, host.clone(), NAMES_BOUND).await?;
+        // The config and environment every verb starts from; the bound is ours.
+        let (cfg, host, _) = super::verbs::setup(cli)?;
+        let sup = Supervisor::connect(cfg, host, NAMES_BOUND).await?;
         let mut out = Vec::new();
         if matches!(kind, NameKind::Agents | NameKind::Terminals) {
             for a in sup.list().await? {

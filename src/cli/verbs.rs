@@ -192,7 +192,7 @@ fn config_inputs<'a>(host: &'a HostEnv, var: &'a dyn Fn(&str) -> Option<String>)
 }
 
 /// The environment, the config and the call bound every verb starts from.
-fn setup(cli: &Cli) -> Result<(Config, HostEnv, Duration), Error> {
+pub(super) fn setup(cli: &Cli) -> Result<(Config, HostEnv, Duration), Error> {
     let host = HostEnv::from_process();
     let var = |k: &str| std::env::var(k).ok();
     let cfg = config_file::load(cli.global.config.as_deref(), &config_inputs(&host, &var))?;
