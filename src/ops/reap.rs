@@ -205,10 +205,7 @@ impl Supervisor {
             .filter(|(n, _, t)| n.ends_with(".lock") && removable_file(t))
             .filter_map(|(n, p, _)| Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner: n }))
             .collect();
-        let log_dir = crate::model::plan::log_file(&self.host.home, "x").parent().map(Path::to_path_buf);
-        let logs = log_dir
-            .map(|d| typed_entries(&d))
-            .unwrap_or_default()
+        let logs = typed_entries(&crate::model::plan::log_dir(&self.host.home))
             .into_iter()
             .filter(|(n, _, t)| n.starts_with(&session_prefix) && n.ends_with(".log") && removable_file(t))
             .filter_map(|(n, p, _)| {
