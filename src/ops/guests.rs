@@ -168,39 +168,6 @@ impl Supervisor {
         Ok(GuestStop { schema_version: Default::default(), guest: name.to_string(), stopped: running })
     }
 
-    /// What `guest attach` runs in its own place: tmux attached to the guest's session, on the
-    /// socket derived from its name (never one a caller names), once the guest's unit is active
-    /// and its socket is a socket of ours.
-    pub async fn guest_attach_command(&self, name: &str) -> Result<std::process::Command, Error> {
-        self.guest_checked(name)?;
-        let unit = guest::guest_unit(name);
-        match self.mgr.unit_state(&unit).await?.map(|s| ActiveState::parse(&s)) {
-            None => return Err(Error::NotFound { reference: name.to_string() }),
-            Some(ActiveState::Active) => {}
-            Some(_) => {
-                return Err(Error::NotRunning {
-                    agent_id: name.to_string(),
-                    needs: "guest attach needs a running guest",
-                })
-            }
-        }
-        let dir = self.host.tmux_socket_dir();
-        match crate::io::tmux::socket_is_ours(&dir, name) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(Error::NotRunning {
-                    agent_id: name.to_string(),
-                    needs: "its tmux server has no socket yet",
-                })
-            }
-            Err(why) => return Err(Error::Argument(format!("refusing the guest's socket: {why}"))),
-        }
-        let mut cmd = std::process::Command::new("tmux");
-        cmd.env("TMUX_TMPDIR", &self.host.tmux_tmpdir).env_remove("TMUX");
-        cmd.args(["-u", "-N", "-L", name, "attach-session", "-t"]).arg(crate::model::terminal::exact_target(name));
-        Ok(cmd)
-    }
-
     fn guest_checked(&self, name: &str) -> Result<(), Error> {
         if guest::is_guest_name(name, &self.config.tmux_prefix) {
             Ok(())

@@ -248,6 +248,23 @@ impl Supervisor {
         })
     }
 
+    /// What `guest attach` runs in its own place: tmux attached to the guest's session, once the
+    /// guest's target, socket and server pass the checks every terminal verb makes.
+    pub async fn guest_attach_command(&self, name: &str) -> Result<std::process::Command, Error> {
+        if !guest::is_guest_name(name, &self.config.tmux_prefix) {
+            return Err(Error::NotAGuest { name: name.to_string(), prefix: self.config.tmux_prefix.clone() });
+        }
+        let t = self.terminal_target(name).await?;
+        if !t.alive || self.terminal_pane(&t).await?.is_none() {
+            return Err(Error::TerminalGone { session: t.session });
+        }
+        let mut cmd = std::process::Command::new("tmux");
+        cmd.env("TMUX_TMPDIR", &self.host.tmux_tmpdir).env_remove("TMUX");
+        cmd.args(["-u", "-N", "-L", &t.socket, "attach-session", "-t"])
+            .arg(crate::model::terminal::exact_target(&t.session));
+        Ok(cmd)
+    }
+
     /// Resizes the pane's window to `cols`×`rows` (checked by the caller:
     /// [`crate::model::terminal::check_size`]) and answers the size tmux reports after.
     pub async fn terminal_resize(&self, reference: &str, cols: u16, rows: u16) -> Result<Resized, Error> {
