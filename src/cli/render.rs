@@ -228,13 +228,13 @@ impl Render for Capture {
 
 impl Render for Sent {
     fn text(&self) -> String {
-        format!("sent {} key groups to {}\n", self.keys, self.session)
+        format!("sent {} key groups to {}\n", self.keys, self.terminal.session)
     }
 }
 
 impl Render for Resized {
     fn text(&self) -> String {
-        format!("{} is {}x{}\n", self.session, self.cols, self.rows)
+        format!("{} is {}x{}\n", self.terminal.session, self.cols, self.rows)
     }
 }
 

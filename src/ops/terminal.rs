@@ -30,20 +30,29 @@ pub enum TerminalKind {
     Agent,
 }
 
-/// The answer of `terminal capture`: the pane read consistently with its cursor.
+/// Which terminal an answer is about.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Capture {
-    /// The JSON contract's version.
-    pub schema_version: crate::model::contract::SchemaVersion,
+pub struct TerminalOf {
     pub kind: TerminalKind,
     /// The tmux session.
     pub session: String,
     /// The guest's name (guest terminals only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guest: Option<String>,
-    /// The unit whose main process `agentAlive` speaks of: the agent's, or the guest's own.
+    /// The unit of the agent, or the guest's own.
     pub systemd_unit: String,
+}
+
+/// The answer of `terminal capture`: the pane read consistently with its cursor.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Capture {
+    /// The JSON contract's version.
+    pub schema_version: crate::model::contract::SchemaVersion,
+    /// Which terminal: the same keys in every terminal answer.
+    #[serde(flatten)]
+    pub terminal: TerminalOf,
     /// The pane's text with its escape sequences, 1000 lines of history; empty when not running.
     pub content: String,
     /// The pane exists (tmux keeps a pane after its process ended).
@@ -71,14 +80,9 @@ pub struct Capture {
 pub struct Sent {
     /// The JSON contract's version.
     pub schema_version: crate::model::contract::SchemaVersion,
-    pub kind: TerminalKind,
-    /// The tmux session.
-    pub session: String,
-    /// The guest's name (guest terminals only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub guest: Option<String>,
-    /// The unit of the agent, or the guest's own.
-    pub systemd_unit: String,
+    /// Which terminal: the same keys in every terminal answer.
+    #[serde(flatten)]
+    pub terminal: TerminalOf,
     /// Key groups typed (a run of text is one; the orchestrator's `sent`).
     pub keys: usize,
     /// Control characters dropped from the input.
@@ -91,14 +95,9 @@ pub struct Sent {
 pub struct Resized {
     /// The JSON contract's version.
     pub schema_version: crate::model::contract::SchemaVersion,
-    pub kind: TerminalKind,
-    /// The tmux session.
-    pub session: String,
-    /// The guest's name (guest terminals only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub guest: Option<String>,
-    /// The unit of the agent, or the guest's own.
-    pub systemd_unit: String,
+    /// Which terminal: the same keys in every terminal answer.
+    #[serde(flatten)]
+    pub terminal: TerminalOf,
     /// The pane's width after the resize.
     pub cols: u32,
     /// The pane's height after the resize.
@@ -107,11 +106,8 @@ pub struct Resized {
 
 /// A terminal found from a reference.
 struct Target {
-    kind: TerminalKind,
-    session: String,
+    of: TerminalOf,
     socket: String,
-    guest: Option<String>,
-    unit: String,
     alive: bool,
 }
 
@@ -124,11 +120,13 @@ impl Supervisor {
             let state = self.mgr.unit_state(&unit).await?;
             let Some(state) = state else { return Err(Error::NotFound { reference: reference.to_string() }) };
             return Ok(Target {
-                kind: TerminalKind::Guest,
-                session: reference.to_string(),
+                of: TerminalOf {
+                    kind: TerminalKind::Guest,
+                    session: reference.to_string(),
+                    guest: Some(reference.to_string()),
+                    systemd_unit: unit,
+                },
                 socket: reference.to_string(),
-                guest: Some(reference.to_string()),
-                unit,
                 alive: ActiveState::parse(&state) == ActiveState::Active,
             });
         }
@@ -136,11 +134,13 @@ impl Supervisor {
         let info = crate::model::plan::runner_info_file(&self.host.home, &agent.session_name);
         let t = runner::terminal(&info, &agent.agent_id, &self.host.tmux_socket_dir())?;
         Ok(Target {
-            kind: TerminalKind::Agent,
-            session: t.session,
+            of: TerminalOf {
+                kind: TerminalKind::Agent,
+                session: t.session,
+                guest: None,
+                systemd_unit: agent.systemd_unit,
+            },
             socket: t.socket,
-            guest: None,
-            unit: agent.systemd_unit,
             alive: agent.state == Liveness::Alive,
         })
     }
@@ -148,13 +148,13 @@ impl Supervisor {
     /// The target's pane, `None` when it is gone; refused when what answers is not the unit's.
     async fn terminal_pane(&self, t: &Target) -> Result<Option<PaneState>, Error> {
         let refuse = |why: String| -> Error {
-            RunnerError::BadTerminal { path: format!("{} (tmux socket {})", t.unit, t.socket), why }.into()
+            RunnerError::BadTerminal { path: format!("{} (tmux socket {})", t.of.systemd_unit, t.socket), why }.into()
         };
         let dir = self.host.tmux_socket_dir();
         if !tmux::socket_is_ours(&dir, &t.socket).map_err(refuse)? {
             return Ok(None);
         }
-        let Some(pane) = self.tmux().pane(&t.socket, &t.session).await? else { return Ok(None) };
+        let Some(pane) = self.tmux().pane(&t.socket, &t.of.session).await? else { return Ok(None) };
         // The server must run in the unit's control group: a runner's info file cannot make us
         // read or type into a terminal the agent does not own (the user's own tmux, another's).
         let cgroup = match tmux::server_cgroup(pane.server_pid) {
@@ -163,10 +163,10 @@ impl Supervisor {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(_) => String::new(),
         };
-        if !crate::model::terminal::cgroup_has_unit(&cgroup, &t.unit) {
+        if !crate::model::terminal::cgroup_has_unit(&cgroup, &t.of.systemd_unit) {
             return Err(refuse(format!(
                 "its tmux server (pid {}) does not run in {}'s control group: not this agent's terminal",
-                pane.server_pid, t.unit
+                pane.server_pid, t.of.systemd_unit
             )));
         }
         Ok(Some(pane))
@@ -179,10 +179,7 @@ impl Supervisor {
         let t = self.terminal_target(reference).await?;
         let mut answer = Capture {
             schema_version: Default::default(),
-            kind: t.kind,
-            session: t.session.clone(),
-            guest: t.guest.clone(),
-            systemd_unit: t.unit.clone(),
+            terminal: t.of.clone(),
             content: String::new(),
             running: false,
             agent_alive: t.alive,
@@ -200,14 +197,14 @@ impl Supervisor {
         let tmux = self.tmux();
         // A pane that ends between two reads is a pane that is gone.
         let read = || async {
-            let content = match tmux.capture(&t.socket, &t.session).await {
+            let content = match tmux.capture(&t.socket, &t.of.session).await {
                 Err(Error::Tmux { .. }) => return Ok(None),
                 other => other?,
             };
             Ok::<_, Error>(Some(content))
         };
         let Some(mut content) = read().await? else { return Ok(gone(answer)) };
-        let Some(mut pane) = tmux.pane(&t.socket, &t.session).await? else { return Ok(gone(answer)) };
+        let Some(mut pane) = tmux.pane(&t.socket, &t.of.session).await? else { return Ok(gone(answer)) };
         for _ in 0..MAX_CAPTURE_RETRIES {
             let Some(again) = read().await? else { return Ok(gone(answer)) };
             if again == content {
@@ -215,7 +212,7 @@ impl Supervisor {
                 break;
             }
             content = again;
-            let Some(p) = tmux.pane(&t.socket, &t.session).await? else { return Ok(gone(answer)) };
+            let Some(p) = tmux.pane(&t.socket, &t.of.session).await? else { return Ok(gone(answer)) };
             pane = p;
         }
         answer.content = content;
@@ -232,20 +229,12 @@ impl Supervisor {
     pub async fn terminal_send(&self, reference: &str, keys: &Keys) -> Result<Sent, Error> {
         let t = self.terminal_target(reference).await?;
         if self.terminal_pane(&t).await?.is_none() {
-            return Err(Error::TerminalGone { session: t.session });
+            return Err(Error::TerminalGone { session: t.of.session });
         }
         if !keys.keys.is_empty() {
-            self.tmux().send(&t.socket, &t.session, &keys.keys).await?;
+            self.tmux().send(&t.socket, &t.of.session, &keys.keys).await?;
         }
-        Ok(Sent {
-            schema_version: Default::default(),
-            kind: t.kind,
-            session: t.session,
-            guest: t.guest,
-            systemd_unit: t.unit,
-            keys: keys.keys.len(),
-            dropped: keys.dropped,
-        })
+        Ok(Sent { schema_version: Default::default(), terminal: t.of, keys: keys.keys.len(), dropped: keys.dropped })
     }
 
     /// What `guest attach` runs in its own place: tmux attached to the guest's session, once the
@@ -256,12 +245,12 @@ impl Supervisor {
         }
         let t = self.terminal_target(name).await?;
         if !t.alive || self.terminal_pane(&t).await?.is_none() {
-            return Err(Error::TerminalGone { session: t.session });
+            return Err(Error::TerminalGone { session: t.of.session });
         }
         let mut cmd = std::process::Command::new("tmux");
         cmd.env("TMUX_TMPDIR", &self.host.tmux_tmpdir).env_remove("TMUX");
         cmd.args(["-u", "-N", "-L", &t.socket, "attach-session", "-t"])
-            .arg(crate::model::terminal::exact_target(&t.session));
+            .arg(crate::model::terminal::exact_target(&t.of.session));
         Ok(cmd)
     }
 
@@ -271,20 +260,13 @@ impl Supervisor {
         crate::model::terminal::check_size(cols, rows).map_err(Error::Argument)?;
         let t = self.terminal_target(reference).await?;
         if self.terminal_pane(&t).await?.is_none() {
-            return Err(Error::TerminalGone { session: t.session });
+            return Err(Error::TerminalGone { session: t.of.session });
         }
         let tmux = self.tmux();
-        tmux.resize(&t.socket, &t.session, cols, rows).await?;
-        let pane = tmux.pane(&t.socket, &t.session).await?.ok_or(Error::TerminalGone { session: t.session.clone() })?;
-        Ok(Resized {
-            schema_version: Default::default(),
-            kind: t.kind,
-            session: t.session,
-            guest: t.guest,
-            systemd_unit: t.unit,
-            cols: pane.cols,
-            rows: pane.rows,
-        })
+        tmux.resize(&t.socket, &t.of.session, cols, rows).await?;
+        let pane =
+            tmux.pane(&t.socket, &t.of.session).await?.ok_or(Error::TerminalGone { session: t.of.session.clone() })?;
+        Ok(Resized { schema_version: Default::default(), terminal: t.of, cols: pane.cols, rows: pane.rows })
     }
 }
 

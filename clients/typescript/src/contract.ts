@@ -417,7 +417,7 @@ export interface Capture {
    */
   session: string;
   /**
-   * The unit whose main process `agentAlive` speaks of: the agent's, or the guest's own.
+   * The unit of the agent, or the guest's own.
    */
   systemdUnit: string;
 }
