@@ -95,10 +95,10 @@ impl AdmissionDir {
         Ok(QueuePlace { path, lock, name })
     }
 
-    /// The live tickets, in queue order. A ticket whose lock is free belonged to a waiter that
-    /// died: it is removed. Names that are not a ticket's, links and non-regular files are
-    /// skipped; every read is bounded.
-    pub fn waiting(&self) -> Vec<(String, Ticket)> {
+    /// The live tickets' names, in queue order, each with its file open. A ticket whose lock is
+    /// free belonged to a waiter that died: it is removed. Names that are not a ticket's, links
+    /// and non-regular files are skipped.
+    fn live(&self) -> Vec<(String, File)> {
         let Ok(entries) = std::fs::read_dir(&self.queue) else { return Vec::new() };
         let mut names: Vec<String> = entries
             .flatten()
@@ -113,17 +113,30 @@ impl AdmissionDir {
             match Flock::lock(file, FlockArg::LockSharedNonblock) {
                 Ok(_stale) => {
                     let _ = std::fs::remove_file(&path);
-                    continue;
                 }
-                Err((file, _)) => {
-                    let mut body = Vec::new();
-                    if file.take(MAX_TICKET_BYTES).read_to_end(&mut body).is_err() {
-                        continue;
-                    }
-                    if let Ok(t) = serde_json::from_slice::<Ticket>(&body) {
-                        out.push((name, t));
-                    }
-                }
+                Err((file, _)) => out.push((name, file)),
+            }
+        }
+        out
+    }
+
+    /// The places in the queue: the live tickets' names, in order (no ticket is read, so one
+    /// being rewritten keeps its place).
+    pub fn waiting_names(&self) -> Vec<String> {
+        self.live().into_iter().map(|(name, _)| name).collect()
+    }
+
+    /// The live tickets, in queue order, read (bounded); one that does not parse at this moment
+    /// (its waiter is rewriting it) is left out of this answer.
+    pub fn waiting(&self) -> Vec<(String, Ticket)> {
+        let mut out = Vec::new();
+        for (name, file) in self.live() {
+            let mut body = Vec::new();
+            if file.take(MAX_TICKET_BYTES).read_to_end(&mut body).is_err() {
+                continue;
+            }
+            if let Ok(t) = serde_json::from_slice::<Ticket>(&body) {
+                out.push((name, t));
             }
         }
         out

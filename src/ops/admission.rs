@@ -41,7 +41,7 @@ impl Supervisor {
         let mut gate_state = admission::check(&gate::headroom(), cfg);
         let mut gate_read = Instant::now();
         let first_reason = if dir.anyone_waiting() {
-            admission::wait_reason(dir.waiting().len(), slots)
+            admission::wait_reason(dir.waiting_names().len(), slots)
         } else {
             match &gate_state {
                 Ok(()) => match dir.try_slot(slots)? {
@@ -78,7 +78,7 @@ impl Supervisor {
                 gate::touch(&plan.agent_dir);
                 touched = Instant::now();
             }
-            let ahead = dir.waiting().iter().take_while(|(name, _)| *name != place.name).count();
+            let ahead = dir.waiting_names().iter().take_while(|name| **name != place.name).count();
             let mut headroom_short = false;
             let reason = if ahead > 0 {
                 admission::wait_reason(ahead, slots)
