@@ -85,6 +85,23 @@ container_pid1() {
   return 1
 }
 
+end_container() { # HOW (reboot|poweroff) RC PIDNS: asks the container to end, waits (90 s) for
+  # systemd-nspawn to exit with RC, then checks that no process of its pid namespace is left.
+  local how=$1 want=$2 ns=$3 deadline rc=0 p
+  in_root systemctl --no-block "$how"
+  deadline=$((SECONDS + 90))
+  while alive "$nspawn_pid"; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "the container did not $how within 90 s"
+    sleep 0.5
+  done
+  wait "$nspawn_pid" || rc=$?
+  nspawn_pid=""
+  expect "systemd-nspawn's exit status after systemctl $how" "$rc" "$want"
+  for p in /proc/[0-9]*; do
+    [ "$(readlink "$p/ns/pid" 2>/dev/null)" != "$ns" ] || fail "process ${p#/proc/} ($(cat "$p/comm" 2>/dev/null)) outlived the container"
+  done
+}
+
 stop_container() { # bounded: SIGTERM to systemd-nspawn is a poweroff of the container
   alive "$nspawn_pid" || return 0
   kill -TERM "$nspawn_pid" 2>/dev/null || true
@@ -444,20 +461,8 @@ expect "the durable unit is enabled" "$(as alice systemctl --user is-enabled "$u
 # The runners have written their info (the durable agent's, for reap to keep below).
 wait_for 20 "the durable runner's info file" in_root test -f "/home/alice/.agent-relay/runners/$session_durable.json"
 old_pidns=$pidns
-in_root systemctl --no-block reboot
-deadline=$((SECONDS + 90))
-while alive "$nspawn_pid"; do
-  [ "$SECONDS" -lt "$deadline" ] || fail "the container did not shut down for the reboot within 90 s"
-  sleep 0.5
-done
-rc=0
-wait "$nspawn_pid" || rc=$?
-nspawn_pid=""
 # systemd-nspawn exits 133 when the container asked for a reboot.
-expect "systemd-nspawn's exit status after systemctl reboot" "$rc" 133
-for p in /proc/[0-9]*; do
-  [ "$(readlink "$p/ns/pid" 2>/dev/null)" != "$old_pidns" ] || fail "process ${p#/proc/} outlived the container"
-done
+end_container reboot 133 "$old_pidns"
 
 step "boot the same tree again: the durable agent is back with a new pid"
 boot
@@ -548,19 +553,7 @@ after=$(home_files)
 in_root test -f "/home/alice/.agent-relay/logs/$session_durable.log" || fail "the durable agent's log is gone after purge"
 
 step "tear down: power off, nothing left running"
-in_root systemctl --no-block poweroff
-deadline=$((SECONDS + 90))
-while alive "$nspawn_pid"; do
-  [ "$SECONDS" -lt "$deadline" ] || fail "the container did not power off within 90 s"
-  sleep 0.5
-done
-rc=0
-wait "$nspawn_pid" || rc=$?
-nspawn_pid=""
-expect "systemd-nspawn's exit status after poweroff" "$rc" 0
-for p in /proc/[0-9]*; do
-  [ "$(readlink "$p/ns/pid" 2>/dev/null)" != "$pidns" ] || fail "process ${p#/proc/} ($(cat "$p/comm" 2>/dev/null)) outlived the container"
-done
+end_container poweroff 0 "$pidns"
 left=$(findmnt -rn -o TARGET | grep -F "$work/" || true)
 [ -z "$left" ] || fail "mounts left: $left"
 
