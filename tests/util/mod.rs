@@ -118,27 +118,19 @@ pub fn output_within(c: &mut Command, stdin: Option<&str>, deadline: Duration) -
 /// The token of [`example_config`]: it must never reach a unit's properties.
 pub const EXAMPLE_TOKEN: &str = "tok-GOLDEN-SECRET";
 
-/// A config as a user writes it, built by hand (the golden unit files in tests/data/ are planned
+/// A config as a user writes it, read by the config loader (the golden unit files in tests/data/ are planned
 /// with it): a token and a config `env` value, both secrets.
 pub fn example_config() -> Config {
-    Config {
-        id: "box".into(),
-        hostname: "box".into(),
-        relay_url: "http://127.0.0.1:4850".into(),
-        token: Some(EXAMPLE_TOKEN.into()),
-        base_dir: "/home/u/projects".into(),
-        env: [("FROM_CONFIG".to_string(), "config-secret".to_string())].into(),
-        tmux_prefix: "ar".into(),
-        api_port: 4860,
-        runner_command: None,
-        limits: None,
-        exit_retention_days: 7,
-        inherit_environment: true,
-        shared_mcp_url: "http://127.0.0.1:4861/mcp".into(),
-        admission: Default::default(),
-        log_retention_days: 7,
-        log_max_bytes: 64 << 20,
-    }
+    let none = |_: &str| None;
+    let inputs =
+        agent_relay_systemd::model::config::ConfigInputs { home: Path::new("/home/u"), os_hostname: "box", var: &none };
+    let text = serde_json::json!({
+        "id": "box", "hostname": "box", "token": EXAMPLE_TOKEN, "baseDir": "/home/u/projects",
+        "env": {"FROM_CONFIG": "config-secret"},
+    })
+    .to_string();
+    agent_relay_systemd::model::config::resolve(Some(&text), Path::new("/t/orchestrator.json"), &inputs)
+        .expect("a valid config")
 }
 
 /// Plans `req` with [`example_config`] on a fixed example host (user `u`, files in the durable

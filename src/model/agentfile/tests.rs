@@ -147,25 +147,13 @@ fn words_split_as_systemd_splits_them() {
     }
 }
 
+/// Built by the config loader itself, so that every setting not named here is its default.
 fn config() -> Config {
-    Config {
-        id: "box".into(),
-        hostname: "box".into(),
-        relay_url: "http://relay".into(),
-        token: Some("tok-SECRET-agentfile".into()),
-        base_dir: "/home/u/projects".into(),
-        env: Default::default(),
-        tmux_prefix: "ar".into(),
-        api_port: 4860,
-        runner_command: None,
-        limits: None,
-        exit_retention_days: 7,
-        inherit_environment: true,
-        shared_mcp_url: "http://127.0.0.1:4861/mcp".into(),
-        admission: Default::default(),
-        log_retention_days: 7,
-        log_max_bytes: 64 << 20,
-    }
+    let none = |_: &str| None;
+    let inputs = crate::model::config::ConfigInputs { home: Path::new("/home/u"), os_hostname: "box", var: &none };
+    let text = r#"{"id": "box", "hostname": "box", "relayUrl": "http://relay", "token": "tok-SECRET-agentfile",
+        "baseDir": "/home/u/projects"}"#;
+    crate::model::config::resolve(Some(text), Path::new("/t/orchestrator.json"), &inputs).expect("a valid config")
 }
 
 const EXE: &str = "/usr/bin/agent-relay-systemd";

@@ -2,26 +2,13 @@ use super::*;
 use crate::model::request::parse;
 use crate::model::unit::{agent_properties, find, Value};
 
+/// Built by the config loader itself, so that every setting not named here is its default.
 fn config() -> Config {
-    Config {
-        id: "box".into(),
-        hostname: "Box.Local".into(),
-        relay_url: "http://relay".into(),
-        token: Some("tok-secret".into()),
-        base_dir: "/home/u/projects".into(),
-        env: [("FROM_CONFIG".to_string(), "c".to_string()), ("AGENT_RELAY_AGENT_ID".to_string(), "spoof".to_string())]
-            .into(),
-        tmux_prefix: "ar".into(),
-        api_port: 4860,
-        runner_command: None,
-        limits: None,
-        exit_retention_days: 7,
-        inherit_environment: true,
-        shared_mcp_url: "http://127.0.0.1:4861/mcp".into(),
-        admission: Default::default(),
-        log_retention_days: 7,
-        log_max_bytes: 64 << 20,
-    }
+    let none = |_: &str| None;
+    let inputs = crate::model::config::ConfigInputs { home: Path::new("/home/u"), os_hostname: "box", var: &none };
+    let text = r#"{"id": "box", "hostname": "Box.Local", "relayUrl": "http://relay", "token": "tok-secret",
+        "baseDir": "/home/u/projects", "env": {"FROM_CONFIG": "c", "AGENT_RELAY_AGENT_ID": "spoof"}}"#;
+    crate::model::config::resolve(Some(text), Path::new("/t/orchestrator.json"), &inputs).expect("a valid config")
 }
 
 fn plan_for(json: &str) -> SpawnPlan {
