@@ -32,6 +32,9 @@
 //! The admission gate is opened wide in the config (`maxConcurrentSpawns` 64,
 //! `spawnMaxLoadPerCpu` 1000): the measurement is of spawning, not of waiting for a slot.
 
+#[path = "common/floor.rs"]
+mod floor;
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -42,7 +45,6 @@ use std::time::{Duration, Instant};
 
 use agent_relay_systemd::io::sandbox::PrivateManager;
 use agent_relay_systemd::io::systemd::BusOptions;
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 /// Sizes measured (SCALE_MAX keeps those up to it; a SCALE_MAX between them is measured too).
@@ -325,38 +327,9 @@ impl Floor {
         Floor { conn: bus.conn, proxy }
     }
 
+    /// `ListUnitsByPatterns` plus the properties a record needs, all requests in flight at once.
     async fn list(&self, pattern: &str) -> usize {
-        let units = self.proxy.list_units_by_patterns(vec![], vec![pattern.into()]).await.unwrap();
-        let reads = units.iter().map(|u| async move {
-            let p = zbus::fdo::PropertiesProxy::builder(&self.conn)
-                .destination("org.freedesktop.systemd1")
-                .path(u.6.clone())
-                .build()
-                .await
-                .unwrap();
-            let unit = zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Unit");
-            let svc = zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Service");
-            let names_u = ["InvocationID", "Transient"];
-            let names_s = [
-                "MainPID",
-                "NRestarts",
-                "Result",
-                "ExecMainCode",
-                "ExecMainStatus",
-                "ExecMainStartTimestamp",
-                "WorkingDirectory",
-                "LogExtraFields",
-                "MemoryMax",
-                "MemoryHigh",
-                "TasksMax",
-                "CPUQuotaPerSecUSec",
-            ];
-            let a = futures_util::future::join_all(names_u.iter().map(|n| p.get(unit.clone(), n)));
-            let b = futures_util::future::join_all(names_s.iter().map(|n| p.get(svc.clone(), n)));
-            let (a, b) = futures_util::future::join(a, b).await;
-            a.len() + b.len()
-        });
-        futures_util::stream::iter(reads).buffer_unordered(64).collect::<Vec<_>>().await.len()
+        floor::list(&self.conn, &self.proxy, pattern).await
     }
 }
 

@@ -20,6 +20,9 @@
 //! are reported with the others but decide nothing: absolute times depend on the machine and its
 //! load, ratios within one run do not. None of this runs under `cargo test`.
 
+#[path = "common/floor.rs"]
+mod floor;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -204,38 +207,7 @@ impl Floor {
 
     /// `ListUnitsByPatterns` plus the properties a record needs, all requests in flight at once.
     async fn list(&self, pattern: &str) -> usize {
-        let units = self.proxy.list_units_by_patterns(vec![], vec![pattern.into()]).await.unwrap();
-        let reads = units.iter().map(|u| async move {
-            let p = zbus::fdo::PropertiesProxy::builder(&self.conn)
-                .destination("org.freedesktop.systemd1")
-                .path(u.6.clone())
-                .build()
-                .await
-                .unwrap();
-            let unit = zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Unit");
-            let svc = zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Service");
-            // What a record needs beyond the listing's own columns (name, description, states).
-            let names_u = ["InvocationID", "Transient"];
-            let names_s = [
-                "MainPID",
-                "NRestarts",
-                "Result",
-                "ExecMainCode",
-                "ExecMainStatus",
-                "ExecMainStartTimestamp",
-                "WorkingDirectory",
-                "LogExtraFields",
-                "MemoryMax",
-                "MemoryHigh",
-                "TasksMax",
-                "CPUQuotaPerSecUSec",
-            ];
-            let a = futures_util::future::join_all(names_u.iter().map(|n| p.get(unit.clone(), n)));
-            let b = futures_util::future::join_all(names_s.iter().map(|n| p.get(svc.clone(), n)));
-            let (a, b) = futures_util::future::join(a, b).await;
-            a.len() + b.len()
-        });
-        futures_util::stream::iter(reads).buffer_unordered(64).collect::<Vec<_>>().await.len()
+        floor::list(&self.conn, &self.proxy, pattern).await
     }
 }
 
