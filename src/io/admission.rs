@@ -44,7 +44,6 @@ pub struct AdmissionDir {
 #[derive(Debug)]
 pub struct Slot {
     _lock: Flock<File>,
-    pub index: u32,
 }
 
 /// This process's place in the queue: its ticket file, locked; removed when dropped.
@@ -73,7 +72,7 @@ impl AdmissionDir {
             let path = self.slots.join(format!("slot-{index}.lock"));
             let file = open_private(&path, false)?;
             if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                return Ok(Some(Slot { _lock: lock, index }));
+                return Ok(Some(Slot { _lock: lock }));
             }
         }
         Ok(None)
