@@ -33,8 +33,11 @@ pub struct ReapReport {
 }
 
 fn mtime_ms(p: &Path) -> Option<u64> {
-    let m = std::fs::symlink_metadata(p).ok()?;
-    Some((m.mtime().max(0) as u64) * 1000 + (m.mtime_nsec().max(0) as u64) / 1_000_000)
+    std::fs::symlink_metadata(p).ok().map(|m| modified_ms(&m))
+}
+
+fn modified_ms(m: &std::fs::Metadata) -> u64 {
+    (m.mtime().max(0) as u64) * 1000 + (m.mtime_nsec().max(0) as u64) / 1_000_000
 }
 
 /// The entries of one of our directories, with what each is itself (a link is a link). A
@@ -212,7 +215,7 @@ impl Supervisor {
                 let m = std::fs::symlink_metadata(&p).ok()?;
                 let size = if m.is_file() { m.len() } else { 0 };
                 let owner = n.trim_end_matches(".log").to_string();
-                Some((FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner }, size))
+                Some((FileFact { mtime_ms: modified_ms(&m), path: p, owner }, size))
             })
             .collect();
         Ok(Facts {
