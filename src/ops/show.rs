@@ -90,8 +90,8 @@ impl Supervisor {
     ///
     /// What it costs: a unit name, one unit's reads. An id, one listing of the agent units (the
     /// manager's only index that holds every agent id: the description) and the reads of the few
-    /// units it names. A policy name, or nothing found: that listing again, and one read
-    /// (`LogExtraFields`) of every agent.
+    /// units it names. A policy name, or nothing found: every row of that same listing, one read
+    /// (`LogExtraFields`) of every agent, and our unit directories (durable agents not loaded).
     pub(crate) async fn resolve(&self, reference: &str) -> Result<AgentRecord, Error> {
         if reference.is_empty() || reference.chars().any(char::is_control) {
             return Err(Error::BadReference { reference: reference.to_string() });

@@ -77,11 +77,46 @@ fn meta(kind: EventType, detail: Option<String>) -> WatchEvent {
 /// when an event carries it), so that following 2000 agents holds 2000 snapshots and no more.
 struct Tracked {
     /// The unit's properties as last read, with every change signalled since applied: the
-    /// record of an event is made from it after the change.
+    /// record of an event is made from it after the change. Its `LogExtraFields` are in `fields`.
     snap: UnitSnapshot,
+    fields: Packed,
     view: View,
     /// The main pid last reported as `started`: one run, one `started`.
     announced: u32,
+}
+
+impl Tracked {
+    /// The properties with their `LogExtraFields`.
+    fn full(&self) -> UnitSnapshot {
+        UnitSnapshot { log_extra_fields: self.fields.unpack(), ..self.snap.clone() }
+    }
+}
+
+/// A unit's `LogExtraFields` in one allocation, each field its length (u32) then its bytes:
+/// twenty-odd fields of ~50 bytes, each its own allocation, were most of what `watch` held per
+/// agent.
+struct Packed(Box<[u8]>);
+
+impl Packed {
+    fn pack(fields: &[Vec<u8>]) -> Packed {
+        let mut bytes = Vec::with_capacity(fields.iter().map(|f| f.len() + 4).sum());
+        for f in fields {
+            bytes.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(f);
+        }
+        Packed(bytes.into_boxed_slice())
+    }
+
+    fn unpack(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut rest = &self.0[..];
+        while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+            let len = (u32::from_le_bytes(*len) as usize).min(tail.len());
+            out.push(tail[..len].to_vec());
+            rest = &tail[len..];
+        }
+        out
+    }
 }
 
 /// The watcher's state across reconnections.
@@ -365,7 +400,7 @@ impl Watcher {
 
     /// An event about one agent, carrying its record as it is now (after the change).
     fn agent_event_named(&mut self, unit: &str, kind: EventType, exit: Option<ExitInfo>) {
-        let agent = self.tracked.get(unit).and_then(|t| self.record_of(&t.snap)).map(Box::new);
+        let agent = self.tracked.get(unit).and_then(|t| self.record_of(&t.full())).map(Box::new);
         self.emit(WatchEvent { unit: Some(unit.to_string()), agent, exit, ..meta(kind, None) });
     }
 
@@ -379,7 +414,7 @@ impl Watcher {
         if !self.ours(unit) {
             return Ok(());
         }
-        let Some((old, snap)) = self.tracked.get(unit).map(|t| (t.view.clone(), t.snap.clone())) else {
+        let Some((old, snap)) = self.tracked.get(unit).map(|t| (t.view.clone(), t.full())) else {
             return self.refresh(sup, unit).await;
         };
         let new = old.apply(&change);
@@ -430,18 +465,20 @@ impl Watcher {
 
     /// Tracks a unit's properties (and its record made from them) without reporting anything;
     /// false when the unit carries no agent metadata.
-    fn track(&mut self, unit: &str, snap: UnitSnapshot) -> bool {
+    fn track(&mut self, unit: &str, mut snap: UnitSnapshot) -> bool {
         if self.record_of(&snap).is_none() {
             return false;
         }
         let view = view_of(&snap);
+        let fields = Packed::pack(&std::mem::take(&mut snap.log_extra_fields));
         match self.tracked.get_mut(unit) {
             Some(t) => {
                 t.snap = snap;
+                t.fields = fields;
                 t.view = view;
             }
             None => {
-                self.tracked.insert(unit.to_string(), Box::new(Tracked { snap, view, announced: 0 }));
+                self.tracked.insert(unit.to_string(), Box::new(Tracked { snap, fields, view, announced: 0 }));
             }
         }
         true
@@ -482,7 +519,7 @@ impl Watcher {
             None => {
                 // Gone from systemd, and no process of it runs there (see above): the events
                 // carry the agent as it is now, dead and unloaded.
-                let gone = self.tracked.get(unit).and_then(|t| self.record_of(&t.snap)).map(|mut r| {
+                let gone = self.tracked.get(unit).and_then(|t| self.record_of(&t.full())).map(|mut r| {
                     r.active_state = "inactive".into();
                     r.sub_state = "dead".into();
                     r.pid = None;
@@ -522,5 +559,18 @@ fn view_of(s: &UnitSnapshot) -> View {
         result: s.result.clone(),
         exec_main_code: s.exec_main_code,
         exec_main_status: s.exec_main_status,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Packed;
+
+    #[test]
+    fn packed_fields_unpack_as_they_were() {
+        for fields in [vec![], vec![vec![]], vec![b"A=1".to_vec(), vec![], vec![0xff; 300], "K=é".as_bytes().to_vec()]]
+        {
+            assert_eq!(Packed::pack(&fields).unpack(), fields);
+        }
     }
 }
