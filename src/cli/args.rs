@@ -314,15 +314,22 @@ pub enum Command {
     Logs {
         /// Agent id, session name, unit name or spawn request id
         agent: String,
-        /// Number of lines (1-1000)
-        #[arg(short = 'n', long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
-        lines: u16,
+        /// Number of lines, the newest (1-1000; default 100, or every line with --since)
+        #[arg(short = 'n', long, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        lines: Option<u16>,
         /// Do not strip terminal escape sequences
         #[arg(long)]
         raw: bool,
-        /// Keep printing new lines as they are written
+        /// Keep printing new lines as they are written, until the agent ends
         #[arg(short, long)]
         follow: bool,
+        /// Only lines written since WHEN: a time ago ("10m", "2h 30m", "1day") or a UTC time
+        /// ("2026-11-30T05:40:00Z", "2026-11-30 05:40", "2026-11-30")
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Begin each line with the time it was written (UTC, to within 10 ms)
+        #[arg(short = 't', long)]
+        timestamps: bool,
     },
     /// Stream agent events as NDJSON (one object per line), driven by D-Bus signals
     #[command(
@@ -452,6 +459,16 @@ pub enum Command {
         /// The agent's log file, which the runner's output is appended to
         #[arg(long)]
         log_file: PathBuf,
+        /// The runner's argv, argv[0] its absolute path
+        #[arg(required = true, last = true, value_name = "WORD")]
+        argv: Vec<String>,
+    },
+    /// Run the runner with its output through the log writer that times it (an agent unit's ExecStart=, not by people)
+    #[command(hide = true)]
+    LogTee {
+        /// The log's times file (the log is this process's standard output)
+        #[arg(long)]
+        times: PathBuf,
         /// The runner's argv, argv[0] its absolute path
         #[arg(required = true, last = true, value_name = "WORD")]
         argv: Vec<String>,

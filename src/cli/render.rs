@@ -75,8 +75,21 @@ pub use crate::ops::terminal::Sent;
 pub struct LogLine<'a> {
     /// The JSON contract's version.
     pub schema_version: crate::model::contract::SchemaVersion,
+    /// With `--timestamps`: when the line was written (ms since the epoch, to within 10 ms);
+    /// `null` when the log has no time for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<u64>,
     /// The line, sanitised unless `--raw`.
     pub line: &'a str,
+}
+
+/// A log line as text: with `--timestamps`, its time first (UTC; `-` when unknown).
+pub fn log_line(time: Option<Option<u64>>, line: &str) -> String {
+    match time {
+        None => line.to_string(),
+        Some(Some(ms)) => format!("{} {line}", crate::model::logtimes::rfc3339_ms(ms)),
+        Some(None) => format!("{:<24} {line}", "-"),
+    }
 }
 
 impl Render for SpawnOutcome {
@@ -198,7 +211,8 @@ impl Render for Diagnosis {
 
 impl Render for LogTail {
     fn text(&self) -> String {
-        self.lines.iter().map(|l| format!("{l}\n")).collect()
+        let time = |i: usize| self.times.as_ref().map(|t| t.get(i).copied().flatten());
+        self.lines.iter().enumerate().map(|(i, l)| log_line(time(i), l) + "\n").collect()
     }
 }
 

@@ -82,10 +82,20 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         Command::Remove { agent, timeout_stop } => answer(o, block_on(remove(cli, agent, *timeout_stop))),
         Command::Wait { agent, timeout_wait } => answer(o, block_on(wait(cli, agent, *timeout_wait))),
         Command::Diagnose { agent } => answer(o, block_on(async { connect(cli).await?.diagnose(agent).await })),
-        Command::Logs { agent, lines, raw, follow: false } => {
-            answer(o, block_on(async { connect(cli).await?.logs(agent, *lines as usize, *raw).await }))
+        Command::Logs { agent, lines, raw, follow: following, since, timestamps } => {
+            let since_ms = since
+                .as_deref()
+                .map(|s| crate::model::logtimes::since(s, ops::now_ms()))
+                .transpose()
+                .map_err(|e| Error::Argument(e.to_string()))?;
+            let default = if since_ms.is_some() { None } else { Some(DEFAULT_LOG_LINES) };
+            let lines = lines.map(usize::from).or(default);
+            let query = ops::logs::LogQuery { lines, raw: *raw, since_ms, timestamps: *timestamps };
+            match following {
+                false => answer(o, block_on(async { connect(cli).await?.logs(agent, query).await })),
+                true => done(block_on(follow(cli, agent, query))),
+            }
         }
-        Command::Logs { agent, lines, raw, follow: true } => done(block_on(follow(cli, agent, *lines, *raw))),
         Command::Kill { agent, signal, whom } => answer(o, block_on(kill(cli, agent, signal, whom))),
         Command::Guest(GuestCommand::Create { agent }) => {
             answer(o, block_on(async { connect(cli).await?.guest_create(agent).await }))
@@ -139,6 +149,11 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             e @ Error::Io { .. } => Err(Failure::new(format!("run-agent: {e}"), ErrorKind::Exec, EXIT_EXEC)),
             e => Err(e.into()),
         },
+        // Returns only when the runner could not be executed: systemd's own status for that.
+        Command::LogTee { times, argv } => {
+            let e = ops::logs::log_tee(times, argv);
+            Err(Failure::new(format!("log-tee: cannot execute {}: {e}", argv[0]), ErrorKind::Exec, EXIT_EXEC))
+        }
         // Returns only when the program could not be executed: systemd's own status for that.
         Command::Exec { words } => {
             Err(Failure::new(format!("exec: {}", ops::exec::exec_encoded(words)), ErrorKind::Exec, EXIT_EXEC))
@@ -395,13 +410,16 @@ async fn reap(cli: &Cli, dry_run: bool, retention_days: Option<u32>) -> Result<o
     sup.reap(dry_run, Duration::from_secs(days as u64 * 86_400)).await
 }
 
+/// The lines `logs` prints when neither `-n` nor `--since` says.
+const DEFAULT_LOG_LINES: usize = 100;
+
 /// `logs --follow`: the tail, then new lines as they are appended, until the agent has ended;
 /// then one line on stderr says how it ended (as `diagnose`).
-async fn follow(cli: &Cli, agent: &str, lines: u16, raw: bool) -> Result<(), Error> {
+async fn follow(cli: &Cli, agent: &str, query: ops::logs::LogQuery) -> Result<(), Error> {
     let json = cli.global.output == Output::Json;
     let sup = connect(cli).await?;
     let path = sup.log_file(agent).await?;
-    let reading = follow_lines(&path, lines, raw, json);
+    let reading = follow_lines(&path, query, json);
     tokio::pin!(reading);
     let ended = tokio::select! {
         r = &mut reading => return r,
@@ -417,12 +435,14 @@ async fn follow(cli: &Cli, agent: &str, lines: u16, raw: bool) -> Result<(), Err
 /// How long `logs --follow` keeps reading after the agent has ended.
 const FOLLOW_DRAIN: Duration = Duration::from_millis(600);
 
-async fn follow_lines(path: &Path, lines: u16, raw: bool, json: bool) -> Result<(), Error> {
-    ops::logs::follow(path, lines as usize, raw, |l| {
+async fn follow_lines(path: &Path, query: ops::logs::LogQuery, json: bool) -> Result<(), Error> {
+    ops::logs::follow(path, query, |time, l| {
         let line = match json {
-            true => serde_json::to_string(&super::render::LogLine { schema_version: Default::default(), line: l })
-                .expect("a log line serializes"),
-            false => l.to_string(),
+            true => {
+                serde_json::to_string(&super::render::LogLine { schema_version: Default::default(), time, line: l })
+                    .expect("a log line serializes")
+            }
+            false => super::render::log_line(query.timestamps.then_some(time), l),
         };
         let mut out = std::io::stdout().lock();
         writeln!(out, "{line}").and_then(|_| out.flush()).is_ok()

@@ -279,6 +279,7 @@ mod tests {
             lifecycle: Default::default(),
             limits: Default::default(),
             record_exit_argv: None,
+            log_tee_argv: None,
             dropped_env: vec![],
         };
         std::fs::create_dir_all(root.join("agents").join(format!("{session}.bbbb0000"))).unwrap();

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::io::files::open_regular;
 use crate::model::logtext::{log_lines, MAX_TAIL_BYTES};
+use crate::model::logtimes::{self, PlacedLine, Times};
 
 /// The last `n` lines of a log, reading at most [`MAX_TAIL_BYTES`] from its end. The log is the
 /// runner's to replace: only a regular file is read (not a link, FIFO or device, which would
@@ -22,6 +23,48 @@ pub fn tail_file(path: &Path, n: usize, raw: bool) -> std::io::Result<(Vec<Strin
     let lines = log_lines(text, raw);
     let skip = lines.len().saturating_sub(n);
     Ok((lines[skip..].to_vec(), len))
+}
+
+/// The newest part of a log (at most [`MAX_TAIL_BYTES`]), from a line start, as lines with
+/// their offsets; and the log's length. A regular file only, as [`tail_file`].
+pub fn tail_placed(path: &Path, raw: bool) -> std::io::Result<(Vec<PlacedLine>, u64)> {
+    let mut f = open_regular(path)?;
+    let len = f.metadata()?.len();
+    let start = len.saturating_sub(MAX_TAIL_BYTES);
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::with_capacity((len - start) as usize);
+    f.take(MAX_TAIL_BYTES).read_to_end(&mut buf)?;
+    // A cut in the middle of a line leaves a fragment: drop it.
+    let skip = if start > 0 { buf.iter().position(|b| *b == b'\n').map_or(buf.len(), |i| i + 1) } else { 0 };
+    Ok((logtimes::placed_lines(&buf[skip..], start + skip as u64, raw, true), len))
+}
+
+/// The times of a log (its times file beside it; its newest [`logtimes::MAX_TIMES_BYTES`]),
+/// from byte `from` of that file on; and the file's length. No file: no times. A regular file
+/// only.
+pub fn read_times(log: &Path, from: u64) -> std::io::Result<(Times, u64)> {
+    let path = logtimes::times_file(log);
+    let mut f = match open_regular(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Times::default(), 0)),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    let start = from.max(len.saturating_sub(logtimes::MAX_TIMES_BYTES));
+    if start >= len {
+        return Ok((Times::default(), len));
+    }
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::new();
+    f.take(logtimes::MAX_TIMES_BYTES).read_to_end(&mut buf)?;
+    // Only whole entries: a first line cut by the bound, a last one still being written, go.
+    let mut body: &[u8] = &buf;
+    if start > from {
+        body = body.iter().position(|b| *b == b'\n').map_or(&[], |i| &body[i + 1..]);
+    }
+    let head = buf.len() - body.len();
+    let whole = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    Ok((logtimes::parse(&String::from_utf8_lossy(&body[..whole])), start + (head + whole) as u64))
 }
 
 /// What was appended to `path` since `offset` (at most [`MAX_TAIL_BYTES`]), and the file's length
@@ -94,7 +137,30 @@ pub fn cap(path: &Path, max: u64) -> std::io::Result<bool> {
     f.set_len(0)?;
     f.write_all_at(note.as_bytes(), 0)?;
     f.write_all_at(kept, note.len() as u64)?;
+    cut_times(path, start + cut as u64, note.len() as u64)?;
     Ok(true)
+}
+
+/// The times of a log whose first `cut` bytes were replaced by `note_len` bytes, moved with it.
+/// Rewritten in place (the log's writer appends to the same file on); no file, nothing to do.
+fn cut_times(log: &Path, cut: u64, note_len: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let path = logtimes::times_file(log);
+    let (times, _) = read_times(log, 0)?;
+    let f = match std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    f.set_len(0)?;
+    f.write_all_at(times.after_cut(cut, note_len).render().as_bytes(), 0)
 }
 
 #[cfg(test)]
@@ -115,6 +181,16 @@ mod cap_tests {
         assert_eq!(lines.last(), Some(&"line 099"));
         assert!(lines[1].starts_with("line ") && lines[1].len() == 8, "{after}");
         assert!(after.len() < 400, "{}", after.len());
+        // The times move with the text they time.
+        let times = logtimes::times_file(&p);
+        std::fs::write(&times, "0 1000\n350 2000\n800 3000\n").unwrap();
+        let text: String = (0..100).map(|i| format!("line {i:03}\n")).collect();
+        std::fs::write(&p, &text).unwrap();
+        assert!(cap(&p, 400).unwrap());
+        let after = std::fs::read_to_string(&p).unwrap();
+        let (t, _) = read_times(&p, 0).unwrap();
+        let at = |needle: &str| t.time_at(after.find(needle).unwrap() as u64);
+        assert_eq!((at("line 099"), at("line 087")), (Some(3000), Some(2000)), "{after}");
         let link = dir.path().join("l.log");
         std::os::unix::fs::symlink(&p, &link).unwrap();
         assert!(cap(&link, 1).is_err(), "a link is not followed");

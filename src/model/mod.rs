@@ -14,6 +14,7 @@ pub mod filter;
 pub mod guest;
 pub mod limits;
 pub mod logtext;
+pub mod logtimes;
 pub mod meta;
 pub mod naming;
 pub mod plan;

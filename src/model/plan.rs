@@ -39,6 +39,9 @@ pub struct PayloadFile {
     pub contents: String,
 }
 
+/// The hidden verb of our binary in front of every runner: see `io::log_tee`.
+pub const LOG_TEE_VERB: &str = "log-tee";
+
 /// The whole spawn, decided before anything is created.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpawnPlan {
@@ -61,6 +64,9 @@ pub struct SpawnPlan {
     pub limits: crate::model::limits::Limits,
     /// argv of the `ExecStopPost=` that records the exit (`None`: no recorder available).
     pub record_exit_argv: Option<Vec<String>>,
+    /// The words in front of [`SpawnPlan::argv`] in `ExecStart=`: our `log-tee`, which writes the
+    /// run's marker and the times of its output (`None`: our binary is not known).
+    pub log_tee_argv: Option<Vec<String>>,
     /// Supervisor-owned keys the config, the agent profile or the request set: not applied.
     pub dropped_env: Vec<String>,
 }
@@ -147,10 +153,16 @@ pub const MAX_ARG_STRLEN: usize = 32 * 4096;
 pub const TYPICAL_ARG_MAX: usize = 2 * 1024 * 1024;
 
 impl SpawnPlan {
+    /// The unit's `ExecStart=` words: the log writer's, then the runner's.
+    pub fn exec_start(&self) -> Vec<String> {
+        self.log_tee_argv.iter().flatten().chain(&self.argv).cloned().collect()
+    }
+
     /// What the runner's `execve` carries of ours: its largest string and the bytes of all,
-    /// argv and the variables we set (`Environment=` and the env file), NULs included.
+    /// argv and the variables we set (`Environment=` and the env file), NULs included; the log
+    /// writer's words too, which the first `execve` (systemd's, of `log-tee`) carries.
     pub fn exec_size(&self) -> (usize, usize) {
-        let args = self.argv.iter().map(|a| a.len() + 1);
+        let args = self.exec_start().into_iter().map(|a| a.len() + 1);
         let vars = self.environment.iter().chain(&self.secret_env).map(|(k, v)| k.len() + v.len() + 2);
         args.chain(vars).fold((0, 0), |(largest, total), n| (largest.max(n), total + n))
     }
@@ -426,6 +438,10 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, crate
         argv.extend(flags.into_iter().chain(rid).chain(prompt).map(|(flag, value)| format!("--{flag}={value}")));
         argv
     });
+    let log_tee_argv = inp.record_exit.map(|(exe, _)| {
+        let times = crate::model::logtimes::times_file(&log_file);
+        vec![exe.display().to_string(), LOG_TEE_VERB.into(), format!("--times={}", times.display()), "--".into()]
+    });
     let description = description(&req.provider, &label, &agent_id);
     Ok(SpawnPlan {
         meta,
@@ -443,6 +459,7 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, crate
         lifecycle,
         limits,
         record_exit_argv,
+        log_tee_argv,
         dropped_env,
     })
 }

@@ -50,7 +50,10 @@ pub fn agent_properties(plan: &SpawnPlan) -> Vec<Property> {
         ("Type", s("exec")),
         // Exactly these words, nothing `$VAR`-expanded: the request's fields are on this argv.
         // `exec::for_manager` adapts it to a systemd that cannot keep it across a reload.
-        ("ExecStartEx", exec::exact(&plan.argv[0], &plan.argv, false)),
+        ("ExecStartEx", {
+            let argv = plan.exec_start();
+            exec::exact(&argv[0], &argv, false)
+        }),
         ("WorkingDirectory", s(&plan.cwd.display().to_string())),
         ("Environment", Strs(plan.environment.iter().map(|(k, v)| format!("{k}={v}")).collect())),
         ("EnvironmentFiles", EnvFiles(vec![(plan.env_file.display().to_string(), false)])),

@@ -349,14 +349,13 @@ pub fn prepare(ctx: &Context, name: &str, digest: &str) -> Result<(), Error> {
 /// `run-agent` (a declared unit's `ExecStart=`): the runner's argv executed in this very
 /// process (same pid, control group), with the secret file's variables over the unit's
 /// environment (as an `EnvironmentFile=` would set them) and its output appended to its log
-/// file (0600, never through a link). Returns only when it could not.
+/// file (0600, never through a link) by our log writer, which times it (`io::log_tee`). Returns only when it could not.
 pub fn run_agent(env_file: &Path, log_file: &Path, argv: &[String]) -> Error {
-    use std::os::unix::process::CommandExt;
     let vars = match agent_dirs::read_env_file(env_file) {
         Ok(v) => v,
         Err(e) => return Error::Argument(format!("the agent's secret file {e}")),
     };
-    let Some((program, args)) = argv.split_first() else {
+    let Some(program) = argv.first() else {
         return Error::Argument("run-agent: no command after --".into());
     };
     let log = match agent_dirs::open_log(log_file) {
@@ -365,10 +364,8 @@ pub fn run_agent(env_file: &Path, log_file: &Path, argv: &[String]) -> Error {
             return Error::Io { op: "opening the log file (not through a symlink)", path: log_file.into(), source: e }
         }
     };
-    let (out, err) = match (log.try_clone(), log.try_clone()) {
-        (Ok(o), Ok(e)) => (o, e),
-        (Err(e), _) | (_, Err(e)) => return Error::Io { op: "duplicating", path: log_file.into(), source: e },
-    };
-    let e = std::process::Command::new(program).arg0(program).args(args).envs(vars).stdout(out).stderr(err).exec();
+    let times = crate::model::logtimes::times_file(log_file);
+    let words: Vec<std::ffi::OsString> = argv.iter().map(Into::into).collect();
+    let e = crate::io::log_tee::exec_teed(log.into(), &times, &words, &vars);
     Error::Io { op: "executing the runner", path: program.into(), source: e }
 }

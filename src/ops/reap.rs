@@ -36,6 +36,20 @@ fn mtime_ms(p: &Path) -> Option<u64> {
     std::fs::symlink_metadata(p).ok().map(|m| modified_ms(&m))
 }
 
+/// Removes the file or link at `p` (never a link's target, never a directory); gone already is
+/// done.
+fn remove_file_entry(p: &Path) -> Result<(), Error> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => Ok(()),
+        _ => match std::fs::remove_file(p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::Io { op: "removing", path: p.to_path_buf(), source: e })
+            }
+            _ => Ok(()),
+        },
+    }
+}
+
 fn modified_ms(m: &std::fs::Metadata) -> u64 {
     (m.mtime().max(0) as u64) * 1000 + (m.mtime_nsec().max(0) as u64) / 1_000_000
 }
@@ -260,16 +274,11 @@ impl Supervisor {
             | Action::PruneExitRecord(p)
             | Action::RemoveGuestLaunchFile(p)
             | Action::RemoveLog(p) => {
-                // Only files and links were gathered: remove_file never follows a link.
-                match std::fs::symlink_metadata(p) {
-                    Ok(m) if m.is_dir() => Ok(()),
-                    _ => match std::fs::remove_file(p) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            Err(Error::Io { op: "removing", path: p.clone(), source: e })
-                        }
-                        _ => Ok(()),
-                    },
+                if matches!(a, Action::RemoveLog(_)) {
+                    // The log's times go with it.
+                    remove_file_entry(&crate::model::logtimes::times_file(p))?;
                 }
+                remove_file_entry(p)
             }
             Action::RemoveRequestLock(p) => crate::io::files::remove_idle_lock(p).map_err(Error::io("removing", p)),
             Action::ResetFailedUnit(u) => self.manager().reset_failed(u).await,

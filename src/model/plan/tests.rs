@@ -363,7 +363,13 @@ fn command_lines_are_run_exactly() {
     let props = agent_properties(&p);
     assert!(find(&props, "ExecStart").is_none() && find(&props, "ExecStopPost").is_none());
     let no_expand = vec!["no-env-expand".to_string()];
-    assert_eq!(find(&props, "ExecStartEx"), Some(&Value::ExecEx(vec![(p.argv[0].clone(), p.argv.clone(), no_expand)])));
+    // Our log writer first, its words ours alone (the times file named by the unit), then the
+    // runner's words after `--`, exactly.
+    let exe = "/usr/bin/agent-relay-systemd".to_string();
+    let times = format!("--times={}", crate::model::logtimes::times_file(&p.log_file).display());
+    let mut start = vec![exe.clone(), "log-tee".into(), times, "--".into()];
+    start.extend(p.argv.iter().cloned());
+    assert_eq!(find(&props, "ExecStartEx"), Some(&Value::ExecEx(vec![(exe, start, no_expand)])));
     assert!(p.argv.contains(&"${AGENT_RELAY_TOKEN}".to_string()) && p.argv.ends_with(&["$INJECT".to_string()]));
     let Some(Value::ExecEx(post)) = find(&props, "ExecStopPostEx") else { panic!("no ExecStopPostEx") };
     assert_eq!(post[0].2, ["ignore-failure", "no-env-expand"]);
