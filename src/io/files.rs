@@ -105,11 +105,14 @@ pub fn previous_run_left(plan: &SpawnPlan) -> bool {
 
 /// Makes a new run of a reused session name start clean (the seed deletes the runner info and
 /// truncates the log): the previous runner info goes (a link is removed, not followed), and the
-/// previous log is kept readable as `<log>.1` (replacing an older one) while the new run gets an
-/// empty 0600 log. Called only once no live agent has the name.
+/// previous log is kept readable as `<log>.1` (replacing an older one; its times file goes) while
+/// the new run gets an empty 0600 log. Called only once no live agent has the name.
 pub fn fresh_run(plan: &SpawnPlan) -> Result<(), Error> {
     remove_entry(&plan.runner_info_file)
         .map_err(Error::io("removing the previous runner info", &plan.runner_info_file))?;
+    // The previous run's times go: they time the kept log, which `logs` does not read.
+    let times = crate::model::logtimes::times_file(&plan.log_file);
+    remove_entry(&times).map_err(Error::io("removing the previous log times", &times))?;
     if previous_log(plan) {
         let mut kept = plan.log_file.clone().into_os_string();
         kept.push(".1");

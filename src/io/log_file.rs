@@ -40,13 +40,14 @@ pub fn tail_placed(path: &Path, raw: bool) -> std::io::Result<(Vec<PlacedLine>, 
 }
 
 /// The times of a log (its times file beside it; its newest [`logtimes::MAX_TIMES_BYTES`]),
-/// from byte `from` of that file on; and the file's length. No file: no times. A regular file
-/// only.
+/// from byte `from` of that file on; and the file's length. No file, or a link or anything but
+/// a regular file there: no times.
 pub fn read_times(log: &Path, from: u64) -> std::io::Result<(Times, u64)> {
     let path = logtimes::times_file(log);
+    // No file, or not a file (a link is not followed): no times.
     let mut f = match open_regular(&path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Times::default(), 0)),
+        Err(_) if std::fs::symlink_metadata(&path).map_or(true, |m| !m.is_file()) => return Ok((Times::default(), 0)),
         Err(e) => return Err(e),
     };
     let len = f.metadata()?.len();

@@ -1,5 +1,6 @@
 //! The writer of an agent's log (`log-tee`, an agent unit's `ExecStart=` in front of the runner;
-//! and `run-agent`'s): it writes the run's marker line, forks a writer process, and replaces
+//! and `run-agent`'s): it writes the run's marker line, starts a writer process (in the unit's
+//! control group, not the runner's child), and replaces
 //! itself with the runner (`execve`: the runner keeps the unit's main pid, cgroup, environment and
 //! exit status), whose standard output and error are a pipe to that writer. The writer appends
 //! what it reads to the log and, for each new moment, an entry to the log's times file
@@ -38,34 +39,77 @@ pub fn exec_teed(log: OwnedFd, times: &Path, argv: &[OsString], env: &[(String, 
     let now = now_ms();
     let invocation = std::env::var("INVOCATION_ID").ok();
     writer.append(logtimes::marker(now, std::process::id(), invocation.as_deref()).as_bytes(), now);
+    // The unit is ready (`Type=notify`) once the runner's exec has succeeded: a failed one ends
+    // this process with systemd's status for it before then, and the start job fails, as with
+    // `Type=exec`. The runner gets no notify socket.
+    let notify = std::env::var_os("NOTIFY_SOCKET");
     let mut runner = Command::new(program);
-    runner.arg0(program).args(args).envs(env.iter().map(|(k, v)| (k, v)));
-    let Ok((read_end, write_end)) = nix::unistd::pipe2(OFlag::O_CLOEXEC) else {
+    runner.arg0(program).args(args).envs(env.iter().map(|(k, v)| (k, v))).env_remove("NOTIFY_SOCKET");
+    let pipes = nix::unistd::pipe2(OFlag::O_CLOEXEC).and_then(|o| Ok((o, nix::unistd::pipe2(OFlag::O_CLOEXEC)?)));
+    let Ok(((read_end, write_end), (status_read, status_write))) = pipes else {
         // No pipe: the runner writes to the log itself, untimed, rather than not run.
         let (out, err) = match (writer.log.try_clone(), writer.log.try_clone()) {
             (Ok(o), Ok(e)) => (o, e),
             (Err(e), _) | (_, Err(e)) => return e,
         };
+        notify_ready(notify.as_deref());
         return runner.stdout(Stdio::from(out)).stderr(Stdio::from(err)).exec();
     };
+    // The writer is forked twice, so that it is not the runner's child (a runner that waits for
+    // all its children would wait for it): the user manager, a subreaper, adopts it.
     // SAFETY: this process has one thread (the verb runs before any runtime or thread starts),
-    // so the child may run any code; it only reads, writes and exits.
+    // so the children may run any code; they only fork, read, write, send and exit.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            drop(write_end);
-            writer.drain(read_end);
+            if let Ok(ForkResult::Child) = unsafe { fork() } {
+                drop((write_end, status_write));
+                if exec_succeeded(status_read) {
+                    notify_ready(notify.as_deref());
+                }
+                writer.drain(read_end);
+            }
             std::process::exit(0);
         }
-        Ok(ForkResult::Parent { .. }) => {}
+        Ok(ForkResult::Parent { child }) => {
+            let _ = nix::sys::wait::waitpid(child, None);
+        }
         Err(e) => return std::io::Error::from(e),
     }
-    drop(read_end);
-    drop(writer);
+    drop((read_end, status_read, writer));
     let err_end = match write_end.try_clone() {
         Ok(e) => e,
         Err(e) => return e,
     };
-    runner.stdout(Stdio::from(write_end)).stderr(Stdio::from(err_end)).exec()
+    let e = runner.stdout(Stdio::from(write_end)).stderr(Stdio::from(err_end)).exec();
+    let _ = nix::unistd::write(status_write.as_fd(), b"x");
+    e
+}
+
+/// Whether the runner's exec succeeded: the status pipe, close-on-exec, closed without a word.
+fn exec_succeeded(status: OwnedFd) -> bool {
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(status.as_fd(), &mut byte) {
+            Err(nix::errno::Errno::EINTR) => {}
+            r => return r == Ok(0),
+        }
+    }
+}
+
+/// `READY=1` to the manager's notify socket (`$NOTIFY_SOCKET`: a path, or `@` and an abstract
+/// name), when there is one.
+fn notify_ready(socket: Option<&std::ffi::OsStr>) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(socket) = socket else { return };
+    let addr = match socket.as_bytes().strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name),
+        None => SocketAddr::from_pathname(Path::new(socket)),
+    };
+    if let (Ok(addr), Ok(sock)) = (addr, UnixDatagram::unbound()) {
+        let _ = sock.send_to_addr(b"READY=1", &addr);
+    }
 }
 
 /// The log and its times file, as the writer holds them.

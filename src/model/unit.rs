@@ -44,10 +44,13 @@ pub fn agent_properties(plan: &SpawnPlan) -> Vec<Property> {
     let mut props = vec![
         ("Description", s(&plan.description)),
         ("Slice", s(AGENT_SLICE)),
-        // exec: the start job fails when the runner cannot be executed, instead of a unit that
-        // "started" and died at once (systemd.service(5)); where a command line goes through
-        // our `exec` launcher (see `exec::for_manager`), only the launcher's execution is known.
-        ("Type", s("exec")),
+        // The start job fails when the runner cannot be executed, instead of a unit that
+        // "started" and died at once (systemd.service(5)): `exec` when systemd runs the runner
+        // itself; `notify` when our log writer does, which says READY=1 once the runner's own
+        // exec has succeeded (its writer process, not the main one: `NotifyAccess=all`; the
+        // runner gets no notify socket). Where a command line goes through our `exec` launcher
+        // (see `exec::for_manager`), only the launcher's execution is known.
+        ("Type", s(if plan.log_tee_argv.is_some() { "notify" } else { "exec" })),
         // Exactly these words, nothing `$VAR`-expanded: the request's fields are on this argv.
         // `exec::for_manager` adapts it to a systemd that cannot keep it across a reload.
         ("ExecStartEx", {
@@ -67,6 +70,9 @@ pub fn agent_properties(plan: &SpawnPlan) -> Vec<Property> {
         ("StartLimitBurst", U32(START_LIMIT_BURST)),
         ("StartLimitIntervalUSec", U64(START_LIMIT_INTERVAL_USEC)),
     ];
+    if plan.log_tee_argv.is_some() {
+        props.push(("NotifyAccess", s("all")));
+    }
     props.extend(crate::model::limits::properties(&plan.limits));
     if let Some(argv) = &plan.record_exit_argv {
         // Ignore-failure: recording must never change how the unit ended.

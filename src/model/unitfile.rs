@@ -58,6 +58,7 @@ const TABLE: &[(&str, Section, &str, Kind)] = &[
     ("StartLimitIntervalUSec", Section::Unit, "StartLimitIntervalSec", Kind::Span),
     ("Slice", Section::Service, "Slice", Kind::Text),
     ("Type", Section::Service, "Type", Kind::Keyword),
+    ("NotifyAccess", Section::Service, "NotifyAccess", Kind::Keyword),
     ("ExecStart", Section::Service, "ExecStart", Kind::Exec),
     ("ExecStopPost", Section::Service, "ExecStopPost", Kind::Exec),
     ("ExecStartEx", Section::Service, "ExecStart", Kind::Exec),

@@ -24,7 +24,7 @@ fn spawn_creates_a_transient_unit_an_operator_can_inspect() {
     assert_eq!(unit, format!("agent-relay-managed-{session}.service"));
     assert_eq!(agent["state"], "alive");
 
-    assert_eq!(env.prop(unit, "Type"), "exec");
+    assert_eq!(env.prop(unit, "Type"), "notify");
     assert_eq!(env.prop(unit, "Slice"), "agent_relay.slice");
     assert_eq!(env.prop(unit, "KillMode"), "control-group");
     let extra = env.prop(unit, "LogExtraFields");

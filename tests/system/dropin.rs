@@ -62,8 +62,13 @@ fn a_reused_name_starts_clean() {
     assert_eq!(new["agent"]["sessionName"], session.as_str(), "the same name, reused");
     assert!(!info.exists(), "the previous run's runner info is reported as the new run's");
     assert_eq!(new["agent"]["tmuxSession"], session.as_str());
+    // The new run's log: its own start marker, none of the previous run's lines.
     let out = env.json(&["logs", &session, "-o", "json"], None);
-    assert_eq!(out["lines"], json!([]), "the previous run's lines shown as the new run's: {out}");
+    let lines = out["lines"].as_array().unwrap();
+    assert!(
+        lines.len() == 1 && lines[0].as_str().unwrap().starts_with("-- agent-relay-systemd: run started "),
+        "the previous run's lines shown as the new run's: {out}"
+    );
     // The previous run stays readable beside it.
     let kept = format!("{}.1", new["agent"]["logFile"].as_str().unwrap());
     assert!(std::fs::read_to_string(&kept).unwrap().contains("OLD RUN LINE"));

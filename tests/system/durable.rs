@@ -50,7 +50,7 @@ fn persist_spawn_installs_an_enabled_unit_file_with_no_secret_in_it() {
     assert_eq!(env.prop(&unit, "FragmentPath"), file.display().to_string());
     assert_eq!(env.prop(&unit, "UnitFileState"), "enabled");
     assert_eq!(env.prop(&unit, "Transient"), "no");
-    assert_eq!(env.prop(&unit, "Type"), "exec");
+    assert_eq!(env.prop(&unit, "Type"), "notify");
     assert_eq!(env.prop(&unit, "Slice"), "agent_relay.slice");
     assert_eq!(mode(&file), 0o644);
     let text = std::fs::read_to_string(&file).unwrap();
@@ -308,7 +308,11 @@ fn a_durable_unit_reads_back_like_the_transient_unit_of_the_same_request() {
     let (te, de) = (exec(&t), exec(&d));
     // Only the agent ids (random) differ in argv.
     let id = |s: &str| s.split_whitespace().skip_while(|w| *w != "--agent-id").nth(1).unwrap_or("").to_string();
-    assert_eq!(te.replace(&id(&te), "AID"), de.replace(&id(&de), "AID"));
+    // And the log writer's times file, named by each one's session.
+    let times = |s: &str| s.split_whitespace().find(|w| w.starts_with("--times=")).unwrap_or("").to_string();
+    let same = |s: &str| s.replace(&id(s), "AID").replace(&times(s), "--times=T");
+    assert!(!times(&te).is_empty() && te.contains(" log-tee "), "{te}");
+    assert_eq!(same(&te), same(&de));
 }
 
 /// Runs and expects the conflict exit (4) with one line holding every `want`.

@@ -65,3 +65,5 @@ mod toolkit;
 mod toolkit2;
 // Resources per agent against /proc, list -o wide, top, status, list --all.
 mod toolkit3;
+// Logs over time: run markers, each line's time, --since, --follow with times, planted links.
+mod logtimes;

@@ -18,6 +18,19 @@ fn vm_rss(pid: u64) -> u64 {
     kb * 1024
 }
 
+/// The processes in the control group of `pid` (its lines of `/proc/PID/cgroup` the same).
+fn cgroup_mates(pid: u64) -> Vec<u64> {
+    let of = |p: &str| std::fs::read_to_string(format!("/proc/{p}/cgroup")).ok();
+    let Some(mine) = of(&pid.to_string()) else { return vec![] };
+    let mut mates: Vec<u64> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|p| of(&p.to_string()).as_deref() == Some(mine.as_str()))
+        .collect();
+    mates.sort();
+    mates
+}
+
 /// A runner that holds 64 MiB it has written to, then sleeps (extra arguments are ignored).
 fn hog(env: &Env) {
     let mut cfg: Value = serde_json::from_slice(&std::fs::read(&env.config).unwrap()).unwrap();
@@ -42,11 +55,20 @@ fn show_reports_the_memory_a_runner_holds_as_proc_does_and_says_where_from() {
     let source = r["source"].as_str().unwrap();
     assert!(["systemd", "proc", "mixed"].contains(&source), "{r}");
     assert!(ours >= 64 << 20, "ours {ours} < 64 MiB: {r}");
+    // The unit's processes: the runner and our log writer (which is not the runner's child).
+    let mates = cgroup_mates(pid);
+    assert_eq!(mates.len(), 2, "{mates:?}");
+    let writer = *mates.iter().find(|p| **p != pid).unwrap();
+    let comm = std::fs::read_to_string(format!("/proc/{writer}/comm")).unwrap();
+    assert_eq!(comm.trim(), "agent-relay-log");
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    assert!(!children.split_whitespace().any(|c| c == writer.to_string()), "the writer is the runner's child");
     if source == "proc" {
-        // The sum over the unit's processes: this one process, within what it allocates meanwhile.
+        // The sum over the unit's processes, within what they allocate meanwhile.
+        let proc_rss = proc_rss + vm_rss(writer);
         let diff = ours.abs_diff(proc_rss);
         assert!(diff < 4 << 20, "ours {ours} vs /proc VmRSS {proc_rss}: {r}");
-        assert_eq!(r["processes"], 1, "{r}");
+        assert_eq!(r["processes"], 2, "{r}");
     } else {
         // The cgroup's figure counts the page cache too: at least the process's.
         assert!(ours + (4 << 20) >= proc_rss, "ours {ours} vs /proc VmRSS {proc_rss}: {r}");

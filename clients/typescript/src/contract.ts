@@ -740,6 +740,11 @@ export interface LogLine {
    * The JSON contract's version.
    */
   schemaVersion: 2;
+  /**
+   * With `--timestamps`: when the line was written (ms since the epoch, to within 10 ms);
+   * `null` when the log has no time for it.
+   */
+  time?: number | null;
 }
 /**
  * The answer of `logs`.
@@ -756,6 +761,11 @@ export interface LogsAnswer {
    * The JSON contract's version.
    */
   schemaVersion: 2;
+  /**
+   * With `--timestamps`: when each of `lines` was written (ms since the epoch, to within
+   * 10 ms), `null` for a line the log has no time for (written before its writer timed it).
+   */
+  times?: (number | null)[] | null;
 }
 /**
  * What a reap did (or, with `--dry-run`, would do).

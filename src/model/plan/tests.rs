@@ -344,7 +344,8 @@ fn env_file_escapes_what_systemd_would_interpret() {
 fn unit_properties_carry_what_an_operator_checks() {
     let p = plan_for(r#"{"provider":"claude","cwd":"/x","lifecycle":"ephemeral"}"#);
     let props = agent_properties(&p);
-    assert_eq!(find(&props, "Type"), Some(&Value::Str("exec".into())));
+    assert_eq!(find(&props, "Type"), Some(&Value::Str("notify".into())));
+    assert_eq!(find(&props, "NotifyAccess"), Some(&Value::Str("all".into())));
     assert_eq!(find(&props, "Slice"), Some(&Value::Str("agent_relay.slice".into())));
     assert_eq!(find(&props, "KillMode"), Some(&Value::Str("control-group".into())));
     assert_eq!(find(&props, "Restart"), Some(&Value::Str("no".into())));
