@@ -41,7 +41,8 @@ const ENVIRONMENT: &[(&str, &str)] = &[
 
 const FILES: &[(&str, &str)] = &[
     ("~/.agent-relay/orchestrator.json", "The orchestrator config file (missing: defaults)."),
-    ("~/.agent-relay/logs/SESSION.log", "An agent's output (0600); logs reads it."),
+    ("~/.agent-relay/logs/SESSION.log", "An agent's output (0600), written by our log writer, a marker line at each run's start; logs reads it."),
+    ("~/.agent-relay/logs/SESSION.times", "When each part of that log was written (offset and ms per line, 0600); logs --since and --timestamps read it."),
     (
         "~/.agent-relay/runners/SESSION.json",
         "What the runner says about itself (its info file): its control URL, and its own tmux session and socket (tmuxSession, tmuxSocket), which terminal capture|send|resize use once checked.",

@@ -71,7 +71,8 @@ pub fn agent_properties(plan: &SpawnPlan) -> Vec<Property> {
         ("StartLimitIntervalUSec", U64(START_LIMIT_INTERVAL_USEC)),
     ];
     if plan.log_tee_argv.is_some() {
-        props.push(("NotifyAccess", s("all")));
+        let after_type = props.iter().position(|(n, _)| *n == "Type").map_or(props.len(), |i| i + 1);
+        props.insert(after_type, ("NotifyAccess", s("all")));
     }
     props.extend(crate::model::limits::properties(&plan.limits));
     if let Some(argv) = &plan.record_exit_argv {

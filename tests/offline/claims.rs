@@ -67,8 +67,12 @@ fn environment(unit: &str, key: &str) -> Option<String> {
     unit.lines().find_map(|l| l.strip_prefix(&format!("Environment={key}=")).map(str::to_string))
 }
 
+/// The runner's command line in a unit's `ExecStart=` (after our log writer's words).
 fn exec_start(unit: &str) -> String {
-    unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap_or_else(|| panic!("no ExecStart= in\n{unit}")).into()
+    let line =
+        unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap_or_else(|| panic!("no ExecStart= in\n{unit}"));
+    assert!(line.contains(" log-tee --times="), "{line}");
+    line.split_once(" -- ").map_or(line, |(_, runner)| runner).into()
 }
 
 #[test]
