@@ -148,6 +148,33 @@ pub fn units_ending_like(prefix: &str, provider: Option<&str>, unique: UniqueId<
     format!("{AGENT_UNIT_PREFIX}{prefix}-{provider}*-{}.service", unique_suffix(unique))
 }
 
+/// The length of the tail of an agent id we generate for a request with a spawn request id: the
+/// first characters of its unit's unique part (see [`id_tail_for`]).
+pub const ID_TAIL_LEN: usize = 8;
+
+/// The tail of the agent id we generate for the spawn request `rid`: the first [`ID_TAIL_LEN`]
+/// characters of its unit's unique part, so that the agent id names its unit (the seed's tail is
+/// 8 random hex digits; these are 8 hex digits too, one agent per request all the same).
+pub fn id_tail_for(rid: &str) -> String {
+    unique_suffix(UniqueId::SpawnRequest(rid))[..ID_TAIL_LEN].to_string()
+}
+
+/// The globs of the agent units a reference of unknown kind can name by their own unit name:
+/// the unit of a spawn request id, of an agent id (a request without a spawn request id), and of
+/// an agent id we generated (its tail the start of its unit's unique part). Matching them is the
+/// manager's work over unit names alone; each names at most a few units.
+pub fn units_named_by(reference: &str, prefix: &str) -> Vec<String> {
+    let mut globs: Vec<String> =
+        unique_suffixes_of(reference).iter().map(|t| format!("{AGENT_UNIT_PREFIX}{prefix}-*-{t}.service")).collect();
+    if let Some((_, tail)) = reference.rsplit_once('-') {
+        if tail.len() == ID_TAIL_LEN && tail.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            let rest = "?".repeat(UNIQUE_SUFFIX_LEN - ID_TAIL_LEN);
+            globs.push(format!("{AGENT_UNIT_PREFIX}{prefix}-*-{tail}{rest}.service"));
+        }
+    }
+    globs
+}
+
 /// The session name inside an agent unit name, when the unit is one of ours for `prefix`.
 pub fn session_of_unit<'a>(unit: &'a str, prefix: &str) -> Option<&'a str> {
     let session = unit.strip_prefix(AGENT_UNIT_PREFIX)?.strip_suffix(".service")?;
@@ -240,6 +267,19 @@ mod tests {
         // A spawn request id and an agent id spelled alike are different ids.
         assert_ne!(unique_suffix(rid("x-1")), unique_suffix(UniqueId::Agent("x-1")));
         assert_eq!(unique_suffixes_of("x-1"), [unique_suffix(rid("x-1")), unique_suffix(UniqueId::Agent("x-1"))]);
+    }
+
+    #[test]
+    fn a_generated_agent_id_names_its_unit() {
+        let unit = agent_unit_name(&session_name("ar", "claude", "x", rid("req-1")).unwrap());
+        let id = agent_id("box", "claude", "x", &id_tail_for("req-1"));
+        let globs = units_named_by(&id, "ar");
+        assert_eq!(globs.len(), 3, "{globs:?}");
+        let tail = &unit[unit.len() - ".service".len() - UNIQUE_SUFFIX_LEN..unit.len() - ".service".len()];
+        assert!(globs[2].ends_with(&format!("-{}????.service", &tail[..ID_TAIL_LEN])), "{globs:?} {unit}");
+        // A reference with no such tail: only the two unique parts.
+        assert_eq!(units_named_by("org/agent/7", "ar").len(), 2);
+        assert_eq!(units_named_by("x-ABCDEF12", "ar").len(), 2);
     }
 
     #[test]

@@ -268,9 +268,14 @@ pub fn plan(req: &SpawnRequest, inp: &PlanInputs<'_>) -> Result<SpawnPlan, crate
     let limits = crate::model::limits::resolve(req.limits.as_ref(), cfg.limits.as_ref())
         .map_err(crate::model::request::InvalidRequest)?;
     let label = effective_label(req, inp.now_ms);
-    let uuid8 = &inp.random_hex[..8.min(inp.random_hex.len())];
+    // The seed's agent id ends with 8 random hex digits; with a spawn request id, ours are the
+    // start of the unit's unique part, so that a lookup by agent id reads that unit alone.
+    let tail = match req.spawn_request_id.as_deref() {
+        Some(rid) => naming::id_tail_for(rid),
+        None => inp.random_hex[..8.min(inp.random_hex.len())].to_string(),
+    };
     let agent_id =
-        req.agent_id.clone().unwrap_or_else(|| naming::agent_id(&cfg.hostname, &req.provider, &label, uuid8));
+        req.agent_id.clone().unwrap_or_else(|| naming::agent_id(&cfg.hostname, &req.provider, &label, &tail));
     let unique = match req.spawn_request_id.as_deref() {
         Some(rid) => naming::UniqueId::SpawnRequest(rid),
         None => naming::UniqueId::Agent(&agent_id),

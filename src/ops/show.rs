@@ -88,9 +88,14 @@ impl Supervisor {
     /// Loaded units first, then durable agents whose unit is not loaded. Two agents or more of
     /// the deciding kind are [`Error::Ambiguous`], listing their units: nothing is picked.
     ///
-    /// What it costs: a unit name, one unit's reads. An id, one listing of the agent units (the
-    /// manager's only index that holds every agent id: the description) and the reads of the few
-    /// units it names. A policy name, or nothing found: every row of that same listing, one read
+    /// What it costs: a unit name, one unit's reads. An id that names its unit (a spawn request
+    /// id; an agent id of a request without one; an agent id we generated, whose tail is the start
+    /// of its unit's unique part): a listing by those unit names, which the manager matches by
+    /// name and answers with those units alone, and their reads; the agents found there decide
+    /// (another agent given the same id by another request, as a `restart`'s successor is, is
+    /// then not looked for). Any other id: one listing of every agent unit (the manager's only
+    /// index that holds every agent id: the description) and the reads of the few units it names.
+    /// A policy name, or nothing found: every row of that same listing, one read
     /// (`LogExtraFields`) of every agent, and our unit directories (durable agents not loaded).
     pub(crate) async fn resolve(&self, reference: &str) -> Result<AgentRecord, Error> {
         if reference.is_empty() || reference.chars().any(char::is_control) {
@@ -102,6 +107,14 @@ impl Supervisor {
             if let Some(r) = self.record_of(unit).await? {
                 return Ok(r);
             }
+        }
+        // An id that names its unit (a spawn request id; an agent id spawned without one, or one
+        // we generated): the manager matches unit names and the few units named are read.
+        let named = self.snapshots_of(self.mgr.list_units(&naming::units_named_by(reference, prefix)).await?).await?;
+        let by_name: Vec<AgentRecord> =
+            named.iter().filter_map(|s| to_record(s, &self.host.home)).filter(|r| is_id_of(r, reference)).collect();
+        if let Some(r) = only(reference, by_name)? {
+            return Ok(r);
         }
         // Every unit spawned under this id ends with the unique part derived from it, and every
         // agent's description ends with its agent id: the listing alone narrows what is read.

@@ -40,7 +40,16 @@ fn names_follow_the_seed() {
     let session = format!("ar-claude-fix-bug-{}", naming::unique_suffix(naming::UniqueId::SpawnRequest("req-000042")));
     assert_eq!(p.meta.session, session);
     assert_eq!(p.unit, format!("agent-relay-managed-{session}.service"));
-    assert_eq!(p.meta.agent_id, "box-local-claude-fix-bug-01234567");
+    // The seed's form, its 8 hex digits the start of the unit's unique part (not random).
+    assert_eq!(
+        p.meta.agent_id,
+        format!(
+            "box-local-claude-fix-bug-{}",
+            &naming::unique_suffix(naming::UniqueId::SpawnRequest("req-000042"))[..8]
+        )
+    );
+    let no_rid = plan_for(r#"{"provider":"claude","cwd":"/x","label":"Fix Bug"}"#);
+    assert_eq!(no_rid.meta.agent_id, "box-local-claude-fix-bug-01234567");
     assert_eq!(p.agent_dir, PathBuf::from(format!("/run/user/0/agent-relay-systemd/agents/{session}.89abcdef")));
 }
 
