@@ -463,7 +463,24 @@ fn watch(cli: &Cli, queue: u32, give_up_after: f64) -> Result<(), Error> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<ops::watch::WatchEvent>(queue as usize);
         let writer = std::thread::spawn(move || {
             let mut out = std::io::stdout().lock();
-            while let Some(ev) = rx.blocking_recv() {
+            let mut trimmed = std::time::Instant::now();
+            loop {
+                // Idle (nothing queued): what a burst of events freed goes back to the system,
+                // at most once a second, so that following many agents keeps a low peak.
+                let ev = match rx.try_recv() {
+                    Ok(ev) => ev,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
+                        if trimmed.elapsed() >= Duration::from_secs(1) {
+                            crate::io::host::release_free_memory();
+                            trimmed = std::time::Instant::now();
+                        }
+                        match rx.blocking_recv() {
+                            Some(ev) => ev,
+                            None => return,
+                        }
+                    }
+                };
                 let line = if json {
                     serde_json::to_string(&ev).expect("events serialize")
                 } else {

@@ -10,6 +10,7 @@ pub mod cgroup_procs;
 pub mod config_file;
 pub mod exit_store;
 pub mod files;
+#[allow(unsafe_code)]
 pub mod host;
 pub(crate) mod log_file;
 #[allow(unsafe_code)]
