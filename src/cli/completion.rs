@@ -4,18 +4,19 @@
 
 use std::time::Duration;
 
-use crate::cli::args::{Cli, NameKind};
+use crate::cli::args::NameKind;
 use crate::error::Error;
+use crate::io::host::HostEnv;
+use crate::model::config::Config;
 use crate::ops::Supervisor;
 
 /// The whole answer is bounded by this (the manager, the unit listing, the guests).
 const NAMES_BOUND: Duration = Duration::from_secs(2);
 
-/// Session names and spawn request ids of agents, guest names, or both; sorted, unique.
-pub async fn names(cli: &Cli, kind: NameKind) -> Result<Vec<String>, Error> {
+/// Session names and spawn request ids of agents, guest names, or both; sorted, unique. `cfg`
+/// and `host` are what every verb starts from; the bound is ours.
+pub async fn names(cfg: Config, host: HostEnv, kind: NameKind) -> Result<Vec<String>, Error> {
     let work = async {
-        // The config and environment every verb starts from; the bound is ours.
-        let (cfg, host, _) = super::verbs::setup(cli)?;
         let sup = Supervisor::connect(cfg, host, NAMES_BOUND).await?;
         let mut out = Vec::new();
         if matches!(kind, NameKind::Agents | NameKind::Terminals) {

@@ -119,7 +119,9 @@ pub(super) fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         Command::Doctor => doctor(cli),
         Command::CompleteNames { kind } => {
             // A completion must never print an error or wait: at most 2 s, nothing on failure.
-            let names = block_on(super::completion::names(cli, *kind)).unwrap_or_default();
+            let names = setup(cli)
+                .and_then(|(cfg, host, _)| block_on(super::completion::names(cfg, host, *kind)))
+                .unwrap_or_default();
             let mut out = std::io::stdout().lock();
             let _ = out.write_all(names.join("\n").as_bytes()).and_then(|_| out.write_all(b"\n"));
             Ok(ExitCode::SUCCESS)
@@ -207,7 +209,7 @@ fn config_inputs<'a>(host: &'a HostEnv, var: &'a dyn Fn(&str) -> Option<String>)
 }
 
 /// The environment, the config and the call bound every verb starts from.
-pub(super) fn setup(cli: &Cli) -> Result<(Config, HostEnv, Duration), Error> {
+fn setup(cli: &Cli) -> Result<(Config, HostEnv, Duration), Error> {
     let host = HostEnv::from_process();
     let var = |k: &str| std::env::var(k).ok();
     let cfg = config_file::load(cli.global.config.as_deref(), &config_inputs(&host, &var))?;

@@ -381,7 +381,10 @@ fn agents_of_one_tmux_prefix_are_invisible_to_another() {
     let b_req = env.request(json!({"spawnRequestId": "iso-shared"})).to_string();
     let b_shared = json_of(b(), &["spawn", "-o", "json"], Some(&b_req));
     assert_eq!(b_shared["created"], true, "{b_shared}");
-    assert_ne!(b_shared["agent"]["agentId"], a_shared["agentId"]);
+    assert_ne!(b_shared["agent"]["systemdUnit"], a_shared["systemdUnit"]);
+    // (Its generated agent id is A's: it is made of the host, provider, label and spawn request
+    // id, and B finds it among its own units only.)
+    assert_eq!(b_shared["agent"]["agentId"], a_shared["agentId"]);
     assert!(b_shared["agent"]["sessionName"].as_str().unwrap().starts_with("teamb-"), "{b_shared}");
 
     // list: each prefix its own.
