@@ -135,10 +135,10 @@ pub fn find(dir: &Path, prefix: &str, reference: &str) -> Option<ExitRecord> {
         }
     }
     // A session name ends with the unique part derived from its spawn request id (else from its
-    // agent id): read those sessions first, not every session's records for each lookup.
-    let tags = crate::model::naming::unique_suffixes_of(reference).map(|t| format!("-{t}"));
+    // agent id), which an agent id we generated begins with: read those sessions first, not
+    // every session's records for each lookup.
     let (near, far): (Vec<String>, Vec<String>) =
-        sessions.into_iter().partition(|s| tags.iter().any(|t| s.ends_with(t)));
+        sessions.into_iter().partition(|s| crate::model::naming::session_named_by(s, reference));
     newest_of(dir, &near, reference).or_else(|| newest_of(dir, &far, reference))
 }
 

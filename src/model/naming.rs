@@ -175,6 +175,22 @@ pub fn units_named_by(reference: &str, prefix: &str) -> Vec<String> {
     globs
 }
 
+/// Whether `session` may be the session of the agent `reference` names by its unit's name (see
+/// [`units_named_by`]): it ends with the unique part of the reference as a spawn request id or
+/// as an agent id, or with a unique part that begins with the tail of an agent id we generated.
+pub fn session_named_by(session: &str, reference: &str) -> bool {
+    let Some((_, unique)) = session.rsplit_once('-') else { return false };
+    if unique_suffixes_of(reference).iter().any(|t| t == unique) {
+        return true;
+    }
+    reference.rsplit_once('-').is_some_and(|(_, tail)| {
+        tail.len() == ID_TAIL_LEN
+            && tail.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && unique.len() == UNIQUE_SUFFIX_LEN
+            && unique.starts_with(tail)
+    })
+}
+
 /// The session name inside an agent unit name, when the unit is one of ours for `prefix`.
 pub fn session_of_unit<'a>(unit: &'a str, prefix: &str) -> Option<&'a str> {
     let session = unit.strip_prefix(AGENT_UNIT_PREFIX)?.strip_suffix(".service")?;
@@ -277,6 +293,9 @@ mod tests {
         assert_eq!(globs.len(), 3, "{globs:?}");
         let tail = &unit[unit.len() - ".service".len() - UNIQUE_SUFFIX_LEN..unit.len() - ".service".len()];
         assert!(globs[2].ends_with(&format!("-{}????.service", &tail[..ID_TAIL_LEN])), "{globs:?} {unit}");
+        let session = unit.strip_prefix(AGENT_UNIT_PREFIX).unwrap().strip_suffix(".service").unwrap();
+        assert!(session_named_by(session, &id) && session_named_by(session, "req-1"));
+        assert!(!session_named_by(session, "req-2") && !session_named_by(session, "box-claude-x-00000000"));
         // A reference with no such tail: only the two unique parts.
         assert_eq!(units_named_by("org/agent/7", "ar").len(), 2);
         assert_eq!(units_named_by("x-ABCDEF12", "ar").len(), 2);
