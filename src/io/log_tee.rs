@@ -47,33 +47,33 @@ pub fn exec_teed(log: OwnedFd, times: &Path, argv: &[OsString], env: &[(String, 
     runner.arg0(program).args(args).envs(env.iter().map(|(k, v)| (k, v))).env_remove("NOTIFY_SOCKET");
     let pipes = nix::unistd::pipe2(OFlag::O_CLOEXEC).and_then(|o| Ok((o, nix::unistd::pipe2(OFlag::O_CLOEXEC)?)));
     let Ok(((read_end, write_end), (status_read, status_write))) = pipes else {
-        // No pipe: the runner writes to the log itself, untimed, rather than not run.
-        let (out, err) = match (writer.log.try_clone(), writer.log.try_clone()) {
-            (Ok(o), Ok(e)) => (o, e),
-            (Err(e), _) | (_, Err(e)) => return e,
-        };
-        notify_ready(notify.as_deref());
-        return runner.stdout(Stdio::from(out)).stderr(Stdio::from(err)).exec();
+        return exec_direct(runner, writer, notify.as_deref());
     };
     // The writer is forked twice, so that it is not the runner's child (a runner that waits for
     // all its children would wait for it): the user manager, a subreaper, adopts it.
     // SAFETY: this process has one thread (the verb runs before any runtime or thread starts),
     // so the children may run any code; they only fork, read, write, send and exit.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            if let Ok(ForkResult::Child) = unsafe { fork() } {
+    let started = match unsafe { fork() } {
+        Ok(ForkResult::Child) => match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
                 drop((write_end, status_write));
                 if exec_succeeded(status_read) {
                     notify_ready(notify.as_deref());
                 }
                 writer.drain(read_end);
+                std::process::exit(0);
             }
-            std::process::exit(0);
-        }
+            Ok(ForkResult::Parent { .. }) => std::process::exit(0),
+            Err(_) => std::process::exit(1),
+        },
         Ok(ForkResult::Parent { child }) => {
-            let _ = nix::sys::wait::waitpid(child, None);
+            matches!(nix::sys::wait::waitpid(child, None), Ok(nix::sys::wait::WaitStatus::Exited(_, 0)))
         }
-        Err(e) => return std::io::Error::from(e),
+        Err(_) => false,
+    };
+    if !started {
+        // No writer (no process to spare: a low TasksMax): the runner runs all the same.
+        return exec_direct(runner, writer, notify.as_deref());
     }
     drop((read_end, status_read, writer));
     let err_end = match write_end.try_clone() {
@@ -83,6 +83,18 @@ pub fn exec_teed(log: OwnedFd, times: &Path, argv: &[OsString], env: &[(String, 
     let e = runner.stdout(Stdio::from(write_end)).stderr(Stdio::from(err_end)).exec();
     let _ = nix::unistd::write(status_write.as_fd(), b"x");
     e
+}
+
+/// The runner with its output straight to the log, untimed (when no writer could be started),
+/// ready as it is executed.
+fn exec_direct(mut runner: Command, writer: Writer, notify: Option<&std::ffi::OsStr>) -> std::io::Error {
+    let (out, err) = match (writer.log.try_clone(), writer.log.try_clone()) {
+        (Ok(o), Ok(e)) => (o, e),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    drop(writer);
+    notify_ready(notify);
+    runner.stdout(Stdio::from(out)).stderr(Stdio::from(err)).exec()
 }
 
 /// Whether the runner's exec succeeded: the status pipe, close-on-exec, closed without a word.

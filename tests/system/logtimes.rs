@@ -133,3 +133,21 @@ fn a_times_file_planted_as_a_link_between_runs_is_not_followed() {
     assert!(err.contains("has no times") && err.trim().lines().count() == 1, "{err}");
     env.run(&["stop", "lk-000001"], None);
 }
+
+#[test]
+fn a_unit_with_no_task_to_spare_for_the_writer_still_runs_its_runner() {
+    let env = Env::new();
+    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&env.config).unwrap()).unwrap();
+    cfg["runnerCommand"] = json!(["/bin/sh", "-c", "echo alone; exec sleep 60"]);
+    std::fs::write(&env.config, cfg.to_string()).unwrap();
+    // TasksMax=1: where the manager enforces it, our writer cannot be forked; the runner runs,
+    // its output straight to the log (untimed), and the spawn succeeds all the same.
+    let req = env.request(json!({"label": "solo", "spawnRequestId": "solo-000001", "limits": {"tasksMax": 1}}));
+    let agent = env.spawn(&req)["agent"].clone();
+    assert_eq!(agent["state"], "alive", "{agent}");
+    let log = agent["logFile"].as_str().unwrap().to_string();
+    let said = || std::fs::read_to_string(&log).is_ok_and(|t| t.starts_with(MARKER) && t.contains("alone\n"));
+    assert!(wait_until(Duration::from_secs(10), said), "{:?}", std::fs::read_to_string(&log));
+    assert_eq!(env.prop(agent["systemdUnit"].as_str().unwrap(), "TasksMax"), "1");
+    env.run(&["stop", "solo-000001"], None);
+}
