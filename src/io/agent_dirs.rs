@@ -168,17 +168,7 @@ pub fn write_start_files(plan: &SpawnPlan, env_text: &str, replay: bool) -> Resu
     for dir in [plan.log_file.parent(), plan.runner_info_file.parent()].into_iter().flatten() {
         files::private_dir(dir)?;
     }
-    open_log(&plan.log_file).map(drop).map_err(Error::io("creating log file (not through a symlink)", &plan.log_file))
-}
-
-/// The agent's log file, opened for appending (created 0600), never through a link at its name.
-pub fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(path)
+    files::create_log(&plan.log_file)
 }
 
 /// A new 0600 file at `path`, by a temporary file renamed over it (a link at `path` is

@@ -192,13 +192,8 @@ pub fn write_spawn_files(plan: &SpawnPlan) -> Result<SpawnFiles, Error> {
 }
 
 /// The agent's log file, 0600, opened for appending and never through a link at its name.
-fn create_log(path: &Path) -> Result<(), Error> {
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(OFlag::O_NOFOLLOW.bits())
-        .open(path)
+pub fn create_log(path: &Path) -> Result<(), Error> {
+    crate::io::nofollow::open_appending(path)
         .map(drop)
         .map_err(Error::io("creating log file (not through a symlink)", path))
 }

@@ -3,7 +3,7 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use crate::io::files::open_regular;
+use crate::io::nofollow::{open_regular, open_regular_as};
 use crate::model::logtext::{log_lines, MAX_TAIL_BYTES};
 use crate::model::logtimes::{self, PlacedLine, Times};
 
@@ -114,17 +114,9 @@ mod tests {
 /// a first line saying how much went. A regular file only (a link is not followed). The runner
 /// appends (`O_APPEND`): its next lines go after what is kept. `Ok(false)`: nothing to cut.
 pub fn cap(path: &Path, max: u64) -> std::io::Result<bool> {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
-        .open(path)?;
-    let meta = f.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let len = meta.len();
+    use std::os::unix::fs::FileExt;
+    let f = open_regular_as(path, std::fs::OpenOptions::new().read(true).write(true))?;
+    let len = f.metadata()?.len();
     if len <= max {
         return Ok(false);
     }
@@ -145,21 +137,14 @@ pub fn cap(path: &Path, max: u64) -> std::io::Result<bool> {
 /// The times of a log whose first `cut` bytes were replaced by `note_len` bytes, moved with it.
 /// Rewritten in place (the log's writer appends to the same file on); no file, nothing to do.
 fn cut_times(log: &Path, cut: u64, note_len: u64) -> std::io::Result<()> {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::os::unix::fs::FileExt;
     let path = logtimes::times_file(log);
     let (times, _) = read_times(log, 0)?;
-    let f = match std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
-        .open(&path)
-    {
+    let f = match open_regular_as(&path, std::fs::OpenOptions::new().write(true)) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    if !f.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
     f.set_len(0)?;
     f.write_all_at(times.after_cut(cut, note_len).render().as_bytes(), 0)
 }

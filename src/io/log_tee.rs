@@ -13,7 +13,6 @@
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -22,6 +21,7 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::unistd::{fork, ForkResult};
 
+use crate::io::host::now_ms;
 use crate::model::logtimes;
 
 /// What is read from the pipe at once.
@@ -136,7 +136,7 @@ impl Writer {
     fn new(log: OwnedFd, times_path: &Path) -> Writer {
         let log_is_file =
             nix::sys::stat::fstat(log.as_fd()).is_ok_and(|s| (s.st_mode & nix::libc::S_IFMT) == nix::libc::S_IFREG);
-        let times = if log_is_file { open_times(times_path).ok() } else { None };
+        let times = if log_is_file { crate::io::nofollow::open_appending(times_path).ok() } else { None };
         Writer { log, times, last_ms: None }
     }
 
@@ -178,22 +178,4 @@ impl Writer {
             }
         }
     }
-}
-
-/// The times file, appended to; created 0600; never through a link; a regular file only.
-fn open_times(path: &Path) -> std::io::Result<std::fs::File> {
-    let f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
-        .open(path)?;
-    if !f.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    Ok(f)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

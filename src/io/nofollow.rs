@@ -23,12 +23,23 @@ pub fn remove_idle_lock(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Opens `path` for reading if it is a regular file: not through a link at its last component
-/// (`O_NOFOLLOW`), never blocking on a FIFO or device (`O_NONBLOCK`), checked with `fstat` on
-/// what was opened. The error says what the path is instead.
+/// Opens `path` for reading if it is a regular file: see [`open_regular_as`].
 pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
+    open_regular_as(path, std::fs::OpenOptions::new().read(true))
+}
+
+/// Opens `path` for appending, created 0600 when missing, if it is a regular file (see
+/// [`open_regular_as`]): an agent's log, its times.
+pub fn open_appending(path: &Path) -> std::io::Result<std::fs::File> {
+    open_regular_as(path, std::fs::OpenOptions::new().append(true).create(true).mode(0o600))
+}
+
+/// Opens `path` as `how` says (read, write, append, create) if it is a regular file: not through
+/// a link at its last component (`O_NOFOLLOW`), never blocking on a FIFO or device
+/// (`O_NONBLOCK`), checked with `fstat` on what was opened. The error says what the path is
+/// instead.
+pub fn open_regular_as(path: &Path, how: &mut std::fs::OpenOptions) -> std::io::Result<std::fs::File> {
+    let f = how
         .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
         .open(path)
         .map_err(explain)?;
@@ -52,15 +63,7 @@ pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
 
 /// Truncates `path` to nothing if it is a regular file (not through a link, never blocking).
 pub fn empty_regular(path: &Path) -> std::io::Result<()> {
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
-        .open(path)
-        .map_err(explain)?;
-    if !f.metadata()?.file_type().is_file() {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
-    }
-    f.set_len(0)
+    open_regular_as(path, std::fs::OpenOptions::new().write(true))?.set_len(0)
 }
 
 /// A regular file of at most `max` bytes, read whole (see [`open_regular`]).

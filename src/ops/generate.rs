@@ -336,7 +336,7 @@ pub fn prepare(ctx: &Context, name: &str, digest: &str) -> Result<(), Error> {
             unit.source.display()
         ));
         // Also where `logs` and `diagnose` look (stderr goes to the journal, which may not run).
-        if let Ok(mut log) = agent_dirs::open_log(&plan.log_file) {
+        if let Ok(mut log) = crate::io::nofollow::open_appending(&plan.log_file) {
             let _ = std::io::Write::write_all(&mut log, format!("agent-relay-systemd prepare-agent: {e}\n").as_bytes());
         }
         return Err(e);
@@ -358,7 +358,7 @@ pub fn run_agent(env_file: &Path, log_file: &Path, argv: &[String]) -> Error {
     let Some(program) = argv.first() else {
         return Error::Argument("run-agent: no command after --".into());
     };
-    let log = match agent_dirs::open_log(log_file) {
+    let log = match crate::io::nofollow::open_appending(log_file) {
         Ok(f) => f,
         Err(e) => {
             return Error::Io { op: "opening the log file (not through a symlink)", path: log_file.into(), source: e }
