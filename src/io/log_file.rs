@@ -11,32 +11,37 @@ use crate::model::logtimes::{self, PlacedLine, Times};
 /// runner's to replace: only a regular file is read (not a link, FIFO or device, which would
 /// never end or never answer).
 pub fn tail_file(path: &Path, n: usize, raw: bool) -> std::io::Result<(Vec<String>, u64)> {
-    let mut f = open_regular(path)?;
-    let len = f.metadata()?.len();
-    let start = len.saturating_sub(MAX_TAIL_BYTES);
-    f.seek(SeekFrom::Start(start))?;
-    let mut buf = Vec::with_capacity((len - start) as usize);
-    f.take(MAX_TAIL_BYTES).read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf);
-    // A cut in the middle of a line leaves a fragment: drop it.
-    let text = if start > 0 { text.split_once('\n').map(|(_, rest)| rest).unwrap_or("") } else { &text };
-    let lines = log_lines(text, raw);
+    let (buf, _, len) = newest_part(path)?;
+    let lines = log_lines(&String::from_utf8_lossy(&buf), raw);
     let skip = lines.len().saturating_sub(n);
     Ok((lines[skip..].to_vec(), len))
 }
 
-/// The newest part of a log (at most [`MAX_TAIL_BYTES`]), from a line start, as lines with
-/// their offsets; and the log's length. A regular file only, as [`tail_file`].
+/// The newest part of a log as lines with their offsets, and the log's length (as [`tail_file`]).
 pub fn tail_placed(path: &Path, raw: bool) -> std::io::Result<(Vec<PlacedLine>, u64)> {
+    let (buf, at, len) = newest_part(path)?;
+    Ok((logtimes::placed_lines(&buf, at, raw, true), len))
+}
+
+/// The newest part of a log, at most [`MAX_TAIL_BYTES`], from its first whole line (a cut in the
+/// middle of a line leaves a fragment: it goes): the bytes, the offset they start at, the log's
+/// length. A regular file only.
+fn newest_part(path: &Path) -> std::io::Result<(Vec<u8>, u64, u64)> {
     let mut f = open_regular(path)?;
     let len = f.metadata()?.len();
     let start = len.saturating_sub(MAX_TAIL_BYTES);
-    f.seek(SeekFrom::Start(start))?;
-    let mut buf = Vec::with_capacity((len - start) as usize);
-    f.take(MAX_TAIL_BYTES).read_to_end(&mut buf)?;
-    // A cut in the middle of a line leaves a fragment: drop it.
+    let mut buf = read_at(&mut f, start, MAX_TAIL_BYTES)?;
     let skip = if start > 0 { buf.iter().position(|b| *b == b'\n').map_or(buf.len(), |i| i + 1) } else { 0 };
-    Ok((logtimes::placed_lines(&buf[skip..], start + skip as u64, raw, true), len))
+    buf.drain(..skip);
+    Ok((buf, start + skip as u64, len))
+}
+
+/// At most `max` bytes of `f` from byte `start`.
+fn read_at(f: &mut std::fs::File, start: u64, max: u64) -> std::io::Result<Vec<u8>> {
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::new();
+    f.take(max).read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 /// The times of a log (its times file beside it; its newest [`logtimes::MAX_TIMES_BYTES`]),
@@ -55,9 +60,7 @@ pub fn read_times(log: &Path, from: u64) -> std::io::Result<(Times, u64)> {
     if start >= len {
         return Ok((Times::default(), len));
     }
-    f.seek(SeekFrom::Start(start))?;
-    let mut buf = Vec::new();
-    f.take(logtimes::MAX_TIMES_BYTES).read_to_end(&mut buf)?;
+    let buf = read_at(&mut f, start, logtimes::MAX_TIMES_BYTES)?;
     // Only whole entries: a first line cut by the bound, a last one still being written, go.
     let mut body: &[u8] = &buf;
     if start > from {
@@ -80,10 +83,7 @@ pub fn read_from(path: &Path, offset: u64) -> std::io::Result<(Vec<u8>, u64)> {
     if len <= offset {
         return Ok((Vec::new(), len));
     }
-    f.seek(SeekFrom::Start(offset))?;
-    let mut buf = Vec::new();
-    f.take(MAX_TAIL_BYTES).read_to_end(&mut buf)?;
-    Ok((buf, len))
+    Ok((read_at(&mut f, offset, MAX_TAIL_BYTES)?, len))
 }
 
 #[cfg(test)]

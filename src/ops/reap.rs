@@ -270,16 +270,11 @@ impl Supervisor {
             Action::CapLog(p) => {
                 crate::io::log_file::cap(p, self.config.log_max_bytes).map(drop).map_err(Error::io("cutting log", p))
             }
-            Action::RemoveRunnerInfo(p)
-            | Action::PruneExitRecord(p)
-            | Action::RemoveGuestLaunchFile(p)
-            | Action::RemoveLog(p) => {
-                if matches!(a, Action::RemoveLog(_)) {
-                    // The log's times go with it.
-                    remove_file_entry(&crate::model::logtimes::times_file(p))?;
-                }
+            Action::RemoveRunnerInfo(p) | Action::PruneExitRecord(p) | Action::RemoveGuestLaunchFile(p) => {
                 remove_file_entry(p)
             }
+            // The log's times go with it.
+            Action::RemoveLog(p) => remove_file_entry(&crate::model::logtimes::times_file(p)).and(remove_file_entry(p)),
             Action::RemoveRequestLock(p) => crate::io::files::remove_idle_lock(p).map_err(Error::io("removing", p)),
             Action::ResetFailedUnit(u) => self.manager().reset_failed(u).await,
             Action::EndGuestServer(name) => {
