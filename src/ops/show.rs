@@ -110,24 +110,18 @@ impl Supervisor {
         }
         // An id that names its unit (a spawn request id; an agent id spawned without one, or one
         // we generated): the manager matches unit names and the few units named are read.
-        let named = self.snapshots_of(self.mgr.list_units(&naming::units_named_by(reference, prefix)).await?).await?;
-        let by_name: Vec<AgentRecord> =
-            named.iter().filter_map(|s| to_record(s, &self.host.home)).filter(|r| is_id_of(r, reference)).collect();
-        if let Some(r) = only(reference, by_name)? {
+        let named = self.mgr.list_units(&naming::units_named_by(reference, prefix)).await?;
+        let read: Vec<String> = named.iter().map(|l| l.unit.clone()).collect();
+        if let Some(r) = only(reference, self.having_id(named, reference).await?)? {
             return Ok(r);
         }
-        // Every unit spawned under this id ends with the unique part derived from it, and every
-        // agent's description ends with its agent id: the listing alone narrows what is read.
-        let tags = naming::unique_suffixes_of(reference).map(|t| format!("-{t}.service"));
+        // Every agent's description ends with its agent id: the listing alone narrows what is
+        // read (not again the units just read by name).
         let listing = self.mgr.listing(&[naming::agent_unit_pattern(prefix)]).await?;
-        let near = self
-            .snapshots_of(listing.rows(|unit, description| {
-                tags.iter().any(|t| unit.ends_with(t)) || plan::description_may_name(description, reference)
-            })?)
-            .await?;
-        let by_id: Vec<AgentRecord> =
-            near.iter().filter_map(|s| to_record(s, &self.host.home)).filter(|r| is_id_of(r, reference)).collect();
-        if let Some(r) = only(reference, by_id)? {
+        let near = listing.rows(|unit, description| {
+            plan::description_may_name(description, reference) && !read.iter().any(|u| u == unit)
+        })?;
+        if let Some(r) = only(reference, self.having_id(near, reference).await?)? {
             return Ok(r);
         }
         let unloaded = self.unloaded_durable_agents().await?;
@@ -150,6 +144,12 @@ impl Supervisor {
             });
         }
         Err(Error::NotFound { reference: reference.to_string() })
+    }
+
+    /// The records of the listed agents that have `reference` as agent id or spawn request id.
+    async fn having_id(&self, units: Vec<Listed>, reference: &str) -> Result<Vec<AgentRecord>, Error> {
+        let snaps = self.snapshots_of(units).await?;
+        Ok(snaps.iter().filter_map(|s| to_record(s, &self.host.home)).filter(|r| is_id_of(r, reference)).collect())
     }
 
     /// The records of the listed agents whose policy name is `policy`: their metadata alone is
