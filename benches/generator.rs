@@ -12,6 +12,10 @@
 //! `TMPDIR` on a tmpfs puts the private manager's runtime directory (and so the generator's
 //! output) on a tmpfs, as `/run/user/UID` is on a real host.
 
+#[allow(dead_code)] // the clean environment alone
+#[path = "common/commands.rs"]
+mod commands;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -79,8 +83,8 @@ fn main() {
     }
     let with_env = |program: &Path| {
         let mut c = Command::new(program);
-        c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("HOME", root.join("home"));
-        c.envs(mgr.env()).env("AGENT_RELAY_ORCHESTRATOR_CONFIG", root.join("home/orchestrator.json"));
+        commands::env(&mut c, &root.join("home"), &mgr);
+        c.env("AGENT_RELAY_ORCHESTRATOR_CONFIG", root.join("home/orchestrator.json"));
         c
     };
     let reload = || timed(with_env(Path::new("systemctl")).args(["--user", "daemon-reload"]));

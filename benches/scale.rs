@@ -33,14 +33,20 @@
 //! The admission gate is opened wide in the config (`maxConcurrentSpawns` 64,
 //! `spawnMaxLoadPerCpu` 1000): the measurement is of spawning, not of waiting for a slot.
 
+#[path = "common/commands.rs"]
+mod commands;
 #[path = "common/floor.rs"]
 mod floor;
+#[path = "../tests/util/parallel.rs"]
+mod parallel;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parallel::parallel;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,23 +98,12 @@ impl Bench {
         let _ = self.systemctl(&["reset-failed"]).stdout(Stdio::null()).status();
     }
 
-    fn env(&self, c: &mut Command) {
-        c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("HOME", &self.home);
-        c.envs(self.mgr.env());
-    }
-
     fn cli(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.bin);
-        self.env(&mut c);
-        c.arg("--config").arg(&self.config).args(args);
-        c
+        commands::cli(&self.bin, &self.config, &self.home, &self.mgr, args)
     }
 
     fn systemctl(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("systemctl");
-        self.env(&mut c);
-        c.arg("--user").args(args);
-        c
+        commands::systemctl(&self.home, &self.mgr, args)
     }
 
     /// One CLI spawn with a fresh spawn request id: its latency and the agent.
@@ -194,29 +189,6 @@ fn quantile(samples: &[Duration], p: f64) -> f64 {
 
 fn median(samples: &[Duration]) -> f64 {
     quantile(samples, 0.5)
-}
-
-/// Runs `f` over `items` on `workers` threads, each taking the next item when done with one;
-/// results in item order.
-fn parallel<T: Sync, R: Send>(items: &[T], workers: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let next = AtomicUsize::new(0);
-    let mut out: Vec<(usize, R)> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(item) = items.get(i) else { return mine };
-                        mine.push((i, f(item)));
-                    }
-                })
-            })
-            .collect();
-        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    });
-    out.sort_by_key(|(i, _)| *i);
-    out.into_iter().map(|(_, r)| r).collect()
 }
 
 fn load_average() -> String {

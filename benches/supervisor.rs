@@ -20,6 +20,8 @@
 //! are reported with the others but decide nothing: absolute times depend on the machine and its
 //! load, ratios within one run do not. None of this runs under `cargo test`.
 
+#[path = "common/commands.rs"]
+mod commands;
 #[path = "common/floor.rs"]
 mod floor;
 
@@ -68,23 +70,12 @@ struct Bench {
 }
 
 impl Bench {
-    fn env(&self, c: &mut Command) {
-        c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("HOME", &self.home);
-        c.envs(self.mgr.env());
-    }
-
     fn cli(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.bin);
-        self.env(&mut c);
-        c.arg("--config").arg(&self.config).args(args);
-        c
+        commands::cli(&self.bin, &self.config, &self.home, &self.mgr, args)
     }
 
     fn systemctl(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("systemctl");
-        self.env(&mut c);
-        c.arg("--user").args(args);
-        c
+        commands::systemctl(&self.home, &self.mgr, args)
     }
 
     fn host(&self) -> HostEnv {
@@ -307,7 +298,7 @@ fn main() {
             let _ = b.systemctl(&["stop", &format!("{unit}.service")]).stderr(Stdio::null()).status();
             run_ok({
                 let mut c = Command::new("systemd-run");
-                b.env(&mut c);
+                commands::env(&mut c, &b.home, &b.mgr);
                 c.args(["--user", &format!("--unit={unit}"), "--collect", "-p", "KillMode=control-group"]);
                 c.args(["-p", &format!("StandardOutput=append:{log}"), "-p", &format!("StandardError=append:{log}")]);
                 c.arg(&b.runner).arg("claude");
