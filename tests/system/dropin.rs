@@ -54,9 +54,7 @@ fn a_reused_name_starts_clean() {
     assert!(info.exists(), "the stopped runner's info stays until something removes it");
 
     // The next run of the same name has a runner that writes neither info nor log lines.
-    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&env.config).unwrap()).unwrap();
-    cfg["runnerCommand"] = json!(["/bin/sh", "-c", "exec sleep 60"]);
-    std::fs::write(&env.config, cfg.to_string()).unwrap();
+    env.use_runner(&["/bin/sh", "-c", "exec sleep 60"]);
     let new = env.spawn(&env.request(json!({"spawnRequestId": "reuse-1"})));
     assert_eq!(new["created"], true, "{new}");
     assert_eq!(new["agent"]["sessionName"], session.as_str(), "the same name, reused");

@@ -11,15 +11,9 @@ const MARKER: &str = "-- agent-relay-systemd: run started ";
 /// A runner that prints `tick 0..3`, 300 ms apart, then exits 3 (a crash: a persistent agent is
 /// started again by systemd 2 s later).
 fn ticker(env: &Env) {
-    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&env.config).unwrap()).unwrap();
     let code =
         "import sys, time\nfor i in range(4):\n    print('tick', i, flush=True)\n    time.sleep(0.3)\nsys.exit(3)\n";
-    cfg["runnerCommand"] = json!(["/usr/bin/python3", "-c", code]);
-    std::fs::write(&env.config, cfg.to_string()).unwrap();
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    env.use_runner(&["/usr/bin/python3", "-c", code]);
 }
 
 #[test]
@@ -137,9 +131,7 @@ fn a_times_file_planted_as_a_link_between_runs_is_not_followed() {
 #[test]
 fn a_unit_with_no_task_to_spare_for_the_writer_still_runs_its_runner() {
     let env = Env::new();
-    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&env.config).unwrap()).unwrap();
-    cfg["runnerCommand"] = json!(["/bin/sh", "-c", "echo alone; exec sleep 60"]);
-    std::fs::write(&env.config, cfg.to_string()).unwrap();
+    env.use_runner(&["/bin/sh", "-c", "echo alone; exec sleep 60"]);
     // TasksMax=1: where the manager enforces it, our writer cannot be forked; the runner runs,
     // its output straight to the log (untimed), and the spawn succeeds all the same.
     let req = env.request(json!({"label": "solo", "spawnRequestId": "solo-000001", "limits": {"tasksMax": 1}}));

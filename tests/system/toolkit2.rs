@@ -56,9 +56,7 @@ fn spawn_wait_ready_returns_once_the_runner_info_is_written_and_times_out_withou
     assert!(took >= Duration::from_millis(1400), "took {took:?}");
 
     // A runner that never writes its info: exit 6 (kind timeout) after the bound, the agent stays.
-    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&env.config).unwrap()).unwrap();
-    cfg["runnerCommand"] = json!(["/bin/sh", "-c", "exec sleep 60"]);
-    std::fs::write(&env.config, cfg.to_string()).unwrap();
+    env.use_runner(&["/bin/sh", "-c", "exec sleep 60"]);
     let req = env.request(json!({"label": "mute", "spawnRequestId": "ready-000001"}));
     let started = std::time::Instant::now();
     let out = env.run_within(

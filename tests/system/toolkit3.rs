@@ -33,10 +33,8 @@ fn cgroup_mates(pid: u64) -> Vec<u64> {
 
 /// A runner that holds 64 MiB it has written to, then sleeps (extra arguments are ignored).
 fn hog(env: &Env) {
-    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&env.config).unwrap()).unwrap();
     let code = "import time\nb = bytearray(b'x' * (64 << 20))\nprint('ready', flush=True)\ntime.sleep(600)\n";
-    cfg["runnerCommand"] = json!(["/usr/bin/python3", "-c", code]);
-    std::fs::write(&env.config, cfg.to_string()).unwrap();
+    env.use_runner(&["/usr/bin/python3", "-c", code]);
 }
 
 #[test]

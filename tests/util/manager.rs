@@ -145,8 +145,13 @@ impl Env {
         let broken = self.home.join("broken-runner");
         std::fs::write(&broken, "#!/nonexistent/interpreter\n").unwrap();
         std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        self.use_runner(&[broken.to_str().unwrap()]);
+    }
+
+    /// Makes the config's `runnerCommand` `argv` (the request's provider arguments follow it).
+    pub fn use_runner(&self, argv: &[&str]) {
         let mut cfg: Value = serde_json::from_slice(&std::fs::read(&self.config).unwrap()).unwrap();
-        cfg["runnerCommand"] = serde_json::json!([broken]);
+        cfg["runnerCommand"] = serde_json::json!(argv);
         std::fs::write(&self.config, cfg.to_string()).unwrap();
     }
 
