@@ -477,10 +477,8 @@ fn watch(cli: &Cli, queue: u32, give_up_after: f64) -> Result<(), Error> {
                             crate::io::host::release_free_memory();
                             trimmed = std::time::Instant::now();
                         }
-                        match rx.blocking_recv() {
-                            Some(ev) => ev,
-                            None => return,
-                        }
+                        let Some(ev) = rx.blocking_recv() else { return };
+                        ev
                     }
                 };
                 let line = if json {

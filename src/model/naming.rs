@@ -166,13 +166,19 @@ pub fn id_tail_for(rid: &str) -> String {
 pub fn units_named_by(reference: &str, prefix: &str) -> Vec<String> {
     let mut globs: Vec<String> =
         unique_suffixes_of(reference).iter().map(|t| format!("{AGENT_UNIT_PREFIX}{prefix}-*-{t}.service")).collect();
-    if let Some((_, tail)) = reference.rsplit_once('-') {
-        if tail.len() == ID_TAIL_LEN && tail.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            let rest = "?".repeat(UNIQUE_SUFFIX_LEN - ID_TAIL_LEN);
-            globs.push(format!("{AGENT_UNIT_PREFIX}{prefix}-*-{tail}{rest}.service"));
-        }
+    if let Some(tail) = generated_tail(reference) {
+        let rest = "?".repeat(UNIQUE_SUFFIX_LEN - ID_TAIL_LEN);
+        globs.push(format!("{AGENT_UNIT_PREFIX}{prefix}-*-{tail}{rest}.service"));
     }
     globs
+}
+
+/// The tail of `reference` when it may be an agent id we generated: [`ID_TAIL_LEN`] lowercase
+/// hex digits after its last `-`.
+fn generated_tail(reference: &str) -> Option<&str> {
+    let (_, tail) = reference.rsplit_once('-')?;
+    let hex = tail.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (tail.len() == ID_TAIL_LEN && hex).then_some(tail)
 }
 
 /// Whether `session` may be the session of the agent `reference` names by its unit's name (see
@@ -183,12 +189,7 @@ pub fn session_named_by(session: &str, reference: &str) -> bool {
     if unique_suffixes_of(reference).iter().any(|t| t == unique) {
         return true;
     }
-    reference.rsplit_once('-').is_some_and(|(_, tail)| {
-        tail.len() == ID_TAIL_LEN
-            && tail.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            && unique.len() == UNIQUE_SUFFIX_LEN
-            && unique.starts_with(tail)
-    })
+    generated_tail(reference).is_some_and(|tail| unique.len() == UNIQUE_SUFFIX_LEN && unique.starts_with(tail))
 }
 
 /// The session name inside an agent unit name, when the unit is one of ours for `prefix`.
