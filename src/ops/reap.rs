@@ -73,6 +73,20 @@ fn typed_entries(dir: &Path) -> Vec<(String, PathBuf, std::fs::FileType)> {
         .unwrap_or_default()
 }
 
+/// The entries of `dir` that `keep` takes (by name and what each is itself), with their age, each
+/// owned by `owner(name)`.
+fn file_facts(
+    dir: &Path,
+    keep: impl Fn(&str, &std::fs::FileType) -> bool,
+    owner: impl Fn(&str) -> String,
+) -> Vec<FileFact> {
+    typed_entries(dir)
+        .into_iter()
+        .filter(|(n, _, t)| keep(n, t))
+        .filter_map(|(n, p, _)| Some(FileFact { mtime_ms: mtime_ms(&p)?, owner: owner(&n), path: p }))
+        .collect()
+}
+
 /// A file of ours that may be removed by name: a regular file, or a link put in its place (the
 /// link itself goes, never its target).
 fn removable_file(t: &std::fs::FileType) -> bool {
@@ -188,13 +202,11 @@ impl Supervisor {
                 Some(DurableUnitFile { session, secret_dirs })
             })
             .collect();
-        let runner_infos = typed_entries(&crate::model::plan::runner_info_dir(&self.host.home))
-            .into_iter()
-            .filter(|(n, _, t)| n.starts_with(&session_prefix) && n.ends_with(".json") && removable_file(t))
-            .filter_map(|(n, p, _)| {
-                Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner: n.trim_end_matches(".json").into() })
-            })
-            .collect();
+        let runner_infos = file_facts(
+            &crate::model::plan::runner_info_dir(&self.host.home),
+            |n, t| n.starts_with(&session_prefix) && n.ends_with(".json") && removable_file(t),
+            |n| n.trim_end_matches(".json").into(),
+        );
         let mut exit_records = Vec::new();
         // Session directories themselves (a link to one is not followed), record names we write.
         for session in crate::io::exit_store::sessions_of(&exits_dir, prefix) {
@@ -205,23 +217,21 @@ impl Supervisor {
             }
         }
         // Sockets only: a link named like a guest could lead `kill-server` to another server.
-        let guest_sockets = typed_entries(&self.host.tmux_socket_dir())
-            .into_iter()
-            .filter(|(n, _, t)| crate::model::guest::is_guest_name(n, prefix) && t.is_socket())
-            .filter_map(|(n, p, _)| Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner: n }))
-            .collect();
-        let guest_launch_files = typed_entries(&root.join("guests"))
-            .into_iter()
-            .filter(|(n, _, t)| n.ends_with(".json") && removable_file(t))
-            .filter_map(|(n, p, _)| {
-                Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner: n.trim_end_matches(".json").into() })
-            })
-            .collect();
-        let request_locks = typed_entries(&root.join(crate::ops::spawn::REQUEST_LOCK_DIR))
-            .into_iter()
-            .filter(|(n, _, t)| n.ends_with(".lock") && removable_file(t))
-            .filter_map(|(n, p, _)| Some(FileFact { mtime_ms: mtime_ms(&p)?, path: p, owner: n }))
-            .collect();
+        let guest_sockets = file_facts(
+            &self.host.tmux_socket_dir(),
+            |n, t| crate::model::guest::is_guest_name(n, prefix) && t.is_socket(),
+            str::to_string,
+        );
+        let guest_launch_files = file_facts(
+            &root.join("guests"),
+            |n, t| n.ends_with(".json") && removable_file(t),
+            |n| n.trim_end_matches(".json").into(),
+        );
+        let request_locks = file_facts(
+            &root.join(crate::ops::spawn::REQUEST_LOCK_DIR),
+            |n, t| n.ends_with(".lock") && removable_file(t),
+            str::to_string,
+        );
         let logs = typed_entries(&crate::model::plan::log_dir(&self.host.home))
             .into_iter()
             .filter(|(n, _, t)| n.starts_with(&session_prefix) && n.ends_with(".log") && removable_file(t))
