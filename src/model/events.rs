@@ -188,6 +188,16 @@ pub fn process_exit(v: &View) -> ExitInfo {
     info
 }
 
+/// Whether a signalled change from `old` to `new` (giving `ts`) is believed only once fresh
+/// properties confirm it: one that ends a run or the unit (a signal delayed across a reload must
+/// not become a false exit), and one that takes an ended unit back to life (a signal older than
+/// the last read must not undo what it read, and so report the same stop twice; a real restart
+/// is confirmed by the read).
+pub fn needs_fresh_read(old: &View, new: &View, ts: &[Transition]) -> bool {
+    ts.iter().any(|t| matches!(t.kind, EventType::Exited | EventType::Stopped | EventType::Removed))
+        || (old.ended() && !new.ended())
+}
+
 /// Events that lead from `old` to `new` (`None`: the unit is not loaded).
 pub fn transitions(old: Option<&View>, new: Option<&View>) -> Vec<Transition> {
     let mut out = Vec::new();
@@ -268,6 +278,20 @@ mod tests {
         assert_eq!(kinds(&ts), [EventType::Exited, EventType::Stopped]);
         let e = ts[0].exit.clone().unwrap();
         assert_eq!((e.kind, e.signal.as_deref()), (ExitKind::Signal, Some("SIGKILL")));
+    }
+
+    #[test]
+    fn an_ended_unit_is_taken_back_to_life_only_by_a_fresh_read() {
+        let stopped = v("inactive", "dead", 0);
+        // A signal from before the read that found it stopped: deactivating again.
+        let stale = v("deactivating", "stop-sigterm", 0);
+        assert!(transitions(Some(&stopped), Some(&stale)).is_empty());
+        assert!(needs_fresh_read(&stopped, &stale, &[]));
+        let running = v("active", "running", 10);
+        let ending = v("deactivating", "stop-sigterm", 10);
+        assert!(!needs_fresh_read(&running, &ending, &transitions(Some(&running), Some(&ending))));
+        let gone = v("inactive", "dead", 0);
+        assert!(needs_fresh_read(&ending, &gone, &transitions(Some(&ending), Some(&gone))));
     }
 
     #[test]

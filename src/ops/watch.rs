@@ -419,9 +419,7 @@ impl Watcher {
         };
         let new = old.apply(&change);
         let ts = events::transitions(Some(&old), Some(&new));
-        if ts.iter().any(|t| matches!(t.kind, EventType::Exited | EventType::Stopped | EventType::Removed)) {
-            // Verify against fresh properties: a signal delayed across a reload must not become a
-            // false exit.
+        if events::needs_fresh_read(&old, &new, &ts) {
             return self.refresh(sup, unit).await;
         }
         self.track(unit, events::apply_to_snapshot(&snap, &change));
