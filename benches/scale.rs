@@ -51,7 +51,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent_relay_systemd::io::sandbox::PrivateManager;
-use agent_relay_systemd::io::systemd::BusOptions;
 use serde_json::{json, Value};
 
 /// Sizes measured (SCALE_MAX keeps those up to it; a SCALE_MAX between them is measured too).
@@ -308,15 +307,9 @@ struct Floor {
 
 impl Floor {
     async fn connect(runtime_dir: &Path) -> Floor {
-        let opts = BusOptions {
-            session_address: None,
-            runtime_dir: Some(runtime_dir.into()),
-            timeout: Duration::from_secs(60),
-        };
-        let bus = agent_relay_systemd::io::systemd::connect(&opts).await.unwrap();
-        assert!(bus.p2p, "the private socket is used");
-        let proxy = zbus_systemd::systemd1::ManagerProxy::new(&bus.conn).await.unwrap();
-        Floor { conn: bus.conn, proxy }
+        let conn = floor::private_socket(runtime_dir, Duration::from_secs(60)).await;
+        let proxy = zbus_systemd::systemd1::ManagerProxy::new(&conn).await.unwrap();
+        Floor { conn, proxy }
     }
 
     /// `ListUnitsByPatterns` plus the properties a record needs, all requests in flight at once.

@@ -33,7 +33,6 @@ use std::time::{Duration, Instant};
 use agent_relay_systemd::io::config_file as config;
 use agent_relay_systemd::io::host::HostEnv;
 use agent_relay_systemd::io::sandbox::PrivateManager;
-use agent_relay_systemd::io::systemd::BusOptions;
 use agent_relay_systemd::model::config::ConfigInputs;
 use agent_relay_systemd::{SpawnRequest, Supervisor};
 use futures_util::StreamExt;
@@ -148,14 +147,7 @@ impl Floor {
     /// unsubscribed. zbus needs the socket adapter that rewrites systemd's sender header, so the
     /// connection is made by the library's connector (nothing else of the library is used).
     async fn on_private_socket(runtime_dir: &Path) -> Floor {
-        let opts = BusOptions {
-            session_address: None,
-            runtime_dir: Some(runtime_dir.into()),
-            timeout: Duration::from_secs(30),
-        };
-        let bus = agent_relay_systemd::io::systemd::connect(&opts).await.unwrap();
-        assert!(bus.p2p, "the private socket is used");
-        let conn = bus.conn;
+        let conn = floor::private_socket(runtime_dir, Duration::from_secs(30)).await;
         let proxy = zbus_systemd::systemd1::ManagerProxy::new(&conn).await.unwrap();
         Floor { conn, proxy }
     }

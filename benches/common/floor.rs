@@ -1,5 +1,8 @@
 //! What both benchmark programs measure a bare client by (`#[path]`-included by each).
 
+use std::path::Path;
+use std::time::Duration;
+
 use futures_util::StreamExt;
 use zbus_systemd::systemd1::ManagerProxy;
 
@@ -38,4 +41,18 @@ pub async fn list(conn: &zbus::Connection, proxy: &ManagerProxy<'_>, pattern: &s
         a.len() + b.len()
     });
     futures_util::stream::iter(reads).buffer_unordered(64).collect::<Vec<_>>().await.len()
+}
+
+/// A bare zbus connection on systemd's private socket (what `systemctl --user` uses), made by
+/// the library's connector because zbus needs its adapter that rewrites systemd's sender header;
+/// nothing else of the library is used on it.
+pub async fn private_socket(runtime_dir: &Path, timeout: Duration) -> zbus::Connection {
+    let opts = agent_relay_systemd::io::systemd::BusOptions {
+        session_address: None,
+        runtime_dir: Some(runtime_dir.into()),
+        timeout,
+    };
+    let bus = agent_relay_systemd::io::systemd::connect(&opts).await.unwrap();
+    assert!(bus.p2p, "the private socket is used");
+    bus.conn
 }
